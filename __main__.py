@@ -1,0 +1,3 @@
+from reasonrl.core.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,143 @@
+"""The ``reasonrl`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+
+from reasonrl.core.errors import ReasonRLError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "handler"):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args) or 0
+    except ReasonRLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished stages and checkpoints are kept, rerun to resume", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reasonrl", description=__doc__)
+    sub = parser.add_subparsers()
+
+    plugins = sub.add_parser("plugins", help="list every registered component")
+    plugins.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    plugins.add_argument("--kind", help="only this kind, e.g. reward_functions")
+    plugins.set_defaults(handler=cmd_plugins)
+
+    run = sub.add_parser("run", help="validate a config, then run its stages")
+    _config_args(run)
+    run.add_argument("--force", action="append", default=[], metavar="STAGE", help="rerun a finished stage")
+    run.set_defaults(handler=cmd_run)
+
+    config = sub.add_parser("config", help="config tools").add_subparsers()
+    validate = config.add_parser("validate", help="validate a config without running it")
+    _config_args(validate)
+    validate.set_defaults(handler=cmd_validate)
+
+    demo = sub.add_parser("demo", help="run a built-in demo pipeline")
+    demo.add_argument("name", help="demo name; `reasonrl demo --list` shows them", nargs="?")
+    demo.add_argument("--list", action="store_true", help="list the demos")
+    demo.add_argument("--out", default=None, help="output folder (default: runs)")
+    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    demo.add_argument("--force", action="append", default=[], metavar="STAGE")
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="a .yaml or .json run config")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a value, e.g. --set stages[1].steps=20 (repeatable)",
+    )
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from reasonrl.core.manager import get_registry
+
+    registry = get_registry()
+    infos = [i for i in registry.all() if args.kind in (None, i.kind)]
+    rows = [
+        {"kind": i.kind, "name": i.name, "plugin": i.plugin, "package": i.package, "summary": i.summary}
+        for i in infos
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(format_table(rows, ["kind", "name", "plugin", "package", "summary"]))
+    for plugin, error in registry.failed_plugins.items():
+        print(f"warning: plugin {plugin!r} failed to load: {error}", file=sys.stderr)
+    return 0
+
+
+def format_table(rows: list[dict], columns: list[str]) -> str:
+    widths = {c: max([len(c)] + [len(str(r[c])) for r in rows]) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns).rstrip(), "  ".join("-" * widths[c] for c in columns)]
+    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from reasonrl.core.config import load_config
+
+    config = load_config(args.config, args.set)
+    stages = ", ".join(f"{s.id} ({s.name})" for s in config.stages)
+    print(f"{args.config}: valid; run {config.run.run_name!r} -> {config.run_dir}; stages: {stages}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from reasonrl.core.config import load_config
+    from reasonrl.core.pipeline import run_pipeline
+
+    config = load_config(args.config, args.set)
+    run_pipeline(config, force=args.force)
+    print(f"run finished: {config.run_dir}")
+    return 0
+
+
+def demo_configs() -> dict[str, Path]:
+    """Demo configs shipped as ``demos/<name>.yaml`` inside the built-in packs."""
+    from reasonrl.core.manager import DEFAULT_PLUGINS
+
+    found = {}
+    for module_name in DEFAULT_PLUGINS:
+        folder = resources.files(module_name.rsplit(".", 1)[0]) / "demos"
+        if folder.is_dir():
+            for item in folder.iterdir():
+                if item.name.endswith(".yaml"):
+                    found[item.name[: -len(".yaml")]] = Path(str(item))
+    return found
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from reasonrl.core.config import load_config
+    from reasonrl.core.pipeline import run_pipeline
+
+    demos = demo_configs()
+    if args.list or not args.name:
+        for name, path in sorted(demos.items()):
+            print(f"{name}  ({path})")
+        return 0
+    if args.name not in demos:
+        raise ReasonRLError(f"unknown demo {args.name!r}; demos: {', '.join(sorted(demos))}")
+    overrides = list(args.set) + ([f"output_dir={args.out}"] if args.out else [])
+    config = load_config(demos[args.name], overrides)
+    outputs = run_pipeline(config, force=args.force)
+    report = next((o["report_markdown"] for o in reversed(list(outputs.values())) if "report_markdown" in o), None)
+    if report:
+        print(report)
+    print(f"demo finished: {config.run_dir}")
+    return 0

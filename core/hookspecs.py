@@ -1,0 +1,157 @@
+"""Hook specifications: one ``register_<kind>(register)`` hook per component kind.
+
+Every hook has the same shape. reasonrl calls it once per plugin while the plugin
+manager loads, passing a ``register`` callable bound to that plugin and kind::
+
+    register(name, factory, params=ParamsModel, summary="one line")
+
+- ``name``: the name configs use (``dapo``, ``rq_kmeans``); unique per kind.
+- ``factory``: a callable ``factory(params_model_instance) -> component`` or a
+  ``"module.path:attribute"`` string imported only when the component is built, so
+  registration never imports heavy libraries.
+- ``params``: a pydantic model validating the component's ``params`` from a config
+  (defaults to an empty model that forbids unknown keys).
+- ``summary``: one line shown by ``reasonrl plugins``.
+
+The hook returns nothing. Registering a name twice in one kind raises
+:class:`reasonrl.core.registry.DuplicateComponentError` naming both plugins.
+The built component must satisfy the kind's contract in :mod:`reasonrl.core.contracts`.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+PROJECT = "reasonrl"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+# kind name -> contract class name in reasonrl.core.contracts (kept in one place so the
+# registry, the CLI and the docs test agree on the list).
+KINDS = {
+    "item_tokenizers": "ItemTokenizer",
+    "teacher_generators": "TeacherGenerator",
+    "rejection_filters": "RejectionFilter",
+    "policy_optimizers": "PolicyOptimizer",
+    "reward_functions": "RewardFunction",
+    "reward_combiners": "RewardCombiner",
+    "datasets": "Dataset",
+    "rollout_engines": "RolloutEngine",
+    "metrics": "Metric",
+    "stages": "Stage",
+    "trackers": "Tracker",
+}
+
+
+@hookspec
+def register_item_tokenizers(register):
+    """Register item tokenizers (semantic-ID builders such as ``rq_kmeans``).
+
+    Called once at load time. The built component satisfies
+    :class:`~reasonrl.core.contracts.ItemTokenizer`: ``fit(embeddings)`` learns codes,
+    ``encode(embeddings) -> codes``, ``tokens(codes) -> strings`` and ``report()``
+    gives uniqueness and per-level usage.
+    """
+
+
+@hookspec
+def register_teacher_generators(register):
+    """Register teacher generators (local HF model, OpenAI-compatible endpoint, vLLM).
+
+    Called once at load time. The built component satisfies
+    :class:`~reasonrl.core.contracts.TeacherGenerator`:
+    ``generate(prompts, n) -> list[list[str]]`` with ``n`` completions per prompt.
+    """
+
+
+@hookspec
+def register_rejection_filters(register):
+    """Register rejection filters that keep or drop teacher traces.
+
+    Called once at load time. The built component satisfies
+    :class:`~reasonrl.core.contracts.RejectionFilter`:
+    ``check(example, completion) -> Verdict(accepted, reason)``.
+    """
+
+
+@hookspec
+def register_policy_optimizers(register):
+    """Register policy optimizers (``grpo``, ``dr_grpo``, ``dapo``, ``ppo``...).
+
+    Called once at load time. The built component satisfies
+    :class:`~reasonrl.core.contracts.PolicyOptimizer`: ``advantages(batch)`` from a
+    rollout batch, then ``loss(batch, new_logprobs)``; the trainer never branches on
+    the optimizer's name.
+    """
+
+
+@hookspec
+def register_reward_functions(register):
+    """Register reward functions.
+
+    Called once at load time. The built component satisfies
+    :class:`~reasonrl.core.contracts.RewardFunction`:
+    ``__call__(prompts, completions, examples) -> list[dict[str, float | None]]``, one
+    dict of named components per sample; ``None`` means "not applicable".
+    """
+
+
+@hookspec
+def register_reward_combiners(register):
+    """Register reward combiners that turn named components into one scalar.
+
+    Called once at load time. The built component satisfies
+    :class:`~reasonrl.core.contracts.RewardCombiner`:
+    ``combine(components) -> float`` for one sample's merged component dict.
+    """
+
+
+@hookspec
+def register_datasets(register):
+    """Register datasets.
+
+    Called once at load time. The built component satisfies
+    :class:`~reasonrl.core.contracts.Dataset`: ``splits() -> dict[str, list[dict]]``
+    with at least ``train``; each example carries its ground truth.
+    """
+
+
+@hookspec
+def register_rollout_engines(register):
+    """Register rollout engines (``hf``, ``vllm``).
+
+    Called once at load time. The built component satisfies
+    :class:`~reasonrl.core.contracts.RolloutEngine`:
+    ``generate(model, tokenizer, prompts, group_size) -> Rollouts`` with token ids
+    and per-token logprobs of the sampled tokens.
+    """
+
+
+@hookspec
+def register_metrics(register):
+    """Register evaluation metrics.
+
+    Called once at load time. The built component satisfies
+    :class:`~reasonrl.core.contracts.Metric`:
+    ``__call__(predictions, references) -> dict[str, float]``.
+    """
+
+
+@hookspec
+def register_stages(register):
+    """Register pipeline stages (``lm``, ``sft``, ``rl``, ``evaluate``...).
+
+    Called once at load time. The built component satisfies
+    :class:`~reasonrl.core.contracts.Stage`: ``run(context) -> dict`` writes its
+    artifacts under ``context.stage_dir`` and returns a JSON-able summary.
+    """
+
+
+@hookspec
+def register_trackers(register):
+    """Register metric trackers (``jsonl``, ``tensorboard``...).
+
+    Called once at load time. The built component satisfies
+    :class:`~reasonrl.core.contracts.Tracker`: ``open(run_dir)``,
+    ``log(step, metrics)``, ``close()``.
+    """

@@ -1,0 +1,138 @@
+"""Registry: (kind, name) -> factory + params model + where it came from."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from reasonrl.core import contracts
+from reasonrl.core.errors import ReasonRLError
+from reasonrl.core.hookspecs import KINDS
+
+
+class NoParams(BaseModel):
+    """Params model for components that take none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class DuplicateComponentError(ReasonRLError):
+    pass
+
+
+class UnknownComponentError(ReasonRLError):
+    pass
+
+
+@dataclass(frozen=True)
+class ComponentInfo:
+    kind: str
+    name: str
+    factory: Callable[..., Any] | str
+    params: type[BaseModel]
+    plugin: str
+    package: str
+    summary: str
+
+    def resolve_factory(self) -> Callable[..., Any]:
+        if callable(self.factory):
+            return self.factory
+        module_name, _, attr = self.factory.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+            return getattr(module, attr)
+        except (ImportError, AttributeError) as exc:
+            raise ReasonRLError(
+                f"{self.kind[:-1]} {self.name!r} from plugin {self.plugin!r} points at "
+                f"{self.factory!r}, which cannot be loaded: {exc}. Install the missing "
+                f"dependency or fix the plugin's register call."
+            ) from exc
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._entries: dict[str, dict[str, ComponentInfo]] = {kind: {} for kind in KINDS}
+        # plugin name -> error text, for plugins that failed to import
+        self.failed_plugins: dict[str, str] = {}
+
+    def add(self, info: ComponentInfo) -> None:
+        self._check_kind(info.kind)
+        existing = self._entries[info.kind].get(info.name)
+        if existing is not None:
+            raise DuplicateComponentError(
+                f"{info.kind} name {info.name!r} is registered twice: by plugin "
+                f"{existing.plugin!r} ({existing.package}) and by plugin {info.plugin!r} "
+                f"({info.package}). Rename one, or disable a plugin with "
+                f"REASONRL_DISABLE_PLUGINS={info.plugin}."
+            )
+        self._entries[info.kind][info.name] = info
+
+    def remove_plugin(self, plugin: str) -> None:
+        for entries in self._entries.values():
+            for name in [n for n, info in entries.items() if info.plugin == plugin]:
+                del entries[name]
+
+    def names(self, kind: str) -> list[str]:
+        self._check_kind(kind)
+        return sorted(self._entries[kind])
+
+    def all(self) -> list[ComponentInfo]:
+        return [info for kind in KINDS for _, info in sorted(self._entries[kind].items())]
+
+    def get(self, kind: str, name: str) -> ComponentInfo:
+        self._check_kind(kind)
+        try:
+            return self._entries[kind][name]
+        except KeyError:
+            raise UnknownComponentError(self._unknown_message(kind, name)) from None
+
+    def validate_params(self, kind: str, name: str, params: Mapping[str, Any] | BaseModel | None) -> BaseModel:
+        info = self.get(kind, name)
+        if isinstance(params, info.params):
+            return params
+        return info.params.model_validate(dict(params or {}))
+
+    def build(self, kind: str, name: str, params: Mapping[str, Any] | BaseModel | None = None) -> Any:
+        """Validate params and call the factory; check the result against the contract."""
+        info = self.get(kind, name)
+        try:
+            validated = self.validate_params(kind, name, params)
+        except ValidationError as exc:
+            raise ReasonRLError(f"bad params for {kind} {name!r}: {exc}") from exc
+        component = info.resolve_factory()(validated)
+        contract = getattr(contracts, KINDS[kind])
+        if not isinstance(component, contract):
+            missing = [m for m in _protocol_members(contract) if not hasattr(component, m)]
+            raise ReasonRLError(
+                f"{kind} {name!r} from plugin {info.plugin!r} built a "
+                f"{type(component).__name__} that does not satisfy {contract.__name__}: "
+                f"missing {missing}"
+            )
+        return component
+
+    def _check_kind(self, kind: str) -> None:
+        if kind not in KINDS:
+            raise ReasonRLError(f"unknown component kind {kind!r}; kinds are: {', '.join(KINDS)}")
+
+    def _unknown_message(self, kind: str, name: str) -> str:
+        known = sorted(self._entries[kind])
+        message = f"unknown {kind} name {name!r}; known: {', '.join(known) or '(none registered)'}"
+        close = difflib.get_close_matches(name, known, n=1)
+        if close:
+            message += f". Did you mean {close[0]!r}?"
+        for plugin, error in self.failed_plugins.items():
+            message += f"\nplugin {plugin!r} failed to load and may provide it: {error}"
+        return message
+
+
+def _protocol_members(protocol: type) -> list[str]:
+    members = getattr(protocol, "__protocol_attrs__", None)
+    if members is None:  # Python < 3.12
+        members = [m for m in vars(protocol) if not m.startswith("_")] + (
+            ["__call__"] if "__call__" in vars(protocol) else []
+        )
+    return sorted(members)

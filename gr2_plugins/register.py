@@ -1,0 +1,1 @@
+"""Registration module of this pack (its components arrive with their issue)."""
