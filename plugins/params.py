@@ -3,7 +3,11 @@ and config validation stay fast. Defaults follow ../shared/REFERENCE.md."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from reasonrl.core.config import CombinerRef, DatasetRef, OptimizerRef, RewardRef, RolloutEngineRef
 
 
 class Params(BaseModel):
@@ -23,3 +27,185 @@ class TensorboardParams(Params):
 class WeightedSumParams(Params):
     weights: dict[str, float] = Field(default_factory=dict, description="component -> weight; unnamed components weigh 1")
     default_weight: float = 1.0
+
+
+# ---------------------------------------------------------------- policy optimizers
+class GRPOParams(Params):
+    epsilon: float = Field(0.2, gt=0, description="clip range: ratio kept in [1 - eps, 1 + eps]")
+    beta: float = Field(0.0, ge=0, description="KL weight to a frozen reference; 0 loads no reference")
+    kl_estimator: str = Field("k3", pattern="^(k1|k3)$")
+    scale_rewards: bool = True
+    std_eps: float = 1e-6
+
+
+class DrGRPOParams(Params):
+    epsilon: float = Field(0.2, gt=0)
+    beta: float = Field(0.0, ge=0)
+    kl_estimator: str = Field("k3", pattern="^(k1|k3)$")
+    max_completion_length: int = Field(256, gt=0, description="the constant that replaces per-sequence length")
+
+
+class DAPOParams(Params):
+    epsilon_low: float = Field(0.2, gt=0)
+    epsilon_high: float = Field(0.28, gt=0)
+    dynamic_sampling: bool = True
+    mask_truncated: bool = False
+    std_eps: float = 1e-6
+
+
+class PPOParams(Params):
+    epsilon: float = Field(0.2, gt=0)
+    value_clip: float = Field(0.2, gt=0)
+    gamma: float = Field(1.0, ge=0, le=1)
+    lam: float = Field(0.95, ge=0, le=1)
+    value_coef: float = Field(0.5, ge=0)
+    whiten_advantages: bool = True
+
+
+# ---------------------------------------------------------------- rollout engines
+class SamplingParams(Params):
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0, description="0 = no top-k cut")
+    max_new_tokens: int = Field(64, gt=0)
+    stop_strings: list[str] = Field(default_factory=list)
+    prompt_batch_size: int = Field(8, gt=0, description="prompts prefilled together")
+
+
+class VLLMParams(SamplingParams):
+    gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
+    dtype: str = "bfloat16"
+
+
+# ---------------------------------------------------------------- models
+class TinyModelParams(Params):
+    """A randomly initialised small Llama over a character vocabulary (tests, toy tasks)."""
+
+    alphabet: str = "0123456789 ,:>=+-[]abcdefghijklmnopqrstuvwxyz"
+    hidden_size: int = Field(64, gt=0)
+    num_layers: int = Field(2, gt=0)
+    num_heads: int = Field(4, gt=0)
+    intermediate_size: int = Field(128, gt=0)
+    max_positions: int = Field(256, gt=0)
+
+
+class LoraParams(Params):
+    r: int = Field(8, gt=0)
+    alpha: int = Field(16, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+class ModelSpec(Params):
+    """Where the policy comes from: ``tiny`` | ``hf`` (local folder or hub name) |
+    ``gguf`` (a GGUF file, dequantized) | ``stage`` (the model an earlier stage saved)."""
+
+    source: Literal["tiny", "hf", "gguf", "stage"] = "tiny"
+    path: str | None = None
+    gguf_file: str | None = None
+    stage: str | None = None
+    tiny: TinyModelParams = Field(default_factory=TinyModelParams)
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    lora: LoraParams | None = None
+
+    @model_validator(mode="after")
+    def _check_source(self):
+        needed = {"hf": "path", "gguf": "gguf_file", "stage": "stage"}.get(self.source)
+        if needed and getattr(self, needed) is None:
+            raise ValueError(f"model source {self.source!r} needs {needed}=...")
+        return self
+
+
+# ---------------------------------------------------------------- trainers (stages)
+class TrainingParams(Params):
+    """What every trainer shares: optimisation, schedule, checkpoints."""
+
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    dataset: DatasetRef
+    split: str = "train"
+    lr: float = Field(1e-5, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["constant", "linear", "cosine"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    gradient_accumulation: int = Field(1, gt=0)
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints; 0 = only at the end")
+    seed_offset: int = 0
+    progress: bool = True
+
+
+class LMParams(TrainingParams):
+    text_field: str = "text"
+    seq_len: int = Field(128, gt=1)
+    batch_size: int = Field(8, gt=0)
+    steps: int = Field(100, gt=0)
+
+
+class SFTParams(TrainingParams):
+    prompt_field: str = "prompt"
+    completion_field: str = "completion"
+    segments_field: str = Field("segments", description="optional per-example [[text, weight], ...] completion")
+    chat_template: bool = Field(False, description="wrap prompts with the tokenizer's chat template")
+    max_length: int = Field(512, gt=1)
+    batch_size: int = Field(8, gt=0)
+    epochs: float = Field(1.0, gt=0)
+
+
+class RLParams(TrainingParams):
+    prompt_field: str = "prompt"
+    chat_template: bool = False
+    optimizer: OptimizerRef = Field(default_factory=lambda: OptimizerRef(name="dapo"))
+    rollout: RolloutEngineRef = Field(default_factory=lambda: RolloutEngineRef(name="hf"))
+    rewards: list[RewardRef] = Field(min_length=1)
+    combiner: CombinerRef = Field(default_factory=lambda: CombinerRef(name="weighted_sum"))
+    on_reward_error: Literal["raise", "invalid"] = "raise"
+    invalid_reward: float = -1.0
+    steps: int = Field(50, gt=0)
+    prompts_per_step: int = Field(8, gt=0)
+    group_size: int = Field(8, gt=0)
+    max_sampling_rounds: int = Field(3, ge=1, description="generation rounds allowed to fill a batch under dynamic sampling")
+    updates_per_batch: int = Field(1, gt=0)
+    micro_batch_prompts: int = Field(4, gt=0)
+    eval_every: int = Field(0, ge=0)
+    eval_split: str = "validation"
+    eval_prompts: int = Field(32, gt=0)
+
+
+# ---------------------------------------------------------------- built-in toy task
+class SortDigitsParams(Params):
+    """Sort a short list of digits: a task with a checkable answer to prove the loop learns."""
+
+    length: int = Field(4, gt=0, le=12)
+    max_digit: int = Field(9, ge=1, le=9)
+    train_size: int = Field(2000, gt=0)
+    validation_size: int = Field(200, ge=0)
+    test_size: int = Field(200, ge=0)
+    seed: int = 0
+
+
+# ---------------------------------------------------------------- generic rewards
+class RegexFormatParams(Params):
+    pattern: str = Field(description="Python regex the whole completion must match (re.fullmatch, DOTALL)")
+    name: str = "format"
+
+
+class JsonFormatParams(Params):
+    required_keys: list[str] = Field(default_factory=list)
+    name: str = "format"
+
+
+class OverlongParams(Params):
+    """DAPO overlong shaping on the completion length (characters or words)."""
+
+    max_length: int = Field(gt=0, description="L_max")
+    cache_length: int = Field(gt=0, description="L_cache: the soft band below L_max")
+    unit: Literal["chars", "words"] = "chars"
+    name: str = "overlong"
+
+
+class LengthPenaltyParams(Params):
+    min_length: int = Field(0, ge=0)
+    max_length: int = Field(10_000, gt=0)
+    penalty: float = Field(1.0, ge=0, description="reward -penalty * relative distance outside [min, max]")
+    name: str = "length"

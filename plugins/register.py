@@ -19,3 +19,50 @@ def register_trackers(register):
 def register_reward_combiners(register):
     register("weighted_sum", f"{P}.rewards:WeightedSum", params=p.WeightedSumParams,
              summary="sum of weight * component over the components that apply")
+
+
+@hookimpl
+def register_reward_functions(register):
+    register("regex_format", f"{P}.rewards:RegexFormat", params=p.RegexFormatParams,
+             summary="1 if the completion matches a regex, else 0")
+    register("json_format", f"{P}.rewards:JsonFormat", params=p.JsonFormatParams,
+             summary="1 if the completion holds a JSON object with the required keys")
+    register("overlong", f"{P}.rewards:Overlong", params=p.OverlongParams,
+             summary="DAPO overlong shaping: 0, linear penalty in the cache band, -1 beyond")
+    register("length_penalty", f"{P}.rewards:LengthPenalty", params=p.LengthPenaltyParams,
+             summary="penalty for completions outside [min, max] words")
+    register("sort_accuracy", f"{P}.tasks:SortAccuracy", summary="fraction of positions equal to the sorted answer")
+
+
+@hookimpl
+def register_policy_optimizers(register):
+    register("grpo", f"{P}.optimizers:GRPO", params=p.GRPOParams,
+             summary="group-normalised advantages, clipped ratio, optional KL (k1/k3)")
+    register("dr_grpo", f"{P}.optimizers:DrGRPO", params=p.DrGRPOParams,
+             summary="GRPO without std scaling and per-sequence length normalisation")
+    register("dapo", f"{P}.optimizers:DAPO", params=p.DAPOParams,
+             summary="clip-higher, token-level loss, dynamic sampling, truncation mask")
+    register("ppo", f"{P}.optimizers:PPO", params=p.PPOParams,
+             summary="value head, GAE, clipped policy and value losses")
+
+
+@hookimpl
+def register_rollout_engines(register):
+    register("hf", f"{P}.rollout:HFRolloutEngine", params=p.SamplingParams,
+             summary="transformers sampling with KV cache, one prefill per prompt group")
+
+
+@hookimpl
+def register_stages(register):
+    register("rl", f"{P}.rl:RLStage", params=p.RLParams,
+             summary="on-policy RL: rollouts, rewards, combiner, filter, optimizer")
+    register("sft", f"{P}.supervised:SFTStage", params=p.SFTParams,
+             summary="supervised fine-tuning with per-segment loss weights")
+    register("lm", f"{P}.supervised:LMStage", params=p.LMParams,
+             summary="causal LM training with sequence packing (mid-training)")
+
+
+@hookimpl
+def register_datasets(register):
+    register("sort_digits", f"{P}.tasks:SortDigits", params=p.SortDigitsParams,
+             summary="toy verifiable task: sort a short list of digits")

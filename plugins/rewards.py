@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Mapping
 
-from reasonrl.plugins.params import WeightedSumParams
+from reasonrl.core.errors import ReasonRLError
+from reasonrl.plugins.params import (
+    JsonFormatParams,
+    LengthPenaltyParams,
+    OverlongParams,
+    RegexFormatParams,
+    WeightedSumParams,
+)
 
 
 class WeightedSum:
@@ -23,3 +32,163 @@ class WeightedSum:
             if value is not None:
                 total += self.params.weights.get(name, self.params.default_weight) * value
         return total
+
+
+class RewardError(ReasonRLError):
+    pass
+
+
+def score_samples(reward_fns, combiner, prompts, completions, examples, on_error="raise", invalid_reward=-1.0):
+    """Run every reward function, merge components per sample, combine to scalars.
+
+    Returns (scalars, components). A function that raises stops the run with its name
+    and the failing sample's index, or (``on_error="invalid"``) scores the batch's
+    samples one by one and gives ``invalid_reward`` to the ones that fail.
+    """
+    merged: list[dict[str, float | None]] = [{} for _ in completions]
+    invalid = [False] * len(completions)
+    for name, fn in reward_fns:
+        for index, parts in enumerate(_call_reward(name, fn, prompts, completions, examples, on_error)):
+            if parts is None:
+                invalid[index] = True
+            else:
+                merged[index].update(parts)
+    scalars = [invalid_reward if bad else combiner.combine(parts) for parts, bad in zip(merged, invalid)]
+    return scalars, merged
+
+
+def _call_reward(name, fn, prompts, completions, examples, on_error):
+    try:
+        result = fn(prompts, completions, examples)
+    except Exception as exc:
+        if on_error != "invalid":
+            index = _first_failing(fn, prompts, completions, examples)
+            raise RewardError(
+                f"reward function {name!r} raised on sample {index} ({type(exc).__name__}: {exc}); fix it or "
+                f"set on_reward_error: invalid to score failing samples as invalid"
+            ) from exc
+        result = []
+        for i in range(len(completions)):
+            try:
+                result.extend(fn(prompts[i:i + 1], completions[i:i + 1], examples[i:i + 1]))
+            except Exception:
+                result.append(None)
+    if len(result) != len(completions):
+        raise RewardError(f"reward function {name!r} returned {len(result)} results for {len(completions)} samples")
+    return result
+
+
+def _first_failing(fn, prompts, completions, examples) -> int | None:
+    for i in range(len(completions)):
+        try:
+            fn(prompts[i:i + 1], completions[i:i + 1], examples[i:i + 1])
+        except Exception:
+            return i
+    return None
+
+
+class RegexFormat:
+    """1.0 if the completion fully matches ``pattern`` (DOTALL), else 0.0.
+
+    >>> RegexFormat(RegexFormatParams(pattern=r"<a>.*</a>"))([""], ["<a>x</a>"], [{}])
+    [{'format': 1.0}]
+    """
+
+    def __init__(self, params: RegexFormatParams) -> None:
+        self.params = params
+        self.regex = re.compile(params.pattern, re.DOTALL)
+
+    def __call__(self, prompts, completions, examples):
+        return [{self.params.name: float(self.regex.fullmatch(c.strip()) is not None)} for c in completions]
+
+
+class JsonFormat:
+    """1.0 if the completion holds a JSON object (fences allowed) with the required keys."""
+
+    def __init__(self, params: JsonFormatParams) -> None:
+        self.params = params
+
+    def __call__(self, prompts, completions, examples):
+        out = []
+        for completion in completions:
+            obj = extract_json_object(completion)
+            ok = isinstance(obj, dict) and all(k in obj for k in self.params.required_keys)
+            out.append({self.params.name: float(ok)})
+        return out
+
+
+def extract_json_object(text: str):
+    """The first top-level ``{...}`` in ``text`` parsed as JSON, or None."""
+    start = text.find("{")
+    while start != -1:
+        depth, in_string, escaped = 0, False, False
+        for end in range(start, len(text)):
+            ch = text[end]
+            if in_string:
+                escaped = ch == "\\" and not escaped
+                if ch == '"' and not escaped:
+                    in_string = False
+                continue
+            if ch == '"':
+                in_string = True
+            elif ch == "{":
+                depth += 1
+            elif ch == "}":
+                depth -= 1
+                if depth == 0:
+                    try:
+                        return json.loads(text[start:end + 1])
+                    except json.JSONDecodeError:
+                        break
+        start = text.find("{", start + 1)
+    return None
+
+
+def overlong_penalty(length: int, max_length: int, cache_length: int) -> float:
+    """DAPO's soft overlong punishment.
+
+    >>> overlong_penalty(80, 100, 20), overlong_penalty(90, 100, 20), overlong_penalty(101, 100, 20)
+    (0.0, -0.5, -1.0)
+    """
+    soft_start = max_length - cache_length
+    if length <= soft_start:
+        return 0.0
+    if length <= max_length:
+        return (soft_start - length) / cache_length
+    return -1.0
+
+
+def _length(text: str, unit: str) -> int:
+    return len(text.split()) if unit == "words" else len(text)
+
+
+class Overlong:
+    """DAPO overlong shaping as a reward component."""
+
+    def __init__(self, params: OverlongParams) -> None:
+        self.params = params
+
+    def __call__(self, prompts, completions, examples):
+        p = self.params
+        return [{p.name: overlong_penalty(_length(c, p.unit), p.max_length, p.cache_length)} for c in completions]
+
+
+class LengthPenalty:
+    """0 inside [min_length, max_length] words; -penalty * relative distance outside."""
+
+    def __init__(self, params: LengthPenaltyParams) -> None:
+        self.params = params
+
+    def __call__(self, prompts, completions, examples):
+        p = self.params
+        out = []
+        for completion in completions:
+            n = len(completion.split())
+            if n < p.min_length:
+                value = -p.penalty * (p.min_length - n) / max(p.min_length, 1)
+            elif n > p.max_length:
+                value = -p.penalty * (n - p.max_length) / p.max_length
+            else:
+                value = 0.0
+            out.append({p.name: value})
+        return out

@@ -1,0 +1,113 @@
+"""Loading and saving policies: tiny char-level Llama, HF folders, GGUF files, earlier stages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from reasonrl.core.errors import ReasonRLError
+from reasonrl.plugins.params import ModelSpec, TinyModelParams
+
+SPECIAL_TOKENS = ["<pad>", "<bos>", "<eos>", "<unk>"]
+MODEL_DIR = "model"
+
+
+def char_tokenizer(alphabet: str):
+    """A fast tokenizer with one token per character of ``alphabet`` plus specials."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    chars = list(dict.fromkeys(alphabet))
+    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + chars)}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>", unk_token="<unk>"
+    )
+
+
+def tiny_model(params: TinyModelParams, seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = char_tokenizer(params.alphabet)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=params.hidden_size, intermediate_size=params.intermediate_size,
+        num_hidden_layers=params.num_layers, num_attention_heads=params.num_heads,
+        num_key_value_heads=params.num_heads, max_position_embeddings=params.max_positions,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config), tokenizer
+
+
+def load_policy(spec: ModelSpec, run_dir: Path | None = None, seed: int = 0):
+    """(model, tokenizer) in train mode, float32 unless ``spec.dtype`` says otherwise."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = getattr(torch, spec.dtype)
+    if spec.source == "tiny":
+        model, tokenizer = tiny_model(spec.tiny, seed)
+    elif spec.source == "gguf":
+        model, tokenizer = _load_gguf(spec, dtype)
+    else:
+        path = spec.path if spec.source == "hf" else str(_stage_model_dir(spec.stage, run_dir))
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = model.to(dtype)
+    if spec.lora is not None:
+        model = _add_lora(model, spec)
+    return model, tokenizer
+
+
+def _stage_model_dir(stage: str, run_dir: Path | None) -> Path:
+    if run_dir is None:
+        raise ReasonRLError(f"model source 'stage' ({stage!r}) needs a run folder")
+    path = Path(run_dir) / stage / MODEL_DIR
+    if not (path / "config.json").exists():
+        raise ReasonRLError(
+            f"model.stage={stage!r}: no saved model at {path}; the stage id must name an earlier "
+            f"training stage of this run that has finished"
+        )
+    return path
+
+
+def _load_gguf(spec: ModelSpec, dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = Path(spec.gguf_file)
+    if not gguf.exists():
+        raise ReasonRLError(f"model.gguf_file={str(gguf)!r} does not exist")
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model.config.quantization_config = None  # weights are dequantized; save them as plain safetensors
+    if hasattr(model, "hf_quantizer"):
+        model.hf_quantizer = None
+    return model, tokenizer
+
+
+def _add_lora(model, spec: ModelSpec):
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as exc:
+        raise ReasonRLError("model.lora needs peft: pip install 'reasonrl[lora]'") from exc
+    lora = spec.lora
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                        target_modules=lora.target_modules, task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def save_policy(model, tokenizer, folder: Path) -> Path:
+    """Save as safetensors; LoRA adapters are merged into the base weights first."""
+    if hasattr(model, "merge_and_unload"):
+        import copy
+
+        model = copy.deepcopy(model).merge_and_unload()
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -1,0 +1,209 @@
+"""The ``rl`` stage: dataset -> rollouts -> rewards -> combiner -> filter -> optimizer -> step."""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from reasonrl.core.contracts import StageContext
+from reasonrl.core.io import atomic_write_json
+from reasonrl.plugins.params import RLParams
+from reasonrl.plugins.rewards import score_samples
+from reasonrl.plugins.rollout import RolloutBatch, completion_logprobs
+from reasonrl.plugins.training import Trainer, seed_all, step_seed
+
+
+class ValueHead(torch.nn.Module):
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(hidden_size, 1)
+        torch.nn.init.zeros_(self.linear.weight)
+        torch.nn.init.zeros_(self.linear.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.linear(hidden.float())
+
+
+class RLStage(Trainer):
+    """On-policy RL with any registered optimizer, rollout engine and rewards."""
+
+    def run(self, context: StageContext) -> dict[str, Any]:
+        params = self.params
+        self.context = context
+        self.optimizer_algo = context.build(params.optimizer)
+        self.engine = context.build(params.rollout)
+        self.reward_fns = [(ref.name, context.build(ref)) for ref in params.rewards]
+        self.combiner = context.build(params.combiner)
+        self.train = self.examples(params.split)
+        make_extra = (lambda model: {"value_head": ValueHead(model.config.hidden_size)}) \
+            if self.optimizer_algo.needs_values else None
+        self.setup(context, params.steps, make_extra)
+        self.reference = self._reference_model() if self.optimizer_algo.needs_reference else None
+        history = self._history()
+        bar = self.progress(f"rl[{params.optimizer.name}]")
+        for step in range(self.start_step, params.steps):
+            metrics = self.train_step(step)
+            history.append(metrics)
+            context.log(step + 1, metrics)
+            bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", loss=f"{metrics['loss']:.4f}")
+            bar.update(1)
+            self.maybe_checkpoint(step + 1, {"history": history})
+        bar.close()
+        self.save_model()
+        return self._summary(history)
+
+    def _history(self) -> list[dict[str, float]]:
+        return list(getattr(self, "resumed_state", {}).get("history", []))
+
+    def _reference_model(self):
+        from reasonrl.plugins.models import load_policy
+
+        reference, _ = load_policy(self.params.model.model_copy(update={"lora": None}), self.context.run_dir, self.seed)
+        return reference.eval().requires_grad_(False)
+
+    # ------------------------------------------------------------ one step
+    def train_step(self, step: int) -> dict[str, float]:
+        started = time.perf_counter()
+        generator = seed_all(step_seed(self.seed, step))
+        batch, info = self.collect(step, generator)
+        self.model.train()
+        if batch is None:  # every group was filtered out: nothing to learn from this step
+            return {**info, "loss": 0.0, "step_seconds": time.perf_counter() - started}
+        self._score_old(batch)
+        batch.advantages = self.optimizer_algo.advantages(batch)
+        stats: dict[str, float] = {}
+        for _ in range(self.params.updates_per_batch):
+            loss, stats = self._update(batch)
+        info.update({f"optim/{k}": v for k, v in stats.items()})
+        info["loss"] = loss
+        info["step_seconds"] = time.perf_counter() - started
+        return info
+
+    def collect(self, step: int, generator: torch.Generator):
+        """Sample groups until ``prompts_per_step`` survive the optimizer's filter."""
+        params = self.params
+        rng = random.Random(step_seed(self.seed, step, salt=1))
+        kept, dropped, all_rewards, components = [], 0, [], []
+        self.model.eval()
+        for _ in range(params.max_sampling_rounds):
+            need = params.prompts_per_step - len(kept)
+            examples = [self.train[rng.randrange(len(self.train))] for _ in range(need)]
+            rollouts = self.engine.generate(self.accelerator.unwrap_model(self.model), self.tokenizer,
+                                            [self._prompt(e) for e in examples], params.group_size, generator=generator)
+            expanded = [e for e in examples for _ in range(params.group_size)]
+            prompts = [self._prompt(e) for e in expanded]
+            rewards, parts = score_samples(self.reward_fns, self.combiner, prompts, rollouts.texts, expanded,
+                                           params.on_reward_error, params.invalid_reward)
+            all_rewards += rewards
+            components += parts
+            for g in range(len(examples)):
+                group = slice(g * params.group_size, (g + 1) * params.group_size)
+                if self.optimizer_algo.keep_group(rewards[group]):
+                    kept.append((rollouts, g, rewards[group]))
+                else:
+                    dropped += 1
+            if len(kept) >= params.prompts_per_step:
+                break
+        info = self._rollout_metrics(all_rewards, components, dropped, kept)
+        return (self._batch(kept) if kept else None), info
+
+    def _prompt(self, example: dict[str, Any]) -> str:
+        text = example[self.params.prompt_field]
+        if self.params.chat_template:
+            return self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                      add_generation_prompt=True)
+        return text
+
+    def _batch(self, kept) -> RolloutBatch:
+        g = self.params.group_size
+        width = max(int(r.mask[i * g:(i + 1) * g].sum(dim=1).max()) for r, i, _ in kept)
+        width = max(width, 1)
+        def rows(tensor, i):
+            tensor = tensor[i * g:(i + 1) * g, :width]
+            return torch.nn.functional.pad(tensor, (0, width - tensor.shape[1]))
+
+        return RolloutBatch(
+            prompt_ids=[r.prompt_ids[i] for r, i, _ in kept],
+            completion_ids=torch.cat([rows(r.completion_ids, i) for r, i, _ in kept]),
+            mask=torch.cat([rows(r.mask, i) for r, i, _ in kept]),
+            old_logprobs=torch.cat([rows(r.logprobs, i) for r, i, _ in kept]),
+            rewards=torch.tensor([x for _, _, rw in kept for x in rw], dtype=torch.float32),
+            groups=torch.arange(len(kept)).repeat_interleave(g),
+            truncated=torch.cat([r.truncated[i * g:(i + 1) * g] for r, i, _ in kept]),
+            group_size=g,
+        )
+
+    def _forward(self, batch: RolloutBatch, model, with_values: bool):
+        return completion_logprobs(
+            model, batch.prompt_ids, batch.completion_ids, batch.group_size, self._pad_id(),
+            temperature=self.engine.params.temperature,
+            value_head=self.extra.get("value_head") if with_values else None,
+        )
+
+    def _pad_id(self) -> int:
+        tok = self.tokenizer
+        return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+    @torch.no_grad()
+    def _score_old(self, batch: RolloutBatch) -> None:
+        """Reference log-probs and old values, computed once per batch in micro-batches."""
+        if self.reference is None and not self.optimizer_algo.needs_values:
+            return
+        refs, values = [], []
+        for part in self._micro_batches(batch):
+            if self.reference is not None:
+                refs.append(self._forward(part, self.reference, False)[0])
+            if self.optimizer_algo.needs_values:
+                values.append(self._forward(part, self.model, True)[1])
+        batch.ref_logprobs = torch.cat(refs) if refs else None
+        batch.old_values = torch.cat(values) if values else None
+
+    def _micro_batches(self, batch: RolloutBatch):
+        size = self.params.micro_batch_prompts
+        for start in range(0, len(batch.prompt_ids), size):
+            yield batch.prompt_slice(start, min(start + size, len(batch.prompt_ids)))
+
+    def _update(self, batch: RolloutBatch):
+        total = 0.0
+        stats: dict[str, list[float]] = {}
+        for part in self._micro_batches(batch):
+            with self.accelerator.autocast():
+                logprobs, values = self._forward(part, self.model, self.optimizer_algo.needs_values)
+                loss, part_stats = self.optimizer_algo.loss(part, logprobs, ref_logprobs=part.ref_logprobs, values=values)
+            self.accelerator.backward(loss)
+            total += float(loss.detach())
+            for k, v in part_stats.items():
+                stats.setdefault(k, []).append(v)
+        stats_mean = {k: statistics.fmean(v) for k, v in stats.items()}
+        stats_mean["grad_norm"] = self.optimizer_step()
+        return total, stats_mean
+
+    def _rollout_metrics(self, rewards, components, dropped, kept) -> dict[str, float]:
+        metrics = {"reward/mean": statistics.fmean(rewards), "reward/std": statistics.pstdev(rewards),
+                   "groups/dropped": float(dropped), "groups/kept": float(len(kept))}
+        for name in sorted({k for c in components for k in c}):
+            values = [c[name] for c in components if c.get(name) is not None]
+            if values:
+                metrics[f"reward/{name}"] = statistics.fmean(values)
+        lengths = [float(r.mask[i * self.params.group_size:(i + 1) * self.params.group_size].sum(dim=1).float().mean())
+                   for r, i, _ in kept]
+        if lengths:
+            metrics["completion/length"] = statistics.fmean(lengths)
+        return metrics
+
+    def _summary(self, history: list[dict[str, float]]) -> dict[str, Any]:
+        rewards = [h["reward/mean"] for h in history]
+        window = max(1, len(rewards) // 5)
+        summary = {
+            "steps": len(history),
+            "reward_first": statistics.fmean(rewards[:window]) if rewards else None,
+            "reward_last": statistics.fmean(rewards[-window:]) if rewards else None,
+            "groups_dropped": sum(h.get("groups/dropped", 0.0) for h in history),
+            "model_dir": str(self.context.stage_dir / "model"),
+        }
+        atomic_write_json(self.context.stage_dir / "history.json", history)
+        return summary

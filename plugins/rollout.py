@@ -1,0 +1,216 @@
+"""Rollouts: sampling G completions per prompt and scoring their tokens.
+
+Long prompts with short answers (reranking, moderation) dominate this project, so the
+prompt is processed once per group: its KV cache is expanded over the G answers, both
+when sampling and in the training forward/backward (``completion_logprobs``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from reasonrl.plugins.params import SamplingParams
+
+
+@dataclass
+class Rollouts:
+    """G completions for each of P prompts, flattened prompt-major (N = P * G)."""
+
+    prompt_ids: list[torch.Tensor]  # P unpadded prompt token ids
+    completion_ids: torch.Tensor  # [N, T] right-padded
+    mask: torch.Tensor  # [N, T] 1 on generated tokens (eos included)
+    logprobs: torch.Tensor  # [N, T] log-prob of each sampled token when sampled
+    truncated: torch.Tensor  # [N] bool: hit max_new_tokens without eos/stop
+    texts: list[str]
+    group_size: int
+
+    @property
+    def groups(self) -> torch.Tensor:
+        return torch.arange(len(self.prompt_ids)).repeat_interleave(self.group_size)
+
+
+@dataclass
+class RolloutBatch:
+    """What an optimizer sees. Totals are over the whole batch, also in a micro-batch."""
+
+    prompt_ids: list[torch.Tensor]
+    completion_ids: torch.Tensor
+    mask: torch.Tensor
+    old_logprobs: torch.Tensor
+    rewards: torch.Tensor
+    groups: torch.Tensor
+    truncated: torch.Tensor
+    group_size: int
+    ref_logprobs: torch.Tensor | None = None
+    old_values: torch.Tensor | None = None
+    advantages: torch.Tensor | None = None
+    returns: torch.Tensor | None = None
+    num_sequences: int = 0
+    total_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        self.num_sequences = self.num_sequences or self.completion_ids.shape[0]
+        self.total_tokens = self.total_tokens or int(self.mask.sum())
+
+    def prompt_slice(self, start: int, stop: int) -> "RolloutBatch":
+        """Prompts [start, stop) with their G completions; totals stay the full batch's."""
+        rows = slice(start * self.group_size, stop * self.group_size)
+        pick = lambda t: None if t is None else t[rows]  # noqa: E731
+        return RolloutBatch(
+            prompt_ids=self.prompt_ids[start:stop], completion_ids=self.completion_ids[rows], mask=self.mask[rows],
+            old_logprobs=self.old_logprobs[rows], rewards=self.rewards[rows], groups=self.groups[rows],
+            truncated=self.truncated[rows], group_size=self.group_size, ref_logprobs=pick(self.ref_logprobs),
+            old_values=pick(self.old_values), advantages=pick(self.advantages), returns=pick(self.returns),
+            num_sequences=self.num_sequences, total_tokens=self.total_tokens,
+        )
+
+
+def left_pad(sequences: Sequence[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, width - len(seq):] = seq
+        attention[row, width - len(seq):] = 1
+    return ids, attention
+
+
+def _positions(attention: torch.Tensor) -> torch.Tensor:
+    return (attention.cumsum(dim=1) - 1).clamp(min=0)
+
+
+def _cache_key(model) -> str:
+    """transformers 5.x renamed ``past_key_values`` to ``cache``; support both."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def forward_with_cache(model, cache, **inputs):
+    """One forward pass that reads and extends ``cache``; returns (output, cache)."""
+    key = _cache_key(model)
+    out = model(**inputs, **{key: cache}, use_cache=True)
+    return out, getattr(out, key)
+
+
+def prefill(model, prompts: Sequence[torch.Tensor], pad_id: int, group_size: int, want_hidden: bool = False):
+    """Run the prompts once; return last logits, cache and attention expanded G times,
+    and the last prompt hidden state (per prompt) when ``want_hidden``."""
+    from transformers import DynamicCache
+
+    ids, attention = left_pad(prompts, pad_id)
+    out, cache = forward_with_cache(model, DynamicCache(config=model.config), input_ids=ids, attention_mask=attention,
+                                    position_ids=_positions(attention), output_hidden_states=want_hidden)
+    cache.batch_repeat_interleave(group_size)
+    last_hidden = out.hidden_states[-1][:, -1] if want_hidden else None
+    return (out.logits[:, -1].repeat_interleave(group_size, dim=0), cache,
+            attention.repeat_interleave(group_size, dim=0), last_hidden)
+
+
+def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    if top_k > 0 and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        drop = cumulative - sorted_logits.softmax(dim=-1) > top_p  # keep the token that crosses top_p
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return logits
+
+
+class HFRolloutEngine:
+    """transformers models, KV cache, one prefill per prompt shared by its G samples."""
+
+    def __init__(self, params: SamplingParams) -> None:
+        self.params = params
+
+    @torch.no_grad()
+    def generate(self, model, tokenizer, prompts: Sequence[str], group_size: int, generator=None) -> Rollouts:
+        prompt_ids = [torch.tensor(tokenizer(p, add_special_tokens=False)["input_ids"], dtype=torch.long) for p in prompts]
+        chunks = []
+        step = self.params.prompt_batch_size
+        for start in range(0, len(prompt_ids), step):
+            chunks.append(self._generate_chunk(model, tokenizer, prompt_ids[start:start + step], group_size, generator))
+        width = max(c[0].shape[1] for c in chunks)
+        completion = torch.cat([F.pad(c[0], (0, width - c[0].shape[1]), value=_pad_id(tokenizer)) for c in chunks])
+        mask = torch.cat([F.pad(c[1], (0, width - c[1].shape[1])) for c in chunks])
+        logprobs = torch.cat([F.pad(c[2], (0, width - c[2].shape[1])) for c in chunks])
+        truncated = torch.cat([c[3] for c in chunks])
+        texts = [self._text(tokenizer, ids, m) for ids, m in zip(completion, mask)]
+        return Rollouts(prompt_ids, completion, mask, logprobs, truncated, texts, group_size)
+
+    def _generate_chunk(self, model, tokenizer, prompts, group_size, generator):
+        params = self.params
+        pad_id, eos_id = _pad_id(tokenizer), tokenizer.eos_token_id
+        logits, cache, attention, _ = prefill(model, prompts, pad_id, group_size)
+        rows = logits.shape[0]
+        finished = torch.zeros(rows, dtype=torch.bool)
+        position = attention.sum(dim=1)
+        tokens, masks, logps = [], [], []
+        texts = [""] * rows
+        for _ in range(params.max_new_tokens):
+            scaled = logits.float() / params.temperature
+            probs = filter_logits(scaled, params.top_k, params.top_p).softmax(dim=-1)
+            token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            logp = scaled.log_softmax(dim=-1).gather(1, token[:, None]).squeeze(1)
+            token = torch.where(finished, torch.full_like(token, pad_id), token)
+            tokens.append(token)
+            masks.append((~finished).long())
+            logps.append(torch.where(finished, torch.zeros_like(logp), logp))
+            finished = finished | (token == eos_id) | self._hit_stop(tokenizer, texts, token, finished)
+            if bool(finished.all()):
+                break
+            attention = torch.cat([attention, torch.ones(rows, 1, dtype=attention.dtype)], dim=1)
+            out, cache = forward_with_cache(model, cache, input_ids=token[:, None], attention_mask=attention,
+                                            position_ids=position[:, None])
+            logits, position = out.logits[:, -1], position + 1
+        return torch.stack(tokens, 1), torch.stack(masks, 1), torch.stack(logps, 1), ~finished
+
+    def _hit_stop(self, tokenizer, texts, token, finished) -> torch.Tensor:
+        if not self.params.stop_strings:
+            return torch.zeros_like(finished)
+        hit = torch.zeros_like(finished)
+        for row in torch.nonzero(~finished).flatten().tolist():
+            texts[row] += tokenizer.decode([int(token[row])])
+            hit[row] = any(s in texts[row] for s in self.params.stop_strings)
+        return hit
+
+    def _text(self, tokenizer, ids, mask) -> str:
+        kept = [int(t) for t, m in zip(ids, mask) if m and int(t) != tokenizer.eos_token_id]
+        text = tokenizer.decode(kept, skip_special_tokens=False)
+        for stop in self.params.stop_strings:
+            if stop in text:
+                text = text[: text.index(stop) + len(stop)]
+        return text
+
+
+def _pad_id(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def completion_logprobs(model, prompt_ids, completion_ids, group_size, pad_id, temperature=1.0, value_head=None):
+    """Log-probs of the completion tokens (and values if ``value_head``), prompt run once per group.
+
+    Differentiable: the prompt's KV cache is expanded across the group inside the
+    graph, so the backward pass also covers each prompt once.
+    """
+    want_hidden = value_head is not None
+    first_logits, cache, attention, last_prompt_hidden = prefill(model, prompt_ids, pad_id, group_size, want_hidden)
+    rows, width = completion_ids.shape
+    attention = torch.cat([attention, torch.ones(rows, width, dtype=attention.dtype)], dim=1)
+    start = attention[:, :-width].sum(dim=1, keepdim=True)
+    positions = start + torch.arange(width)[None, :]
+    out, _ = forward_with_cache(model, cache, input_ids=completion_ids, attention_mask=attention,
+                                position_ids=positions, output_hidden_states=want_hidden)
+    logits = torch.cat([first_logits[:, None], out.logits[:, :-1]], dim=1).float() / temperature
+    logprobs = logits.log_softmax(dim=-1).gather(2, completion_ids[:, :, None]).squeeze(2)
+    if not want_hidden:
+        return logprobs, None
+    # the value of state t is read where token t is predicted: last prompt position, then completions
+    hidden = torch.cat([last_prompt_hidden.repeat_interleave(group_size, dim=0)[:, None], out.hidden_states[-1][:, :-1]], dim=1)
+    return logprobs, value_head(hidden).squeeze(-1)

@@ -1,0 +1,132 @@
+"""The ``sft`` and ``lm`` stages."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import torch
+
+from reasonrl.core.contracts import StageContext
+from reasonrl.core.errors import ReasonRLError
+from reasonrl.plugins.training import Trainer, step_seed
+
+
+def weighted_nll(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum_t w_t * -log p(label_t) / #trained tokens; logits[t] predicts labels[t].
+
+    With weights lambda_r on reasoning and lambda_o on the ranking this is GR2's
+    weighted SFT loss; weight 0 marks prompt and padding tokens.
+    """
+    logprobs = logits.float().log_softmax(dim=-1).gather(-1, labels.clamp(min=0)[..., None]).squeeze(-1)
+    trained = (weights > 0).sum().clamp(min=1)
+    return -(logprobs * weights).sum() / trained
+
+
+class SFTStage(Trainer):
+    """Supervised fine-tuning on prompt/completion pairs; loss on completion tokens only.
+
+    A completion may come as weighted segments (``[[text, weight], ...]``) so that,
+    for example, reasoning tokens weigh less than the final answer.
+    """
+
+    def run(self, context: StageContext) -> dict[str, Any]:
+        params = self.params
+        self.context = context
+        examples = self.examples(params.split)
+        if not examples:
+            raise ReasonRLError(f"sft stage {context.stage_id!r}: split {params.split!r} is empty")
+        steps = max(1, int(len(examples) * params.epochs / params.batch_size))
+        self.setup(context, steps)
+        encoded = [self.encode(e) for e in examples]
+        losses = []
+        bar = self.progress("sft")
+        for step in range(self.start_step, steps):
+            rng = random.Random(step_seed(self.seed, step))
+            batch = [encoded[rng.randrange(len(encoded))] for _ in range(params.batch_size)]
+            loss = self.train_on(batch)
+            losses.append(loss)
+            context.log(step + 1, {"loss": loss, "lr": self.scheduler.get_last_lr()[0]})
+            bar.set_postfix(loss=f"{loss:.4f}")
+            bar.update(1)
+            self.maybe_checkpoint(step + 1)
+        bar.close()
+        self.save_model()
+        return {"steps": steps, "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
+                "model_dir": str(context.stage_dir / "model")}
+
+    def encode(self, example: dict[str, Any]) -> tuple[list[int], list[float]]:
+        p = self.params
+        prompt = example[p.prompt_field]
+        if p.chat_template:
+            prompt = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                                        add_generation_prompt=True)
+        segments = example.get(p.segments_field) or [[example[p.completion_field], 1.0]]
+        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        weights = [0.0] * len(ids)
+        for text, weight in segments:
+            piece = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            ids += piece
+            weights += [float(weight)] * len(piece)
+        ids.append(self.tokenizer.eos_token_id)
+        weights.append(float(segments[-1][1]))
+        return ids[: p.max_length], weights[: p.max_length]
+
+    def train_on(self, batch: list[tuple[list[int], list[float]]]) -> float:
+        """One optimiser step over ``batch``, split into ``gradient_accumulation`` micro-batches."""
+        parts = self.params.gradient_accumulation
+        size = -(-len(batch) // parts)
+        total = 0.0
+        for start in range(0, len(batch), size):
+            loss = self._micro_loss(batch[start:start + size]) / parts
+            self.accelerator.backward(loss)
+            total += float(loss)
+        self.optimizer_step()
+        return total
+
+    def _micro_loss(self, batch: list[tuple[list[int], list[float]]]) -> torch.Tensor:
+        width = max(len(ids) for ids, _ in batch)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([i + [pad] * (width - len(i)) for i, _ in batch])
+        weights = torch.tensor([w + [0.0] * (width - len(w)) for _, w in batch])
+        attention = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in batch])
+        with self.accelerator.autocast():
+            logits = self.model(input_ids=ids, attention_mask=attention).logits
+            return weighted_nll(logits[:, :-1], ids[:, 1:], weights[:, 1:])
+
+
+def pack_sequences(token_lists: list[list[int]], seq_len: int, eos_id: int) -> list[list[int]]:
+    """Concatenate documents separated by eos and cut into full blocks of ``seq_len``."""
+    stream: list[int] = []
+    for tokens in token_lists:
+        stream += tokens + [eos_id]
+    return [stream[i:i + seq_len] for i in range(0, len(stream) - seq_len + 1, seq_len)]
+
+
+class LMStage(SFTStage):
+    """Causal language modelling on a text corpus with sequence packing (mid-training)."""
+
+    def run(self, context: StageContext) -> dict[str, Any]:
+        params = self.params
+        self.context = context
+        texts = [e[params.text_field] for e in self.examples(params.split)]
+        self.setup(context, params.steps)
+        tokens = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        blocks = pack_sequences(tokens, params.seq_len, self.tokenizer.eos_token_id)
+        if not blocks:
+            raise ReasonRLError(f"lm stage {context.stage_id!r}: corpus shorter than one block of {params.seq_len} tokens")
+        losses = []
+        bar = self.progress("lm")
+        for step in range(self.start_step, params.steps):
+            rng = random.Random(step_seed(self.seed, step))
+            batch = [(b, [1.0] * len(b)) for b in (blocks[rng.randrange(len(blocks))] for _ in range(params.batch_size))]
+            loss = self.train_on(batch)
+            losses.append(loss)
+            context.log(step + 1, {"loss": loss})
+            bar.set_postfix(loss=f"{loss:.4f}")
+            bar.update(1)
+            self.maybe_checkpoint(step + 1)
+        bar.close()
+        self.save_model()
+        return {"steps": params.steps, "blocks": len(blocks), "loss_last": losses[-1] if losses else None,
+                "model_dir": str(context.stage_dir / "model")}

@@ -1,0 +1,53 @@
+"""A built-in verifiable task: sort a short list of digits."""
+
+from __future__ import annotations
+
+import random
+
+from reasonrl.plugins.params import SortDigitsParams
+
+
+def sort_prompt(digits: list[int]) -> str:
+    return "".join(map(str, digits)) + ">"
+
+
+class SortDigits:
+    """Prompts like ``4713>``; the answer is ``1347``."""
+
+    def __init__(self, params: SortDigitsParams) -> None:
+        self.params = params
+
+    def splits(self) -> dict[str, list[dict]]:
+        p = self.params
+        rng = random.Random(p.seed)
+        sizes = {"train": p.train_size, "validation": p.validation_size, "test": p.test_size}
+        out = {}
+        for split, size in sizes.items():
+            out[split] = []
+            for _ in range(size):
+                digits = [rng.randint(0, p.max_digit) for _ in range(p.length)]
+                answer = "".join(map(str, sorted(digits)))
+                out[split].append({"prompt": sort_prompt(digits), "completion": answer, "answer": answer})
+        return out
+
+
+class SortAccuracy:
+    """Fraction of positions that match the sorted answer; extra or missing characters count as misses.
+
+    >>> SortAccuracy(None)(["4713>"], ["1347"], [{"answer": "1347"}])
+    [{'sort_accuracy': 1.0}]
+    >>> SortAccuracy(None)(["4713>"], ["13"], [{"answer": "1347"}])
+    [{'sort_accuracy': 0.5}]
+    """
+
+    def __init__(self, params=None) -> None:
+        self.params = params
+
+    def __call__(self, prompts, completions, examples):
+        results = []
+        for completion, example in zip(completions, examples):
+            answer = example["answer"]
+            text = completion.strip()
+            hits = sum(a == b for a, b in zip(text, answer))
+            results.append({"sort_accuracy": hits / max(len(answer), len(text))})
+        return results

@@ -1,0 +1,121 @@
+"""What the three trainers share: accelerate setup, optimiser, schedule, checkpoints."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reasonrl.core.contracts import StageContext
+from reasonrl.plugins.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from reasonrl.plugins.models import MODEL_DIR, load_policy, save_policy
+from reasonrl.plugins.params import TrainingParams
+
+CHECKPOINT_DIR = "checkpoint"
+
+
+def step_seed(seed: int, step: int, salt: int = 0) -> int:
+    """A seed derived from (run seed, step): resuming at step k replays step k exactly."""
+    return (seed * 1_000_003 + step * 7_919 + salt) % (2**31 - 1)
+
+
+def seed_all(seed: int) -> torch.Generator:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
+
+
+def lr_lambda(schedule: str, warmup: int, total: int):
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if schedule == "linear":
+            return 1.0 - progress
+        if schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0
+
+    return factor
+
+
+class Trainer:
+    """Base of the ``lm``, ``sft`` and ``rl`` stages."""
+
+    params: TrainingParams
+
+    def __init__(self, params: TrainingParams) -> None:
+        self.params = params
+
+    def setup(self, context: StageContext, total_steps: int, make_extra=None):
+        """Load the policy (and ``make_extra(model)`` modules such as a value head), the
+        optimiser and schedule, then resume from the stage's checkpoint if there is one."""
+        from accelerate import Accelerator
+
+        params = self.params
+        self.context = context
+        self.seed = context.seed + params.seed_offset
+        seed_all(self.seed)
+        self.accelerator = Accelerator(mixed_precision=params.mixed_precision, cpu=not torch.cuda.is_available())
+        self.model, self.tokenizer = load_policy(params.model, context.run_dir, self.seed)
+        self.extra = make_extra(self.model) if make_extra else {}
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        for module in self.extra.values():
+            trainable += list(module.parameters())
+        self.optimizer = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(params.schedule, params.warmup_steps, total_steps))
+        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        self.total_steps = total_steps
+        self.start_step = self._resume()
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.context.stage_dir / CHECKPOINT_DIR
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"model": self.accelerator.unwrap_model(self.model), **self.extra}
+
+    def _resume(self) -> int:
+        if not has_checkpoint(self.checkpoint_dir):
+            return 0
+        state = load_checkpoint(self.checkpoint_dir, self.modules(), self.optimizer, self.scheduler)
+        print(f"    resuming {self.context.stage_id} from step {state['step']} ({self.checkpoint_dir})")
+        self.resumed_state = state
+        return int(state["step"])
+
+    def maybe_checkpoint(self, step: int, state: dict[str, Any] | None = None) -> None:
+        every = self.params.checkpoint_every
+        if step == self.total_steps or (every and step % every == 0):
+            save_checkpoint(self.checkpoint_dir, self.modules(), self.optimizer, self.scheduler,
+                            {"step": step, **(state or {})})
+
+    def optimizer_step(self) -> float:
+        norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.params.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(norm)
+
+    def save_model(self) -> Path:
+        return save_policy(self.accelerator.unwrap_model(self.model), self.tokenizer, self.context.stage_dir / MODEL_DIR)
+
+    def progress(self, desc: str):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=self.total_steps, initial=self.start_step, desc=desc, disable=not self.params.progress,
+                    dynamic_ncols=True)
+
+    def examples(self, split: str) -> list[dict[str, Any]]:
+        dataset = self.context.build(self.params.dataset)
+        splits = dataset.splits()
+        if split not in splits:
+            from reasonrl.core.errors import ReasonRLError
+
+            raise ReasonRLError(f"dataset {self.params.dataset.name!r} has no split {split!r}; it has {sorted(splits)}")
+        return splits[split]
