@@ -174,6 +174,8 @@ def apply_override(data: dict[str, Any], text: str) -> None:
     node: Any = data
     walked = ""
     for token in tokens[:-1]:
+        if isinstance(node, dict) and token not in node:
+            node[token] = {}  # e.g. params of a component left at its defaults
         try:
             node = node[token]
         except (KeyError, IndexError, TypeError):

@@ -1,0 +1,147 @@
+"""Every hook is documented as a contract and exercised by a test of its own."""
+
+import inspect
+from pathlib import Path
+
+import pytest
+
+from reasonrl import hookimpl
+from reasonrl.core import contracts, hookspecs
+from reasonrl.core.contracts import Verdict
+from reasonrl.core.hookspecs import KINDS
+
+
+class Tok:
+    def fit(self, embeddings):
+        return self
+
+    def encode(self, embeddings):
+        return [[0]]
+
+    def tokens(self, codes):
+        return ["<a_0>"]
+
+    def report(self):
+        return {"uniqueness": 1.0}
+
+
+class Teacher:
+    def generate(self, prompts, n=1):
+        return [["trace"] * n for _ in prompts]
+
+
+class Filter:
+    def check(self, example, completion):
+        return Verdict(accepted="ok" in completion, reason="needs ok")
+
+
+class Optim:
+    needs_reference = False
+    needs_values = False
+
+    def keep_group(self, rewards):
+        return True
+
+    def advantages(self, batch):
+        return batch
+
+    def loss(self, batch, new_logprobs, **extra):
+        return 0.0, {}
+
+
+class Reward:
+    def __call__(self, prompts, completions, examples):
+        return [{"r": 1.0} for _ in completions]
+
+
+class Combiner:
+    def combine(self, components):
+        return sum(v for v in components.values() if v is not None)
+
+
+class Data:
+    def splits(self):
+        return {"train": [{"prompt": "p"}]}
+
+
+class Engine:
+    def generate(self, model, tokenizer, prompts, group_size):
+        return None
+
+
+class Metric:
+    def __call__(self, predictions, references):
+        return {"acc": 1.0}
+
+
+class Stage:
+    def run(self, context):
+        return {}
+
+
+class Tracker:
+    def open(self, run_dir):
+        pass
+
+    def log(self, step, metrics):
+        pass
+
+    def close(self):
+        pass
+
+
+COMPONENT_FOR_KIND = {
+    "item_tokenizers": (Tok, lambda c: c.report()["uniqueness"] == 1.0),
+    "teacher_generators": (Teacher, lambda c: c.generate(["a"], 2) == [["trace", "trace"]]),
+    "rejection_filters": (Filter, lambda c: c.check({}, "ok").accepted and not c.check({}, "no").accepted),
+    "policy_optimizers": (Optim, lambda c: c.keep_group([1.0])),
+    "reward_functions": (Reward, lambda c: c([""], ["x"], [{}]) == [{"r": 1.0}]),
+    "reward_combiners": (Combiner, lambda c: c.combine({"a": 1.0, "b": None}) == 1.0),
+    "datasets": (Data, lambda c: c.splits()["train"][0]["prompt"] == "p"),
+    "rollout_engines": (Engine, lambda c: c.generate(None, None, [], 1) is None),
+    "metrics": (Metric, lambda c: c([], []) == {"acc": 1.0}),
+    "stages": (Stage, lambda c: c.run(None) == {}),
+    "trackers": (Tracker, lambda c: c.log(0, {}) is None),
+}
+
+
+def test_every_hook_has_a_test_of_its_own():
+    specs = {name[len("register_"):] for name, _ in inspect.getmembers(hookspecs, inspect.isfunction)
+             if name.startswith("register_")}
+    assert specs == set(KINDS) == set(COMPONENT_FOR_KIND)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_hook_is_documented_as_a_contract(kind):
+    doc = inspect.getdoc(getattr(hookspecs, f"register_{kind}"))
+    assert doc and "Called once at load time" in doc
+    assert KINDS[kind] in doc, f"register_{kind} must name its contract {KINDS[kind]}"
+    assert hasattr(contracts, KINDS[kind])
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_hook_registers_a_working_component(kind, register_plugin):
+    component_class, works = COMPONENT_FOR_KIND[kind]
+
+    class Plugin:
+        pass
+
+    def impl(register):
+        register("throwaway", lambda params: component_class(), summary="test component")
+
+    impl.__name__ = f"register_{kind}"
+    setattr(Plugin, f"register_{kind}", staticmethod(hookimpl(impl)))
+    registry = register_plugin(Plugin(), name=f"throwaway-{kind}")
+    entry = registry.get(kind, "throwaway")
+    assert (entry.plugin, entry.summary) == (f"throwaway-{kind}", "test component")
+    assert works(registry.build(kind, "throwaway"))
+
+
+def test_throwaway_plugin_is_removed_after_its_test(reasonrl_registry):
+    assert "throwaway" not in reasonrl_registry.names("reward_functions")
+
+
+def test_docs_list_every_kind():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for kind in KINDS:
+        assert f"`{kind}`" in readme, f"README must document the kind {kind}"
