@@ -1,0 +1,48 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reasonrl.core.cli import main
+
+ROOT = Path(__file__).parents[1]
+
+
+def test_plugins_json_has_exactly_the_documented_keys(reasonrl_registry, capsys):
+    assert main(["plugins", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows and all(set(r) == {"kind", "name", "plugin", "package", "summary"} for r in rows)
+    assert {"kind": "policy_optimizers", "name": "dapo"}.items() <= next(r for r in rows if r["name"] == "dapo").items()
+
+
+def test_plugins_table_and_kind_filter(reasonrl_registry, capsys):
+    main(["plugins", "--kind", "trackers"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["kind", "name", "plugin", "package", "summary"]
+    assert {line.split()[1] for line in out[2:]} == {"jsonl", "tensorboard"}
+
+
+def test_config_validate_reports_errors_with_exit_code_2(tmp_path, reasonrl_registry, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("run_name: x\nstages:\n  - stage: rl\n    dataset: sort_digits\n    rewards: [nope]\n")
+    assert main(["config", "validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "stages[0].rewards[0].name: unknown reward_functions name 'nope'" in err
+
+
+def test_demo_list_shows_the_sort_demo(reasonrl_registry, capsys):
+    main(["demo", "--list"])
+    assert "sort" in capsys.readouterr().out
+
+
+def test_python_dash_m_works():
+    result = subprocess.run([sys.executable, "-m", "reasonrl", "plugins", "--kind", "stages"],
+                            capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0 and " rl " in result.stdout
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_example_config_validates(config, reasonrl_registry):
+    assert main(["config", "validate", str(config)]) == 0
