@@ -99,7 +99,7 @@ def _stats(token_loss, mask, clipped) -> dict[str, float]:
 
 
 def _mean_kl(kl: torch.Tensor, mask: torch.Tensor) -> float:
-    return float((kl * mask).sum() / mask.sum().clamp(min=1))
+    return float((kl.detach() * mask).sum() / mask.sum().clamp(min=1))
 
 
 # ---------------------------------------------------------------- optimizers
@@ -206,7 +206,7 @@ class PPO:
         policy_loss = aggregate(policy_tokens, mask, "token", batch.num_sequences, batch.total_tokens)
         value_loss = aggregate(value_tokens, mask, "token", batch.num_sequences, batch.total_tokens)
         stats = _stats(policy_tokens, mask, clipped)
-        stats["value_loss"] = float(value_loss)
+        stats["value_loss"] = float(value_loss.detach())
         return policy_loss + self.params.value_coef * value_loss, stats
 
 

@@ -1,0 +1,77 @@
+import pytest
+import torch
+
+from reasonrl.plugins.models import tiny_model
+from reasonrl.plugins.params import SamplingParams, TinyModelParams
+from reasonrl.plugins.rollout import HFRolloutEngine, completion_logprobs, filter_logits, left_pad
+
+
+@pytest.fixture(scope="module")
+def policy():
+    model, tokenizer = tiny_model(TinyModelParams(), seed=3)
+    return model.eval(), tokenizer
+
+
+def naive_logprobs(model, prompt, completion, temperature=1.0):
+    ids = torch.cat([prompt, completion])[None]
+    logits = model(input_ids=ids).logits[0, len(prompt) - 1:-1].float() / temperature
+    return logits.log_softmax(-1).gather(1, completion[:, None]).squeeze(1)
+
+
+def test_shared_prefix_logprobs_equal_a_full_forward(policy):
+    model, tokenizer = policy
+    prompts = [torch.tensor(tokenizer("4713>")["input_ids"]), torch.tensor(tokenizer("12>")["input_ids"])]
+    completions = torch.tensor([[5, 6, 7], [8, 9, 2], [10, 11, 12], [13, 2, 0]])
+    got, _ = completion_logprobs(model, prompts, completions, group_size=2, pad_id=0, temperature=0.7)
+    for row in range(4):
+        prompt = prompts[row // 2]
+        expected = naive_logprobs(model, prompt, completions[row], temperature=0.7)
+        assert torch.allclose(got[row], expected, atol=1e-5), row
+
+
+def test_generated_logprobs_match_rescoring_and_groups_share_prompts(policy):
+    model, tokenizer = policy
+    engine = HFRolloutEngine(SamplingParams(max_new_tokens=5, temperature=1.0, prompt_batch_size=2))
+    out = engine.generate(model, tokenizer, ["4713>", "9>", "12>"], group_size=3,
+                          generator=torch.Generator().manual_seed(0))
+    assert out.completion_ids.shape[0] == 9 and out.groups.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    rescored, _ = completion_logprobs(model, out.prompt_ids, out.completion_ids, 3, tokenizer.pad_token_id)
+    assert torch.allclose(rescored * out.mask, out.logprobs * out.mask, atol=1e-4)
+    for row in range(9):  # truncated means: used every new token without eos
+        length = int(out.mask[row].sum())
+        ended = out.completion_ids[row, length - 1].item() == tokenizer.eos_token_id
+        assert bool(out.truncated[row]) == (not ended and length == 5)
+        assert tokenizer.eos_token not in out.texts[row]
+
+
+def test_stop_strings_end_a_sample(policy):
+    model, tokenizer = policy
+    engine = HFRolloutEngine(SamplingParams(max_new_tokens=30, top_k=3, stop_strings=list("abcdefghijklm")))
+    out = engine.generate(model, tokenizer, ["4713>"] * 4, group_size=4, generator=torch.Generator().manual_seed(1))
+    stops = 0
+    for row, text in enumerate(out.texts):
+        last = out.completion_ids[row, int(out.mask[row].sum()) - 1].item()
+        if last != tokenizer.eos_token_id and not out.truncated[row]:
+            stops += 1
+            assert text[-1] in "abcdefghijklm" and not any(c in "abcdefghijklm" for c in text[:-1])
+    assert stops > 0
+
+
+def test_top_k_one_is_greedy(policy):
+    model, tokenizer = policy
+    engine = HFRolloutEngine(SamplingParams(max_new_tokens=4, top_k=1))
+    a = engine.generate(model, tokenizer, ["55>"], group_size=3, generator=torch.Generator().manual_seed(0))
+    assert len(set(a.texts)) == 1
+
+
+def test_filter_logits_top_p_keeps_the_crossing_token():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    kept = torch.isfinite(filter_logits(logits, 0, 0.7))
+    assert kept.tolist() == [[True, True, False, False]]
+    kept = torch.isfinite(filter_logits(logits, 2, 1.0))
+    assert kept.tolist() == [[True, True, False, False]]
+
+
+def test_left_pad():
+    ids, attention = left_pad([torch.tensor([1, 2, 3]), torch.tensor([4])], pad_id=0)
+    assert ids.tolist() == [[1, 2, 3], [0, 0, 4]] and attention.tolist() == [[1, 1, 1], [0, 0, 1]]
