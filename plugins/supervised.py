@@ -80,7 +80,7 @@ class SFTStage(Trainer):
         for start in range(0, len(batch), size):
             loss = self._micro_loss(batch[start:start + size]) / parts
             self.accelerator.backward(loss)
-            total += float(loss)
+            total += float(loss.detach())
         self.optimizer_step()
         return total
 
