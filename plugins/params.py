@@ -209,3 +209,14 @@ class LengthPenaltyParams(Params):
     max_length: int = Field(10_000, gt=0)
     penalty: float = Field(1.0, ge=0, description="reward -penalty * relative distance outside [min, max]")
     name: str = "length"
+
+
+class WandbParams(Params):
+    project: str = "reasonrl"
+    entity: str | None = None
+    mode: Literal["online", "offline", "disabled"] = "offline"
+
+
+class MlflowParams(Params):
+    tracking_uri: str | None = Field(None, description="default: ./mlruns in the run folder")
+    experiment: str = "reasonrl"

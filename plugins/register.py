@@ -13,6 +13,10 @@ def register_trackers(register):
     register("jsonl", f"{P}.trackers:JsonlTracker", params=p.JsonlParams, summary="metrics as JSON lines in the run folder")
     register("tensorboard", f"{P}.trackers:TensorboardTracker", params=p.TensorboardParams,
              summary="metrics as TensorBoard scalars (extra: tensorboard)")
+    register("wandb", f"{P}.trackers:WandbTracker", params=p.WandbParams,
+             summary="Weights & Biases runs (optional: pip install wandb)")
+    register("mlflow", f"{P}.trackers:MlflowTracker", params=p.MlflowParams,
+             summary="MLflow runs (optional: pip install mlflow)")
 
 
 @hookimpl
@@ -50,6 +54,8 @@ def register_policy_optimizers(register):
 def register_rollout_engines(register):
     register("hf", f"{P}.rollout:HFRolloutEngine", params=p.SamplingParams,
              summary="transformers sampling with KV cache, one prefill per prompt group")
+    register("vllm", f"{P}.vllm_engine:VLLMRolloutEngine", params=p.VLLMParams,
+             summary="colocated vLLM sampling, weights pushed each step (extra: vllm, GPU)")
 
 
 @hookimpl

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Mapping
 
-from reasonrl.plugins.params import JsonlParams, TensorboardParams
+from reasonrl.plugins.params import JsonlParams, MlflowParams, TensorboardParams, WandbParams
 
 
 class JsonlTracker:
@@ -53,3 +53,58 @@ class TensorboardTracker:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def _require(module: str, extra: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        from reasonrl.core.errors import ReasonRLError
+
+        raise ReasonRLError(f"tracker {extra!r} needs the {module} package: pip install {module}") from exc
+
+
+class WandbTracker:
+    """Weights & Biases (optional; offline by default, the API key comes from WANDB_API_KEY)."""
+
+    def __init__(self, params: WandbParams) -> None:
+        self.params = params
+        self._run = None
+
+    def open(self, run_dir: Path) -> None:
+        wandb = _require("wandb", "wandb")
+        self._run = wandb.init(project=self.params.project, entity=self.params.entity, mode=self.params.mode,
+                               dir=str(run_dir), name=Path(run_dir).name)
+
+    def log(self, step: int, metrics: Mapping[str, float]) -> None:
+        self._run.log(dict(metrics), step=step)
+
+    def close(self) -> None:
+        if self._run is not None:
+            self._run.finish()
+            self._run = None
+
+
+class MlflowTracker:
+    """MLflow (optional)."""
+
+    def __init__(self, params: MlflowParams) -> None:
+        self.params = params
+        self._mlflow = None
+
+    def open(self, run_dir: Path) -> None:
+        mlflow = _require("mlflow", "mlflow")
+        mlflow.set_tracking_uri(self.params.tracking_uri or (Path(run_dir) / "mlruns").resolve().as_uri())
+        mlflow.set_experiment(self.params.experiment)
+        mlflow.start_run(run_name=Path(run_dir).name)
+        self._mlflow = mlflow
+
+    def log(self, step: int, metrics: Mapping[str, float]) -> None:
+        self._mlflow.log_metrics({k.replace("/", "."): float(v) for k, v in metrics.items()}, step=step)
+
+    def close(self) -> None:
+        if self._mlflow is not None:
+            self._mlflow.end_run()
+            self._mlflow = None

@@ -1,0 +1,53 @@
+import json
+import sys
+
+import pytest
+import torch
+
+from reasonrl.core.config import resolve_config
+from reasonrl.core.errors import ReasonRLError
+from reasonrl.core.pipeline import run_pipeline
+
+
+def tiny_rl(tmp_path, **extra):
+    stage = {"stage": "rl", "id": "rl", "model": {"source": "tiny", "tiny": {"hidden_size": 32}},
+             "dataset": "sort_digits", "rewards": ["sort_accuracy"], "rollout": {"name": "hf", "params": {"max_new_tokens": 5}},
+             "steps": 2, "prompts_per_step": 2, "group_size": 4, "progress": False, **extra.pop("stage", {})}
+    return resolve_config({"run_name": "t", "output_dir": str(tmp_path), "stages": [stage], **extra})
+
+
+def test_tensorboard_and_jsonl_trackers_write_every_step(tmp_path, reasonrl_registry):
+    run_pipeline(tiny_rl(tmp_path, trackers=["jsonl", "tensorboard"]), echo=lambda m: None)
+    rows = (tmp_path / "t" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["step"] for r in rows] == [1, 2]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "t" / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("rl/reward/mean")] == [1, 2]
+
+
+def test_missing_optional_tracker_says_what_to_install(tmp_path, reasonrl_registry, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed
+    with pytest.raises(ReasonRLError, match="pip install wandb"):
+        run_pipeline(tiny_rl(tmp_path, trackers=["wandb"]), echo=lambda m: None)
+
+
+def test_lora_training_merges_adapters_on_save(tmp_path, reasonrl_registry):
+    from transformers import AutoModelForCausalLM
+
+    stage = {"stage": "sft", "id": "rl", "model": {"source": "tiny", "tiny": {"hidden_size": 32},
+                                                   "lora": {"r": 4, "alpha": 8}},
+             "dataset": {"name": "sort_digits", "params": {"train_size": 16}}, "lr": 0.01, "progress": False}
+    run_pipeline(resolve_config({"run_name": "t", "output_dir": str(tmp_path), "stages": [stage]}), echo=lambda m: None)
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "t" / "rl" / "model")
+    names = [n for n, _ in saved.named_parameters()]
+    assert not any("lora" in n for n in names)  # merged into plain weights
+    from reasonrl.plugins.models import tiny_model
+    from reasonrl.plugins.params import TinyModelParams
+
+    base, _ = tiny_model(TinyModelParams(hidden_size=32), seed=0)
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(saved.state_dict()[q], base.state_dict()[q])  # the adapters learned something
+    embed = "model.embed_tokens.weight"
+    assert torch.equal(saved.state_dict()[embed], base.state_dict()[embed])  # base weights frozen
