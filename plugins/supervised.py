@@ -74,6 +74,7 @@ class SFTStage(Trainer):
 
     def train_on(self, batch: list[tuple[list[int], list[float]]]) -> float:
         """One optimiser step over ``batch``, split into ``gradient_accumulation`` micro-batches."""
+        batch = self.shard(batch)
         parts = self.params.gradient_accumulation
         size = -(-len(batch) // parts)
         total = 0.0

@@ -71,6 +71,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(params.schedule, params.warmup_steps, total_steps))
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         self.total_steps = total_steps
         self.start_step = self._resume()
 
@@ -89,9 +90,18 @@ class Trainer:
         self.resumed_state = state
         return int(state["step"])
 
+    def shard(self, batch: list) -> list:
+        """This rank's share of a global batch (all ranks draw the same global batch)."""
+        if len(batch) % self.world:
+            from reasonrl.core.errors import ReasonRLError
+
+            raise ReasonRLError(f"batch size {len(batch)} does not split over {self.world} processes; "
+                                f"use a multiple of {self.world}")
+        return batch[self.rank::self.world]
+
     def maybe_checkpoint(self, step: int, state: dict[str, Any] | None = None) -> None:
         every = self.params.checkpoint_every
-        if step == self.total_steps or (every and step % every == 0):
+        if (step == self.total_steps or (every and step % every == 0)) and self.accelerator.is_main_process:
             save_checkpoint(self.checkpoint_dir, self.modules(), self.optimizer, self.scheduler,
                             {"step": step, **(state or {})})
 
@@ -102,13 +112,30 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return float(norm)
 
+    def check_ranks_agree(self) -> None:
+        """Data-parallel ranks must hold identical weights; fail loudly if they drifted."""
+        if self.world == 1:
+            return
+        flat = torch.cat([p.detach().float().flatten() for p in self.model.parameters()])
+        fingerprint = torch.stack([flat.sum(), flat.norm()])[None]
+        gathered = self.accelerator.gather(fingerprint)
+        if not torch.allclose(gathered, gathered[:1].expand_as(gathered), rtol=1e-6, atol=1e-6):
+            from reasonrl.core.errors import ReasonRLError
+
+            raise ReasonRLError(f"data-parallel ranks hold different weights: {gathered.tolist()}")
+
     def save_model(self) -> Path:
+        self.check_ranks_agree()
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return self.context.stage_dir / MODEL_DIR
         return save_policy(self.accelerator.unwrap_model(self.model), self.tokenizer, self.context.stage_dir / MODEL_DIR)
 
     def progress(self, desc: str):
         from tqdm.auto import tqdm
 
-        return tqdm(total=self.total_steps, initial=self.start_step, desc=desc, disable=not self.params.progress,
+        return tqdm(total=self.total_steps, initial=self.start_step, desc=desc,
+                    disable=not (self.params.progress and self.accelerator.is_main_process),
                     dynamic_ncols=True)
 
     def examples(self, split: str) -> list[dict[str, Any]]:
