@@ -117,6 +117,13 @@ class ModelSpec(Params):
 
 
 # ---------------------------------------------------------------- trainers (stages)
+class DeepSpeedParams(Params):
+    """DeepSpeed ZeRO through accelerate (extra: deepspeed)."""
+
+    zero_stage: Literal[1, 2, 3] = 2
+    offload_optimizer: bool = False
+
+
 class TrainingParams(Params):
     """What every trainer shares: optimisation, schedule, checkpoints."""
 
@@ -130,6 +137,7 @@ class TrainingParams(Params):
     max_grad_norm: float = Field(1.0, gt=0)
     gradient_accumulation: int = Field(1, gt=0)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    deepspeed: DeepSpeedParams | None = Field(None, description="ZeRO sharding; sft and lm stages")
     checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints; 0 = only at the end")
     seed_offset: int = 0
     progress: bool = True

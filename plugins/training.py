@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import torch
 
 from reasonrl.core.contracts import StageContext
+from reasonrl.core.errors import ReasonRLError
 from reasonrl.plugins.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from reasonrl.plugins.models import MODEL_DIR, load_policy, save_policy
 from reasonrl.plugins.params import TrainingParams
@@ -61,7 +63,8 @@ class Trainer:
         self.context = context
         self.seed = context.seed + params.seed_offset
         seed_all(self.seed)
-        self.accelerator = Accelerator(mixed_precision=params.mixed_precision, cpu=not torch.cuda.is_available())
+        self.accelerator = Accelerator(mixed_precision=params.mixed_precision, cpu=not torch.cuda.is_available(),
+                                       deepspeed_plugin=self._deepspeed_plugin())
         self.model, self.tokenizer = load_policy(params.model, context.run_dir, self.seed)
         self.extra = make_extra(self.model) if make_extra else {}
         trainable = [p for p in self.model.parameters() if p.requires_grad]
@@ -74,6 +77,27 @@ class Trainer:
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         self.total_steps = total_steps
         self.start_step = self._resume()
+
+    def _deepspeed_plugin(self):
+        ds = self.params.deepspeed
+        if ds is None:
+            return None
+        try:
+            from accelerate.utils import DeepSpeedPlugin
+        except ImportError as exc:  # pragma: no cover - accelerate always ships it
+            raise ReasonRLError("deepspeed needs accelerate's DeepSpeed plugin") from exc
+        if not torch.cuda.is_available():
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        for key, value in (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29517"), ("RANK", "0"),
+                           ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
+            os.environ.setdefault(key, value)  # a single process needs a process group too
+        plugin = DeepSpeedPlugin(zero_stage=ds.zero_stage, gradient_clipping=self.params.max_grad_norm,
+                                 gradient_accumulation_steps=self.params.gradient_accumulation,
+                                 offload_optimizer_device="cpu" if ds.offload_optimizer else "none")
+        plugin.deepspeed_config["zero_allow_untested_optimizer"] = True
+        plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = max(
+            1, getattr(self.params, "batch_size", 1) // self.params.gradient_accumulation)
+        return plugin
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -93,8 +117,6 @@ class Trainer:
     def shard(self, batch: list) -> list:
         """This rank's share of a global batch (all ranks draw the same global batch)."""
         if len(batch) % self.world:
-            from reasonrl.core.errors import ReasonRLError
-
             raise ReasonRLError(f"batch size {len(batch)} does not split over {self.world} processes; "
                                 f"use a multiple of {self.world}")
         return batch[self.rank::self.world]
@@ -106,7 +128,10 @@ class Trainer:
                             {"step": step, **(state or {})})
 
     def optimizer_step(self) -> float:
-        norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.params.max_grad_norm)
+        if self.params.deepspeed is None:  # DeepSpeed clips inside its engine step
+            norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.params.max_grad_norm)
+        else:
+            norm = float("nan")
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -120,8 +145,6 @@ class Trainer:
         fingerprint = torch.stack([flat.sum(), flat.norm()])[None]
         gathered = self.accelerator.gather(fingerprint)
         if not torch.allclose(gathered, gathered[:1].expand_as(gathered), rtol=1e-6, atol=1e-6):
-            from reasonrl.core.errors import ReasonRLError
-
             raise ReasonRLError(f"data-parallel ranks hold different weights: {gathered.tolist()}")
 
     def save_model(self) -> Path:
@@ -142,7 +165,5 @@ class Trainer:
         dataset = self.context.build(self.params.dataset)
         splits = dataset.splits()
         if split not in splits:
-            from reasonrl.core.errors import ReasonRLError
-
             raise ReasonRLError(f"dataset {self.params.dataset.name!r} has no split {split!r}; it has {sorted(splits)}")
         return splits[split]

@@ -36,3 +36,16 @@ def test_two_process_ddp_matches_single_process(tmp_path):
 
     base, _ = tiny_model(TinyModelParams(hidden_size=32), seed=0)
     assert not torch.allclose(base.state_dict()["model.norm.weight"], start["model.norm.weight"])
+
+
+def test_deepspeed_zero2_single_process_matches_plain_adamw(tmp_path):
+    pytest.importorskip("deepspeed")
+    no_clip = '{"max_grad_norm": 1000000.0}'  # the engines' clipping norms differ (seen with clipping on)
+    plain = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "plain", no_clip], capture_output=True, text=True)
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    zero = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "zero2", '{"deepspeed": {"zero_stage": 2}, "max_grad_norm": 1000000.0}'],
+                          capture_output=True, text=True, timeout=600)
+    assert zero.returncode == 0, zero.stderr[-3000:]
+    a, b = saved(tmp_path, "plain"), saved(tmp_path, "zero2")
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-4), key
