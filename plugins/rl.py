@@ -70,6 +70,7 @@ class RLStage(Trainer):
         started = time.perf_counter()
         generator = seed_all(step_seed(self.seed, step))
         batch, info = self.collect(step, generator)
+        info["time/rollout"] = time.perf_counter() - started
         self.model.train()
         if batch is None:  # every group was filtered out: nothing to learn from this step
             return {**info, "loss": 0.0, "step_seconds": time.perf_counter() - started}
@@ -81,6 +82,7 @@ class RLStage(Trainer):
         info.update({f"optim/{k}": v for k, v in stats.items()})
         info["loss"] = loss
         info["step_seconds"] = time.perf_counter() - started
+        info["time/update"] = info["step_seconds"] - info["time/rollout"]
         return info
 
     def collect(self, step: int, generator: torch.Generator):

@@ -123,6 +123,13 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     return logits
 
 
+def sample_tokens(probs: torch.Tensor, generator=None) -> torch.Tensor:
+    """One token per row drawn from ``probs``: argmax(p / E) with E ~ Exp(1) picks token i with
+    probability p_i, and costs a fraction of torch.multinomial on large vocabularies."""
+    noise = torch.empty_like(probs).exponential_(1.0, generator=generator)
+    return (probs / noise).argmax(dim=-1)
+
+
 class HFRolloutEngine:
     """transformers models, KV cache, one prefill per prompt shared by its G samples."""
 
@@ -156,7 +163,7 @@ class HFRolloutEngine:
         for _ in range(params.max_new_tokens):
             scaled = logits.float() / params.temperature
             probs = filter_logits(scaled, params.top_k, params.top_p).softmax(dim=-1)
-            token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            token = sample_tokens(probs, generator)
             logp = scaled.log_softmax(dim=-1).gather(1, token[:, None]).squeeze(1)
             token = torch.where(finished, torch.full_like(token, pad_id), token)
             tokens.append(token)

@@ -75,3 +75,13 @@ def test_filter_logits_top_p_keeps_the_crossing_token():
 def test_left_pad():
     ids, attention = left_pad([torch.tensor([1, 2, 3]), torch.tensor([4])], pad_id=0)
     assert ids.tolist() == [[1, 2, 3], [0, 0, 4]] and attention.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+def test_exponential_race_sampling_matches_the_distribution():
+    from reasonrl.plugins.rollout import sample_tokens
+
+    probs = torch.tensor([[0.6, 0.3, 0.1, 0.0]]).expand(20000, 4)
+    draws = sample_tokens(probs, torch.Generator().manual_seed(0))
+    freq = torch.bincount(draws, minlength=4).float() / len(draws)
+    assert torch.allclose(freq, torch.tensor([0.6, 0.3, 0.1, 0.0]), atol=0.015)
+    assert freq[3] == 0.0
