@@ -27,6 +27,8 @@ class TensorboardParams(Params):
 class WeightedSumParams(Params):
     weights: dict[str, float] = Field(default_factory=dict, description="component -> weight; unnamed components weigh 1")
     default_weight: float = 1.0
+    required: list[str] = Field(default_factory=list, description="components that must apply; else invalid_reward")
+    invalid_reward: float = -1.0
 
 
 # ---------------------------------------------------------------- policy optimizers
@@ -202,6 +204,7 @@ class RegexFormatParams(Params):
 
 class JsonFormatParams(Params):
     required_keys: list[str] = Field(default_factory=list)
+    json_schema: dict | None = Field(None, description="a JSON Schema the object must satisfy (needs jsonschema)")
     name: str = "format"
 
 

@@ -27,6 +27,8 @@ class WeightedSum:
         self.params = params
 
     def combine(self, components: Mapping[str, float | None]) -> float:
+        if any(components.get(name) is None for name in self.params.required):
+            return self.params.invalid_reward
         total = 0.0
         for name, value in components.items():
             if value is not None:
@@ -103,18 +105,26 @@ class RegexFormat:
 
 
 class JsonFormat:
-    """1.0 if the completion holds a JSON object (fences allowed) with the required keys."""
+    """1.0 if the completion holds a JSON object (fences allowed) with the required keys
+    and, when ``json_schema`` is set, valid against that schema."""
 
     def __init__(self, params: JsonFormatParams) -> None:
         self.params = params
+        self.validator = None
+        if params.json_schema is not None:
+            try:
+                import jsonschema
+            except ImportError as exc:
+                raise ReasonRLError("json_format.json_schema needs the jsonschema package: pip install jsonschema") from exc
+            self.validator = jsonschema.Draft202012Validator(params.json_schema)
 
     def __call__(self, prompts, completions, examples):
-        out = []
-        for completion in completions:
-            obj = extract_json_object(completion)
-            ok = isinstance(obj, dict) and all(k in obj for k in self.params.required_keys)
-            out.append({self.params.name: float(ok)})
-        return out
+        return [{self.params.name: float(self.valid(extract_json_object(c)))} for c in completions]
+
+    def valid(self, obj) -> bool:
+        if not isinstance(obj, dict) or not all(k in obj for k in self.params.required_keys):
+            return False
+        return self.validator is None or self.validator.is_valid(obj)
 
 
 def extract_json_object(text: str):

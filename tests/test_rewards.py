@@ -42,6 +42,9 @@ def test_regex_and_json_format():
     texts = ['```json\n{"label": "spam", "note": "a {b}"}\n```', '{"other": 1}', "not json"]
     assert [r["format"] for r in js([""] * 3, texts, [{}] * 3)] == [1.0, 0.0, 0.0]
     assert extract_json_object('x {bad} y {"a": "}"}') == {"a": "}"}
+    schema = {"type": "object", "properties": {"p": {"type": "number", "minimum": 0, "maximum": 1}}, "required": ["p"]}
+    strict = JsonFormat(JsonFormatParams(json_schema=schema))
+    assert [r["format"] for r in strict([""] * 3, ['{"p": 0.3}', '{"p": 3}', '{"q": 1}'], [{}] * 3)] == [1.0, 0.0, 0.0]
 
 
 def test_weighted_sum_skips_components_that_do_not_apply():

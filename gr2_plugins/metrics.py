@@ -1,0 +1,52 @@
+"""Ranking metrics with one relevant item per list (IDCG = 1), and bootstrap intervals."""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Sequence
+
+
+def rank_of(ranking: Sequence, target) -> int | None:
+    """1-based position of target, or None when absent."""
+    try:
+        return list(ranking).index(target) + 1
+    except ValueError:
+        return None
+
+
+def recall_at(rank: int | None, k: int) -> float:
+    return 1.0 if rank is not None and rank <= k else 0.0
+
+
+def ndcg_at(rank: int | None, k: int) -> float:
+    """1 / log2(1 + rank) when the single relevant item is within the top k."""
+    return 1.0 / math.log2(1 + rank) if rank is not None and rank <= k else 0.0
+
+
+def ranking_metrics(rankings: Sequence[Sequence], targets: Sequence, ks=(1, 3, 5, 10)) -> dict[str, float]:
+    """Mean recall@K and ndcg@K; an unparseable output (None) scores 0 everywhere."""
+    ranks = [rank_of(r, t) if r is not None else None for r, t in zip(rankings, targets)]
+    out = {}
+    for k in ks:
+        out[f"recall@{k}"] = sum(recall_at(r, k) for r in ranks) / max(len(ranks), 1)
+        out[f"ndcg@{k}"] = sum(ndcg_at(r, k) for r in ranks) / max(len(ranks), 1)
+    return out
+
+
+def bootstrap_interval(values: Sequence[float], samples: int = 1000, level: float = 0.95, seed: int = 0):
+    """Percentile bootstrap interval of the mean."""
+    if not values:
+        return (float("nan"), float("nan"))
+    rng = random.Random(seed)
+    n = len(values)
+    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(samples))
+    lo = means[int((1 - level) / 2 * samples)]
+    hi = means[min(samples - 1, int((1 + level) / 2 * samples))]
+    return (lo, hi)
+
+
+def identity_copy_rate(outputs: Sequence[Sequence | None], inputs: Sequence[Sequence]) -> float:
+    """Share of valid outputs that return the input order unchanged."""
+    pairs = [(o, i) for o, i in zip(outputs, inputs) if o is not None]
+    return sum(list(o) == list(i) for o, i in pairs) / max(len(pairs), 1)

@@ -1,0 +1,116 @@
+"""GR2's verifiable reranking rewards and the conditional combiner.
+
+Every reward reads ``example["candidates"]`` (SIDs in the pre-ranker's order) and
+``example["target_index"]`` (0-based position of the held-out item in that list).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+from reasonrl.gr2_plugins.parsing import parse_ranking
+from reasonrl.gr2_plugins.params import ConditionalRankParams
+
+
+def positions(completion: str, example: Mapping) -> tuple[int, int, int] | None:
+    """(1-based input position, 1-based output position, |D|) of the target, None if invalid."""
+    parsed = parse_ranking(completion, example["candidates"])
+    if not parsed.valid:
+        return None
+    target = example["target_index"]
+    return target + 1, parsed.order.index(target) + 1, len(example["candidates"])
+
+
+def rank_reward(pos_in: int, pos_out: int, size: int) -> float:
+    """R_rank = (pos_in - pos_out) / |D|: moving the target from 4 to 1 in 10 gives +0.3."""
+    return (pos_in - pos_out) / size
+
+
+class RankReward:
+    """R_rank, plus whether the target was first in the input and kept first."""
+
+    def __init__(self, params=None) -> None:
+        self.params = params
+
+    def __call__(self, prompts, completions, examples):
+        out = []
+        for completion, example in zip(completions, examples):
+            pos = positions(completion, example)
+            if pos is None:
+                out.append({"rank": None, "kept_first": None})
+            else:
+                out.append({"rank": rank_reward(*pos), "kept_first": float(pos[0] == 1 and pos[1] == 1)})
+        return out
+
+
+class FormatReward:
+    """1 if the answer parses and is a permutation of the candidates, else 0."""
+
+    def __init__(self, params=None) -> None:
+        self.params = params
+
+    def __call__(self, prompts, completions, examples):
+        return [{"format": float(parse_ranking(c, e["candidates"]).valid)} for c, e in zip(completions, examples)]
+
+
+class AUCReward:
+    """Share of the other candidates ranked below the target: (|D| - pos_out) / (|D| - 1)."""
+
+    def __init__(self, params=None) -> None:
+        self.params = params
+
+    def __call__(self, prompts, completions, examples):
+        out = []
+        for completion, example in zip(completions, examples):
+            pos = positions(completion, example)
+            out.append({"auc": None if pos is None else (pos[2] - pos[1]) / max(pos[2] - 1, 1)})
+        return out
+
+
+class NDCGReward:
+    """NDCG of the output list with one relevant item: 1 / log2(1 + pos_out)."""
+
+    def __init__(self, params=None) -> None:
+        self.params = params
+
+    def __call__(self, prompts, completions, examples):
+        out = []
+        for completion, example in zip(completions, examples):
+            pos = positions(completion, example)
+            out.append({"ndcg": None if pos is None else 1.0 / math.log2(1 + pos[1])})
+        return out
+
+
+class TopKReward:
+    """1 if the target lands in the output's top k (the OneRec-Think-style baseline's reward)."""
+
+    def __init__(self, params) -> None:
+        self.k = params.k
+
+    def __call__(self, prompts, completions, examples):
+        out = []
+        for completion, example in zip(completions, examples):
+            pos = positions(completion, example)
+            out.append({"topk": None if pos is None else float(pos[1] <= self.k)})
+        return out
+
+
+class ConditionalRank:
+    """GR2's conditional verifiable reward.
+
+    invalid output -> ``invalid_reward``; otherwise R_rank + alpha * R_fmt when the target
+    moved up (R_rank > 0) or — with ``count_kept_first`` — was first and stayed first;
+    else R_rank alone, so copying the input order earns no format bonus.
+    """
+
+    def __init__(self, params: ConditionalRankParams) -> None:
+        self.params = params
+
+    def combine(self, components: Mapping[str, float | None]) -> float:
+        p = self.params
+        rank, fmt = components.get("rank"), components.get("format")
+        if rank is None or not fmt:
+            return p.invalid_reward
+        earned = rank > 0 or (p.count_kept_first and components.get("kept_first") == 1.0)
+        return rank + p.alpha * fmt if earned else rank
