@@ -7,11 +7,23 @@ component against its kind's contract and names the missing methods.
 
 from __future__ import annotations
 
+import contextvars
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
 
 RewardComponents = dict[str, "float | None"]
+
+_RUN_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar("reasonrl_run_dir", default=None)
+
+
+def current_run_dir() -> Path | None:
+    """The folder of the run whose stage is executing (None outside a run).
+
+    Components that read an earlier stage's artifacts (a ``jsonl`` dataset naming
+    ``prepare/train.jsonl``) resolve relative paths against it.
+    """
+    return _RUN_DIR.get()
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from reasonrl.core.config import ResolvedConfig, dump_config
-from reasonrl.core.contracts import StageContext
+from reasonrl.core.contracts import _RUN_DIR, StageContext
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.io import atomic_write_json, atomic_write_text, read_json
 from reasonrl.core.registry import Registry
@@ -47,10 +47,12 @@ def run_pipeline(
     for tracker in trackers:
         tracker.open(run_dir)
     outputs: dict[str, dict[str, Any]] = {}
+    token = _RUN_DIR.set(run_dir)
     try:
         for index, stage in enumerate(config.stages):
             outputs[stage.id] = _run_stage(config, index, stage, force, registry, trackers, outputs, echo)
     finally:
+        _RUN_DIR.reset(token)
         for tracker in trackers:
             tracker.close()
     return outputs

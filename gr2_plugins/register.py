@@ -30,3 +30,21 @@ def register_reward_functions(register):
 def register_reward_combiners(register):
     register("conditional_rank", f"{G}.rewards:ConditionalRank", params=p.ConditionalRankParams,
              summary="GR2: format bonus only when the target moved up (or stayed first); invalid -> -1")
+
+
+@hookimpl
+def register_stages(register):
+    register("gr2_prepare", f"{G}.prepare:GR2Prepare", params=p.GR2PrepareParams,
+             summary="GR2 data: 5-core leave-one-out, pre-ranker top-k, semantic IDs, prompts, corpus")
+    register("teacher_traces", f"{G}.traces:TeacherTraces", params=p.TeacherTracesParams,
+             summary="teacher reasoning traces kept by rejection filters -> weighted SFT data")
+    register("gr2_evaluate", f"{G}.evaluate:GR2Evaluate", params=p.GR2EvaluateParams,
+             summary="R@K / NDCG@K with bootstrap CIs, copy and parse-failure rates; report.md/.json/.png")
+
+
+@hookimpl
+def register_rejection_filters(register):
+    register("valid_format", f"{G}.filters:ValidFormat", summary="the answer parses to a permutation of the candidates")
+    register("top1_match", f"{G}.filters:Top1Match", summary="GR2: the trace's top-1 is the held-out item")
+    register("cites_sid", f"{G}.filters:CitesSid", params=p.CitesSidParams,
+             summary="the reasoning cites candidates by semantic ID")

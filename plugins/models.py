@@ -40,12 +40,18 @@ def char_tokenizer(alphabet: str):
 def tiny_model(params: TinyModelParams, seed: int = 0):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = char_tokenizer(params.alphabet)
+    if params.tokenizer:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(packaged_model_dir(params.tokenizer))
+    else:
+        tokenizer = char_tokenizer(params.alphabet)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=params.hidden_size, intermediate_size=params.intermediate_size,
         num_hidden_layers=params.num_layers, num_attention_heads=params.num_heads,
         num_key_value_heads=params.num_heads, max_position_embeddings=params.max_positions,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
     )
     torch.manual_seed(seed)
@@ -56,6 +62,9 @@ def load_policy(spec: ModelSpec, run_dir: Path | None = None, seed: int = 0):
     """(model, tokenizer) in train mode, float32 unless ``spec.dtype`` says otherwise."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from reasonrl.core.contracts import current_run_dir
+
+    run_dir = run_dir if run_dir is not None else current_run_dir()
     dtype = getattr(torch, spec.dtype)
     if spec.source == "tiny":
         model, tokenizer = tiny_model(spec.tiny, seed)
@@ -68,10 +77,38 @@ def load_policy(spec: ModelSpec, run_dir: Path | None = None, seed: int = 0):
         tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if spec.add_tokens:
+        add_tokens(model, tokenizer, _resolve(spec.add_tokens, run_dir))
     model = model.to(dtype)
     if spec.lora is not None:
         model = _add_lora(model, spec)
     return model, tokenizer
+
+
+def _resolve(path: str, run_dir: Path | None) -> Path:
+    candidate = Path(path)
+    if not candidate.is_absolute() and run_dir is not None:
+        candidate = Path(run_dir) / candidate
+    if not candidate.exists():
+        raise ReasonRLError(f"model.add_tokens={path!r}: {candidate} does not exist")
+    return candidate
+
+
+def add_tokens(model, tokenizer, token_file: Path) -> int:
+    """Add whole tokens (e.g. semantic IDs) and grow the embeddings.
+
+    New rows start at the mean of the existing embeddings (with their covariance), so
+    they neither dominate nor vanish next to the pretrained ones.
+    """
+    from tokenizers import AddedToken
+
+    tokens = [t for t in token_file.read_text().split("\n") if t.strip()]
+    new = [AddedToken(t, single_word=False, normalized=False, special=False) for t in tokens
+           if t not in tokenizer.get_vocab()]
+    if new:
+        tokenizer.add_tokens(new)
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    return len(new)
 
 
 def _stage_model_dir(stage: str, run_dir: Path | None) -> Path:

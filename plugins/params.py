@@ -89,6 +89,7 @@ class TinyModelParams(Params):
     num_heads: int = Field(4, gt=0)
     intermediate_size: int = Field(128, gt=0)
     max_positions: int = Field(256, gt=0)
+    tokenizer: str | None = Field(None, description="use this packaged model's tokenizer instead of characters")
 
 
 class LoraParams(Params):
@@ -111,6 +112,8 @@ class ModelSpec(Params):
     tiny: TinyModelParams = Field(default_factory=TinyModelParams)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     lora: LoraParams | None = None
+    add_tokens: str | None = Field(None, description="file with one new token per line (relative to the run folder "
+                                   "or absolute); embeddings of new tokens start at the mean of the old ones")
 
     @model_validator(mode="after")
     def _check_source(self):
@@ -233,3 +236,36 @@ class WandbParams(Params):
 class MlflowParams(Params):
     tracking_uri: str | None = Field(None, description="default: ./mlruns in the run folder")
     experiment: str = "reasonrl"
+
+
+class JsonlDatasetParams(Params):
+    """JSON-lines files per split; relative paths resolve against the run folder."""
+
+    files: dict[str, str] = Field(description="split -> file, e.g. {train: prepare/train.jsonl}")
+    limit: int | None = Field(None, gt=0, description="keep the first N examples of each split")
+
+
+# ---------------------------------------------------------------- teachers and filters
+class HFTeacherParams(Params):
+    model: ModelSpec = Field(default_factory=lambda: ModelSpec(source="packaged", name="smollm2-135m-instruct"))
+    sampling: SamplingParams = Field(default_factory=lambda: SamplingParams(max_new_tokens=192, temperature=0.8,
+                                                                            top_p=0.95))
+    chat_template: bool = True
+    system: str | None = None
+    seed: int = 0
+
+
+class OpenAITeacherParams(Params):
+    """Any OpenAI-compatible chat endpoint (vLLM's server, hosted APIs)."""
+
+    base_url: str = Field(description="e.g. http://127.0.0.1:8000/v1")
+    model: str
+    api_key_env: str | None = Field("OPENAI_API_KEY", description="environment variable holding the key; never logged")
+    temperature: float = Field(0.8, ge=0)
+    max_tokens: int = Field(512, gt=0)
+    system: str | None = None
+    max_concurrency: int = Field(4, gt=0)
+    retries: int = Field(4, ge=0)
+    backoff_seconds: float = Field(1.0, ge=0)
+    timeout_seconds: float = Field(120.0, gt=0)
+    cache_dir: str | None = Field(None, description="default: <REASONRL_CACHE>/teacher")

@@ -72,3 +72,13 @@ def register_stages(register):
 def register_datasets(register):
     register("sort_digits", f"{P}.tasks:SortDigits", params=p.SortDigitsParams,
              summary="toy verifiable task: sort a short list of digits")
+    register("jsonl", f"{P}.tasks:JsonlDataset", params=p.JsonlDatasetParams,
+             summary="JSON-lines files per split, paths relative to the run folder")
+
+
+@hookimpl
+def register_teacher_generators(register):
+    register("hf", f"{P}.teachers:HFTeacher", params=p.HFTeacherParams,
+             summary="a local transformers model, n samples per prompt (default: packaged SmolLM2-135M-Instruct)")
+    register("openai_compatible", f"{P}.teachers:OpenAICompatibleTeacher", params=p.OpenAITeacherParams,
+             summary="any OpenAI-compatible endpoint: key from env, retries, concurrency, disk cache")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 from reasonrl.plugins.params import SortDigitsParams
 
@@ -51,3 +52,37 @@ class SortAccuracy:
             hits = sum(a == b for a, b in zip(text, answer))
             results.append({"sort_accuracy": hits / max(len(answer), len(text))})
         return results
+
+
+class JsonlDataset:
+    """Examples from JSON-lines files, one per split (often an earlier stage's output)."""
+
+    def __init__(self, params) -> None:
+        self.params = params
+
+    def splits(self) -> dict[str, list[dict]]:
+        import json
+
+        from reasonrl.core.contracts import current_run_dir
+        from reasonrl.core.errors import ReasonRLError
+
+        out = {}
+        for split, name in self.params.files.items():
+            path = Path(name)
+            if not path.is_absolute() and current_run_dir() is not None:
+                path = current_run_dir() / path
+            if not path.exists():
+                raise ReasonRLError(f"jsonl dataset: split {split!r} file {path} does not exist; run the stage "
+                                    f"that writes it first or fix files.{split}")
+            rows = []
+            with open(path, encoding="utf-8") as handle:
+                for number, line in enumerate(handle, 1):
+                    if line.strip():
+                        try:
+                            rows.append(json.loads(line))
+                        except json.JSONDecodeError as exc:
+                            raise ReasonRLError(f"{path}:{number}: not JSON ({exc.msg})") from None
+                    if self.params.limit and len(rows) >= self.params.limit:
+                        break
+            out[split] = rows
+        return out

@@ -1,0 +1,124 @@
+"""The ``gr2_prepare`` stage: data -> pre-ranker lists -> semantic IDs -> prompts and corpus."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from reasonrl.core.contracts import StageContext
+from reasonrl.core.io import atomic_write_json, atomic_write_text
+from reasonrl.gr2_plugins.data import Interactions, UserSplit, k_core, leave_one_out, load_movielens
+from reasonrl.gr2_plugins.metrics import ranking_metrics
+from reasonrl.gr2_plugins.params import GR2PrepareParams
+from reasonrl.gr2_plugins.preranker import ItemKNN
+from reasonrl.gr2_plugins.prompts import student_prompt, teacher_prompt
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def split_examples(splits: dict[str, UserSplit]) -> dict[str, list[tuple[str, list[str], str]]]:
+    """(user, history, target) per split: train predicts its last training item,
+    validation the second-to-last item, test the last one."""
+    out: dict[str, list] = {"train": [], "validation": [], "test": []}
+    for user, s in splits.items():
+        if len(s.train) >= 2:
+            out["train"].append((user, s.train[:-1], s.train[-1]))
+        out["validation"].append((user, s.train, s.valid))
+        out["test"].append((user, s.train + [s.valid], s.test))
+    return out
+
+
+class GR2Prepare:
+    """Loads MovieLens, builds top-k lists with the pre-ranker, semantic IDs, prompts and corpus."""
+
+    def __init__(self, params: GR2PrepareParams) -> None:
+        self.params = params
+
+    def run(self, context: StageContext) -> dict[str, Any]:
+        p = self.params
+        data = load_movielens(p.dataset, p.path, p.min_rating)
+        splits = leave_one_out(k_core(data.sequences, p.k_core))
+        catalog = sorted({i for s in splits.values() for i in s.train + [s.valid, s.test]})
+        knn = ItemKNN(**p.preranker.model_dump()).fit([s.train for s in splits.values()], catalog)
+        items, sid_report = self.semantic_ids(context, data, catalog)
+        out = context.stage_dir
+        summary: dict[str, Any] = {"dataset": p.dataset, "users": len(splits), "items": len(catalog),
+                                   "sid_uniqueness": sid_report["uniqueness"],
+                                   "sid_uniqueness_raw": sid_report["uniqueness_raw"]}
+        rng = random.Random(p.seed)
+        for split, triples in split_examples(splits).items():
+            examples, coverage = self.build_examples(triples, knn, items)
+            cap = p.max_users.get(split)
+            if cap is not None and len(examples) > cap:
+                examples = rng.sample(examples, cap)
+            write_jsonl(out / f"{split}.jsonl", examples)
+            summary[f"coverage/{split}"] = coverage
+            summary[f"examples/{split}"] = len(examples)
+            if split != "train":
+                baseline = ranking_metrics([e["candidate_ids"] for e in examples], [e["target"] for e in examples])
+                summary.update({f"preranker/{split}/{k}": v for k, v in baseline.items()})
+        write_jsonl(out / "items.jsonl", [items[i] for i in catalog])
+        write_jsonl(out / "corpus.jsonl", self.corpus(splits, items, rng))
+        atomic_write_json(out / "summary.json", summary)
+        return summary
+
+    def semantic_ids(self, context: StageContext, data: Interactions, catalog: list[str]):
+        from reasonrl.gr2_plugins.embeddings import embed_texts
+
+        vectors = embed_texts([data.items[i].text for i in catalog], self.params.embedding_model_path,
+                              progress=self.params.progress)
+        tokenizer = context.build(self.params.tokenizer).fit(vectors)
+        sids = tokenizer.tokens(tokenizer.codes)
+        items = {}
+        for item_id, sid in zip(catalog, sids):
+            item = data.items[item_id]
+            items[item_id] = {"id": item_id, "sid": sid, "title": item.title, "year": item.year, "genres": item.genres}
+        report = tokenizer.report()
+        atomic_write_json(context.stage_dir / "sid_report.json", report)
+        atomic_write_text(context.stage_dir / "sid_tokens.txt", "\n".join(tokenizer.vocabulary()) + "\n")
+        return items, report
+
+    def build_examples(self, triples, knn: ItemKNN, items: dict[str, dict]) -> tuple[list[dict], float]:
+        p = self.params
+        examples = []
+        for user, history, target in triples:
+            candidates = knn.top_k(history, p.candidates)
+            if target not in candidates:
+                continue
+            shown = [items[i] for i in history[-p.history_items:]]
+            cands = [items[i] for i in candidates]
+            examples.append({
+                "user": user, "history": history[-p.history_items:], "target": target,
+                "candidate_ids": candidates, "candidates": [c["sid"] for c in cands],
+                "target_index": candidates.index(target), "prompt": student_prompt(shown, cands),
+                "teacher_prompt": teacher_prompt(shown, cands),
+                "teacher_prompt_targeted": teacher_prompt(shown, cands, target=items[target]),
+            })
+        return examples, len(examples) / max(len(triples), 1)
+
+    def corpus(self, splits: dict[str, UserSplit], items: dict[str, dict], rng: random.Random) -> list[dict]:
+        """The four alignment tasks: history codes -> next code; code <-> text; titles -> next
+        item; plain descriptions."""
+        rows = []
+        for item in items.values():
+            text = f"{item['title']} ({item['year']}); genres: {', '.join(item['genres'])}"
+            rows.append({"text": f"{item['sid']} is {text}."})
+            rows.append({"text": f"The movie {text} has the ID {item['sid']}."})
+            rows.append({"text": f"{item['title']} is a {' and '.join(item['genres']).lower()} film from {item['year']}."})
+        n = self.params.history_items
+        for sequence in (s.train for s in splits.values()):
+            for _ in range(self.params.corpus_windows):
+                if len(sequence) < 3:
+                    break
+                end = rng.randrange(2, len(sequence))
+                window = sequence[max(0, end - n):end]
+                nxt = items[sequence[end]]
+                rows.append({"text": "History: " + " ".join(items[i]["sid"] for i in window) + f" Next: {nxt['sid']}"})
+                titles = "; ".join(items[i]["title"] for i in window[-5:])
+                rows.append({"text": f"A viewer who watched {titles} then watched {nxt['sid']} {nxt['title']}."})
+        rng.shuffle(rows)
+        return rows

@@ -1,0 +1,53 @@
+"""Prompts for the student reranker and the teacher that writes its reasoning traces."""
+
+from __future__ import annotations
+
+import json
+from typing import Mapping, Sequence
+
+ANSWER_FORMAT = '{"explanation": "...", "recommendations": [SID, SID, ...]}'
+
+
+def item_line(item: Mapping) -> str:
+    return f"{item['sid']} {item['title']} ({item['year']}) | {', '.join(item['genres'])}"
+
+
+def student_prompt(history: Sequence[Mapping], candidates: Sequence[Mapping]) -> str:
+    lines = ["Rerank movies for a viewer.", "Watched, oldest to newest:"]
+    lines += [item_line(i) for i in history]
+    lines += ["Candidates:"] + [item_line(i) for i in candidates]
+    lines.append(f"Reason briefly, citing movies by SID, then answer {ANSWER_FORMAT} ranking all "
+                 f"{len(candidates)} candidates, most likely next watch first.")
+    return "\n".join(lines)
+
+
+TEACHER_ROLE = ("You are an expert film recommender who reranks a shortlist for one viewer. You know how "
+                "tastes evolve: viewers continue franchises and sequels, stay within favourite genres and "
+                "eras, follow a recent binge, and return to acclaimed classics.")
+
+
+def teacher_prompt(history: Sequence[Mapping], candidates: Sequence[Mapping], target: Mapping | None = None) -> str:
+    """The teacher's prompt. With ``target`` it is targeted sampling: the answer is shown."""
+    lines = [TEACHER_ROLE, "", "The viewer watched, oldest to newest:"]
+    lines += [item_line(i) for i in history]
+    lines += ["", "Candidates from the upstream ranker:"] + [item_line(i) for i in candidates]
+    if target is not None:
+        lines += ["", f"The viewer actually watched {target['sid']} next; explain why it fits best."]
+    lines += ["", "Think in steps: 1) summarise the viewer's tastes, 2) judge each candidate against them, "
+              "citing every movie by its SID, 3) order all candidates. End with only this JSON: " + ANSWER_FORMAT]
+    return "\n".join(lines)
+
+
+def split_trace(text: str) -> tuple[str, str] | None:
+    """(reasoning, JSON answer) of a trace: the answer is its last JSON object."""
+    end = text.rfind("}")
+    start = text.rfind('{"explanation"', 0, end + 1)
+    if start == -1:
+        start = text.rfind("{", 0, end + 1)
+    if start == -1 or end == -1:
+        return None
+    return text[:start], text[start:end + 1]
+
+
+def answer_json(explanation: str, sids: Sequence[str]) -> str:
+    return json.dumps({"explanation": explanation, "recommendations": list(sids)}, ensure_ascii=False)

@@ -1,0 +1,83 @@
+"""The ``teacher_traces`` stage: sample teacher traces, keep those every filter accepts."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from reasonrl.core.contracts import StageContext
+from reasonrl.core.io import atomic_write_json
+from reasonrl.gr2_plugins.params import TeacherTracesParams
+from reasonrl.gr2_plugins.prepare import write_jsonl
+from reasonrl.gr2_plugins.prompts import split_trace
+
+
+def first_accepted(example: dict, samples: list[str], filters) -> tuple[int | None, list[str]]:
+    """Index of the first sample every filter accepts, and the rejection reasons met."""
+    reasons = []
+    for index, sample in enumerate(samples):
+        verdicts = [f.check(example, sample) for f in filters]
+        failed = [v.reason for v in verdicts if not v.accepted]
+        if not failed:
+            return index, reasons
+        reasons.append(failed[0])
+    return None, reasons
+
+
+def sft_record(example: dict, trace: str, lambda_reasoning: float, lambda_ranking: float) -> dict:
+    parts = split_trace(trace)
+    # a trace without a JSON answer (kept only when no filter asks for one) is all reasoning
+    segments = [[parts[0].strip() + "\n", lambda_reasoning], [parts[1], lambda_ranking]] if parts else \
+        [[trace, lambda_reasoning]]
+    return {"prompt": example["prompt"], "segments": segments,
+            "user": example.get("user"), "target_index": example["target_index"], "candidates": example["candidates"]}
+
+
+class TeacherTraces:
+    """Rejection sampling (the teacher never sees the answer) or targeted sampling (it does)."""
+
+    def __init__(self, params: TeacherTracesParams) -> None:
+        self.params = params
+
+    def run(self, context: StageContext) -> dict[str, Any]:
+        from tqdm.auto import tqdm
+
+        p = self.params
+        examples = context.build(p.dataset).splits()[p.split][: p.max_examples]
+        teacher = context.build(p.teacher)
+        filters = [context.build(ref) for ref in p.filters]
+        prompt_key = "teacher_prompt_targeted" if p.mode == "targeted" else "teacher_prompt"
+        pending = list(range(len(examples)))
+        tries = Counter()
+        accepted: dict[int, str] = {}
+        reasons: Counter = Counter()
+        bar = tqdm(total=len(examples) * p.max_rounds, desc=f"teacher[{p.mode}]", disable=not p.progress)
+        for _ in range(p.max_rounds):
+            still = []
+            for start in range(0, len(pending), p.batch_size):
+                chunk = pending[start:start + p.batch_size]
+                outputs = teacher.generate([examples[i][prompt_key] for i in chunk], p.samples_per_round)
+                for i, samples in zip(chunk, outputs):
+                    index, why = first_accepted(examples[i], samples, filters)
+                    reasons.update(why)
+                    tries[i] += len(samples) if index is None else index + 1
+                    if index is None:
+                        still.append(i)
+                    else:
+                        accepted[i] = samples[index]
+                bar.update(len(chunk))
+            pending = still
+            if not pending:
+                break
+        bar.close()
+        records = [sft_record(examples[i], accepted[i], p.lambda_reasoning, p.lambda_ranking) for i in sorted(accepted)]
+        write_jsonl(context.stage_dir / "sft.jsonl", records)
+        summary = {
+            "mode": p.mode, "examples": len(examples), "accepted": len(records),
+            "acceptance_rate": len(records) / max(len(examples), 1),
+            "tries_per_accepted": sum(tries[i] for i in accepted) / max(len(accepted), 1),
+            "samples_drawn": sum(tries.values()), "rejections": dict(reasons),
+        }
+        atomic_write_json(context.stage_dir / "summary.json", summary)
+        return summary

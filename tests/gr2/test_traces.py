@@ -1,0 +1,137 @@
+import json
+import threading
+import types
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from reasonrl import hookimpl
+from reasonrl.core.config import resolve_config
+from reasonrl.core.errors import ReasonRLError
+from reasonrl.core.pipeline import run_pipeline
+from reasonrl.gr2_plugins.filters import CitesSid, Top1Match, ValidFormat
+from reasonrl.gr2_plugins.params import CitesSidParams
+from reasonrl.plugins.params import OpenAITeacherParams
+from reasonrl.plugins.teachers import OpenAICompatibleTeacher
+
+CANDS = [f"<|sid_begin|><s_a_{i}><s_b_1><|sid_end|>" for i in range(3)]
+EXAMPLE = {"prompt": "P", "teacher_prompt": "T", "teacher_prompt_targeted": "T*", "candidates": CANDS, "target_index": 2}
+
+
+def trace(order, reasoning="I think"):
+    return reasoning + "\n" + json.dumps({"explanation": "e", "recommendations": [CANDS[i] for i in order]})
+
+
+def test_filters():
+    assert Top1Match().check(EXAMPLE, trace([2, 0, 1])).accepted
+    assert Top1Match().check(EXAMPLE, trace([0, 2, 1])).reason == "top1_mismatch"
+    assert ValidFormat().check(EXAMPLE, trace([0, 1])).reason == "missing_items"
+    cites = CitesSid(CitesSidParams(min_citations=2))
+    assert cites.check(EXAMPLE, trace([2, 0, 1], f"{CANDS[2]} beats {CANDS[0]}")).accepted
+    assert not cites.check(EXAMPLE, trace([2, 0, 1], f"only {CANDS[2]}")).accepted
+
+
+class ScriptedTeacher:
+    """Round 1: a wrong top-1 then garbage; round 2: the right answer."""
+
+    calls = []
+
+    def __init__(self, params):
+        pass
+
+    def generate(self, prompts, n=1):
+        ScriptedTeacher.calls.append(list(prompts))
+        right = len(ScriptedTeacher.calls) > 1
+        return [[trace([2, 0, 1] if right else [0, 1, 2]), "garbage"][:n] for _ in prompts]
+
+
+@pytest.fixture
+def scripted(register_plugin, tmp_path):
+    plugin = types.ModuleType("scripted_teacher")
+
+    @hookimpl
+    def register_teacher_generators(register):
+        register("scripted", ScriptedTeacher)
+
+    plugin.register_teacher_generators = register_teacher_generators
+    ScriptedTeacher.calls = []
+    (tmp_path / "train.jsonl").write_text(json.dumps(EXAMPLE) + "\n")
+    return register_plugin(plugin, name="scripted_teacher")
+
+
+def test_rejection_sampling_retries_until_top1_matches(scripted, tmp_path):
+    stage = {"stage": "teacher_traces", "id": "traces", "teacher": "scripted", "samples_per_round": 2,
+             "dataset": {"name": "jsonl", "params": {"files": {"train": str(tmp_path / "train.jsonl")}}},
+             "progress": False, "lambda_reasoning": 0.3}
+    summary = run_pipeline(resolve_config({"run_name": "t", "output_dir": str(tmp_path), "stages": [stage]},
+                                          registry=scripted), echo=lambda m: None)["traces"]
+    assert summary["accepted"] == 1 and summary["acceptance_rate"] == 1.0
+    assert summary["tries_per_accepted"] == 3  # two rejected in round 1, the first of round 2 kept
+    assert summary["rejections"] == {"top1_mismatch": 1, "not_json": 1}
+    assert ScriptedTeacher.calls == [["T"], ["T"]]  # rejection sampling: the answer is never shown
+    record = json.loads((tmp_path / "t" / "traces" / "sft.jsonl").read_text())
+    assert record["prompt"] == "P" and record["segments"][0] == ["I think\n", 0.3]
+    assert json.loads(record["segments"][1][0])["recommendations"][0] == CANDS[2]
+
+
+def test_targeted_mode_shows_the_answer(scripted, tmp_path):
+    stage = {"stage": "teacher_traces", "id": "traces", "teacher": "scripted", "mode": "targeted",
+             "filters": ["valid_format"], "samples_per_round": 1,
+             "dataset": {"name": "jsonl", "params": {"files": {"train": str(tmp_path / "train.jsonl")}}},
+             "progress": False}
+    run_pipeline(resolve_config({"run_name": "t2", "output_dir": str(tmp_path), "stages": [stage]},
+                                registry=scripted), echo=lambda m: None)
+    assert ScriptedTeacher.calls == [["T*"]]
+
+
+class FakeChat(BaseHTTPRequestHandler):
+    failures_left = 0
+    seen_auth = []
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        FakeChat.seen_auth.append(self.headers.get("Authorization"))
+        if FakeChat.failures_left > 0:
+            FakeChat.failures_left -= 1
+            self.send_response(503)
+            self.end_headers()
+            return
+        reply = {"choices": [{"message": {"content": "echo: " + body["messages"][-1]["content"]}}]}
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = HTTPServer(("127.0.0.1", 0), FakeChat)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_port}/v1"
+    httpd.shutdown()
+
+
+def test_openai_teacher_retries_caches_and_sends_the_key(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_TEACHER_KEY", "sk-test-secret")
+    FakeChat.failures_left, FakeChat.seen_auth = 1, []
+    teacher = OpenAICompatibleTeacher(OpenAITeacherParams(base_url=server, model="m", api_key_env="TEST_TEACHER_KEY",
+                                                          backoff_seconds=0.01, cache_dir=str(tmp_path / "c")))
+    assert teacher.generate(["hi", "yo"], n=2) == [["echo: hi"] * 2, ["echo: yo"] * 2]
+    assert len(FakeChat.seen_auth) == 5 and set(FakeChat.seen_auth) == {"Bearer sk-test-secret"}
+    teacher.generate(["hi"], n=2)
+    assert len(FakeChat.seen_auth) == 5  # served from the disk cache
+    assert all("sk-test-secret" not in p.read_text() for p in (tmp_path / "c").iterdir())
+
+
+def test_openai_teacher_gives_up_with_a_clear_error(server, tmp_path):
+    FakeChat.failures_left = 99
+    teacher = OpenAICompatibleTeacher(OpenAITeacherParams(base_url=server, model="m", retries=2,
+                                                          backoff_seconds=0.0, cache_dir=str(tmp_path)))
+    with pytest.raises(ReasonRLError, match="failed after 3 tries .HTTP 503"):
+        teacher.generate(["x"])
+    FakeChat.failures_left = 0
