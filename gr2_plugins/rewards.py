@@ -54,46 +54,50 @@ class FormatReward:
         return [{"format": float(parse_ranking(c, e["candidates"]).valid)} for c, e in zip(completions, examples)]
 
 
-class AUCReward:
+class _PositionReward:
+    """A component computed from the target's output position; None when the answer is invalid."""
+
+    component = ""
+
+    def __init__(self, params=None) -> None:
+        self.params = params
+
+    def value(self, pos_out: int, size: int) -> float:
+        raise NotImplementedError
+
+    def __call__(self, prompts, completions, examples):
+        out = []
+        for completion, example in zip(completions, examples):
+            pos = positions(completion, example)
+            out.append({self.component: None if pos is None else self.value(pos[1], pos[2])})
+        return out
+
+
+class AUCReward(_PositionReward):
     """Share of the other candidates ranked below the target: (|D| - pos_out) / (|D| - 1)."""
 
-    def __init__(self, params=None) -> None:
-        self.params = params
+    component = "auc"
 
-    def __call__(self, prompts, completions, examples):
-        out = []
-        for completion, example in zip(completions, examples):
-            pos = positions(completion, example)
-            out.append({"auc": None if pos is None else (pos[2] - pos[1]) / max(pos[2] - 1, 1)})
-        return out
+    def value(self, pos_out: int, size: int) -> float:
+        return (size - pos_out) / max(size - 1, 1)
 
 
-class NDCGReward:
+class NDCGReward(_PositionReward):
     """NDCG of the output list with one relevant item: 1 / log2(1 + pos_out)."""
 
-    def __init__(self, params=None) -> None:
-        self.params = params
+    component = "ndcg"
 
-    def __call__(self, prompts, completions, examples):
-        out = []
-        for completion, example in zip(completions, examples):
-            pos = positions(completion, example)
-            out.append({"ndcg": None if pos is None else 1.0 / math.log2(1 + pos[1])})
-        return out
+    def value(self, pos_out: int, size: int) -> float:
+        return 1.0 / math.log2(1 + pos_out)
 
 
-class TopKReward:
+class TopKReward(_PositionReward):
     """1 if the target lands in the output's top k (the OneRec-Think-style baseline's reward)."""
 
-    def __init__(self, params) -> None:
-        self.k = params.k
+    component = "topk"
 
-    def __call__(self, prompts, completions, examples):
-        out = []
-        for completion, example in zip(completions, examples):
-            pos = positions(completion, example)
-            out.append({"topk": None if pos is None else float(pos[1] <= self.k)})
-        return out
+    def value(self, pos_out: int, size: int) -> float:
+        return float(pos_out <= self.params.k)
 
 
 class ConditionalRank:

@@ -46,6 +46,15 @@ def lr_lambda(schedule: str, warmup: int, total: int):
     return factor
 
 
+def make_adamw(parameters, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """AdamW with the fused kernel where this torch build has it (CPU included): one
+    pass over the weights instead of several."""
+    try:
+        return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay)
+
+
 class Trainer:
     """Base of the ``lm``, ``sft`` and ``rl`` stages."""
 
@@ -70,7 +79,7 @@ class Trainer:
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         for module in self.extra.values():
             trainable += list(module.parameters())
-        self.optimizer = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=params.weight_decay)
+        self.optimizer = make_adamw(trainable, params.lr, params.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(params.schedule, params.warmup_steps, total_steps))
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
