@@ -118,7 +118,8 @@ def run_reasonrl(spec: dict) -> dict:
              "rollout": {"name": "hf", "params": {"max_new_tokens": spec["new_tokens"],
                                                   "prompt_batch_size": spec["prompts"]}},
              "steps": steps, "prompts_per_step": spec["prompts"], "group_size": spec["group"],
-             "micro_batch_prompts": spec["prompts"], "lr": 1e-6, "progress": False}
+             "micro_batch_prompts": spec["prompts"], "lr": 1e-6, "progress": False,
+             "save_model": False}  # TRL runs with save_strategy="no"
     with tempfile.TemporaryDirectory() as tmp:
         config = resolve_config({"run_name": "bench", "output_dir": tmp, "trackers": [], "stages": [stage]})
         resolved = config.stages[0]
@@ -201,6 +202,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--sweeps", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--shapes", default="short,long", help="which of the two main shapes to run")
     parser.add_argument("--out", default=None)
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -213,8 +215,9 @@ def main() -> None:
         folder = model_dir(kind)
         lines += [f"\n### {kind} ({folder})\n", HEADER]
         base = {"model": folder, "steps": args.steps, "warmup": args.warmup}
+        wanted = args.shapes.split(",")
         plan = [(name, dict(base, prompts=p, group=g, prompt_len=pl, new_tokens=nt))
-                for name, (p, g, pl, nt) in SHAPES.items()]
+                for name, (p, g, pl, nt) in SHAPES.items() if name.split()[0] in wanted]
         if args.sweeps and kind == "tiny":
             plan += [(f"G={g}, 512-token prompt", dict(base, prompts=1, group=g, prompt_len=512, new_tokens=32))
                      for g in SWEEP_G if g != 8]
@@ -228,7 +231,8 @@ def main() -> None:
     print(table)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(f"Command: python bench/rl_step_vs_trl.py --models {args.models}\n{table}\n")
+        command = " ".join(["python bench/rl_step_vs_trl.py"] + sys.argv[1:])
+        Path(args.out).write_text(f"Command: {command}\n{table}\n")
 
 
 if __name__ == "__main__":

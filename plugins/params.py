@@ -145,7 +145,8 @@ class TrainingParams(Params):
     gradient_accumulation: int = Field(1, gt=0)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     deepspeed: DeepSpeedParams | None = Field(None, description="ZeRO sharding; sft and lm stages")
-    checkpoint_every: int = Field(0, ge=0, description="steps between checkpoints; 0 = only at the end")
+    checkpoint_every: int = Field(0, ge=0, description="steps between resume checkpoints; 0 = none")
+    save_model: bool = Field(True, description="save the trained model (off only for benchmarks)")
     seed_offset: int = 0
     progress: bool = True
 

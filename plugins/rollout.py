@@ -126,7 +126,8 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
 def sample_tokens(probs: torch.Tensor, generator=None) -> torch.Tensor:
     """One token per row drawn from ``probs``: argmax(p / E) with E ~ Exp(1) picks token i with
     probability p_i, and costs a fraction of torch.multinomial on large vocabularies."""
-    noise = torch.empty_like(probs).exponential_(1.0, generator=generator)
+    uniform = torch.rand(probs.shape, generator=generator).clamp_(min=1e-30)
+    noise = uniform.log_().neg_()  # -log U ~ Exp(1); cheaper than exponential_ on CPU
     return (probs / noise).argmax(dim=-1)
 
 
@@ -200,6 +201,16 @@ def _pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
+def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log softmax(logits / T)[ids] as gather - logsumexp: never materialises the
+    log-softmax of the whole vocabulary (the big tensor of long answers)."""
+    if logits.dtype != torch.float32:
+        logits = logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    return logits.gather(-1, ids[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
 def completion_logprobs(model, prompt_ids, completion_ids, group_size, pad_id, temperature=1.0, value_head=None):
     """Log-probs of the completion tokens (and values if ``value_head``), prompt run once per group.
 
@@ -214,8 +225,9 @@ def completion_logprobs(model, prompt_ids, completion_ids, group_size, pad_id, t
     positions = start + torch.arange(width)[None, :]
     out, _ = forward_with_cache(model, cache, input_ids=completion_ids, attention_mask=attention,
                                 position_ids=positions, output_hidden_states=want_hidden)
-    logits = torch.cat([first_logits[:, None], out.logits[:, :-1]], dim=1).float() / temperature
-    logprobs = logits.log_softmax(dim=-1).gather(2, completion_ids[:, :, None]).squeeze(2)
+    # the first completion token is predicted by the prompt's last position; no [N, T, V] copy is made
+    logprobs = torch.cat([token_logprobs(first_logits[:, None], completion_ids[:, :1], temperature),
+                          token_logprobs(out.logits[:, :-1], completion_ids[:, 1:], temperature)], dim=1)
     if not want_hidden:
         return logprobs, None
     # the value of state t is read where token t is predicted: last prompt position, then completions

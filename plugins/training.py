@@ -132,7 +132,8 @@ class Trainer:
 
     def maybe_checkpoint(self, step: int, state: dict[str, Any] | None = None) -> None:
         every = self.params.checkpoint_every
-        if (step == self.total_steps or (every and step % every == 0)) and self.accelerator.is_main_process:
+        # the final step needs no checkpoint: the stage saves its model and marks itself done
+        if every and step % every == 0 and step < self.total_steps and self.accelerator.is_main_process:
             save_checkpoint(self.checkpoint_dir, self.modules(), self.optimizer, self.scheduler,
                             {"step": step, **(state or {})})
 
@@ -158,6 +159,8 @@ class Trainer:
 
     def save_model(self) -> Path:
         self.check_ranks_agree()
+        if not self.params.save_model:
+            return self.context.stage_dir / MODEL_DIR
         self.accelerator.wait_for_everyone()
         if not self.accelerator.is_main_process:
             return self.context.stage_dir / MODEL_DIR

@@ -1,0 +1,92 @@
+"""Use a trained reranker: load a finished run and rerank one user's candidates.
+
+Only the inference path is imported (model loading and sampling), no trainer.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from reasonrl.core.errors import ReasonRLError
+from reasonrl.gr2_plugins.parsing import parse_ranking
+from reasonrl.gr2_plugins.prompts import student_prompt
+
+
+@dataclass
+class RerankResult:
+    ranking: list[str] | None  # item ids, best first; None when the answer did not parse
+    explanation: str
+    text: str
+    error: str | None
+
+
+def find_items_file(run_dir: Path) -> Path:
+    found = sorted(Path(run_dir).glob("*/items.jsonl"))
+    if not found:
+        raise ReasonRLError(f"{run_dir} holds no */items.jsonl: pass the folder of a run with a gr2_prepare stage")
+    return found[0]
+
+
+def find_model_dir(run_dir: Path, stage: str | None) -> Path:
+    if stage is not None:
+        folder = Path(run_dir) / stage / "model"
+        if not (folder / "config.json").exists():
+            raise ReasonRLError(f"{folder} holds no saved model; pick a finished training stage of {run_dir}")
+        return folder
+    models = sorted(Path(run_dir).glob("*/model/config.json"), key=lambda p: p.stat().st_mtime)
+    if not models:
+        raise ReasonRLError(f"{run_dir} holds no trained model yet")
+    return models[-1].parent
+
+
+class Reranker:
+    """``Reranker.from_run(run_dir).rerank(history_ids, candidate_ids)``"""
+
+    def __init__(self, model, tokenizer, items: dict[str, dict], max_new_tokens: int = 256, history_items: int = 10):
+        self.model, self.tokenizer, self.items = model.eval(), tokenizer, items
+        self.max_new_tokens, self.history_items = max_new_tokens, history_items
+        self._by_title = {item["title"].lower(): item_id for item_id, item in items.items()}
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, stage: str | None = None, **kwargs) -> "Reranker":
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        run_dir = Path(run_dir)
+        items = {}
+        for line in find_items_file(run_dir).read_text().splitlines():
+            row = json.loads(line)
+            items[row["id"]] = row
+        folder = find_model_dir(run_dir, stage)
+        return cls(AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder), items, **kwargs)
+
+    def resolve(self, refs: Sequence[str], role: str) -> list[str]:
+        """Item ids for ids or exact titles; unknown items fail with suggestions."""
+        ids, unknown = [], []
+        for ref in refs:
+            item_id = ref if ref in self.items else self._by_title.get(str(ref).lower())
+            (ids if item_id else unknown).append(item_id or ref)
+        if unknown:
+            hints = {u: difflib.get_close_matches(str(u).lower(), list(self._by_title), n=2) for u in unknown}
+            raise ReasonRLError(f"unknown {role} items {unknown}: use item ids or exact titles of this run's "
+                                f"catalogue; close titles: {hints}")
+        return ids
+
+    def rerank(self, history: Sequence[str], candidates: Sequence[str]) -> RerankResult:
+        import torch
+
+        from reasonrl.plugins.params import SamplingParams
+        from reasonrl.plugins.rollout import HFRolloutEngine
+
+        history_ids = self.resolve(history, "history")[-self.history_items:]
+        candidate_ids = self.resolve(candidates, "candidate")
+        cands = [self.items[i] for i in candidate_ids]
+        prompt = student_prompt([self.items[i] for i in history_ids], cands)
+        engine = HFRolloutEngine(SamplingParams(top_k=1, max_new_tokens=self.max_new_tokens))
+        text = engine.generate(self.model, self.tokenizer, [prompt], 1, generator=torch.Generator().manual_seed(0)).texts[0]
+        parsed = parse_ranking(text, [c["sid"] for c in cands])
+        ranking = [candidate_ids[j] for j in parsed.order] if parsed.valid else None
+        return RerankResult(ranking, parsed.explanation, text, parsed.error)

@@ -1,0 +1,31 @@
+import pytest
+
+from reasonrl.core.errors import ReasonRLError
+from reasonrl.gr2_plugins.inference import Reranker
+from reasonrl.plugins.models import tiny_model
+from reasonrl.plugins.params import TinyModelParams
+
+ITEMS = {str(i): {"id": str(i), "sid": f"<|sid_begin|><s_a_{i}><|sid_end|>", "title": f"Film {i}", "year": "1999",
+                  "genres": ["Drama"]} for i in range(5)}
+
+
+@pytest.fixture
+def reranker():
+    model, tokenizer = tiny_model(TinyModelParams(alphabet="".join(chr(c) for c in range(32, 127))))
+    return Reranker(model, tokenizer, ITEMS, max_new_tokens=8)
+
+
+def test_unknown_items_are_rejected_with_suggestions(reranker):
+    assert reranker.resolve(["1", "film 2"], "history") == ["1", "2"]
+    with pytest.raises(ReasonRLError, match=r"unknown candidate items \['Flim 3'\].*film 3"):
+        reranker.resolve(["Flim 3"], "candidate")
+
+
+def test_rerank_reports_unparseable_answers(reranker):
+    result = reranker.rerank(["0", "1"], ["2", "3", "4"])
+    assert result.ranking is None and result.error == "not_json" and isinstance(result.text, str)
+
+
+def test_from_run_needs_a_prepared_run(tmp_path):
+    with pytest.raises(ReasonRLError, match="no \\*/items.jsonl"):
+        Reranker.from_run(tmp_path)
