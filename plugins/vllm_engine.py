@@ -53,9 +53,9 @@ class VLLMRolloutEngine:
         self._llm.collective_rpc(load)
 
     def generate(self, model, tokenizer, prompts: Sequence[str], group_size: int, generator=None) -> Rollouts:
+        llm = self._engine(model, tokenizer)  # first: it explains a missing vLLM
         from vllm import SamplingParams
 
-        llm = self._engine(model, tokenizer)
         self.push_weights(model)
         p = self.params
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator)) if generator is not None else None

@@ -21,7 +21,7 @@ def test_plugins_table_and_kind_filter(reasonrl_registry, capsys):
     main(["plugins", "--kind", "trackers"])
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["kind", "name", "plugin", "package", "summary"]
-    assert {line.split()[1] for line in out[2:]} == {"jsonl", "tensorboard"}
+    assert {line.split()[1] for line in out[2:]} == {"jsonl", "tensorboard", "wandb", "mlflow"}
 
 
 def test_config_validate_reports_errors_with_exit_code_2(tmp_path, reasonrl_registry, capsys):
