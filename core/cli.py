@@ -139,5 +139,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     report = next((o["report_markdown"] for o in reversed(list(outputs.values())) if "report_markdown" in o), None)
     if report:
         print(report)
+    else:
+        for stage_id, summary in outputs.items():
+            print(f"{stage_id}: {json.dumps(summary, default=str)}")
     print(f"demo finished: {config.run_dir}")
     return 0

@@ -50,3 +50,13 @@ def identity_copy_rate(outputs: Sequence[Sequence | None], inputs: Sequence[Sequ
     """Share of valid outputs that return the input order unchanged."""
     pairs = [(o, i) for o, i in zip(outputs, inputs) if o is not None]
     return sum(list(o) == list(i) for o, i in pairs) / max(len(pairs), 1)
+
+
+class RankingMetric:
+    """recall@K and ndcg@K over ranked lists with one relevant item each."""
+
+    def __init__(self, params=None) -> None:
+        self.params = params
+
+    def __call__(self, predictions, references) -> dict[str, float]:
+        return ranking_metrics(predictions, references)

@@ -48,3 +48,8 @@ def register_rejection_filters(register):
     register("top1_match", f"{G}.filters:Top1Match", summary="GR2: the trace's top-1 is the held-out item")
     register("cites_sid", f"{G}.filters:CitesSid", params=p.CitesSidParams,
              summary="the reasoning cites candidates by semantic ID")
+
+
+@hookimpl
+def register_metrics(register):
+    register("ranking", f"{G}.metrics:RankingMetric", summary="recall@K and ndcg@K, K in 1, 3, 5, 10 (one relevant item)")

@@ -82,3 +82,8 @@ def test_bootstrap_and_identity_copy():
     assert lo < 0.5 < hi and hi - lo < 0.3
     assert bootstrap_interval([1.0] * 10) == (1.0, 1.0)
     assert identity_copy_rate([[1, 2], [2, 1], None], [[1, 2], [1, 2], [1, 2]]) == 0.5
+
+
+def test_ranking_metric_is_registered(reasonrl_registry):
+    metric = reasonrl_registry.build("metrics", "ranking")
+    assert metric([["a", "b"], ["b", "a"]], ["a", "a"])["recall@1"] == 0.5
