@@ -12,7 +12,8 @@ from reasonrl.core.errors import ReasonRLError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if not hasattr(args, "handler"):
         parser.print_help()
@@ -27,9 +28,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def build_parser() -> argparse.ArgumentParser:
+CORE_COMMANDS = ("plugins", "run", "config", "demo")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reasonrl", description=__doc__)
     sub = parser.add_subparsers()
+    _plugin_commands(sub, command)
 
     plugins = sub.add_parser("plugins", help="list every registered component")
     plugins.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
@@ -54,6 +59,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--force", action="append", default=[], metavar="STAGE")
     demo.set_defaults(handler=cmd_demo)
     return parser
+
+
+def _plugin_commands(sub, command: str | None) -> None:
+    """Subcommands registered by plugins; only the one being run is built (imported)."""
+    if command in CORE_COMMANDS:
+        return
+    from reasonrl.core.manager import get_registry
+
+    registry = get_registry()
+    for name in registry.names("commands"):
+        info = registry.get("commands", name)
+        parser = sub.add_parser(name, help=info.summary)
+        if name == command:
+            component = registry.build("commands", name)
+            component.add_arguments(parser)
+            parser.set_defaults(handler=component.run)
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:

@@ -40,6 +40,7 @@ KINDS = {
     "metrics": "Metric",
     "stages": "Stage",
     "trackers": "Tracker",
+    "commands": "Command",
 }
 
 
@@ -154,4 +155,14 @@ def register_trackers(register):
     Called once at load time. The built component satisfies
     :class:`~reasonrl.core.contracts.Tracker`: ``open(run_dir)``,
     ``log(step, metrics)``, ``close()``.
+    """
+
+
+@hookspec
+def register_commands(register):
+    """Register extra ``reasonrl`` subcommands (``reasonrl rerank``...).
+
+    Called once at load time. The built component satisfies
+    :class:`~reasonrl.core.contracts.Command`: ``add_arguments(parser)`` declares its
+    arguments, ``run(args) -> int`` executes it and returns the exit code.
     """

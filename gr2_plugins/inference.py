@@ -90,3 +90,38 @@ class Reranker:
         parsed = parse_ranking(text, [c["sid"] for c in cands])
         ranking = [candidate_ids[j] for j in parsed.order] if parsed.valid else None
         return RerankResult(ranking, parsed.explanation, text, parsed.error)
+
+
+class RerankCommand:
+    """``reasonrl rerank RUN_DIR --history ID ... --candidates ID ...`` or ``--batch FILE.jsonl``."""
+
+    def __init__(self, params=None) -> None:
+        self.params = params
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("run_dir", help="a run folder with a gr2_prepare stage and a trained model")
+        parser.add_argument("--stage", help="which training stage's model (default: the newest)")
+        parser.add_argument("--history", nargs="+", default=[], help="item ids or exact titles, oldest first")
+        parser.add_argument("--candidates", nargs="+", default=[], help="item ids or exact titles to rerank")
+        parser.add_argument("--batch", help="JSONL with {history: [...], candidates: [...]} per line; "
+                                            "writes one JSON result per line to stdout")
+        parser.add_argument("--max-new-tokens", type=int, default=256)
+
+    def run(self, args) -> int:
+        reranker = Reranker.from_run(args.run_dir, args.stage, max_new_tokens=args.max_new_tokens)
+        if args.batch:
+            for line in Path(args.batch).read_text().splitlines():
+                if line.strip():
+                    request = json.loads(line)
+                    print(json.dumps(vars(reranker.rerank(request["history"], request["candidates"]))), flush=True)
+            return 0
+        if not args.candidates:
+            raise ReasonRLError("give --candidates (and --history), or --batch FILE.jsonl")
+        result = reranker.rerank(args.history, args.candidates)
+        print(f"reasoning:\n{result.text}\n")
+        if result.ranking is None:
+            print(f"the answer did not parse ({result.error}); the candidates keep their order")
+            return 1
+        for rank, item_id in enumerate(result.ranking, 1):
+            print(f"{rank:2d}. {item_id}  {reranker.items[item_id]['title']}")
+        return 0

@@ -53,3 +53,9 @@ def register_rejection_filters(register):
 @hookimpl
 def register_metrics(register):
     register("ranking", f"{G}.metrics:RankingMetric", summary="recall@K and ndcg@K, K in 1, 3, 5, 10 (one relevant item)")
+
+
+@hookimpl
+def register_commands(register):
+    register("rerank", f"{G}.inference:RerankCommand",
+             summary="rerank a user's candidates with a trained GR2 run, reasoning shown")

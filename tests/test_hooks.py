@@ -90,7 +90,16 @@ class Tracker:
         pass
 
 
+class Cmd:
+    def add_arguments(self, parser):
+        parser.add_argument("--x", type=int, default=1)
+
+    def run(self, args):
+        return args.x
+
+
 COMPONENT_FOR_KIND = {
+    "commands": (Cmd, lambda c: c.run(type("A", (), {"x": 3})) == 3),
     "item_tokenizers": (Tok, lambda c: c.report()["uniqueness"] == 1.0),
     "teacher_generators": (Teacher, lambda c: c.generate(["a"], 2) == [["trace", "trace"]]),
     "rejection_filters": (Filter, lambda c: c.check({}, "ok").accepted and not c.check({}, "no").accepted),

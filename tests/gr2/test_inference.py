@@ -29,3 +29,22 @@ def test_rerank_reports_unparseable_answers(reranker):
 def test_from_run_needs_a_prepared_run(tmp_path):
     with pytest.raises(ReasonRLError, match="no \\*/items.jsonl"):
         Reranker.from_run(tmp_path)
+
+
+def test_rerank_command_runs_on_a_saved_run(tmp_path, reasonrl_registry, capsys):
+    import json
+
+    from reasonrl.core.cli import main
+    from reasonrl.plugins.models import save_policy
+
+    (tmp_path / "prepare").mkdir()
+    (tmp_path / "prepare" / "items.jsonl").write_text("".join(json.dumps(i) + "\n" for i in ITEMS.values()))
+    model, tokenizer = tiny_model(TinyModelParams(alphabet="".join(chr(c) for c in range(32, 127))))
+    save_policy(model, tokenizer, tmp_path / "rl" / "model")
+    batch = tmp_path / "requests.jsonl"
+    batch.write_text(json.dumps({"history": ["0"], "candidates": ["1", "2"]}) + "\n")
+    assert main(["rerank", str(tmp_path), "--batch", str(batch), "--max-new-tokens", "4"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["error"] == "not_json" and result["ranking"] is None
+    assert main(["rerank", str(tmp_path), "--candidates", "Nope"]) == 2
+    assert "unknown candidate items" in capsys.readouterr().err
