@@ -10,7 +10,7 @@ extra code numbers whatever still collides.
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
+from collections import Counter
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ import torch
 from reasonrl.gr2_plugins.params import RQVAEParams, SemanticIdParams
 
 LEVEL_LETTERS = "abcdefgh"
+SEEDING_SAMPLE = 16_384
 SID_BEGIN, SID_END = "<|sid_begin|>", "<|sid_end|>"
 
 
@@ -35,8 +36,10 @@ def all_sid_tokens(sizes: list[int], dedup_size: int = 0) -> list[str]:
 
 
 # ---------------------------------------------------------------- k-means
-def _sq_distances(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
-    return (x * x).sum(1, keepdim=True) - 2 * x @ centroids.T + (centroids * centroids).sum(1)[None]
+def _sq_distances(x: torch.Tensor, centroids: torch.Tensor, x_sq: torch.Tensor | None = None) -> torch.Tensor:
+    """||x - c||^2 via norms and one matmul; pass ``x_sq`` when the same x is reused."""
+    x_sq = (x * x).sum(1, keepdim=True) if x_sq is None else x_sq
+    return torch.addmm(x_sq + (centroids * centroids).sum(1)[None], x, centroids.T, alpha=-2)
 
 
 def assign(x: torch.Tensor, centroids: torch.Tensor, chunk: int = 65_536) -> torch.Tensor:
@@ -46,23 +49,26 @@ def assign(x: torch.Tensor, centroids: torch.Tensor, chunk: int = 65_536) -> tor
 def kmeans(x: torch.Tensor, k: int, iterations: int, generator: torch.Generator) -> torch.Tensor:
     """Lloyd's k-means with k-means++ seeding; empty clusters re-seeded from far points."""
     k = min(k, len(x))
-    centroids = _kmeans_pp(x, k, generator)
+    x_sq = (x * x).sum(1, keepdim=True)  # computed once: the loops below reuse it
+    # k-means++ is sequential in k; seeding from a subsample keeps it cheap at scale
+    seed_rows = torch.randperm(len(x), generator=generator)[:SEEDING_SAMPLE] if len(x) > SEEDING_SAMPLE else slice(None)
+    centroids = _kmeans_pp(x[seed_rows], x_sq[seed_rows], k, generator)
     for _ in range(iterations):
-        labels = assign(x, centroids)
+        labels = _sq_distances(x, centroids, x_sq).argmin(1)
         sums = torch.zeros_like(centroids).index_add_(0, labels, x)
         counts = torch.bincount(labels, minlength=k).float()
         empty = counts == 0
         centroids = torch.where(empty[:, None], centroids, sums / counts.clamp(min=1)[:, None])
         if empty.any():
-            far = _sq_distances(x, centroids).min(1).values.topk(int(empty.sum())).indices
+            far = _sq_distances(x, centroids, x_sq).min(1).values.topk(int(empty.sum())).indices
             centroids[empty] = x[far]
     return centroids
 
 
-def _kmeans_pp(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+def _kmeans_pp(x: torch.Tensor, x_sq: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
     first = torch.randint(len(x), (1,), generator=generator)
     centroids = [x[first]]
-    closest = _sq_distances(x, centroids[0]).squeeze(1).clamp(min=0)
+    closest = _sq_distances(x, centroids[0], x_sq).squeeze(1).clamp(min=0)
     for _ in range(1, k):
         total = closest.sum()
         if total <= 0:
@@ -70,7 +76,7 @@ def _kmeans_pp(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Ten
         else:
             pick = torch.multinomial(closest / total, 1, generator=generator)
         centroids.append(x[pick])
-        closest = torch.minimum(closest, _sq_distances(x, x[pick]).squeeze(1).clamp(min=0))
+        torch.minimum(closest, _sq_distances(x, x[pick], x_sq).squeeze(1).clamp(min=0), out=closest)
     return torch.cat(centroids)
 
 
@@ -78,37 +84,44 @@ def _kmeans_pp(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Ten
 def resolve_collisions(codes: np.ndarray, residuals: np.ndarray | None, last_centroids, mode: str, seed: int) -> np.ndarray:
     """Give every item sharing a full code a free last-level code under the same prefix.
 
+    The first item (by index) keeps a contested code; the others take the nearest free
+    centroid of the last level (``nearest_free``) or a random free code (``random_free``).
     ``residuals`` [N, D] are the inputs of the last level; ``last_centroids`` [K, D] is the
     last level's codebook (shared by all prefixes in residual quantisation).
     """
-    if mode == "none":
+    if mode == "none" or len(codes) == 0:
         return codes
     codes = codes.copy()
-    rng = np.random.default_rng(seed)
-    by_prefix: dict[tuple, list[int]] = defaultdict(list)
-    for item, row in enumerate(codes):
-        by_prefix[tuple(row[:-1])].append(item)
     size = last_centroids.shape[0]
-    for members in by_prefix.values():
-        taken: set[int] = set()
-        losers = []
-        for item in members:
-            if codes[item, -1] in taken:
-                losers.append(item)
-            else:
-                taken.add(int(codes[item, -1]))
-        for item in losers:
-            free = [c for c in range(size) if c not in taken]
-            if not free:
-                break  # more items than codes under this prefix: left for the dedup token
-            if mode == "random_free":
-                choice = int(rng.choice(free))
-            else:
-                dist = ((last_centroids[free] - residuals[item]) ** 2).sum(1)
-                choice = free[int(np.argmin(dist))]
-            codes[item, -1] = choice
-            taken.add(choice)
-    return codes
+    _, prefix = np.unique(codes[:, :-1], axis=0, return_inverse=True)
+    prefix = prefix.reshape(-1)
+    _, keepers = np.unique(prefix.astype(np.int64) * size + codes[:, -1], return_index=True)
+    movers = np.setdiff1d(np.arange(len(codes)), keepers)
+    if len(movers) == 0:
+        return codes
+    keepers = keepers[np.argsort(prefix[keepers], kind="stable")]
+    keeper_prefix = prefix[keepers]
+    movers = movers[np.argsort(prefix[movers], kind="stable")]
+    rng = np.random.default_rng(seed)
+    for group in np.split(movers, np.nonzero(np.diff(prefix[movers]))[0] + 1):
+        lo, hi = np.searchsorted(keeper_prefix, [prefix[group[0]], prefix[group[0]] + 1])
+        taken = np.zeros(size, dtype=bool)
+        taken[codes[keepers[lo:hi], -1]] = True
+        free = np.nonzero(~taken)[0]
+        codes[group[: len(free)], -1] = _pick_free(group[: len(free)], free, residuals, last_centroids, mode, rng)
+    return codes  # items beyond the free codes of a prefix stay colliding (see dedup_token)
+
+
+def _pick_free(items: np.ndarray, free: np.ndarray, residuals, centroids, mode: str, rng) -> np.ndarray:
+    if mode == "random_free":
+        return rng.permutation(free)[: len(items)]
+    distances = ((residuals[items, None, :] - centroids[None, free, :]) ** 2).sum(-1)  # [items, free]
+    chosen = np.empty(len(items), dtype=free.dtype)
+    for row in range(len(items)):  # greedy, in item order: each takes its nearest still-free code
+        column = int(np.argmin(distances[row]))
+        chosen[row] = free[column]
+        distances[:, column] = np.inf
+    return chosen
 
 
 def add_dedup_code(codes: np.ndarray) -> np.ndarray:
@@ -122,7 +135,7 @@ def add_dedup_code(codes: np.ndarray) -> np.ndarray:
 
 
 def uniqueness(codes: np.ndarray) -> float:
-    return len({tuple(r) for r in codes}) / max(len(codes), 1)
+    return len(np.unique(codes, axis=0)) / max(len(codes), 1) if len(codes) else 0.0
 
 
 def level_usage(codes: np.ndarray, sizes: list[int]) -> list[dict[str, float]]:
