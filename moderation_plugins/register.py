@@ -1,1 +1,29 @@
-"""Registration module of this pack (its components arrive with their issue)."""
+"""Registers the moderation pack's components. Imports no torch: factories are lazy."""
+
+from __future__ import annotations
+
+from reasonrl.core.hookspecs import hookimpl
+from reasonrl.moderation_plugins import params as p
+
+M = "reasonrl.moderation_plugins"
+
+
+@hookimpl
+def register_datasets(register):
+    register("spam_email", f"{M}.data:SpamEmail", params=p.SpamParams,
+             summary="SpamAssassin emails (6,046), ham vs spam; headers + bounded body")
+    register("harmful_response", f"{M}.data:HarmfulResponse", params=p.HarmParams,
+             summary="PyRIT human-scored LLM responses (8 harm categories), violating if score >= threshold")
+    register("risk_area", f"{M}.data:RiskArea", params=p.ModerationDataParams,
+             summary="DoNotAnswer requests, 5-way risk-area classification")
+    register("prompt_injection", f"{M}.data:PromptInjection", params=p.ModerationDataParams,
+             summary="bastioncorpus inputs, malicious vs benign")
+
+
+@hookimpl
+def register_reward_functions(register):
+    register("label_accuracy", f"{M}.rewards:LabelAccuracy", summary="1 if the parsed label is the gold label")
+    register("verdict_format", f"{M}.rewards:VerdictFormat",
+             summary="1 if the answer has reasoning, a known label and a probability")
+    register("reasoning_length", f"{M}.rewards:ReasoningLength", params=p.ReasoningLengthParams,
+             summary="penalty for reasoning outside [min_words, max_words] (against length collapse)")

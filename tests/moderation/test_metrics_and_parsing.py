@@ -1,0 +1,44 @@
+import math
+
+import pytest
+
+from reasonrl.moderation_plugins.metrics import accuracy, expected_calibration_error, macro_f1, pr_auc, roc_auc
+from reasonrl.moderation_plugins.parsing import NO_LABEL, NO_PROBABILITY, UNKNOWN_LABEL, parse_verdict
+
+
+def test_accuracy_and_macro_f1_by_hand():
+    gold = ["spam", "spam", "ham", "ham"]
+    pred = ["spam", None, "spam", "ham"]
+    assert accuracy(pred, gold) == 0.5
+    # spam: tp 1, fp 1, fn 1 -> 2/4 ; ham: tp 1, fp 0, fn 1 -> 2/3
+    assert macro_f1(pred, gold, ["ham", "spam"]) == pytest.approx((0.5 + 2 / 3) / 2)
+
+
+def test_roc_and_pr_auc_by_hand():
+    scores, positive = [0.9, 0.8, 0.7, 0.1], [True, False, True, False]
+    # pairs (pos, neg): (0.9,0.8) (0.9,0.1) (0.7,0.8) (0.7,0.1) -> 3 of 4 won
+    assert roc_auc(scores, positive) == 0.75
+    # positives at ranks 1 and 3: precision 1 and 2/3
+    assert pr_auc(scores, positive) == pytest.approx((1 + 2 / 3) / 2)
+    assert roc_auc([0.5, 0.5], [True, False]) == 0.5
+    assert math.isnan(roc_auc([0.5], [True]))
+
+
+def test_expected_calibration_error_by_hand():
+    # bin (0.8, 0.9]: confidences 0.9, 0.9 with one correct -> |0.5 - 0.9| weight 2/4
+    # bin (0.5, 0.6]: confidences 0.6, 0.6 both correct -> |1 - 0.6| weight 2/4
+    ece = expected_calibration_error([0.9, 0.9, 0.6, 0.6], [True, False, True, True])
+    assert ece == pytest.approx(0.5 * 0.4 + 0.5 * 0.4)
+    assert expected_calibration_error([1.0], [True]) == 0.0
+
+
+def test_parse_verdict_classifies_failures():
+    ok = parse_verdict("The sender pushes a deal.\n**Label:** spam\nProbability: 85%", ["ham", "spam"])
+    assert (ok.label, ok.probability, ok.error, ok.reasoning) == ("spam", 0.85, None, "The sender pushes a deal.")
+    assert parse_verdict("no verdict", ["ham", "spam"]).error == NO_LABEL
+    assert parse_verdict("Label: eggs\nProbability: 0.2", ["ham", "spam"]).error == UNKNOWN_LABEL
+    missing = parse_verdict("Label: ham", ["ham", "spam"])
+    assert (missing.label, missing.error) == ("ham", NO_PROBABILITY)
+    assert parse_verdict("Label: ham\nProbability: 1.7", ["ham", "spam"]).error == "bad_probability"
+    # the last label line wins: a model that changes its mind is read at its final answer
+    assert parse_verdict("Label: ham ... wait. Label: spam Probability: 0.6", ["ham", "spam"]).label == "spam"
