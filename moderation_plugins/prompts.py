@@ -1,0 +1,37 @@
+"""Policy documents and the classifier prompt (instructions + policy + content)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+from reasonrl.core.errors import ReasonRLError
+
+
+def load_policy(task_or_path: str) -> tuple[dict, str]:
+    """(front matter, text) of a built-in policy by task name, or of a user's policy file."""
+    path = Path(task_or_path)
+    if path.suffix in (".md", ".txt") and path.exists():
+        text = path.read_text(encoding="utf-8")
+    else:
+        built_in = resources.files("reasonrl.moderation_plugins") / "policies" / f"{task_or_path}.md"
+        if not built_in.is_file():
+            raise ReasonRLError(f"policy {task_or_path!r}: neither a policy file nor a built-in task policy "
+                                f"(spam_email, harmful_response, risk_area, prompt_injection)")
+        text = built_in.read_text(encoding="utf-8")
+    meta: dict = {}
+    if text.startswith("---"):
+        _, header, text = text.split("---", 2)
+        meta = yaml.safe_load(header) or {}
+    return meta, text.strip()
+
+
+def classifier_prompt(policy_text: str, content: str, labels: Sequence[str], reflect: bool = False) -> str:
+    steps = ("First reason in a few sentences about which parts of the policy apply to the content. "
+             + ("Then reflect: could the opposite label be right? " if reflect else ""))
+    return (f"You enforce this policy.\n\n{policy_text}\n\nContent:\n<<<\n{content}\n>>>\n\n{steps}"
+            f"Finish with two lines: 'Label: <one of {', '.join(labels)}>' and 'Probability: <0 to 1 that the "
+            f"label is {labels[-1]}>'.")
