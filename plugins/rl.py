@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from reasonrl.core.contracts import StageContext
+from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.io import atomic_write_json
 from reasonrl.plugins.params import RLParams
 from reasonrl.plugins.rewards import score_samples
@@ -34,6 +35,9 @@ class RLStage(Trainer):
     def run(self, context: StageContext) -> dict[str, Any]:
         params = self.params
         self.context = context
+        if params.deepspeed is not None:
+            raise ReasonRLError(f"stage {context.stage_id!r}: deepspeed is supported by the sft and lm stages; "
+                                f"the rl stage takes several backward passes per step. Remove deepspeed here.")
         self.optimizer_algo = context.build(params.optimizer)
         self.engine = context.build(params.rollout)
         self.reward_fns = [(ref.name, context.build(ref)) for ref in params.rewards]

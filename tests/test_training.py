@@ -79,3 +79,10 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch, reasonrl_
 def test_every_optimizer_runs_a_step(tmp_path, optimizer, reasonrl_registry):
     outputs = run_pipeline(rl_config(tmp_path, optimizer=optimizer, steps=2), echo=lambda m: None)
     assert outputs["rl"]["steps"] == 2 and math.isfinite(outputs["rl"]["reward_last"])
+
+
+def test_rl_stage_refuses_deepspeed_with_a_clear_error(tmp_path, reasonrl_registry):
+    from reasonrl.core.errors import ReasonRLError
+
+    with pytest.raises(ReasonRLError, match="deepspeed is supported by the sft and lm stages"):
+        run_pipeline(rl_config(tmp_path, deepspeed={"zero_stage": 2}), echo=lambda m: None)
