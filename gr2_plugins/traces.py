@@ -7,6 +7,7 @@ from collections import Counter
 from typing import Any
 
 from reasonrl.core.contracts import StageContext
+from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.io import atomic_write_json
 from reasonrl.gr2_plugins.params import TeacherTracesParams
 from reasonrl.gr2_plugins.prepare import write_jsonl
@@ -71,6 +72,11 @@ class TeacherTraces:
             if not pending:
                 break
         bar.close()
+        if not accepted:
+            raise ReasonRLError(
+                f"stage {context.stage_id!r}: the teacher had no trace accepted for {len(examples)} examples "
+                f"({sum(tries.values())} samples; rejections: {dict(reasons)}). Use a stronger teacher (e.g. "
+                f"openai_compatible against a served model), more rounds, or longer max_new_tokens.")
         records = [sft_record(examples[i], accepted[i], p.lambda_reasoning, p.lambda_ranking) for i in sorted(accepted)]
         write_jsonl(context.stage_dir / "sft.jsonl", records)
         summary = {

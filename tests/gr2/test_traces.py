@@ -135,3 +135,29 @@ def test_openai_teacher_gives_up_with_a_clear_error(server, tmp_path):
     with pytest.raises(ReasonRLError, match="failed after 3 tries .HTTP 503"):
         teacher.generate(["x"])
     FakeChat.failures_left = 0
+
+
+class GarbageTeacher:
+    def __init__(self, params):
+        pass
+
+    def generate(self, prompts, n=1):
+        return [["no answer"] * n for _ in prompts]
+
+
+def test_no_accepted_trace_stops_with_the_rejection_counts(register_plugin, tmp_path):
+    plugin = types.ModuleType("garbage_teacher")
+
+    @hookimpl
+    def register_teacher_generators(register):
+        register("garbage", GarbageTeacher)
+
+    plugin.register_teacher_generators = register_teacher_generators
+    registry = register_plugin(plugin, name="garbage_teacher")
+    (tmp_path / "train.jsonl").write_text(json.dumps(EXAMPLE) + "\n")
+    stage = {"stage": "teacher_traces", "id": "traces", "teacher": "garbage", "samples_per_round": 3,
+             "dataset": {"name": "jsonl", "params": {"files": {"train": str(tmp_path / "train.jsonl")}}},
+             "progress": False}
+    with pytest.raises(ReasonRLError, match=r"no trace accepted for 1 examples \(6 samples; rejections: \{'not_json': 6\}"):
+        run_pipeline(resolve_config({"run_name": "g", "output_dir": str(tmp_path), "stages": [stage]},
+                                    registry=registry), echo=lambda m: None)
