@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from reasonrl.core.config import DatasetRef
+
 
 class Params(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -30,3 +32,13 @@ class ReasoningLengthParams(Params):
     min_words: int = Field(15, ge=0, description="reasoning shorter than this is penalised (length collapse)")
     max_words: int = Field(200, gt=0)
     penalty: float = Field(1.0, ge=0)
+
+
+class BaselineParams(Params):
+    """The reasoning-free floor: TF-IDF features and logistic regression."""
+
+    dataset: DatasetRef
+    max_features: int = Field(50_000, gt=0)
+    ngram_max: int = Field(2, ge=1, le=3)
+    c: float = Field(4.0, gt=0, description="inverse regularisation strength")
+    max_train: int | None = Field(None, gt=0, description="train on the first N examples (data-efficiency ladders)")

@@ -27,3 +27,9 @@ def register_reward_functions(register):
              summary="1 if the answer has reasoning, a known label and a probability")
     register("reasoning_length", f"{M}.rewards:ReasoningLength", params=p.ReasoningLengthParams,
              summary="penalty for reasoning outside [min_words, max_words] (against length collapse)")
+
+
+@hookimpl
+def register_stages(register):
+    register("tfidf_baseline", f"{M}.baseline:TfidfBaseline", params=p.BaselineParams,
+             summary="reasoning-free floor: TF-IDF + logistic regression, accuracy / F1 / AUC / ECE")

@@ -65,3 +65,23 @@ def test_policies_are_versioned_and_replaceable(tmp_path):
         load_policy("nonexistent_task")
     prompt = classifier_prompt("No shouting.", "HELLO", ["ok", "bad"], reflect=True)
     assert "No shouting." in prompt and "HELLO" in prompt and "reflect" in prompt and "'Label: <one of ok, bad>'" in prompt
+
+
+def test_tfidf_baseline_learns_a_keyword_rule(tmp_path, reasonrl_registry):
+    import json
+
+    from reasonrl.core.config import resolve_config
+    from reasonrl.core.pipeline import run_pipeline
+
+    rows = []
+    for i in range(60):
+        bad = i % 2 == 0
+        rows.append({"content": f"{'free money now' if bad else 'meeting notes'} item {i}",
+                     "label": "spam" if bad else "ham", "labels": ["ham", "spam"]})
+    for split, part in (("train", rows[:40]), ("test", rows[40:])):
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    files = {s: str(tmp_path / f"{s}.jsonl") for s in ("train", "test")}
+    stage = {"stage": "tfidf_baseline", "id": "b", "dataset": {"name": "jsonl", "params": {"files": files}}}
+    summary = run_pipeline(resolve_config({"run_name": "b", "output_dir": str(tmp_path), "stages": [stage]}),
+                           echo=lambda m: None)["b"]
+    assert summary["test/accuracy"] == 1.0 and summary["test/roc_auc"] == 1.0 and summary["train_examples"] == 40

@@ -1,0 +1,54 @@
+"""The ``tfidf_baseline`` stage: a reasoning-free classifier so LLM numbers have a floor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reasonrl.core.contracts import StageContext
+from reasonrl.core.io import atomic_write_json
+from reasonrl.moderation_plugins.metrics import accuracy, expected_calibration_error, macro_f1, pr_auc, roc_auc
+from reasonrl.moderation_plugins.params import BaselineParams
+
+
+def classification_report(gold: list[str], predicted: list[str], positive_scores: list[float] | None,
+                          labels: list[str], confidences: list[float] | None = None) -> dict[str, float]:
+    """accuracy, macro-F1 and, for two labels, ROC-AUC / PR-AUC of the last label; ECE from confidences."""
+    report = {"accuracy": accuracy(predicted, gold), "macro_f1": macro_f1(predicted, gold, labels)}
+    if positive_scores is not None and len(labels) == 2:
+        positives = [g == labels[-1] for g in gold]
+        report["roc_auc"] = roc_auc(positive_scores, positives)
+        report["pr_auc"] = pr_auc(positive_scores, positives)
+    if confidences is not None:
+        report["ece"] = expected_calibration_error(confidences, [p == g for p, g in zip(predicted, gold)])
+    return report
+
+
+class TfidfBaseline:
+    def __init__(self, params: BaselineParams) -> None:
+        self.params = params
+
+    def run(self, context: StageContext) -> dict[str, Any]:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+
+        p = self.params
+        splits = context.build(p.dataset).splits()
+        train = splits["train"][: p.max_train]
+        labels = train[0]["labels"]
+        vectorizer = TfidfVectorizer(max_features=p.max_features, ngram_range=(1, p.ngram_max), sublinear_tf=True)
+        features = vectorizer.fit_transform([e["content"] for e in train])
+        model = LogisticRegression(C=p.c, max_iter=2000).fit(features, [e["label"] for e in train])
+        summary: dict[str, Any] = {"train_examples": len(train)}
+        for split in ("validation", "test"):
+            rows = splits.get(split) or []
+            if not rows:
+                continue
+            probs = model.predict_proba(vectorizer.transform([e["content"] for e in rows]))
+            classes = list(model.classes_)
+            predicted = [classes[i] for i in probs.argmax(1)]
+            positive = [float(row[classes.index(labels[-1])]) for row in probs] if labels[-1] in classes else None
+            report = classification_report([e["label"] for e in rows], predicted, positive, labels,
+                                           [float(row.max()) for row in probs])
+            summary.update({f"{split}/{k}": v for k, v in report.items()})
+        atomic_write_json(context.stage_dir / "metrics.json", summary)
+        return summary
