@@ -33,3 +33,9 @@ def register_reward_functions(register):
 def register_stages(register):
     register("tfidf_baseline", f"{M}.baseline:TfidfBaseline", params=p.BaselineParams,
              summary="reasoning-free floor: TF-IDF + logistic regression, accuracy / F1 / AUC / ECE")
+
+
+@hookimpl
+def register_commands(register):
+    register("classify", f"{M}.inference:ClassifyCommand",
+             summary="classify JSONL texts from stdin against a policy with a trained run")

@@ -1,0 +1,92 @@
+"""Use a trained classifier: ``Classifier.from_run(run_dir).classify(texts, policy)`` and
+``reasonrl classify RUN_DIR --policy FILE_OR_TASK < texts.jsonl``. Inference path only."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+from reasonrl.core.errors import ReasonRLError
+from reasonrl.moderation_plugins.parsing import parse_verdict
+from reasonrl.moderation_plugins.prompts import classifier_prompt, load_policy
+
+
+@dataclass
+class Verdict:
+    reasoning: str
+    label: str | None
+    probability: float | None
+    error: str | None
+
+
+def find_model(run_dir: Path, stage: str | None) -> Path:
+    pattern = f"{stage}/model/config.json" if stage else "*/model/config.json"
+    found = sorted(Path(run_dir).glob(pattern), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise ReasonRLError(f"no trained model in {run_dir}" + (f" stage {stage!r}" if stage else "") +
+                            ": pass a run folder whose sft or rl stage finished")
+    return found[-1].parent
+
+
+class Classifier:
+    def __init__(self, model, tokenizer, max_new_tokens: int = 256, chat_template: bool = True) -> None:
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.max_new_tokens, self.chat_template = max_new_tokens, chat_template
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, stage: str | None = None, **kwargs) -> "Classifier":
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        folder = find_model(Path(run_dir), stage)
+        return cls(AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder), **kwargs)
+
+    def classify(self, texts: Sequence[str], policy: str) -> list[Verdict]:
+        import torch
+
+        from reasonrl.plugins.params import SamplingParams
+        from reasonrl.plugins.rollout import HFRolloutEngine
+
+        meta, policy_text = load_policy(policy)
+        labels = meta.get("labels")
+        if not labels:
+            raise ReasonRLError(f"policy {policy!r} has no 'labels:' in its front matter")
+        prompts = [self._format(classifier_prompt(policy_text, text, labels)) for text in texts]
+        engine = HFRolloutEngine(SamplingParams(top_k=1, max_new_tokens=self.max_new_tokens))
+        outputs = engine.generate(self.model, self.tokenizer, prompts, 1, generator=torch.Generator().manual_seed(0))
+        return [Verdict(**asdict(parse_verdict(text, labels))) for text in outputs.texts]
+
+    def _format(self, prompt: str) -> str:
+        if not (self.chat_template and getattr(self.tokenizer, "chat_template", None)):
+            return prompt
+        return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                                  add_generation_prompt=True)
+
+
+class ClassifyCommand:
+    """``reasonrl classify RUN_DIR --policy FILE_OR_TASK < texts.jsonl`` -> one JSON verdict per line."""
+
+    def __init__(self, params=None) -> None:
+        self.params = params
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("run_dir")
+        parser.add_argument("--policy", required=True, help="a policy file, or a built-in task name")
+        parser.add_argument("--stage", help="which training stage's model (default: the newest)")
+        parser.add_argument("--max-new-tokens", type=int, default=256)
+
+    def run(self, args) -> int:
+        classifier = Classifier.from_run(args.run_dir, args.stage, max_new_tokens=args.max_new_tokens)
+        texts = []
+        for number, line in enumerate(sys.stdin, 1):
+            if line.strip():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ReasonRLError(f"stdin line {number}: not JSON ({exc.msg}); send {{\"text\": ...}} per line")
+                texts.append(record["text"] if isinstance(record, dict) else str(record))
+        for text, verdict in zip(texts, classifier.classify(texts, args.policy)):
+            print(json.dumps({"text": text, **asdict(verdict)}, ensure_ascii=False), flush=True)
+        return 0
