@@ -89,24 +89,17 @@ class GR2Evaluate:
         import torch
         from tqdm.auto import tqdm
 
-        from reasonrl.plugins.models import load_policy
+        from reasonrl.plugins.models import chat_prompt, load_policy
         from reasonrl.plugins.params import ModelSpec
         from reasonrl.plugins.rollout import HFRolloutEngine
 
         model, tokenizer = load_policy(ModelSpec(source="stage", stage=variant.stage), context.run_dir)
         model.eval()
         engine = HFRolloutEngine(self.params.sampling)
-        prompts = [self._format(tokenizer, e["prompt"], variant.chat_template) for e in examples]
+        prompts = [chat_prompt(tokenizer, e["prompt"], variant.chat_template) for e in examples]
         size = self.params.sampling.prompt_batch_size
         texts: list[str] = []
         generator = torch.Generator().manual_seed(context.seed)
         for start in tqdm(range(0, len(prompts), size), desc=f"eval {variant.name}", disable=not self.params.progress):
             texts += engine.generate(model, tokenizer, prompts[start:start + size], 1, generator=generator).texts
         return texts
-
-    @staticmethod
-    def _format(tokenizer, prompt: str, chat: bool) -> str:
-        if not chat:
-            return prompt
-        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                             add_generation_prompt=True)

@@ -46,6 +46,7 @@ class Classifier:
     def classify(self, texts: Sequence[str], policy: str) -> list[Verdict]:
         import torch
 
+        from reasonrl.plugins.models import chat_prompt
         from reasonrl.plugins.params import SamplingParams
         from reasonrl.plugins.rollout import HFRolloutEngine
 
@@ -53,16 +54,11 @@ class Classifier:
         labels = meta.get("labels")
         if not labels:
             raise ReasonRLError(f"policy {policy!r} has no 'labels:' in its front matter")
-        prompts = [self._format(classifier_prompt(policy_text, text, labels)) for text in texts]
+        prompts = [chat_prompt(self.tokenizer, classifier_prompt(policy_text, text, labels), self.chat_template)
+                   for text in texts]
         engine = HFRolloutEngine(SamplingParams(top_k=1, max_new_tokens=self.max_new_tokens))
         outputs = engine.generate(self.model, self.tokenizer, prompts, 1, generator=torch.Generator().manual_seed(0))
         return [Verdict(**asdict(parse_verdict(text, labels))) for text in outputs.texts]
-
-    def _format(self, prompt: str) -> str:
-        if not (self.chat_template and getattr(self.tokenizer, "chat_template", None)):
-            return prompt
-        return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                                  add_generation_prompt=True)
 
 
 class ClassifyCommand:

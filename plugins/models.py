@@ -162,6 +162,15 @@ def _add_lora(model, spec: ModelSpec):
     return get_peft_model(model, config)
 
 
+def chat_prompt(tokenizer, text: str, enabled: bool = True, system: str | None = None) -> str:
+    """``text`` as one user turn in the tokenizer's chat template, ready for the answer;
+    unchanged when disabled or when the tokenizer has no template."""
+    if not enabled or not getattr(tokenizer, "chat_template", None):
+        return text
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
 def save_policy(model, tokenizer, folder: Path) -> Path:
     """Save as safetensors; LoRA adapters are merged into the base weights first."""
     if hasattr(model, "merge_and_unload"):

@@ -12,6 +12,7 @@ import torch
 from reasonrl.core.contracts import StageContext
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.io import atomic_write_json
+from reasonrl.plugins.models import chat_prompt
 from reasonrl.plugins.params import RLParams
 from reasonrl.plugins.rewards import score_samples
 from reasonrl.plugins.rollout import RolloutBatch, completion_logprobs
@@ -118,11 +119,7 @@ class RLStage(Trainer):
         return (self._batch(kept) if kept else None), info
 
     def _prompt(self, example: dict[str, Any]) -> str:
-        text = example[self.params.prompt_field]
-        if self.params.chat_template:
-            return self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                                      add_generation_prompt=True)
-        return text
+        return chat_prompt(self.tokenizer, example[self.params.prompt_field], self.params.chat_template)
 
     def _batch(self, kept) -> RolloutBatch:
         g = self.params.group_size

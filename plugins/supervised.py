@@ -9,6 +9,7 @@ import torch
 
 from reasonrl.core.contracts import StageContext
 from reasonrl.core.errors import ReasonRLError
+from reasonrl.plugins.models import chat_prompt
 from reasonrl.plugins.training import Trainer, step_seed
 
 
@@ -58,9 +59,7 @@ class SFTStage(Trainer):
     def encode(self, example: dict[str, Any]) -> tuple[list[int], list[float]]:
         p = self.params
         prompt = example[p.prompt_field]
-        if p.chat_template:
-            prompt = self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                                        add_generation_prompt=True)
+        prompt = chat_prompt(self.tokenizer, prompt, p.chat_template)
         segments = example.get(p.segments_field) or [[example[p.completion_field], 1.0]]
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         weights = [0.0] * len(ids)

@@ -38,11 +38,9 @@ class HFTeacher:
         return self._model
 
     def format(self, prompt: str) -> str:
-        if not self.params.chat_template:
-            return prompt
-        messages = ([{"role": "system", "content": self.params.system}] if self.params.system else [])
-        messages.append({"role": "user", "content": prompt})
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        from reasonrl.plugins.models import chat_prompt
+
+        return chat_prompt(self.tokenizer, prompt, self.params.chat_template, self.params.system)
 
     def generate(self, prompts: Sequence[str], n: int = 1) -> list[list[str]]:
         model = self._load()

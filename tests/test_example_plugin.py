@@ -30,4 +30,6 @@ def test_a_run_calls_the_installed_brevity_reward(tmp_path, with_entry_points):
     assert len(rows) == 2
     # brevity = 1 - len / 4 averaged over samples: never above 1, and logged as its own component
     assert all(-1.0 <= row["rl/reward/brevity"] <= 1.0 for row in rows)
-    assert all(row["rl/reward/mean"] != row["rl/reward/sort_accuracy"] or row["rl/reward/brevity"] == 0 for row in rows)
+    # weighted_sum with unit weights: the scalar reward is the sum of both components, per sample
+    assert all(row["rl/reward/mean"] == pytest.approx(row["rl/reward/sort_accuracy"] + row["rl/reward/brevity"])
+               for row in rows)

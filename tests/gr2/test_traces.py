@@ -45,18 +45,23 @@ class ScriptedTeacher:
         return [[trace([2, 0, 1] if right else [0, 1, 2]), "garbage"][:n] for _ in prompts]
 
 
-@pytest.fixture
-def scripted(register_plugin, tmp_path):
-    plugin = types.ModuleType("scripted_teacher")
+def register_teacher(register_plugin, tmp_path, name, teacher_class):
+    """A throwaway plugin offering ``teacher_class`` as ``name``; writes one training example."""
+    plugin = types.ModuleType(f"{name}_teacher")
 
     @hookimpl
     def register_teacher_generators(register):
-        register("scripted", ScriptedTeacher)
+        register(name, teacher_class)
 
     plugin.register_teacher_generators = register_teacher_generators
-    ScriptedTeacher.calls = []
     (tmp_path / "train.jsonl").write_text(json.dumps(EXAMPLE) + "\n")
-    return register_plugin(plugin, name="scripted_teacher")
+    return register_plugin(plugin, name=f"{name}_teacher")
+
+
+@pytest.fixture
+def scripted(register_plugin, tmp_path):
+    ScriptedTeacher.calls = []
+    return register_teacher(register_plugin, tmp_path, "scripted", ScriptedTeacher)
 
 
 def test_rejection_sampling_retries_until_top1_matches(scripted, tmp_path):
@@ -146,15 +151,7 @@ class GarbageTeacher:
 
 
 def test_no_accepted_trace_stops_with_the_rejection_counts(register_plugin, tmp_path):
-    plugin = types.ModuleType("garbage_teacher")
-
-    @hookimpl
-    def register_teacher_generators(register):
-        register("garbage", GarbageTeacher)
-
-    plugin.register_teacher_generators = register_teacher_generators
-    registry = register_plugin(plugin, name="garbage_teacher")
-    (tmp_path / "train.jsonl").write_text(json.dumps(EXAMPLE) + "\n")
+    registry = register_teacher(register_plugin, tmp_path, "garbage", GarbageTeacher)
     stage = {"stage": "teacher_traces", "id": "traces", "teacher": "garbage", "samples_per_round": 3,
              "dataset": {"name": "jsonl", "params": {"files": {"train": str(tmp_path / "train.jsonl")}}},
              "progress": False}
