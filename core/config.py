@@ -58,6 +58,7 @@ DatasetRef = _ref("datasets")
 RolloutEngineRef = _ref("rollout_engines")
 MetricRef = _ref("metrics")
 TrackerRef = _ref("trackers")
+JudgeRef = _ref("judges")
 
 
 class StageEntry(BaseModel):

@@ -51,6 +51,11 @@ class TeacherGenerator(Protocol):
 
 
 @runtime_checkable
+class Judge(Protocol):
+    def probability_yes(self, prompts: Sequence[str]) -> list[float]: ...
+
+
+@runtime_checkable
 class RejectionFilter(Protocol):
     def check(self, example: Mapping[str, Any], completion: str) -> Verdict: ...
 

@@ -40,6 +40,7 @@ KINDS = {
     "metrics": "Metric",
     "stages": "Stage",
     "trackers": "Tracker",
+    "judges": "Judge",
     "commands": "Command",
 }
 
@@ -155,6 +156,16 @@ def register_trackers(register):
     Called once at load time. The built component satisfies
     :class:`~reasonrl.core.contracts.Tracker`: ``open(run_dir)``,
     ``log(step, metrics)``, ``close()``.
+    """
+
+
+@hookspec
+def register_judges(register):
+    """Register LLM judges that score texts against a yes/no rubric question.
+
+    Called once at load time. The built component satisfies
+    :class:`~reasonrl.core.contracts.Judge`: ``probability_yes(prompts) -> [p]``, the
+    judge's probability of answering "yes" to each fully written judge prompt.
     """
 
 

@@ -10,6 +10,7 @@ from reasonrl.core.io import atomic_write_json, atomic_write_text
 from reasonrl.gr2_plugins.metrics import bootstrap_interval, identity_copy_rate, ndcg_at, rank_of, ranking_metrics
 from reasonrl.gr2_plugins.params import GR2EvaluateParams, Variant
 from reasonrl.gr2_plugins.parsing import parse_ranking
+from reasonrl.plugins.evaluation import bar_plot
 
 COLUMNS = ["recall@1", "recall@3", "recall@5", "ndcg@3", "ndcg@5", "ndcg@10"]
 
@@ -47,27 +48,6 @@ def markdown_table(title: str, rows: dict[str, dict[str, Any]], n: int) -> str:
     return "\n".join(lines)
 
 
-def bar_plot(path, title: str, rows: dict[str, dict[str, Any]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metrics = ["recall@1", "recall@5", "ndcg@5"]
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(rows)), 4))
-    width = 0.8 / len(metrics)
-    for k, metric in enumerate(metrics):
-        values = [rows[name][metric] for name in rows]
-        ax.bar([i + k * width for i in range(len(rows))], values, width, label=metric)
-    ax.set_xticks([i + width for i in range(len(rows))], list(rows), rotation=20, ha="right", fontsize=8)
-    ax.set_ylabel("score")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 class GR2Evaluate:
     def __init__(self, params: GR2EvaluateParams) -> None:
         self.params = params
@@ -82,24 +62,14 @@ class GR2Evaluate:
         table = markdown_table(p.title, rows, len(examples))
         atomic_write_json(context.stage_dir / "report.json", {"title": p.title, "lists": len(examples), "rows": rows})
         atomic_write_text(context.stage_dir / "report.md", table + "\n")
-        bar_plot(context.stage_dir / "report.png", p.title, rows)
+        bar_plot(context.stage_dir / "report.png", p.title, rows, ["recall@1", "recall@5", "ndcg@5"])
         return {"report_markdown": table, "rows": rows}
 
     def generate(self, context: StageContext, variant: Variant, examples: list[dict]) -> list[str]:
-        import torch
-        from tqdm.auto import tqdm
+        from reasonrl.plugins.evaluation import generate_texts, load_model
 
-        from reasonrl.plugins.models import chat_prompt, load_policy
-        from reasonrl.plugins.params import ModelSpec
-        from reasonrl.plugins.rollout import HFRolloutEngine
-
-        model, tokenizer = load_policy(ModelSpec(source="stage", stage=variant.stage), context.run_dir)
-        model.eval()
-        engine = HFRolloutEngine(self.params.sampling)
-        prompts = [chat_prompt(tokenizer, e["prompt"], variant.chat_template) for e in examples]
-        size = self.params.sampling.prompt_batch_size
-        texts: list[str] = []
-        generator = torch.Generator().manual_seed(context.seed)
-        for start in tqdm(range(0, len(prompts), size), desc=f"eval {variant.name}", disable=not self.params.progress):
-            texts += engine.generate(model, tokenizer, prompts[start:start + size], 1, generator=generator).texts
-        return texts
+        model, tokenizer = load_model(variant.stage, context.run_dir)
+        texts = generate_texts(model, tokenizer, [e["prompt"] for e in examples], self.params.sampling,
+                               seed=context.seed, chat_template=variant.chat_template,
+                               desc=f"eval {variant.name}", progress=self.params.progress)
+        return [t[0] for t in texts]

@@ -72,6 +72,8 @@ class GR2PrepareParams(Params):
         name="rq_kmeans", params={"levels": 4, "codebook_size": 64}))
     max_users: dict[str, int] = Field(default_factory=dict, description="cap per split, e.g. {train: 200, test: 100}")
     embedding_model_path: str | None = None
+    train_targets_per_user: int = Field(1, ge=1, description=(
+        "training examples per user: its last k training items each become a target (more SFT/RL data)"))
     corpus_windows: int = Field(3, ge=0, description="history->next examples per user in the mid-training corpus")
     seed: int = 0
     progress: bool = True
@@ -79,6 +81,15 @@ class GR2PrepareParams(Params):
 
 class CitesSidParams(Params):
     min_citations: int = Field(1, ge=1, description="distinct candidate or history SIDs the reasoning must cite")
+
+
+class TasteTeacherParams(Params):
+    temperature: float = Field(0.3, ge=0, description="Gumbel noise scale: 0 = always the same order")
+    decay: float = Field(0.7, gt=0, le=1, description="weight of a history item per step back in time")
+    era_weight: float = Field(0.3, ge=0)
+    prior_weight: float = Field(0.3, ge=0, description="bonus for the upstream ranker's early positions")
+    explained_items: int = Field(3, ge=1, description="candidates the reasoning discusses")
+    seed: int = 0
 
 
 class TeacherTracesParams(Params):

@@ -20,13 +20,13 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
-def split_examples(splits: dict[str, UserSplit]) -> dict[str, list[tuple[str, list[str], str]]]:
-    """(user, history, target) per split: train predicts its last training item,
-    validation the second-to-last item, test the last one."""
+def split_examples(splits: dict[str, UserSplit], train_targets: int = 1) -> dict[str, list[tuple[str, list[str], str]]]:
+    """(user, history, target) per split: train predicts each of its last ``train_targets``
+    training items from what came before, validation the second-to-last item, test the last."""
     out: dict[str, list] = {"train": [], "validation": [], "test": []}
     for user, s in splits.items():
-        if len(s.train) >= 2:
-            out["train"].append((user, s.train[:-1], s.train[-1]))
+        for back in range(1, min(train_targets, len(s.train) - 1) + 1):
+            out["train"].append((user, s.train[:-back], s.train[-back]))
         out["validation"].append((user, s.train, s.valid))
         out["test"].append((user, s.train + [s.valid], s.test))
     return out
@@ -50,7 +50,7 @@ class GR2Prepare:
                                    "sid_uniqueness": sid_report["uniqueness"],
                                    "sid_uniqueness_raw": sid_report["uniqueness_raw"]}
         rng = random.Random(p.seed)
-        for split, triples in split_examples(splits).items():
+        for split, triples in split_examples(splits, p.train_targets_per_user).items():
             examples, coverage = self.build_examples(triples, knn, items)
             cap = p.max_users.get(split)
             if cap is not None and len(examples) > cap:

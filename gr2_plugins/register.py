@@ -51,6 +51,12 @@ def register_rejection_filters(register):
 
 
 @hookimpl
+def register_teacher_generators(register):
+    register("taste_profile", f"{G}.taste_teacher:TasteProfileTeacher", params=p.TasteTeacherParams,
+             summary="rule-based CPU teacher: genre/era profile + Gumbel noise, reasoning cites SIDs")
+
+
+@hookimpl
 def register_metrics(register):
     register("ranking", f"{G}.metrics:RankingMetric", summary="recall@K and ndcg@K, K in 1, 3, 5, 10 (one relevant item)")
 

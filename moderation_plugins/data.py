@@ -87,11 +87,24 @@ class _Task:
         raise NotImplementedError
 
     def splits(self) -> dict[str, list[dict]]:
+        """Stratified splits; every example carries its ``prompt`` and a label-only SFT ``completion``."""
+        from reasonrl.moderation_plugins.prompts import classifier_prompt, load_policy, sft_completion
+
         p = self.params
+        meta, policy = load_policy(p.policy or self.name)
+        labels = list(meta.get("labels") or self.labels)
+        if sorted(labels) != sorted(self.labels):
+            raise ReasonRLError(f"policy {p.policy!r} lists labels {labels}; the {self.name} task needs "
+                                f"{list(self.labels)} (set 'labels:' in the policy's front matter)")
         rows = self.examples()
         for row in rows:
-            row.update(task=self.name, labels=list(self.labels), content=clip(row["content"], p.max_chars))
-        return stratified_splits(rows, p.validation_fraction, p.test_fraction, p.seed)
+            content = clip(row["content"], p.max_chars)
+            row.update(task=self.name, labels=labels, content=content, policy=p.policy or self.name,
+                       prompt=classifier_prompt(policy, content, labels, p.reflect),
+                       completion=sft_completion(row["label"], labels))
+        splits = stratified_splits(rows, p.validation_fraction, p.test_fraction, p.seed)
+        splits["train"] = splits["train"][: p.max_train]
+        return splits
 
 
 class SpamEmail(_Task):

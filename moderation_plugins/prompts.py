@@ -35,3 +35,13 @@ def classifier_prompt(policy_text: str, content: str, labels: Sequence[str], ref
     return (f"You enforce this policy.\n\n{policy_text}\n\nContent:\n<<<\n{content}\n>>>\n\n{steps}"
             f"Finish with two lines: 'Label: <one of {', '.join(labels)}>' and 'Probability: <0 to 1 that the "
             f"label is {labels[-1]}>'.")
+
+
+def sft_completion(label: str, labels: Sequence[str]) -> str:
+    """The SFT baseline's target: the gold label with a one-line rationale and a confident probability.
+
+    The datasets carry no human rationales, so SFT learns the label and the format only; RL
+    is what shapes the reasoning.
+    """
+    probability = 0.9 if label == labels[-1] else 0.1
+    return f"The policy's definitions point to {label}.\nLabel: {label}\nProbability: {probability}"

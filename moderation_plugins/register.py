@@ -27,12 +27,24 @@ def register_reward_functions(register):
              summary="1 if the answer has reasoning, a known label and a probability")
     register("reasoning_length", f"{M}.rewards:ReasoningLength", params=p.ReasoningLengthParams,
              summary="penalty for reasoning outside [min_words, max_words] (against length collapse)")
+    register("rubric_judge", f"{M}.rewards:RubricJudge", params=p.RubricJudgeParams,
+             summary="LLM-as-judge: mean P(yes) over rubric questions on the reasoning (grounded, faithful, supports)")
+
+
+@hookimpl
+def register_judges(register):
+    register("hf", f"{M}.judges:HFJudge", params=p.HFJudgeParams,
+             summary="local causal LM: P(yes) from next-token log-probs (default: packaged SmolLM2-135M-Instruct)")
+    register("openai_compatible", f"{M}.judges:OpenAICompatibleJudge", params=p.OpenAIJudgeParams,
+             summary="OpenAI-compatible endpoint: one-token answer with logprobs; key from env, disk cache")
 
 
 @hookimpl
 def register_stages(register):
     register("tfidf_baseline", f"{M}.baseline:TfidfBaseline", params=p.BaselineParams,
              summary="reasoning-free floor: TF-IDF + logistic regression, accuracy / F1 / AUC / ECE")
+    register("moderation_evaluate", f"{M}.evaluate:ModerationEvaluate", params=p.ModerationEvalParams,
+             summary="accuracy, macro-F1, ROC/PR-AUC, ECE, parse failures, reasoning length; MC aggregation; plots")
 
 
 @hookimpl

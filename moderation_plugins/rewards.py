@@ -49,3 +49,48 @@ class ReasoningLength:
                 value = 0.0
             out.append({"length": value})
         return out
+
+
+def judge_prompt(criterion: str, example: dict, reasoning: str, label: str | None, policy: str | None,
+                 max_content_chars: int) -> str:
+    parts = ["You check a content moderator's reasoning. Answer with one word: yes or no."]
+    if policy:
+        parts.append(f"Policy:\n{policy}")
+    parts += [f"Content:\n<<<\n{example['content'][:max_content_chars]}\n>>>",
+              f"Moderator's reasoning: {reasoning or '(none)'}", f"Moderator's label: {label or '(none)'}",
+              f"Question: {criterion}"]
+    return "\n\n".join(parts)
+
+
+class RubricJudge:
+    """LLM-as-judge: mean P(yes) over the rubric's questions; 0 without parseable reasoning."""
+
+    def __init__(self, params, judge=None) -> None:
+        self.params = params
+        self._judge = judge
+
+    def judge(self):
+        if self._judge is None:
+            from reasonrl.core.manager import get_registry
+
+            self._judge = get_registry().build("judges", self.params.judge.name, self.params.judge.params)
+        return self._judge
+
+    def __call__(self, prompts, completions, examples):
+        from reasonrl.moderation_plugins.prompts import load_policy
+
+        p = self.params
+        asks, owners = [], []
+        for index, (completion, example) in enumerate(zip(completions, examples)):
+            parsed = parse_verdict(completion, example["labels"])
+            if not parsed.reasoning:
+                continue
+            policy = load_policy(example.get("policy") or example["task"])[1] if p.include_policy else None
+            for criterion in p.criteria:
+                asks.append(judge_prompt(criterion, example, parsed.reasoning, parsed.label, policy,
+                                         p.max_content_chars))
+                owners.append(index)
+        scores = [0.0] * len(completions)
+        for owner, p_yes in zip(owners, self.judge().probability_yes(asks) if asks else []):
+            scores[owner] += p_yes / len(p.criteria)
+        return [{"rubric": s} for s in scores]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -37,15 +38,51 @@ def char_tokenizer(alphabet: str):
     )
 
 
-def tiny_model(params: TinyModelParams, seed: int = 0):
-    from transformers import LlamaConfig, LlamaForCausalLM
+def corpus_texts(files: list[Path]) -> list[str]:
+    """Text of JSONL rows (their ``text``, ``prompt`` and segment strings) or of plain text files."""
+    texts = []
+    for path in files:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if path.suffix != ".jsonl":
+                texts.append(line)
+                continue
+            row = json.loads(line) if line.strip() else {}
+            texts += [row[k] for k in ("text", "prompt", "completion") if isinstance(row.get(k), str)]
+            texts += [seg[0] for seg in row.get("segments", []) if isinstance(seg, list) and seg]
+    return texts
 
+
+def bpe_tokenizer(texts: list[str], vocab_size: int):
+    """A byte-level BPE tokenizer trained on ``texts`` (no unknown tokens, round-trips any string)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    core.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>", unk_token="<unk>"
+    )
+
+
+def tiny_tokenizer(params: TinyModelParams, run_dir: Path | None):
+    if params.tokenizer_corpus:
+        texts = corpus_texts([_resolve(f, run_dir, "model.tiny.tokenizer_corpus") for f in params.tokenizer_corpus])
+        return bpe_tokenizer(texts, params.vocab_size)
     if params.tokenizer:
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(packaged_model_dir(params.tokenizer))
-    else:
-        tokenizer = char_tokenizer(params.alphabet)
+        return AutoTokenizer.from_pretrained(packaged_model_dir(params.tokenizer))
+    return char_tokenizer(params.alphabet)
+
+
+def tiny_model(params: TinyModelParams, seed: int = 0, run_dir: Path | None = None):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = tiny_tokenizer(params, run_dir)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=params.hidden_size, intermediate_size=params.intermediate_size,
         num_hidden_layers=params.num_layers, num_attention_heads=params.num_heads,
@@ -67,7 +104,7 @@ def load_policy(spec: ModelSpec, run_dir: Path | None = None, seed: int = 0):
     run_dir = run_dir if run_dir is not None else current_run_dir()
     dtype = getattr(torch, spec.dtype)
     if spec.source == "tiny":
-        model, tokenizer = tiny_model(spec.tiny, seed)
+        model, tokenizer = tiny_model(spec.tiny, seed, run_dir)
     elif spec.source == "gguf":
         model, tokenizer = load_gguf(Path(spec.gguf_file), dtype)
     else:
@@ -85,12 +122,12 @@ def load_policy(spec: ModelSpec, run_dir: Path | None = None, seed: int = 0):
     return model, tokenizer
 
 
-def _resolve(path: str, run_dir: Path | None) -> Path:
+def _resolve(path: str, run_dir: Path | None, field: str = "model.add_tokens") -> Path:
     candidate = Path(path)
     if not candidate.is_absolute() and run_dir is not None:
         candidate = Path(run_dir) / candidate
     if not candidate.exists():
-        raise ReasonRLError(f"model.add_tokens={path!r}: {candidate} does not exist")
+        raise ReasonRLError(f"{field}={path!r}: {candidate} does not exist")
     return candidate
 
 

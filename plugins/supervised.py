@@ -90,9 +90,24 @@ class SFTStage(Trainer):
         ids = torch.tensor([i + [pad] * (width - len(i)) for i, _ in batch])
         weights = torch.tensor([w + [0.0] * (width - len(w)) for _, w in batch])
         attention = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in batch])
+        first = first_trained_position(weights)
         with self.accelerator.autocast():
-            logits = self.model(input_ids=ids, attention_mask=attention).logits
-            return weighted_nll(logits[:, :-1], ids[:, 1:], weights[:, 1:])
+            logits = self.logits_from(ids, attention, width - first)
+            return weighted_nll(logits[:, :-1], ids[:, first + 1:], weights[:, first + 1:])
+
+    def logits_from(self, ids: torch.Tensor, attention: torch.Tensor, keep: int) -> torch.Tensor:
+        """Logits of the last ``keep`` positions: the vocabulary projection of untrained prompt
+        positions is skipped, which dominates the cost of small models with large vocabularies."""
+        try:
+            return self.model(input_ids=ids, attention_mask=attention, logits_to_keep=keep).logits
+        except TypeError:  # a model without logits_to_keep: compute all and slice
+            return self.model(input_ids=ids, attention_mask=attention).logits[:, -keep:]
+
+
+def first_trained_position(weights: torch.Tensor) -> int:
+    """The earliest position whose logits predict a trained token (weights index the labels)."""
+    trained = (weights[:, 1:] > 0).any(dim=0).nonzero()
+    return int(trained[0]) if len(trained) else 0
 
 
 def pack_sequences(token_lists: list[list[int]], seq_len: int, eos_id: int) -> list[list[int]]:

@@ -80,11 +80,12 @@ class OpenAICompatibleTeacher:
         cached = self.cache / f"{key}.json"
         if cached.exists():
             return json.loads(cached.read_text())["text"]
-        text = self._post_with_retries(body)
+        text = self.post_with_retries(body)["choices"][0]["message"]["content"]
         atomic_write_json(cached, {"text": text})
         return text
 
-    def _post_with_retries(self, body: dict) -> str:
+    def post_with_retries(self, body: dict) -> dict:
+        """The endpoint's JSON response to ``body``; transient failures are retried with backoff."""
         url = self.params.base_url.rstrip("/") + "/chat/completions"
         headers = {"Content-Type": "application/json"}
         api_key = os.environ.get(self.params.api_key_env or "", "")
@@ -95,7 +96,9 @@ class OpenAICompatibleTeacher:
             request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
             try:
                 with urllib.request.urlopen(request, timeout=self.params.timeout_seconds) as response:
-                    return json.loads(response.read())["choices"][0]["message"]["content"]
+                    reply = json.loads(response.read())
+                    reply["choices"][0]["message"]  # a reply without a message is retried like a bad one
+                    return reply
             except urllib.error.HTTPError as exc:
                 last_error = f"HTTP {exc.code}"
                 if exc.code not in (408, 409, 425, 429) and exc.code < 500:
@@ -104,5 +107,5 @@ class OpenAICompatibleTeacher:
                 last_error = type(exc).__name__ + (f": {exc.reason}" if hasattr(exc, "reason") else "")
             if attempt < self.params.retries:
                 time.sleep(self.params.backoff_seconds * (2 ** attempt))
-        raise ReasonRLError(f"teacher endpoint {url} failed after {self.params.retries + 1} tries ({last_error}); "
+        raise ReasonRLError(f"endpoint {url} failed after {self.params.retries + 1} tries ({last_error}); "
                             f"check base_url, the model name and the key in ${self.params.api_key_env}")

@@ -90,6 +90,11 @@ class Tracker:
         pass
 
 
+class Judge:
+    def probability_yes(self, prompts):
+        return [0.25 for _ in prompts]
+
+
 class Cmd:
     def add_arguments(self, parser):
         parser.add_argument("--x", type=int, default=1)
@@ -111,6 +116,7 @@ COMPONENT_FOR_KIND = {
     "metrics": (Metric, lambda c: c([], []) == {"acc": 1.0}),
     "stages": (Stage, lambda c: c.run(None) == {}),
     "trackers": (Tracker, lambda c: c.log(0, {}) is None),
+    "judges": (Judge, lambda c: c.probability_yes(["a", "b"]) == [0.25, 0.25]),
 }
 
 

@@ -44,3 +44,14 @@ def test_item_knn_beats_popularity_on_validation(ml100k):
     hit = lambda model: ranking_metrics([model.top_k(splits[u].train, 10) for u in users],  # noqa: E731
                                         [splits[u].valid for u in users])["recall@10"]
     assert hit(knn) > hit(popular) > 0.0
+
+
+def test_train_targets_per_user_walk_back_through_the_training_items():
+    from reasonrl.gr2_plugins.data import UserSplit
+    from reasonrl.gr2_plugins.prepare import split_examples
+
+    splits = {"u": UserSplit(train=["a", "b", "c", "d"], valid="e", test="f")}
+    out = split_examples(splits, train_targets=2)
+    assert out["train"] == [("u", ["a", "b", "c"], "d"), ("u", ["a", "b"], "c")]
+    assert out["validation"] == [("u", ["a", "b", "c", "d"], "e")]
+    assert len(split_examples(splits, train_targets=10)["train"]) == 3  # never an empty history

@@ -1,0 +1,139 @@
+"""The ``moderation_evaluate`` stage: every variant classifies the same examples; one report.
+
+Monte-Carlo score aggregation (``mc_samples`` > 1) averages the stated probability over k
+sampled traces and takes the majority label, which is how a single generative classifier
+gets a usable score for ROC/PR curves and calibration.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any, Sequence
+
+from reasonrl.core.contracts import StageContext
+from reasonrl.core.io import atomic_write_json, atomic_write_text, read_json
+from reasonrl.moderation_plugins.baseline import classification_report
+from reasonrl.moderation_plugins.parsing import parse_verdict
+
+COLUMNS = ["accuracy", "macro_f1", "roc_auc", "pr_auc", "ece", "parse_failure_rate", "reasoning_words"]
+
+
+def aggregate_samples(samples: Sequence[str], labels: Sequence[str]) -> dict[str, Any]:
+    """One example's verdict from k traces: majority label, mean positive-label probability.
+
+    A trace with a label but no probability counts as 1.0 / 0.0 for the positive label; a
+    trace without a label counts as 0.5 and does not vote.
+    """
+    parsed = [parse_verdict(s, labels) for s in samples]
+    votes = Counter(v.label for v in parsed if v.label is not None)
+    positive = labels[-1]
+    probabilities = [v.probability if v.probability is not None else
+                     (0.5 if v.label is None else float(v.label == positive)) for v in parsed]
+    return {"label": votes.most_common(1)[0][0] if votes else None,
+            "p_positive": sum(probabilities) / len(probabilities),
+            "failures": sum(v.error is not None for v in parsed) / len(parsed),
+            "reasoning_words": sum(len(v.reasoning.split()) for v in parsed) / len(parsed)}
+
+
+def score_verdicts(examples: list[dict], verdicts: list[dict]) -> dict[str, Any]:
+    labels = examples[0]["labels"]
+    gold = [e["label"] for e in examples]
+    predicted = [v["label"] for v in verdicts]
+    p_pos = [v["p_positive"] for v in verdicts]
+    # confidence in the predicted label: p for the positive label, 1 - p otherwise (binary tasks)
+    confidence = [p if label == labels[-1] else 1 - p for p, label in zip(p_pos, predicted)] \
+        if len(labels) == 2 else None
+    report = classification_report(gold, predicted, p_pos, labels, confidence)
+    report["parse_failure_rate"] = sum(v["failures"] for v in verdicts) / len(verdicts)
+    report["reasoning_words"] = sum(v["reasoning_words"] for v in verdicts) / len(verdicts)
+    if confidence is not None:
+        report["reliability"] = reliability_bins(confidence, [p == g for p, g in zip(predicted, gold)])
+    return report
+
+
+def reliability_bins(confidence: Sequence[float], correct: Sequence[bool], bins: int = 10) -> list[dict]:
+    out = []
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        members = [i for i, c in enumerate(confidence) if lo < c <= hi or (b == 0 and c == 0)]
+        if members:
+            out.append({"lo": lo, "hi": hi, "n": len(members),
+                        "confidence": sum(confidence[i] for i in members) / len(members),
+                        "accuracy": sum(correct[i] for i in members) / len(members)})
+    return out
+
+
+def markdown_table(title: str, rows: dict[str, dict[str, Any]], n: int) -> str:
+    header = ["variant", *COLUMNS]
+    lines = [f"### {title} ({n} examples)", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for name, m in rows.items():
+        cells = [f"{m[c]:.4f}" if isinstance(m.get(c), float) else "-" for c in COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def reliability_plot(path, rows: dict[str, dict[str, Any]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
+    for name, m in rows.items():
+        bins = m.get("reliability")
+        if bins:
+            ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", label=name)
+    ax.set_xlabel("stated confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_title("reliability diagram")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+class ModerationEvaluate:
+    def __init__(self, params) -> None:
+        self.params = params
+
+    def run(self, context: StageContext) -> dict[str, Any]:
+        from reasonrl.plugins.evaluation import bar_plot
+
+        p = self.params
+        examples = context.build(p.dataset).splits()[p.split][: p.max_examples]
+        rows = {}
+        for variant in p.variants:
+            if variant.baseline_stage:
+                rows[variant.name] = self.baseline_row(context, variant.baseline_stage)
+            else:
+                rows[variant.name] = self.model_row(context, variant, examples)
+        table = markdown_table(p.title, rows, len(examples))
+        atomic_write_json(context.stage_dir / "report.json", {"title": p.title, "examples": len(examples),
+                                                              "split": p.split, "rows": rows})
+        atomic_write_text(context.stage_dir / "report.md", table + "\n")
+        bar_plot(context.stage_dir / "report.png", p.title, rows, ["accuracy", "macro_f1", "roc_auc"])
+        reliability_plot(context.stage_dir / "reliability.png", rows)
+        return {"report_markdown": table, "rows": {k: {c: v.get(c) for c in COLUMNS} for k, v in rows.items()}}
+
+    def baseline_row(self, context: StageContext, stage: str) -> dict[str, Any]:
+        metrics = read_json(context.run_dir / stage / "metrics.json")
+        prefix = f"{self.params.split}/"
+        return {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}
+
+    def model_row(self, context: StageContext, variant, examples: list[dict]) -> dict[str, Any]:
+        from reasonrl.plugins.evaluation import generate_texts, load_model
+
+        p = self.params
+        model, tokenizer = load_model(variant.stage or variant.model, context.run_dir)
+        samples = generate_texts(model, tokenizer, [e["prompt"] for e in examples], p.sampling, p.mc_samples,
+                                 seed=context.seed, chat_template=variant.chat_template,
+                                 desc=f"eval {variant.name}", progress=p.progress)
+        verdicts = [aggregate_samples(s, e["labels"]) for s, e in zip(samples, examples)]
+        outputs = [{"id": e.get("id"), "label": e["label"], "samples": s, **v}
+                   for e, s, v in zip(examples, samples, verdicts)]
+        name = "".join(c if c.isalnum() else "_" for c in variant.name)
+        atomic_write_text(context.stage_dir / f"outputs_{name}.jsonl",
+                          "".join(json.dumps(o, ensure_ascii=False) + "\n" for o in outputs))
+        return score_verdicts(examples, verdicts)

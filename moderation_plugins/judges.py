@@ -1,0 +1,107 @@
+"""LLM judges: P("yes") to a rubric question, from a local model or an OpenAI-compatible endpoint.
+
+A judge reads the probability of its answer token instead of sampling an answer: the
+score is smooth (a reward with a gradient signal between 0 and 1) and deterministic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
+
+YES_WORDS = ("yes", "Yes", " yes", " Yes", "YES")
+NO_WORDS = ("no", "No", " no", " No", "NO")
+
+
+def yes_share(yes_logprobs: Sequence[float], no_logprobs: Sequence[float]) -> float:
+    """P(yes) renormalised over the yes and no answer tokens; 0.5 when neither is seen."""
+    yes = sum(math.exp(v) for v in yes_logprobs)
+    no = sum(math.exp(v) for v in no_logprobs)
+    return yes / (yes + no) if yes + no > 0 else 0.5
+
+
+class HFJudge:
+    """A local causal LM: softmax of the next-token logits after the chat-formatted question."""
+
+    def __init__(self, params) -> None:
+        self.params = params
+        self._model = None
+
+    def _load(self):
+        if self._model is None:
+            from reasonrl.plugins.models import load_policy
+
+            model, self.tokenizer = load_policy(self.params.model)
+            self._model = model.eval()
+            yes, no = self._answer_ids(YES_WORDS), self._answer_ids(NO_WORDS)
+            self.yes_ids, self.no_ids = sorted(yes - no), sorted(no - yes)
+        return self._model
+
+    def _answer_ids(self, words: Sequence[str]) -> set[int]:
+        """Ids of the answer words that are one token; else the first token of each bare word."""
+        encoded = [self.tokenizer(w, add_special_tokens=False)["input_ids"] for w in words]
+        single = {ids[0] for ids in encoded if len(ids) == 1}
+        return single or {ids[0] for w, ids in zip(words, encoded) if not w.startswith(" ") and ids}
+
+    def probability_yes(self, prompts: Sequence[str]) -> list[float]:
+        import torch
+
+        from reasonrl.plugins.models import chat_prompt
+
+        model = self._load()
+        texts = [chat_prompt(self.tokenizer, p, self.params.chat_template) for p in prompts]
+        out = []
+        self.tokenizer.padding_side = "left"  # the answer token follows the last real token
+        for start in range(0, len(texts), self.params.batch_size):
+            batch = self.tokenizer(texts[start:start + self.params.batch_size], return_tensors="pt", padding=True,
+                                   add_special_tokens=False)
+            # left padding: positions must count real tokens only, or padded rows score differently
+            positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+            with torch.no_grad():
+                logits = model(**batch, position_ids=positions, logits_to_keep=1).logits[:, -1].float().log_softmax(-1)
+            for row in logits:
+                out.append(yes_share(row[self.yes_ids].tolist(), row[self.no_ids].tolist()))
+        return out
+
+
+class OpenAICompatibleJudge:
+    """One-token chat completion with ``logprobs``; falls back to the answer text when the
+    endpoint returns no log-probabilities. Same retries, key handling and disk cache as the
+    ``openai_compatible`` teacher."""
+
+    def __init__(self, params) -> None:
+        from reasonrl.plugins.teachers import OpenAICompatibleTeacher
+
+        self.params = params
+        self.client = OpenAICompatibleTeacher(params)
+
+    def probability_yes(self, prompts: Sequence[str]) -> list[float]:
+        with ThreadPoolExecutor(max_workers=self.params.max_concurrency) as pool:
+            return list(pool.map(self.judge_one, prompts))
+
+    def judge_one(self, prompt: str) -> float:
+        from reasonrl.core.io import atomic_write_json
+
+        body = self.client.request_body(prompt)
+        body.update(max_tokens=1, temperature=0.0, logprobs=True, top_logprobs=self.params.top_logprobs)
+        key = hashlib.sha256(json.dumps([self.params.base_url, body], sort_keys=True).encode()).hexdigest()
+        cached = self.client.cache / f"judge-{key}.json"
+        if cached.exists():
+            return json.loads(cached.read_text())["p_yes"]
+        p_yes = p_yes_from_reply(self.client.post_with_retries(body))
+        atomic_write_json(cached, {"p_yes": p_yes})
+        return p_yes
+
+
+def p_yes_from_reply(reply: dict) -> float:
+    choice = reply["choices"][0]
+    top = ((choice.get("logprobs") or {}).get("content") or [{}])[0].get("top_logprobs") or []
+    yes = [t["logprob"] for t in top if t.get("token") in YES_WORDS]
+    no = [t["logprob"] for t in top if t.get("token") in NO_WORDS]
+    if yes or no:
+        return yes_share(yes, no)
+    answer = (choice["message"].get("content") or "").strip().lower()
+    return 1.0 if answer.startswith("yes") else 0.0 if answer.startswith("no") else 0.5
