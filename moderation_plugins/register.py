@@ -45,6 +45,8 @@ def register_stages(register):
              summary="reasoning-free floor: TF-IDF + logistic regression, accuracy / F1 / AUC / ECE")
     register("moderation_evaluate", f"{M}.evaluate:ModerationEvaluate", params=p.ModerationEvalParams,
              summary="accuracy, macro-F1, ROC/PR-AUC, ECE, parse failures, reasoning length; MC aggregation; plots")
+    register("moderation_study", f"{M}.study:ModerationStudy", params=p.StudyParams,
+             summary="quality vs examples / rollouts / steps: resumable child runs, sigmoid fit, RL-vs-SFT efficiency")
 
 
 @hookimpl
