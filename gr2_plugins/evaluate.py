@@ -6,7 +6,7 @@ from collections import Counter
 from typing import Any
 
 from reasonrl.core.contracts import StageContext
-from reasonrl.core.io import atomic_write_json, atomic_write_text
+from reasonrl.core.io import atomic_write_json, atomic_write_text, read_json
 from reasonrl.gr2_plugins.metrics import bootstrap_interval, identity_copy_rate, ndcg_at, rank_of, ranking_metrics
 from reasonrl.gr2_plugins.params import GR2EvaluateParams, Variant
 from reasonrl.gr2_plugins.parsing import parse_ranking
@@ -48,6 +48,13 @@ def markdown_table(title: str, rows: dict[str, dict[str, Any]], n: int) -> str:
     return "\n".join(lines)
 
 
+def trace_lines(traces: dict[str, dict[str, Any]]) -> str:
+    lines = [f"- `{stage}` ({t['mode']}): {t['accepted']}/{t['examples']} accepted "
+             f"({t['acceptance_rate']:.0%}), {t['tries_per_accepted']:.2f} samples per accepted trace"
+             for stage, t in traces.items()]
+    return ("\n\nTeacher traces:\n" + "\n".join(lines)) if lines else ""
+
+
 class GR2Evaluate:
     def __init__(self, params: GR2EvaluateParams) -> None:
         self.params = params
@@ -59,8 +66,10 @@ class GR2Evaluate:
         for variant in p.variants:
             outputs = None if variant.stage is None else self.generate(context, variant, examples)
             rows[variant.name] = score_variant(examples, outputs, p.bootstrap_samples)
-        table = markdown_table(p.title, rows, len(examples))
-        atomic_write_json(context.stage_dir / "report.json", {"title": p.title, "lists": len(examples), "rows": rows})
+        traces = {stage: read_json(context.stage_output(stage) / "summary.json") for stage in p.trace_stages}
+        table = markdown_table(p.title, rows, len(examples)) + trace_lines(traces)
+        atomic_write_json(context.stage_dir / "report.json", {"title": p.title, "lists": len(examples), "rows": rows,
+                                                              "traces": traces})
         atomic_write_text(context.stage_dir / "report.md", table + "\n")
         bar_plot(context.stage_dir / "report.png", p.title, rows, ["recall@1", "recall@5", "ndcg@5"])
         return {"report_markdown": table, "rows": rows}

@@ -124,4 +124,6 @@ class GR2EvaluateParams(Params):
     max_examples: int | None = Field(None, gt=0)
     bootstrap_samples: int = Field(1000, ge=10)
     title: str = "GR2 reranking"
+    trace_stages: list[str] = Field(default_factory=list, description="teacher_traces stages whose acceptance "
+                                    "rate and tries per accepted trace the report shows")
     progress: bool = True

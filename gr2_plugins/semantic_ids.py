@@ -115,7 +115,9 @@ def resolve_collisions(codes: np.ndarray, residuals: np.ndarray | None, last_cen
 def _pick_free(items: np.ndarray, free: np.ndarray, residuals, centroids, mode: str, rng) -> np.ndarray:
     if mode == "random_free":
         return rng.permutation(free)[: len(items)]
-    distances = ((residuals[items, None, :] - centroids[None, free, :]) ** 2).sum(-1)  # [items, free]
+    r, c = residuals[items], centroids[free]
+    # ||r - c||^2 by one matmul: broadcasting [items, free, dim] costs dim times the memory
+    distances = (r * r).sum(1)[:, None] - 2.0 * (r @ c.T) + (c * c).sum(1)[None, :]
     chosen = np.empty(len(items), dtype=free.dtype)
     for row in range(len(items)):  # greedy, in item order: each takes its nearest still-free code
         column = int(np.argmin(distances[row]))
