@@ -59,6 +59,7 @@ RolloutEngineRef = _ref("rollout_engines")
 MetricRef = _ref("metrics")
 TrackerRef = _ref("trackers")
 JudgeRef = _ref("judges")
+ConstraintRef = _ref("decoding_constraints")
 
 
 class StageEntry(BaseModel):

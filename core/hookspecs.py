@@ -41,6 +41,7 @@ KINDS = {
     "stages": "Stage",
     "trackers": "Tracker",
     "judges": "Judge",
+    "decoding_constraints": "DecodingConstraint",
     "commands": "Command",
 }
 
@@ -166,6 +167,16 @@ def register_judges(register):
     Called once at load time. The built component satisfies
     :class:`~reasonrl.core.contracts.Judge`: ``probability_yes(prompts) -> [p]``, the
     judge's probability of answering "yes" to each fully written judge prompt.
+    """
+
+
+@hookspec
+def register_decoding_constraints(register):
+    """Register decoding constraints (``sid_trie``: only real items' semantic IDs).
+
+    Called once at load time. The built component satisfies
+    :class:`~reasonrl.core.contracts.DecodingConstraint`: ``for_example(tokenizer, example)``
+    returns a fresh rule with ``allowed() -> token ids or None`` and ``advance(token_id)``.
     """
 
 

@@ -78,7 +78,11 @@ class GR2Evaluate:
         from reasonrl.plugins.evaluation import generate_texts, load_model
 
         model, tokenizer = load_model(variant.stage, context.run_dir)
+        constraints = None
+        if self.params.constraint is not None:
+            builder = context.build(self.params.constraint)
+            constraints = [builder.for_example(tokenizer, e) for e in examples]
         texts = generate_texts(model, tokenizer, [e["prompt"] for e in examples], self.params.sampling,
                                seed=context.seed, chat_template=variant.chat_template,
-                               desc=f"eval {variant.name}", progress=self.params.progress)
+                               desc=f"eval {variant.name}", progress=self.params.progress, constraints=constraints)
         return [t[0] for t in texts]

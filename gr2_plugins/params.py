@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from reasonrl.core.config import DatasetRef, ItemTokenizerRef, RejectionFilterRef, TeacherRef
+from reasonrl.core.config import ConstraintRef, DatasetRef, ItemTokenizerRef, RejectionFilterRef, TeacherRef
 from reasonrl.plugins.params import SamplingParams
 
 
@@ -124,6 +124,7 @@ class GR2EvaluateParams(Params):
     max_examples: int | None = Field(None, gt=0)
     bootstrap_samples: int = Field(1000, ge=10)
     title: str = "GR2 reranking"
+    constraint: ConstraintRef | None = Field(None, description="a decoding constraint, e.g. sid_trie")
     trace_stages: list[str] = Field(default_factory=list, description="teacher_traces stages whose acceptance "
                                     "rate and tries per accepted trace the report shows")
     progress: bool = True

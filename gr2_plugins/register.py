@@ -57,6 +57,12 @@ def register_teacher_generators(register):
 
 
 @hookimpl
+def register_decoding_constraints(register):
+    register("sid_trie", f"{G}.constraints:SIDTrie",
+             summary="SIDs decode under a trie of the prompt's items; the answer lists each candidate once")
+
+
+@hookimpl
 def register_metrics(register):
     register("ranking", f"{G}.metrics:RankingMetric", summary="recall@K and ndcg@K, K in 1, 3, 5, 10 (one relevant item)")
 

@@ -7,8 +7,10 @@ from typing import Any, Sequence
 
 
 def generate_texts(model, tokenizer, prompts: Sequence[str], sampling, samples: int = 1, seed: int = 0,
-                   chat_template: bool = False, desc: str = "generate", progress: bool = True) -> list[list[str]]:
-    """``samples`` completions per prompt, batched by ``sampling.prompt_batch_size`` with a progress bar."""
+                   chat_template: bool = False, desc: str = "generate", progress: bool = True,
+                   constraints: Sequence | None = None) -> list[list[str]]:
+    """``samples`` completions per prompt, batched by ``sampling.prompt_batch_size`` with a progress
+    bar; ``constraints`` (one per prompt) restrict tokens as the rollout engine documents."""
     import torch
     from tqdm.auto import tqdm
 
@@ -22,7 +24,9 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], sampling, samples: 
     generator = torch.Generator().manual_seed(seed)
     out: list[list[str]] = []
     for start in tqdm(range(0, len(formatted), size), desc=desc, disable=not progress):
-        texts = engine.generate(model, tokenizer, formatted[start:start + size], samples, generator=generator).texts
+        rules = None if constraints is None else constraints[start:start + size]
+        texts = engine.generate(model, tokenizer, formatted[start:start + size], samples, generator=generator,
+                                constraints=rules).texts
         out += [texts[i:i + samples] for i in range(0, len(texts), samples)]
     return out
 

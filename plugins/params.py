@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from reasonrl.core.config import CombinerRef, DatasetRef, OptimizerRef, RewardRef, RolloutEngineRef
+from reasonrl.core.config import CombinerRef, ConstraintRef, DatasetRef, OptimizerRef, RewardRef, RolloutEngineRef
 
 
 class Params(BaseModel):
@@ -179,6 +179,8 @@ class RLParams(TrainingParams):
     rollout: RolloutEngineRef = Field(default_factory=lambda: RolloutEngineRef(name="hf"))
     rewards: list[RewardRef] = Field(min_length=1)
     combiner: CombinerRef = Field(default_factory=lambda: CombinerRef(name="weighted_sum"))
+    constraint: ConstraintRef | None = Field(None, description=(
+        "a decoding constraint for rollouts (e.g. sid_trie); the old log-prob stays the policy's own"))
     on_reward_error: Literal["raise", "invalid"] = "raise"
     invalid_reward: float = -1.0
     steps: int = Field(50, gt=0)

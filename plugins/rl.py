@@ -41,6 +41,7 @@ class RLStage(Trainer):
                                 f"the rl stage takes several backward passes per step. Remove deepspeed here.")
         self.optimizer_algo = context.build(params.optimizer)
         self.engine = context.build(params.rollout)
+        self.constraint = context.build(self.params.constraint) if self.params.constraint else None
         self.reward_fns = [(ref.name, context.build(ref)) for ref in params.rewards]
         self.combiner = context.build(params.combiner)
         self.train = self.examples(params.split)
@@ -90,6 +91,11 @@ class RLStage(Trainer):
         info["time/update"] = info["step_seconds"] - info["time/rollout"]
         return info
 
+    def _constraints(self, examples) -> dict:
+        if self.constraint is None:
+            return {}
+        return {"constraints": [self.constraint.for_example(self.tokenizer, e) for e in examples]}
+
     def collect(self, step: int, generator: torch.Generator):
         """Sample groups until ``prompts_per_step`` survive the optimizer's filter."""
         params = self.params
@@ -100,7 +106,8 @@ class RLStage(Trainer):
             need = params.prompts_per_step - len(kept)
             examples = [self.train[rng.randrange(len(self.train))] for _ in range(need)]
             rollouts = self.engine.generate(self.accelerator.unwrap_model(self.model), self.tokenizer,
-                                            [self._prompt(e) for e in examples], params.group_size, generator=generator)
+                                            [self._prompt(e) for e in examples], params.group_size, generator=generator,
+                                            **self._constraints(examples))
             expanded = [e for e in examples for _ in range(params.group_size)]
             prompts = [self._prompt(e) for e in expanded]
             rewards, parts = score_samples(self.reward_fns, self.combiner, prompts, rollouts.texts, expanded,

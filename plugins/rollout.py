@@ -7,6 +7,7 @@ when sampling and in the training forward/backward (``completion_logprobs``).
 
 from __future__ import annotations
 
+import copy
 import inspect
 from dataclasses import dataclass
 from typing import Sequence
@@ -131,6 +132,17 @@ def sample_tokens(probs: torch.Tensor, generator=None) -> torch.Tensor:
     return (probs / noise).argmax(dim=-1)
 
 
+def constrain(logits: torch.Tensor, rules: Sequence, finished: torch.Tensor) -> torch.Tensor:
+    """-inf outside each unfinished row's allowed tokens (rows whose rule allows anything stay)."""
+    for row in torch.nonzero(~finished).flatten().tolist():
+        allowed = rules[row].allowed() if rules[row] is not None else None
+        if allowed:
+            keep = torch.full_like(logits[row], float("-inf"))
+            keep[list(allowed)] = 0.0
+            logits[row] = logits[row] + keep
+    return logits
+
+
 class HFRolloutEngine:
     """transformers models, KV cache, one prefill per prompt shared by its G samples."""
 
@@ -138,12 +150,18 @@ class HFRolloutEngine:
         self.params = params
 
     @torch.no_grad()
-    def generate(self, model, tokenizer, prompts: Sequence[str], group_size: int, generator=None) -> Rollouts:
+    def generate(self, model, tokenizer, prompts: Sequence[str], group_size: int, generator=None,
+                 constraints: Sequence | None = None) -> Rollouts:
+        """``constraints``: one per prompt (or None), each with ``allowed() -> token ids or None``
+        and ``advance(token_id)``; every sample of the prompt gets its own copy."""
         prompt_ids = [torch.tensor(tokenizer(p, add_special_tokens=False)["input_ids"], dtype=torch.long) for p in prompts]
         chunks = []
         step = self.params.prompt_batch_size
         for start in range(0, len(prompt_ids), step):
-            chunks.append(self._generate_chunk(model, tokenizer, prompt_ids[start:start + step], group_size, generator))
+            rules = None if constraints is None else \
+                [copy.deepcopy(c) for c in constraints[start:start + step] for _ in range(group_size)]
+            chunks.append(self._generate_chunk(model, tokenizer, prompt_ids[start:start + step], group_size, generator,
+                                               rules))
         width = max(c[0].shape[1] for c in chunks)
         completion = torch.cat([F.pad(c[0], (0, width - c[0].shape[1]), value=_pad_id(tokenizer)) for c in chunks])
         mask = torch.cat([F.pad(c[1], (0, width - c[1].shape[1])) for c in chunks])
@@ -152,7 +170,7 @@ class HFRolloutEngine:
         texts = [self._text(tokenizer, ids, m) for ids, m in zip(completion, mask)]
         return Rollouts(prompt_ids, completion, mask, logprobs, truncated, texts, group_size)
 
-    def _generate_chunk(self, model, tokenizer, prompts, group_size, generator):
+    def _generate_chunk(self, model, tokenizer, prompts, group_size, generator, rules=None):
         params = self.params
         pad_id, eos_id = _pad_id(tokenizer), tokenizer.eos_token_id
         logits, cache, attention, _ = prefill(model, prompts, pad_id, group_size)
@@ -163,8 +181,14 @@ class HFRolloutEngine:
         texts = [""] * rows
         for _ in range(params.max_new_tokens):
             scaled = logits.float() / params.temperature
-            probs = filter_logits(scaled, params.top_k, params.top_p).softmax(dim=-1)
+            # a constraint filters what is sampled; the recorded log-prob stays the policy's own,
+            # which is what the trainer's forward pass recomputes (the ratio starts at 1)
+            allowed = constrain(scaled.clone(), rules, finished) if rules is not None else scaled
+            probs = filter_logits(allowed, params.top_k, params.top_p).softmax(dim=-1)
             token = sample_tokens(probs, generator)
+            if rules is not None:
+                for row in torch.nonzero(~finished).flatten().tolist():
+                    rules[row].advance(int(token[row]))
             logp = scaled.log_softmax(dim=-1).gather(1, token[:, None]).squeeze(1)
             token = torch.where(finished, torch.full_like(token, pad_id), token)
             tokens.append(token)

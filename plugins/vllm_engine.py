@@ -52,7 +52,11 @@ class VLLMRolloutEngine:
 
         self._llm.collective_rpc(load)
 
-    def generate(self, model, tokenizer, prompts: Sequence[str], group_size: int, generator=None) -> Rollouts:
+    def generate(self, model, tokenizer, prompts: Sequence[str], group_size: int, generator=None,
+                 constraints=None) -> Rollouts:
+        if constraints is not None:
+            raise ReasonRLError("rollout engine 'vllm' does not apply decoding constraints (e.g. sid_trie); "
+                                "use rollout: {name: hf} with a constraint, or drop the constraint")
         llm = self._engine(model, tokenizer)  # first: it explains a missing vLLM
         from vllm import SamplingParams
 

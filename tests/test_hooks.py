@@ -95,6 +95,11 @@ class Judge:
         return [0.25 for _ in prompts]
 
 
+class Constraint:
+    def for_example(self, tokenizer, example):
+        return example["rule"]
+
+
 class Cmd:
     def add_arguments(self, parser):
         parser.add_argument("--x", type=int, default=1)
@@ -117,6 +122,7 @@ COMPONENT_FOR_KIND = {
     "stages": (Stage, lambda c: c.run(None) == {}),
     "trackers": (Tracker, lambda c: c.log(0, {}) is None),
     "judges": (Judge, lambda c: c.probability_yes(["a", "b"]) == [0.25, 0.25]),
+    "decoding_constraints": (Constraint, lambda c: c.for_example(None, {"rule": 7}) == 7),
 }
 
 

@@ -1,0 +1,91 @@
+import torch
+
+from reasonrl.gr2_plugins.constraints import SIDConstraint, prompt_sids
+from reasonrl.plugins.models import char_tokenizer
+from reasonrl.plugins.rollout import HFRolloutEngine, constrain
+
+SIDS = ["<|sid_begin|><s_a_1><s_b_1><|sid_end|>", "<|sid_begin|><s_a_1><s_b_2><|sid_end|>",
+        "<|sid_begin|><s_a_2><s_b_1><|sid_end|>"]
+HISTORY = ["<|sid_begin|><s_a_3><s_b_1><|sid_end|>"]
+
+
+def tokenizer_with_sids():
+    tok = char_tokenizer('abcdefghijklmnopqrstuvwxyz"{}[]:, ')
+    tok.add_tokens(["<|sid_begin|>", "<|sid_end|>", "<s_a_1>", "<s_a_2>", "<s_a_3>", "<s_b_1>", "<s_b_2>"])
+    return tok
+
+
+def feed(rule, tok, text):
+    for token in tok(text, add_special_tokens=False)["input_ids"]:
+        rule.advance(token)
+
+
+def ids(tok, *tokens):
+    return sorted(tok.convert_tokens_to_ids(t) for t in tokens)
+
+
+def test_sid_trie_in_reasoning_and_in_the_answer_list():
+    tok = tokenizer_with_sids()
+    rule = SIDConstraint(tok, SIDS, HISTORY)
+    assert rule.allowed() is None  # free text
+    feed(rule, tok, "<|sid_begin|>")
+    assert rule.allowed() == ids(tok, "<s_a_1>", "<s_a_2>", "<s_a_3>")  # reasoning may cite the history
+    feed(rule, tok, "<s_a_1>")
+    assert rule.allowed() == ids(tok, "<s_b_1>", "<s_b_2>")
+    feed(rule, tok, "<s_b_2>")
+    assert rule.allowed() == ids(tok, "<|sid_end|>")
+    feed(rule, tok, '<|sid_end|> fits. {"recommendations": [')
+    assert rule.in_answer and rule.allowed() is None
+    feed(rule, tok, "<|sid_begin|>")
+    assert rule.allowed() == ids(tok, "<s_a_1>", "<s_a_2>")  # candidates only
+    feed(rule, tok, '<s_a_1><s_b_2><|sid_end|>, <|sid_begin|><s_a_1>')
+    assert rule.allowed() == ids(tok, "<s_b_1>")  # <s_a_1><s_b_2> is listed already
+    feed(rule, tok, "x")
+    assert rule.inside is None and rule.allowed() is None  # broken SID: back to free text
+
+
+def test_prompt_sids_and_the_logit_mask():
+    assert prompt_sids("a " + SIDS[0] + " b " + HISTORY[0]) == [SIDS[0], HISTORY[0]]
+
+    class Only:
+        def __init__(self, allowed):
+            self.value = allowed
+
+        def allowed(self):
+            return self.value
+
+    logits = torch.zeros(3, 5)
+    out = constrain(logits, [Only([1, 3]), Only(None), Only([0])], torch.tensor([False, False, True]))
+    assert torch.isinf(out[0, [0, 2, 4]]).all() and out[0, 1] == 0 and out[0, 3] == 0
+    assert torch.isfinite(out[1]).all() and torch.isfinite(out[2]).all()  # free row; finished row untouched
+
+
+def test_engine_obeys_a_constraint_for_every_sample():
+    from reasonrl.plugins.models import tiny_model
+    from reasonrl.plugins.params import SamplingParams, TinyModelParams
+
+    model, tok = tiny_model(TinyModelParams(alphabet="abc"), seed=0)
+    b = tok.convert_tokens_to_ids("b")
+
+    class AlwaysB:
+        def __init__(self):
+            self.seen = []
+
+        def allowed(self):
+            return [b]
+
+        def advance(self, token):
+            self.seen.append(token)
+
+    engine = HFRolloutEngine(SamplingParams(max_new_tokens=5, temperature=1.0))
+    out = engine.generate(model, tok, ["ab", "ca"], 3, generator=torch.Generator().manual_seed(0),
+                          constraints=[AlwaysB(), AlwaysB()])
+    assert out.texts == ["bbbbb"] * 6
+    # the recorded log-probs are the policy's own (unmasked), as the trainer's forward recomputes them
+    from reasonrl.plugins.rollout import completion_logprobs
+
+    with torch.no_grad():
+        recomputed, _ = completion_logprobs(model, out.prompt_ids, out.completion_ids, 3, tok.pad_token_id)
+    assert torch.allclose(recomputed * out.mask, out.logprobs, atol=1e-4) and (out.logprobs < -1e-3).all()
+    free = engine.generate(model, tok, ["ab"], 4, generator=torch.Generator().manual_seed(0))
+    assert any(t != "bbbbb" for t in free.texts)
