@@ -10,7 +10,7 @@ from reasonrl.core.io import atomic_write_json, atomic_write_text, read_json
 from reasonrl.gr2_plugins.metrics import bootstrap_interval, identity_copy_rate, ndcg_at, rank_of, ranking_metrics
 from reasonrl.gr2_plugins.params import GR2EvaluateParams, Variant
 from reasonrl.gr2_plugins.parsing import parse_ranking
-from reasonrl.plugins.evaluation import bar_plot
+from reasonrl.plugins.evaluation import bar_plot, write_outputs
 
 COLUMNS = ["recall@1", "recall@3", "recall@5", "ndcg@3", "ndcg@5", "ndcg@10"]
 
@@ -66,6 +66,10 @@ class GR2Evaluate:
         for variant in p.variants:
             outputs = None if variant.stage is None else self.generate(context, variant, examples)
             rows[variant.name] = score_variant(examples, outputs, p.bootstrap_samples)
+            if outputs is not None:
+                write_outputs(context.stage_dir, variant.name, [
+                    {"user": e.get("user"), "target_index": e["target_index"], "output": o}
+                    for e, o in zip(examples, outputs)])
         traces = {stage: read_json(context.stage_output(stage) / "summary.json") for stage in p.trace_stages}
         table = markdown_table(p.title, rows, len(examples)) + trace_lines(traces)
         atomic_write_json(context.stage_dir / "report.json", {"title": p.title, "lists": len(examples), "rows": rows,

@@ -7,7 +7,6 @@ gets a usable score for ROC/PR curves and calibration.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from typing import Any, Sequence
 
@@ -123,7 +122,7 @@ class ModerationEvaluate:
         return {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}
 
     def model_row(self, context: StageContext, variant, examples: list[dict]) -> dict[str, Any]:
-        from reasonrl.plugins.evaluation import generate_texts, load_model
+        from reasonrl.plugins.evaluation import generate_texts, load_model, write_outputs
 
         p = self.params
         model, tokenizer = load_model(variant.stage or variant.model, context.run_dir)
@@ -133,7 +132,5 @@ class ModerationEvaluate:
         verdicts = [aggregate_samples(s, e["labels"]) for s, e in zip(samples, examples)]
         outputs = [{"id": e.get("id"), "label": e["label"], "samples": s, **v}
                    for e, s, v in zip(examples, samples, verdicts)]
-        name = "".join(c if c.isalnum() else "_" for c in variant.name)
-        atomic_write_text(context.stage_dir / f"outputs_{name}.jsonl",
-                          "".join(json.dumps(o, ensure_ascii=False) + "\n" for o in outputs))
+        write_outputs(context.stage_dir, variant.name, outputs)
         return score_verdicts(examples, verdicts)

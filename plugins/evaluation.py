@@ -31,6 +31,18 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], sampling, samples: 
     return out
 
 
+def write_outputs(folder: Path, variant: str, rows: Sequence[dict]) -> Path:
+    """Every generated answer of one variant, as ``outputs_<variant>.jsonl`` (written atomically)."""
+    import json
+
+    from reasonrl.core.io import atomic_write_text
+
+    name = "".join(c if c.isalnum() else "_" for c in variant)
+    path = Path(folder) / f"outputs_{name}.jsonl"
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return path
+
+
 def load_model(spec_or_stage, run_dir: Path):
     """(model, tokenizer) from a ModelSpec, or from the name of an earlier stage of the run."""
     from reasonrl.plugins.models import load_policy
