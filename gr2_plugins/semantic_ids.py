@@ -113,16 +113,33 @@ def resolve_collisions(codes: np.ndarray, residuals: np.ndarray | None, last_cen
 
 
 def _pick_free(items: np.ndarray, free: np.ndarray, residuals, centroids, mode: str, rng) -> np.ndarray:
+    """One free code per item (``len(items) <= len(free)``)."""
     if mode == "random_free":
         return rng.permutation(free)[: len(items)]
     r, c = residuals[items], centroids[free]
     # ||r - c||^2 by one matmul: broadcasting [items, free, dim] costs dim times the memory
     distances = (r * r).sum(1)[:, None] - 2.0 * (r @ c.T) + (c * c).sum(1)[None, :]
-    chosen = np.empty(len(items), dtype=free.dtype)
-    for row in range(len(items)):  # greedy, in item order: each takes its nearest still-free code
-        column = int(np.argmin(distances[row]))
-        chosen[row] = free[column]
-        distances[:, column] = np.inf
+    return free[nearest_free_assignment(distances)]
+
+
+def nearest_free_assignment(distances: np.ndarray) -> np.ndarray:
+    """Column per row, all distinct: in rounds, every unplaced row asks for its nearest
+    untaken column and each asked column goes to its closest asker. Vectorised per round
+    (a round places at least one row), unlike a row-by-row greedy loop."""
+    rows = np.arange(len(distances))
+    chosen = np.full(len(distances), -1)
+    taken = np.zeros(distances.shape[1], dtype=bool)
+    pending = rows
+    while len(pending):
+        open_distances = np.where(taken[None, :], np.inf, distances[pending])
+        wanted = open_distances.argmin(1)
+        by_column = np.lexsort((open_distances[np.arange(len(pending)), wanted], wanted))
+        first = np.ones(len(by_column), dtype=bool)
+        first[1:] = wanted[by_column][1:] != wanted[by_column][:-1]
+        winners = by_column[first]
+        chosen[pending[winners]] = wanted[winners]
+        taken[wanted[winners]] = True
+        pending = np.delete(pending, winners)
     return chosen
 
 

@@ -73,3 +73,19 @@ def test_rq_vae_learns_codes_with_ema_codebooks():
 def test_codebook_list_must_match_levels():
     with pytest.raises(ValueError, match="lists 2 sizes for 3 levels"):
         SemanticIdParams(levels=3, codebook_size=[8, 8]).sizes()
+
+
+def test_nearest_free_assignment_by_hand():
+    import numpy as np
+
+    from reasonrl.gr2_plugins.semantic_ids import nearest_free_assignment
+
+    d = np.array([[1.0, 2.0, 9.0],
+                  [0.5, 3.0, 9.0],
+                  [9.0, 1.0, 2.0]])
+    # round 1: rows 0 and 1 want column 0 (row 1 is closer, wins), row 2 wants column 1 (wins)
+    # round 2: row 0's nearest open column is 2
+    assert nearest_free_assignment(d).tolist() == [2, 0, 1]
+    many = np.random.default_rng(0).random((50, 64))
+    out = nearest_free_assignment(many)
+    assert len(set(out.tolist())) == 50
