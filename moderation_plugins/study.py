@@ -6,7 +6,7 @@ at the first unfinished point. The study fits
 
     perf(C) = R0 + (A - R0) / (1 + (C_mid / C) ** B)
 
-per recipe, with R0 the untrained student's score, and reports A, B, C_mid and R^2; for a
+per recipe, with R0 the starting model's score (``model``, before any rung trains it), and reports A, B, C_mid and R^2; for a
 data-efficiency ladder it also reports the smallest n at which RL matches SFT's best.
 """
 
@@ -79,11 +79,11 @@ class ModerationStudy:
 
     # ------------------------------------------------------------------ one point
     def evaluate_point(self, context: StageContext, name: str, job: tuple[str, int] | None) -> float:
-        """Train (unless ``job`` is None: the untrained student), evaluate, remember the score."""
+        """Train (unless ``job`` is None: the starting model), evaluate, remember the score."""
         folder = context.stage_dir / name
         done = folder / "point.json"
-        if done.exists():
-            return read_json(done)["score"]
+        if done.exists():  # the stored metrics let a changed ``metric`` re-report without retraining
+            return float(read_json(done)["metrics"][self.params.metric])
         if job is not None:
             self.train_child(context, name, *job)
         score, metrics = self.score_model(context, name if job is not None else None)
@@ -145,7 +145,7 @@ class ModerationStudy:
     def markdown(self, report: dict[str, Any]) -> str:
         p = self.params
         lines = [f"### {p.title}: {p.metric} vs {p.axis} ({p.eval_split} split)", "",
-                 f"untrained student: {report['untrained']:.4f}", "",
+                 f"starting model (R0 of the fit): {report['untrained']:.4f}", "",
                  "| recipe | " + " | ".join(str(v) for v in p.values) + " | A | B | C_mid | R^2 |",
                  "|---" * (len(p.values) + 5) + "|"]
         for recipe, pts in report["points"].items():
@@ -175,7 +175,7 @@ class ModerationStudy:
                 grid = np.geomspace(min(xs) / 2, max(xs) * 2, 100)
                 ax.plot(grid, sigmoid_curve(grid, fit["R0"], fit["A"], fit["B"], fit["C_mid"]), "-",
                         color=line.get_color(), label=f"{recipe} fit (R^2 {fit['R2']:.2f})")
-        ax.axhline(report["untrained"], color="grey", linestyle=":", label="untrained")
+        ax.axhline(report["untrained"], color="grey", linestyle=":", label="starting model (R0)")
         ax.set_xscale("log")
         ax.set_xlabel(self.params.axis)
         ax.set_ylabel(self.params.metric)

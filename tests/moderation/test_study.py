@@ -50,7 +50,7 @@ def test_study_runs_children_resumes_and_reports(tmp_path):
     assert (folder / "sft_examples4" / "model" / "config.json").exists()
     # resuming: a finished point is read back, not retrained
     point = folder / "rl_examples8" / "point.json"
-    point.write_text(json.dumps({"score": 0.123, "metrics": {}}))
+    point.write_text(json.dumps({"score": 0.5, "metrics": {"accuracy": 0.123, "macro_f1": 0.456}}))
     (folder / "stage_done.json").unlink()
     again = run_pipeline(resolved, echo=lambda *_: None)["ladder"]
     assert set(again["fits"]) == {"rl", "sft"}
