@@ -149,3 +149,14 @@ def test_task_examples_carry_prompt_sft_target_and_policy(tmp_path):
     policy.write_text("---\nlabels: [ok, bad]\n---\nMy rules.")
     with pytest.raises(ReasonRLError, match="needs \\['benign', 'malicious'\\]"):
         PromptInjection(ModerationDataParams(path=str(tmp_path), policy=str(policy))).splits()
+
+
+def test_rubric_reward_builds_its_judge_from_the_registry_and_reads_the_task_policy():
+    tiny = {"source": "tiny", "tiny": {"alphabet": "abcdefghijklmnopqrstuvwxyz ?:.,\n", "max_positions": 4096}}
+    params = RubricJudgeParams(judge={"name": "hf", "params": {"model": tiny, "chat_template": False}},
+                               criteria=["Is it grounded?"])
+    reward = RubricJudge(params)
+    good = "Asks for bank details.\nLabel: spam\nProbability: 0.9"
+    out = reward(["p", "p"], [good, "Label: spam"], [EX, EX])
+    assert 0.0 < out[0]["rubric"] < 1.0 and out[1]["rubric"] == 0.0
+    assert type(reward.judge()).__name__ == "HFJudge"
