@@ -1,6 +1,5 @@
 import json
 
-import numpy as np
 import pytest
 
 from reasonrl.core.config import resolve_config
