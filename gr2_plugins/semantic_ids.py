@@ -42,8 +42,13 @@ def _sq_distances(x: torch.Tensor, centroids: torch.Tensor, x_sq: torch.Tensor |
     return torch.addmm(x_sq + (centroids * centroids).sum(1)[None], x, centroids.T, alpha=-2)
 
 
+def nearest(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """argmin_c ||x - c||^2 = argmin_c (||c||^2 - 2 x.c): the ||x||^2 term never changes the winner."""
+    return torch.addmm((centroids * centroids).sum(1)[None], x, centroids.T, alpha=-2).argmin(1)
+
+
 def assign(x: torch.Tensor, centroids: torch.Tensor, chunk: int = 65_536) -> torch.Tensor:
-    return torch.cat([_sq_distances(x[i:i + chunk], centroids).argmin(1) for i in range(0, len(x), chunk)])
+    return torch.cat([nearest(x[i:i + chunk], centroids) for i in range(0, len(x), chunk)])
 
 
 def kmeans(x: torch.Tensor, k: int, iterations: int, generator: torch.Generator) -> torch.Tensor:
@@ -54,7 +59,7 @@ def kmeans(x: torch.Tensor, k: int, iterations: int, generator: torch.Generator)
     seed_rows = torch.randperm(len(x), generator=generator)[:SEEDING_SAMPLE] if len(x) > SEEDING_SAMPLE else slice(None)
     centroids = _kmeans_pp(x[seed_rows], x_sq[seed_rows], k, generator)
     for _ in range(iterations):
-        labels = _sq_distances(x, centroids, x_sq).argmin(1)
+        labels = nearest(x, centroids)
         sums = torch.zeros_like(centroids).index_add_(0, labels, x)
         counts = torch.bincount(labels, minlength=k).float()
         empty = counts == 0
