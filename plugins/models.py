@@ -1,4 +1,4 @@
-"""Loading and saving policies: tiny char-level Llama, HF folders, GGUF files, earlier stages."""
+"""Loading and saving policies: tiny Llamas (char or corpus-trained BPE vocabulary), HF folders, GGUF files, earlier stages."""
 
 from __future__ import annotations
 
