@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Callable
 
 from reasonrl.core.errors import ReasonRLError
+from reasonrl.core.io import atomic_write_json, read_json
 
 CACHE_ENV = "REASONRL_CACHE"
 COMPLETE = ".complete"
+MANIFEST = ".manifest.json"  # relative path -> [size, sha256] of every extracted file
 
 
 class AssetError(ReasonRLError):
@@ -82,10 +84,17 @@ def run_download_command(asset: Asset, dest: Path) -> Path:
 
 
 def fetch(asset: Asset, downloader: Downloader = run_download_command) -> Path:
-    """Path of the extracted members of ``asset``; downloads only the first time."""
+    """Path of the extracted members of ``asset``; downloads only the first time.
+
+    Every use checks the extracted files against the manifest written at extraction
+    (presence and size: cheap); a damaged or unlisted cache is fetched again.
+    """
     target = asset_dir(asset)
     if (target / COMPLETE).exists():
-        return target / asset.members
+        damage = check_files(target, full=False)
+        if not damage:
+            return target / asset.members
+        print(f"asset {asset.name}: {damage[0]} in {target}; fetching {asset.spec} again", file=sys.stderr)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{asset.name}-") as tmp:
         download = Path(tmp) / "download"
@@ -102,6 +111,7 @@ def fetch(asset: Asset, downloader: Downloader = run_download_command) -> Path:
         count = extract_members(archive, asset.members, staging)
         if count == 0:
             raise AssetError(f"asset {asset.name}: {archive.name} holds no files under {asset.members!r}")
+        atomic_write_json(staging / MANIFEST, file_manifest(staging))
         (staging / COMPLETE).write_text(f"{asset.spec} {digest}\n")
         if target.exists():
             shutil.rmtree(target)
@@ -139,6 +149,36 @@ def _archive_files(archive: Path):
                     yield member.name, lambda member=member: tf.extractfile(member).read()
     else:
         raise AssetError(f"{archive} is neither a zip/wheel nor a tar archive")
+
+
+def file_manifest(folder: Path) -> dict[str, list]:
+    return {str(p.relative_to(folder)): [p.stat().st_size, sha256_file(p)]
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in (COMPLETE, MANIFEST)}
+
+
+def check_files(folder: Path, full: bool = False) -> list[str]:
+    """What is wrong with an extracted asset folder, one line per file (empty: intact).
+
+    The quick check compares presence and sizes; ``full`` also compares sha256 digests."""
+    if not (folder / MANIFEST).exists():
+        return [f"no manifest {MANIFEST} (extracted by an older reasonrl)"]
+    problems = []
+    for name, (size, digest) in read_json(folder / MANIFEST).items():
+        path = folder / name
+        if not path.is_file():
+            problems.append(f"file {name} is missing")
+        elif path.stat().st_size != size:
+            problems.append(f"file {name} is damaged: {path.stat().st_size} bytes, expected {size}")
+        elif full and sha256_file(path) != digest:
+            problems.append(f"file {name} is damaged: its sha256 differs from the one recorded at extraction")
+    return problems
+
+
+def verify_cache(full: bool = True) -> dict[str, list[str]]:
+    """Every cached asset folder -> its problems (``reasonrl cache verify``)."""
+    root = cache_dir()
+    folders = sorted(p for p in root.iterdir() if (p / COMPLETE).exists()) if root.is_dir() else []
+    return {str(folder): check_files(folder, full=full) for folder in folders}
 
 
 def sha256_file(path: Path) -> str:

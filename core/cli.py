@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-CORE_COMMANDS = ("plugins", "run", "config", "demo")
+CORE_COMMANDS = ("plugins", "run", "config", "demo", "cache")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -50,6 +50,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     validate = config.add_parser("validate", help="validate a config without running it")
     _config_args(validate)
     validate.set_defaults(handler=cmd_validate)
+
+    cache = sub.add_parser("cache", help="the cache of fetched data and model files").add_subparsers()
+    verify = cache.add_parser("verify", help="check every cached file against the sha256 recorded at extraction")
+    verify.add_argument("--repair", action="store_true", help="remove damaged assets; their next use fetches them again")
+    verify.set_defaults(handler=cmd_cache_verify)
 
     demo = sub.add_parser("demo", help="run a built-in demo pipeline")
     demo.add_argument("name", help="demo name; `reasonrl demo --list` shows them", nargs="?")
@@ -89,9 +94,13 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     from reasonrl.core.manager import get_registry
 
     registry = get_registry()
-    infos = [i for i in registry.all() if args.kind in (None, i.kind)]
+    if args.kind:
+        registry.names(args.kind)  # an unknown kind is an error that lists the kinds, not an empty table
+    conflicted = [c for claims in registry.conflicts.values() for c in claims]
+    infos = [i for i in registry.all() + conflicted if args.kind in (None, i.kind)]
     rows = [
-        {"kind": i.kind, "name": i.name, "plugin": i.plugin, "package": i.package, "summary": i.summary}
+        {"kind": i.kind, "name": i.name, "plugin": i.plugin, "package": i.package,
+         "summary": ("CONFLICT: " if i in conflicted else "") + i.summary}
         for i in infos
     ]
     if args.json:
@@ -100,6 +109,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print(format_table(rows, ["kind", "name", "plugin", "package", "summary"]))
     for plugin, error in registry.failed_plugins.items():
         print(f"warning: plugin {plugin!r} failed to load: {error}", file=sys.stderr)
+    for kind, name in registry.conflicts:
+        print(f"warning: {registry.conflict_message(kind, name)}", file=sys.stderr)
     return 0
 
 
@@ -127,6 +138,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_pipeline(config, force=args.force)
     print(f"run finished: {config.run_dir}")
     return 0
+
+
+def cmd_cache_verify(args: argparse.Namespace) -> int:
+    import shutil
+
+    from reasonrl.core.assets import cache_dir, verify_cache
+
+    results = verify_cache(full=True)
+    for folder, problems in results.items():
+        print(f"{'ok' if not problems else 'DAMAGED'}  {folder}")
+        for problem in problems:
+            print(f"    {problem}")
+        if problems and args.repair:
+            shutil.rmtree(folder)
+            print("    removed; its next use fetches it again")
+    if not results:
+        print(f"no cached assets in {cache_dir()}")
+    damaged = sum(1 for problems in results.values() if problems)
+    return 1 if damaged and not args.repair else 0
 
 
 def demo_configs() -> dict[str, Path]:

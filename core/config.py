@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterator
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.registry import Registry, UnknownComponentError
@@ -62,15 +62,27 @@ JudgeRef = _ref("judges")
 ConstraintRef = _ref("decoding_constraints")
 
 
+FOLDER_NAME = r"^[A-Za-z0-9_.-]+$"
+
+
+def _inside_parent(value: str | None) -> str | None:
+    """Run names and stage ids become folder names: no separators, and not "." or ".."."""
+    if value in (".", ".."):
+        raise ValueError(f"{value!r} would leave its parent folder; use letters, digits, '_', '-' or '.'")
+    return value
+
+
 class StageEntry(BaseModel):
     model_config = ConfigDict(extra="allow")
     stage: str
-    id: str | None = None
+    id: str | None = Field(default=None, pattern=FOLDER_NAME)
+    _folder = field_validator("id")(_inside_parent)
 
 
 class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    run_name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    run_name: str = Field(pattern=FOLDER_NAME)
+    _folder = field_validator("run_name")(_inside_parent)
     output_dir: str = "runs"
     seed: int = 0
     trackers: list[TrackerRef] = Field(default_factory=lambda: [TrackerRef(name="jsonl")])
@@ -89,7 +101,8 @@ class ResolvedConfig:
     run: RunConfig
     stages: list[ResolvedStage]
     raw: dict[str, Any]
-    env: dict[str, str] = field(default_factory=dict)
+    # config path -> the ``${VAR}`` text it held; saved configs write the text back
+    templates: dict[tuple[str | int, ...], str] = field(default_factory=dict)
 
     @property
     def run_dir(self) -> Path:
@@ -103,9 +116,15 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError([f"file {path} does not exist; pass the path of a .yaml or .json config"], str(path))
-    text = path.read_text()
+    raw = path.read_bytes()
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError([f"not UTF-8 text: byte {exc.start} (line {line}) is {raw[exc.start:exc.start + 1]!r}; "
+                           f"save the file as UTF-8"], str(path)) from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown line"
@@ -117,37 +136,73 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice in one mapping (the second would win silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (lines {seen[key]} and {line}); keep one",
+                    key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_value(text: str, where: str, fix: str) -> Any:
+    """A YAML scalar or collection typed in a command line or an environment variable."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError([f"{where}: {text!r} is not valid YAML ({problem}); {fix}"]) from None
+
+
 _ENV_PATTERN = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 def substitute_env(
-    data: Any, path: str = "", problems: list[str] | None = None, used: dict[str, str] | None = None
+    data: Any, path: tuple = (), problems: list[str] | None = None, templates: dict | None = None
 ) -> Any:
     """Replace ``${VAR}`` / ``${VAR:-default}`` in every string value.
 
-    ``used`` collects the variables read, so saved configs can mask their values.
+    ``templates`` collects, per config path, the text that held a reference, so a saved
+    config writes ``${VAR}`` back at exactly that place (values may be secrets).
     """
     problems = [] if problems is None else problems
-    used = {} if used is None else used
+    templates = {} if templates is None else templates
     if isinstance(data, dict):
-        return {k: substitute_env(v, _join(path, k), problems, used) for k, v in data.items()}
+        return {k: substitute_env(v, (*path, k), problems, templates) for k, v in data.items()}
     if isinstance(data, list):
-        return [substitute_env(v, f"{path}[{i}]", problems, used) for i, v in enumerate(data)]
-    if not isinstance(data, str):
+        return [substitute_env(v, (*path, i), problems, templates) for i, v in enumerate(data)]
+    if not isinstance(data, str) or not _ENV_PATTERN.search(data):
         return data
+    where = _path_text(path)
 
     def replace(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
         if name in os.environ:
-            used[name] = os.environ[name]
             return os.environ[name]
         if default is not None:
             return default
-        problems.append(f"{path}: environment variable {name} is not set; export it or write ${{{name}:-default}}")
+        problems.append(f"{where}: environment variable {name} is not set; export it or write ${{{name}:-default}}")
         return match.group(0)
 
+    templates[path] = data
     result = _ENV_PATTERN.sub(replace, data)
-    return yaml.safe_load(result) if result != data and _ENV_PATTERN.fullmatch(data) else result
+    if not _ENV_PATTERN.fullmatch(data):
+        return result
+    return parse_value(result, f"{where} (from {data})", "quote the value inside the variable, e.g. '\"...\"'")
+
+
+def _path_text(path: tuple) -> str:
+    text = ""
+    for key in path:
+        text = _join(text, key)
+    return text
 
 
 def _join(path: str, key: Any) -> str:
@@ -168,7 +223,8 @@ def parse_override(text: str) -> tuple[list[str | int], Any]:
         tokens.append(int(index) if index else (int(name) if name.isdigit() else name))
     if not tokens:
         raise ConfigError([f"--set {text!r}: empty key path"])
-    return tokens, yaml.safe_load(raw_value) if raw_value.strip() else ""
+    value = parse_value(raw_value, f"--set {text!r}", "quote it, e.g. --set 'key=\"a: b\"'") if raw_value.strip() else ""
+    return tokens, value
 
 
 def apply_override(data: dict[str, Any], text: str) -> None:
@@ -211,8 +267,8 @@ def resolve_config(
     for text in overrides:
         apply_override(data, text)
     problems: list[str] = []
-    used_env: dict[str, str] = {}
-    data = substitute_env(data, "", problems, used_env)
+    templates: dict[tuple, str] = {}
+    data = substitute_env(data, (), problems, templates)
     if problems:
         raise ConfigError(problems, source)
     try:
@@ -225,7 +281,7 @@ def resolve_config(
     _check_unique_ids(stages, problems)
     if problems:
         raise ConfigError(problems, source)
-    return ResolvedConfig(run=run, stages=[s for s in stages if s is not None], raw=data, env=used_env)
+    return ResolvedConfig(run=run, stages=[s for s in stages if s is not None], raw=data, templates=templates)
 
 
 def _resolve_stage(index: int, entry: StageEntry, registry: Registry, problems: list[str]) -> ResolvedStage | None:
@@ -294,14 +350,26 @@ def _pydantic_problems(exc: ValidationError, prefix: str) -> list[str]:
 
 
 def dump_config(config: ResolvedConfig) -> str:
-    """The resolved config as YAML, with every stage's params including defaults."""
+    """The resolved config as YAML, with every stage's params including defaults.
+
+    Values that came from ``${VAR}`` references are written back as the reference, at
+    their own path only: they may be secrets, and text replacement would corrupt other values.
+    """
     data = config.run.model_dump(mode="json", exclude={"stages"})
     data["stages"] = [
         {"stage": s.name, "id": s.id, **s.params.model_dump(mode="json")} for s in config.stages
     ]
-    text = yaml.safe_dump(data, sort_keys=False)
-    # Values read from the environment may be secrets: write the variable, not the value.
-    for name, value in sorted(config.env.items(), key=lambda kv: -len(kv[1])):
-        if value:
-            text = text.replace(value, f"${{{name}}}")
-    return text
+    for path, template in config.templates.items():
+        _put(data, path, template)
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def _put(data: Any, path: tuple, value: Any) -> None:
+    node = data
+    for key in path[:-1]:
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            return
+    if isinstance(node, dict) or (isinstance(node, list) and isinstance(path[-1], int) and path[-1] < len(node)):
+        node[path[-1]] = value

@@ -26,6 +26,18 @@ def current_run_dir() -> Path | None:
     return _RUN_DIR.get()
 
 
+_ATTEMPT: contextvars.ContextVar[int] = contextvars.ContextVar("reasonrl_attempt", default=1)
+
+
+def current_attempt() -> int:
+    """Which invocation of the run is executing (1, 2, ... as counted in ``attempts.jsonl``).
+
+    Trackers that append to a file stamp rows with it, so a resumed stage's rows can be told
+    from the rows of the attempt it resumed.
+    """
+    return _ATTEMPT.get()
+
+
 @dataclass(frozen=True)
 class Verdict:
     """A rejection filter's decision on one candidate trace."""
@@ -125,6 +137,8 @@ class StageContext:
     registry: Any
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
     trackers: list[Any] = field(default_factory=list)
+    # sha256 of the stage's config and inputs: checkpoints store it, a resume checks it
+    fingerprint: str = ""
 
     def build(self, ref: Any) -> Any:
         """Build a component from a ``{name, params}`` reference of the config."""

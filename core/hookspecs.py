@@ -13,8 +13,10 @@ manager loads, passing a ``register`` callable bound to that plugin and kind::
   (defaults to an empty model that forbids unknown keys).
 - ``summary``: one line shown by ``reasonrl plugins``.
 
-The hook returns nothing. Registering a name twice in one kind raises
-:class:`reasonrl.core.registry.DuplicateComponentError` naming both plugins.
+The hook returns nothing. A name registered twice in one kind is a conflict: both
+claims are listed by ``reasonrl plugins``, and building that name raises
+:class:`reasonrl.core.registry.DuplicateComponentError` naming both plugins. A hook
+that raises withdraws its plugin's components; the other plugins still load.
 The built component must satisfy the kind's contract in :mod:`reasonrl.core.contracts`.
 """
 

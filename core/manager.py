@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from reasonrl.core import hookspecs
 from reasonrl.core.hookspecs import KINDS, PROJECT
-from reasonrl.core.registry import ComponentInfo, NoParams, Registry
+from reasonrl.core.registry import ComponentInfo, DuplicateComponentError, NoParams, Registry
 
 DEFAULT_PLUGINS = (
     "reasonrl.plugins.register",
@@ -86,10 +86,22 @@ _packages: dict[str, str] = {}
 
 
 def fill_registry(pm: pluggy.PluginManager, registry: Registry) -> None:
-    """Call every ``register_<kind>`` hook, one plugin at a time, to record origins."""
+    """Call every ``register_<kind>`` hook, one plugin at a time, to record origins.
+
+    A plugin whose hook raises is reported like one that failed to import: its
+    components are withdrawn and the other plugins still load. A name two plugins
+    register is a conflict: both stay listed, and only configs naming it fail.
+    """
     for plugin_name, plugin in pm.list_name_plugin():
-        if plugin is not None:  # None: blocked
+        if plugin is None:  # blocked
+            continue
+        try:
             _register_components(pm, registry, plugin_name, plugin)
+        except Exception as exc:  # one broken plugin must not take the CLI down
+            registry.remove_plugin(plugin_name)
+            package = _packages.get(plugin_name, "?")
+            registry.failed_plugins[plugin_name] = (f"its register hook raised {type(exc).__name__}: {exc} "
+                                                    f"(package {package})")
 
 
 def _register_components(pm: pluggy.PluginManager, registry: Registry, name: str, plugin: object) -> None:
@@ -141,6 +153,9 @@ def register_plugin(plugin: types.ModuleType | object, name: str, package: str =
     _packages[name] = package
     try:
         _register_components(pm, registry, name, plugin)
+        clashes = [key for key, claims in registry.conflicts.items() if any(c.plugin == name for c in claims)]
+        if clashes:
+            raise DuplicateComponentError(registry.conflict_message(*clashes[0]))
     except Exception:
         unregister_plugin(name)
         raise

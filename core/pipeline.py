@@ -3,24 +3,40 @@
 A stage is finished when its marker file exists; the marker is written atomically
 after the stage returns, so a crash mid-stage leaves no marker and the next run
 repeats (or resumes) that stage while skipping the finished ones.
+
+Every stage has a fingerprint: its resolved config, the run seed and the output ids of
+the earlier stages it names (its inputs). A finished stage is skipped only when its
+marker holds the same fingerprint; otherwise the run stops and says how to go on, so
+an edited config never skips or resumes silently. ``--force STAGE`` reruns that stage
+from scratch, and every later stage that takes it as an input, directly or not.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
+import json
+import os
 import platform
+import shutil
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Iterable
 
-from reasonrl.core.config import ResolvedConfig, dump_config
-from reasonrl.core.contracts import _RUN_DIR, StageContext
+from reasonrl.core.config import ResolvedConfig, ResolvedStage, dump_config
+from reasonrl.core.contracts import _ATTEMPT, _RUN_DIR, StageContext
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.io import atomic_write_json, atomic_write_text, read_json
 from reasonrl.core.registry import Registry
 
 MARKER = "stage_done.json"
+ATTEMPTS = "attempts.jsonl"
+
+
+class StaleStageError(ReasonRLError):
+    """A finished stage's marker was made by another config than the one given now."""
 
 
 def run_pipeline(
@@ -34,39 +50,155 @@ def run_pipeline(
         from reasonrl.core.manager import get_registry
 
         registry = get_registry()
-    force = set(force)
-    ids = [stage.id for stage in config.stages]
-    unknown = force - set(ids)
-    if unknown:
-        raise ReasonRLError(f"--force {sorted(unknown)}: no such stage id; this config's stages are {ids}")
     run_dir = config.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
+    plan = plan_stages(config, force)
+    for folder in [run_dir] + [run_dir / s for s, action in plan.items() if action != "skip"]:
+        if folder.exists() or folder == run_dir:
+            check_writable(folder)
+    attempt = _record_attempt(run_dir, plan)
     atomic_write_text(run_dir / "config.resolved.yaml", dump_config(config))
     atomic_write_json(run_dir / "versions.json", environment_versions())
     trackers = [registry.build("trackers", ref.name, ref.params) for ref in config.run.trackers]
+    tokens = [_RUN_DIR.set(run_dir), _ATTEMPT.set(attempt)]
     for tracker in trackers:
         tracker.open(run_dir)
     outputs: dict[str, dict[str, Any]] = {}
-    token = _RUN_DIR.set(run_dir)
     try:
         for index, stage in enumerate(config.stages):
-            outputs[stage.id] = _run_stage(config, index, stage, force, registry, trackers, outputs, echo)
+            runner = StageRunner(config, registry, trackers, echo, attempt)
+            outputs[stage.id] = runner.run(index, stage, plan[stage.id], outputs)
     finally:
-        _RUN_DIR.reset(token)
+        _ATTEMPT.reset(tokens[1])
+        _RUN_DIR.reset(tokens[0])
         for tracker in trackers:
             tracker.close()
     return outputs
 
 
-def _run_stage(config, index, stage, force, registry, trackers, outputs, echo) -> dict[str, Any]:
-    stage_dir = config.run_dir / stage.id
+# ---------------------------------------------------------------- planning
+
+
+def stage_inputs(config: ResolvedConfig) -> dict[str, list[str]]:
+    """The earlier stages each stage names in its params: by id, or by a path under an id."""
+    inputs: dict[str, list[str]] = {}
+    earlier: list[str] = []
+    for stage in config.stages:
+        values = set(_strings(stage.params.model_dump(mode="json")))
+        inputs[stage.id] = [s for s in earlier if s in values or any(v.startswith(f"{s}/") for v in values)]
+        earlier.append(stage.id)
+    return inputs
+
+
+def _strings(value: Any):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _strings(item)
+
+
+def plan_stages(config: ResolvedConfig, force: Iterable[str] = ()) -> dict[str, str]:
+    """stage id -> "skip", "run" (fresh or resume) or "fresh" (start over: forced or stale).
+
+    Raises StaleStageError, before any work, when a finished stage was made by another
+    config; the message lists every such stage and the two ways on.
+    """
+    force = set(force)
+    ids = [stage.id for stage in config.stages]
+    unknown = force - set(ids)
+    if unknown:
+        raise ReasonRLError(f"--force {sorted(unknown)}: no such stage id; this config's stages are {ids}")
+    inputs = stage_inputs(config)
+    plan: dict[str, str] = {}
+    stale: list[str] = []
+    for stage in config.stages:
+        rerun_inputs = [s for s in inputs[stage.id] if plan[s] != "skip"]
+        marker = _read_marker(config.run_dir / stage.id)
+        if stage.id in force or rerun_inputs:
+            plan[stage.id] = "fresh"
+        elif marker is None:
+            plan[stage.id] = "run"
+        elif marker.get("fingerprint") == stage_fingerprint(config, stage, inputs[stage.id]):
+            plan[stage.id] = "skip"
+        else:
+            plan[stage.id] = "stale"
+            stale.append(stage.id)
+    if stale:
+        raise StaleStageError(_stale_message(config, stale))
+    return plan
+
+
+def _stale_message(config: ResolvedConfig, stale: list[str]) -> str:
+    forces = " ".join(f"--force {s}" for s in stale)
+    return (f"stage(s) {stale} of run {config.run_dir} finished earlier with another config (or other inputs) "
+            f"than the one given now; nothing was skipped or rerun. To rerun them (and the stages that use "
+            f"them) here, add {forces}; to keep that run, give this config a new run_name "
+            f"(e.g. --set run_name={config.run.run_name}_2).")
+
+
+def stage_fingerprint(config: ResolvedConfig, stage: ResolvedStage, inputs: list[str]) -> str:
+    """sha256 of what decides a stage's outputs: its name and params, the seed, its inputs' output ids."""
+    input_ids = {s: (_read_marker(config.run_dir / s) or {}).get("output_id") for s in inputs}
+    payload = {"stage": stage.name, "params": stage.params.model_dump(mode="json"), "seed": config.run.seed,
+               "inputs": input_ids}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _read_marker(stage_dir: Path) -> dict[str, Any] | None:
     marker = stage_dir / MARKER
-    if marker.exists() and stage.id not in force:
-        echo(f"[{index + 1}/{len(config.stages)}] {stage.id}: finished earlier, skipped ({marker})")
-        return read_json(marker)["summary"]
-    marker.unlink(missing_ok=True)
-    stage_dir.mkdir(parents=True, exist_ok=True)
-    echo(f"[{index + 1}/{len(config.stages)}] {stage.id} ({stage.name}) -> {stage_dir}")
+    return read_json(marker) if marker.exists() else None
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before any work when ``folder`` cannot take new files (not after hours of training)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-probe-{uuid.uuid4().hex[:8]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ReasonRLError(f"output folder {folder} is not writable ({exc.strerror or exc}); fix its permissions "
+                            f"or set output_dir to a writable folder. Nothing was run.") from None
+
+
+def _record_attempt(run_dir: Path, plan: dict[str, str]) -> int:
+    """Number this invocation; metric rows carry it, so a resumed stage's rows can be told apart."""
+    log = run_dir / ATTEMPTS
+    attempt = 1 + (len(log.read_text().splitlines()) if log.exists() else 0)
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"attempt": attempt, "time": time.time(), "plan": plan}) + "\n")
+    return attempt
+
+
+# ---------------------------------------------------------------- running
+
+
+class StageRunner:
+    def __init__(self, config: ResolvedConfig, registry: Registry, trackers, echo, attempt: int) -> None:
+        self.config, self.registry, self.trackers, self.echo, self.attempt = config, registry, trackers, echo, attempt
+
+    def run(self, index: int, stage: ResolvedStage, action: str, outputs) -> dict[str, Any]:
+        stage_dir = self.config.run_dir / stage.id
+        where = f"[{index + 1}/{len(self.config.stages)}] {stage.id}"
+        if action == "skip":
+            self.echo(f"{where}: finished earlier with this config, skipped ({stage_dir / MARKER})")
+            return read_json(stage_dir / MARKER)["summary"]
+        if action == "fresh" and stage_dir.exists():
+            self.echo(f"{where}: starting over (forced, or an input stage was rerun); removing {stage_dir}")
+            shutil.rmtree(stage_dir)
+        (stage_dir / MARKER).unlink(missing_ok=True)
+        check_writable(stage_dir)
+        self.echo(f"{where} ({stage.name}) -> {stage_dir}")
+        fingerprint = stage_fingerprint(self.config, stage, stage_inputs(self.config)[stage.id])
+        return run_stage(self.config, stage, self.registry, self.trackers, outputs, fingerprint, self.echo)
+
+
+def run_stage(config, stage, registry, trackers, outputs, fingerprint: str, echo=print) -> dict[str, Any]:
+    """Build and run one stage, then mark it done with its fingerprint and a fresh output id."""
+    stage_dir = config.run_dir / stage.id
     component = registry.build("stages", stage.name, stage.params)
     context = StageContext(
         run_dir=config.run_dir,
@@ -76,11 +208,15 @@ def _run_stage(config, index, stage, force, registry, trackers, outputs, echo) -
         registry=registry,
         outputs=outputs,
         trackers=trackers,
+        fingerprint=fingerprint,
     )
     started = time.perf_counter()
     summary = component.run(context) or {}
     seconds = time.perf_counter() - started
-    atomic_write_json(marker, {"stage": stage.name, "id": stage.id, "seconds": seconds, "summary": summary})
+    atomic_write_json(stage_dir / MARKER, {
+        "stage": stage.name, "id": stage.id, "seconds": seconds, "summary": summary,
+        "fingerprint": fingerprint, "output_id": uuid.uuid4().hex, "attempt": _ATTEMPT.get(),
+    })
     echo(f"    done in {seconds:.1f}s")
     return summary
 
@@ -91,4 +227,18 @@ def environment_versions() -> dict[str, Any]:
         name = dist.metadata["Name"]
         if name:
             packages[name] = dist.version
-    return {"python": sys.version, "platform": platform.platform(), "packages": dict(sorted(packages.items()))}
+    return {"python": sys.version, "platform": platform.platform(), "threads": thread_settings(),
+            "packages": dict(sorted(packages.items()))}
+
+
+def thread_settings() -> dict[str, Any]:
+    """Results depend on how many threads torch reduces over, so runs record it."""
+    settings: dict[str, Any] = {name: os.environ.get(name) for name in
+                                ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    settings["cpu_count"] = os.cpu_count()
+    try:
+        import torch  # a stage imports it anyway; the core only asks when a run starts
+    except ImportError:
+        return settings
+    settings.update(torch_threads=torch.get_num_threads(), torch_interop_threads=torch.get_num_interop_threads())
+    return settings

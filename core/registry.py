@@ -56,25 +56,42 @@ class ComponentInfo:
 class Registry:
     def __init__(self) -> None:
         self._entries: dict[str, dict[str, ComponentInfo]] = {kind: {} for kind in KINDS}
-        # plugin name -> error text, for plugins that failed to import
+        # plugin name -> error text, for plugins that failed to import or to register
         self.failed_plugins: dict[str, str] = {}
+        # (kind, name) -> every claim, for names more than one plugin registered
+        self.conflicts: dict[tuple[str, str], list[ComponentInfo]] = {}
 
     def add(self, info: ComponentInfo) -> None:
+        """Record a component. A name already taken (by another plugin) becomes a conflict:
+        both claims are kept for listing, and building that name fails with the reason."""
         self._check_kind(info.kind)
+        key = (info.kind, info.name)
         existing = self._entries[info.kind].get(info.name)
+        if existing is None and key not in self.conflicts:
+            self._entries[info.kind][info.name] = info
+            return
         if existing is not None:
-            raise DuplicateComponentError(
-                f"{info.kind} name {info.name!r} is registered twice: by plugin "
-                f"{existing.plugin!r} ({existing.package}) and by plugin {info.plugin!r} "
-                f"({info.package}). Rename one, or disable a plugin with "
-                f"REASONRL_DISABLE_PLUGINS={info.plugin}."
-            )
-        self._entries[info.kind][info.name] = info
+            del self._entries[info.kind][info.name]
+            self.conflicts[key] = [existing]
+        self.conflicts[key].append(info)
+
+    def conflict_message(self, kind: str, name: str) -> str:
+        claims = self.conflicts[(kind, name)]
+        who = " and ".join(f"plugin {c.plugin!r} ({c.package})" for c in claims)
+        return (f"{kind} name {name!r} is registered by more than one plugin: {who}. Rename one, or disable "
+                f"one with REASONRL_DISABLE_PLUGINS={claims[-1].plugin}.")
 
     def remove_plugin(self, plugin: str) -> None:
         for entries in self._entries.values():
             for name in [n for n, info in entries.items() if info.plugin == plugin]:
                 del entries[name]
+        for key, claims in list(self.conflicts.items()):
+            rest = [c for c in claims if c.plugin != plugin]
+            if len(rest) == len(claims):
+                continue
+            del self.conflicts[key]
+            for claim in rest:
+                self.add(claim)
 
     def names(self, kind: str) -> list[str]:
         self._check_kind(kind)
@@ -85,6 +102,8 @@ class Registry:
 
     def get(self, kind: str, name: str) -> ComponentInfo:
         self._check_kind(kind)
+        if (kind, name) in self.conflicts:
+            raise DuplicateComponentError(self.conflict_message(kind, name))
         try:
             return self._entries[kind][name]
         except KeyError:

@@ -6,7 +6,6 @@ score is smooth (a reward with a gradient signal between 0 and 1) and determinis
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from concurrent.futures import ThreadPoolExecutor
@@ -69,14 +68,14 @@ class HFJudge:
 
 class OpenAICompatibleJudge:
     """One-token chat completion with ``logprobs``; falls back to the answer text when the
-    endpoint returns no log-probabilities. Same retries, key handling and disk cache as the
+    endpoint returns no log-probabilities. Same client, key handling and disk cache as the
     ``openai_compatible`` teacher."""
 
     def __init__(self, params) -> None:
         from reasonrl.plugins.teachers import OpenAICompatibleTeacher
 
         self.params = params
-        self.client = OpenAICompatibleTeacher(params)
+        self.teacher = OpenAICompatibleTeacher(params)
 
     def probability_yes(self, prompts: Sequence[str]) -> list[float]:
         with ThreadPoolExecutor(max_workers=self.params.max_concurrency) as pool:
@@ -84,16 +83,30 @@ class OpenAICompatibleJudge:
 
     def judge_one(self, prompt: str) -> float:
         from reasonrl.core.io import atomic_write_json
+        from reasonrl.plugins.teachers import request_key
 
-        body = self.client.request_body(prompt)
+        body = self.teacher.request_body(prompt)
         body.update(max_tokens=1, temperature=0.0, logprobs=True, top_logprobs=self.params.top_logprobs)
-        key = hashlib.sha256(json.dumps([self.params.base_url, body], sort_keys=True).encode()).hexdigest()
-        cached = self.client.cache / f"judge-{key}.json"
+        cached = self.teacher.cache / f"judge-{request_key(self.params.base_url, body)}.json"
         if cached.exists():
             return json.loads(cached.read_text())["p_yes"]
-        p_yes = p_yes_from_reply(self.client.post_with_retries(body))
+        p_yes = p_yes_from_reply(self.teacher.client.post(body, validate=require_answer))
         atomic_write_json(cached, {"p_yes": p_yes})
         return p_yes
+
+
+def require_answer(reply: dict) -> None:
+    """A judge reply needs a choice with log-probabilities or answer text (content may be null
+    when only log-probabilities come back)."""
+    from reasonrl.plugins.http_client import InvalidReply
+
+    choices = reply.get("choices") if isinstance(reply, dict) else None
+    if not choices:
+        raise InvalidReply("the reply holds no choices")
+    choice = choices[0]
+    if not (choice.get("logprobs") or {}).get("content") and not isinstance(
+            (choice.get("message") or {}).get("content"), str):
+        raise InvalidReply("the reply has neither log-probabilities nor answer text")
 
 
 def p_yes_from_reply(reply: dict) -> float:

@@ -40,12 +40,17 @@ class RewardError(ReasonRLError):
     pass
 
 
+INVALID = "invalid"
+
+
 def score_samples(reward_fns, combiner, prompts, completions, examples, on_error="raise", invalid_reward=-1.0):
     """Run every reward function, merge components per sample, combine to scalars.
 
     Returns (scalars, components). A function that raises stops the run with its name
     and the failing sample's index, or (``on_error="invalid"``) scores the batch's
-    samples one by one and gives ``invalid_reward`` to the ones that fail.
+    samples one by one and gives ``invalid_reward`` to the ones that fail. Every
+    sample's components then carry ``invalid`` (1.0 or 0.0), added after combining, so
+    metrics count the failures instead of averaging over the samples that worked.
     """
     merged: list[dict[str, float | None]] = [{} for _ in completions]
     invalid = [False] * len(completions)
@@ -56,6 +61,8 @@ def score_samples(reward_fns, combiner, prompts, completions, examples, on_error
             else:
                 merged[index].update(parts)
     scalars = [invalid_reward if bad else combiner.combine(parts) for parts, bad in zip(merged, invalid)]
+    for parts, bad in zip(merged, invalid):
+        parts[INVALID] = float(bad)
     return scalars, merged
 
 

@@ -14,7 +14,7 @@ from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.io import atomic_write_json
 from reasonrl.plugins.models import chat_prompt
 from reasonrl.plugins.params import RLParams
-from reasonrl.plugins.rewards import score_samples
+from reasonrl.plugins.rewards import INVALID, score_samples
 from reasonrl.plugins.rollout import RolloutBatch, completion_logprobs
 from reasonrl.plugins.training import Trainer, seed_all, step_seed
 
@@ -44,7 +44,7 @@ class RLStage(Trainer):
         self.constraint = context.build(self.params.constraint) if self.params.constraint else None
         self.reward_fns = [(ref.name, context.build(ref)) for ref in params.rewards]
         self.combiner = context.build(params.combiner)
-        self.train = self.examples(params.split)
+        self.train = self.examples(params.split, (params.prompt_field,))
         make_extra = (lambda model: {"value_head": ValueHead(model.config.hidden_size)}) \
             if self.optimizer_algo.needs_values else None
         self.setup(context, params.steps, make_extra)
@@ -59,7 +59,7 @@ class RLStage(Trainer):
             bar.update(1)
             self.maybe_checkpoint(step + 1, {"history": history})
         bar.close()
-        self.save_model()
+        self.save_model({"history": history})
         return self._summary(history)
 
     def _history(self) -> list[dict[str, float]]:
@@ -196,7 +196,8 @@ class RLStage(Trainer):
         metrics = {"reward/mean": statistics.fmean(rewards), "reward/std": statistics.pstdev(rewards),
                    "groups/dropped": float(dropped), "groups/kept": float(len(kept))}
         for name in sorted({k for c in components for k in c}):
-            values = [c[name] for c in components if c.get(name) is not None]
+            # a component's mean is over the valid samples it applies to; reward/invalid is their share
+            values = [c[name] for c in components if c.get(name) is not None and (name == INVALID or not c[INVALID])]
             if values:
                 metrics[f"reward/{name}"] = statistics.fmean(values)
         lengths = [float(r.mask[i * self.params.group_size:(i + 1) * self.params.group_size].sum(dim=1).float().mean())

@@ -34,13 +34,17 @@ class SFTStage(Trainer):
     def run(self, context: StageContext) -> dict[str, Any]:
         params = self.params
         self.context = context
-        examples = self.examples(params.split)
-        if not examples:
-            raise ReasonRLError(f"sft stage {context.stage_id!r}: split {params.split!r} is empty")
+        examples = self.examples(params.split, (params.prompt_field,))
+        for index, example in enumerate(examples):
+            if not example.get(params.segments_field) and params.completion_field not in example:
+                raise ReasonRLError(
+                    f"sft stage {context.stage_id!r}: row {index} of split {params.split!r} has neither "
+                    f"{params.completion_field!r} nor {params.segments_field!r}; its fields are {sorted(example)}. "
+                    f"Set completion_field to the field holding the target text.")
         steps = max(1, int(len(examples) * params.epochs / params.batch_size))
         self.setup(context, steps)
         encoded = [self.encode(e) for e in examples]
-        losses = []
+        losses = list(getattr(self, "resumed_state", {}).get("losses", []))
         bar = self.progress("sft")
         for step in range(self.start_step, steps):
             rng = random.Random(step_seed(self.seed, step))
@@ -50,9 +54,9 @@ class SFTStage(Trainer):
             context.log(step + 1, {"loss": loss, "lr": self.scheduler.get_last_lr()[0]})
             bar.set_postfix(loss=f"{loss:.4f}")
             bar.update(1)
-            self.maybe_checkpoint(step + 1)
+            self.maybe_checkpoint(step + 1, {"losses": losses})
         bar.close()
-        self.save_model()
+        self.save_model({"losses": losses})
         return {"steps": steps, "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
                 "model_dir": str(context.stage_dir / "model")}
 
@@ -124,13 +128,13 @@ class LMStage(SFTStage):
     def run(self, context: StageContext) -> dict[str, Any]:
         params = self.params
         self.context = context
-        texts = [e[params.text_field] for e in self.examples(params.split)]
+        texts = [e[params.text_field] for e in self.examples(params.split, (params.text_field,))]
         self.setup(context, params.steps)
         tokens = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
         blocks = pack_sequences(tokens, params.seq_len, self.tokenizer.eos_token_id)
         if not blocks:
             raise ReasonRLError(f"lm stage {context.stage_id!r}: corpus shorter than one block of {params.seq_len} tokens")
-        losses = []
+        losses = list(getattr(self, "resumed_state", {}).get("losses", []))
         bar = self.progress("lm")
         for step in range(self.start_step, params.steps):
             rng = random.Random(step_seed(self.seed, step))
@@ -140,8 +144,8 @@ class LMStage(SFTStage):
             context.log(step + 1, {"loss": loss})
             bar.set_postfix(loss=f"{loss:.4f}")
             bar.update(1)
-            self.maybe_checkpoint(step + 1)
+            self.maybe_checkpoint(step + 1, {"losses": losses})
         bar.close()
-        self.save_model()
+        self.save_model({"losses": losses})
         return {"steps": params.steps, "blocks": len(blocks), "loss_last": losses[-1] if losses else None,
                 "model_dir": str(context.stage_dir / "model")}

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
 
-from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.io import atomic_write_json
+from reasonrl.plugins.http_client import ChatClient
 from reasonrl.plugins.params import HFTeacherParams, OpenAITeacherParams
 
 
@@ -50,10 +46,11 @@ class HFTeacher:
 
 
 class OpenAICompatibleTeacher:
-    """Chat completions over HTTP with retries, backoff, a concurrency limit and a disk cache.
+    """Chat completions over HTTP: ``n`` samples in one request, retries, concurrency, disk cache.
 
     The key is read from ``api_key_env`` at call time and never written anywhere; the
-    cache key is the request without it, so a rerun does not pay twice.
+    cache key is the request without it, so a rerun does not pay twice. Only validated
+    replies are cached.
     """
 
     def __init__(self, params: OpenAITeacherParams) -> None:
@@ -61,12 +58,12 @@ class OpenAICompatibleTeacher:
         from reasonrl.core.assets import cache_dir
 
         self.cache = Path(params.cache_dir) if params.cache_dir else cache_dir() / "teacher"
+        self.client = ChatClient(params.base_url, params.api_key_env, params.timeout_seconds, params.retries,
+                                 params.backoff_seconds)
 
     def generate(self, prompts: Sequence[str], n: int = 1) -> list[list[str]]:
-        jobs = [(p, i) for p in prompts for i in range(n)]
         with ThreadPoolExecutor(max_workers=self.params.max_concurrency) as pool:
-            texts = list(pool.map(lambda job: self.complete(*job), jobs))
-        return [texts[k * n:(k + 1) * n] for k in range(len(prompts))]
+            return list(pool.map(lambda prompt: self.complete(prompt, n), prompts))
 
     def request_body(self, prompt: str) -> dict:
         messages = ([{"role": "system", "content": self.params.system}] if self.params.system else [])
@@ -74,38 +71,19 @@ class OpenAICompatibleTeacher:
         return {"model": self.params.model, "messages": messages, "temperature": self.params.temperature,
                 "max_tokens": self.params.max_tokens}
 
-    def complete(self, prompt: str, sample_index: int) -> str:
-        body = self.request_body(prompt)
-        key = hashlib.sha256(json.dumps([self.params.base_url, body, sample_index], sort_keys=True).encode()).hexdigest()
-        cached = self.cache / f"{key}.json"
+    def complete(self, prompt: str, n: int) -> list[str]:
+        """``n`` samples for one prompt: one request with ``n=``, topped up if the server sends fewer."""
+        body = {**self.request_body(prompt), "n": n}
+        cached = self.cache / f"{request_key(self.params.base_url, body)}.json"
         if cached.exists():
-            return json.loads(cached.read_text())["text"]
-        text = self.post_with_retries(body)["choices"][0]["message"]["content"]
-        atomic_write_json(cached, {"text": text})
-        return text
+            return json.loads(cached.read_text())["texts"]
+        texts: list[str] = []
+        while len(texts) < n:
+            reply = self.client.post({**body, "n": n - len(texts)})
+            texts += [choice["message"]["content"] for choice in reply["choices"]][: n - len(texts)]
+        atomic_write_json(cached, {"texts": texts})
+        return texts
 
-    def post_with_retries(self, body: dict) -> dict:
-        """The endpoint's JSON response to ``body``; transient failures are retried with backoff."""
-        url = self.params.base_url.rstrip("/") + "/chat/completions"
-        headers = {"Content-Type": "application/json"}
-        api_key = os.environ.get(self.params.api_key_env or "", "")
-        if api_key:
-            headers["Authorization"] = f"Bearer {api_key}"
-        last_error = ""
-        for attempt in range(self.params.retries + 1):
-            request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
-            try:
-                with urllib.request.urlopen(request, timeout=self.params.timeout_seconds) as response:
-                    reply = json.loads(response.read())
-                    reply["choices"][0]["message"]  # a reply without a message is retried like a bad one
-                    return reply
-            except urllib.error.HTTPError as exc:
-                last_error = f"HTTP {exc.code}"
-                if exc.code not in (408, 409, 425, 429) and exc.code < 500:
-                    break  # a client error will not fix itself
-            except (urllib.error.URLError, TimeoutError, KeyError, json.JSONDecodeError) as exc:
-                last_error = type(exc).__name__ + (f": {exc.reason}" if hasattr(exc, "reason") else "")
-            if attempt < self.params.retries:
-                time.sleep(self.params.backoff_seconds * (2 ** attempt))
-        raise ReasonRLError(f"endpoint {url} failed after {self.params.retries + 1} tries ({last_error}); "
-                            f"check base_url, the model name and the key in ${self.params.api_key_env}")
+
+def request_key(base_url: str, body: dict) -> str:
+    return hashlib.sha256(json.dumps([base_url, body], sort_keys=True).encode()).hexdigest()

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Mapping
 
+from reasonrl.core.contracts import current_attempt
 from reasonrl.plugins.params import JsonlParams, MlflowParams, TensorboardParams, WandbParams
 
 
 class JsonlTracker:
-    """One JSON object per log call: step, wall time, metrics."""
+    """One JSON object per log call: step, wall time, attempt, metrics.
+
+    The file is append-only. A resumed stage logs its steps after the checkpoint again,
+    under a later ``attempt``; ``read_metrics`` keeps the latest attempt's row per step.
+    """
 
     def __init__(self, params: JsonlParams) -> None:
         self.params = params
@@ -23,13 +29,27 @@ class JsonlTracker:
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
-        self._handle.write(json.dumps({"step": step, "time": time.time(), **clean}) + "\n")
+        row = {"step": step, "time": time.time(), "attempt": current_attempt(), **clean}
+        self._handle.write(json.dumps(row) + "\n")
         self._handle.flush()
 
     def close(self) -> None:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The rows of a ``jsonl`` tracker file, one per (stage, step): a row logged again by a
+    later attempt (a resumed stage replaying steps past its checkpoint) replaces the earlier one."""
+    latest: dict[tuple, dict] = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        names = sorted(k for k in row if k not in ("step", "time", "attempt"))
+        key = (os.path.commonprefix(names).rpartition("/")[0] if len(names) > 1 else names[0], row["step"])
+        if key not in latest or row.get("attempt", 0) >= latest[key].get("attempt", 0):
+            latest[key] = row
+    return sorted(latest.values(), key=lambda r: r["time"])
 
 
 class TensorboardTracker:

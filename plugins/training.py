@@ -119,7 +119,14 @@ class Trainer:
         if not has_checkpoint(self.checkpoint_dir):
             return 0
         state = load_checkpoint(self.checkpoint_dir, self.modules(), self.optimizer, self.scheduler)
+        if state.get("fingerprint") != self.context.fingerprint:
+            raise ReasonRLError(
+                f"stage {self.context.stage_id!r}: the checkpoint in {self.checkpoint_dir} (step {state['step']}) "
+                f"was written under another config or other inputs than the ones given now; resuming would "
+                f"bring the old settings back. Rerun with --force {self.context.stage_id} to start this stage "
+                f"over, or give the config a new run_name.")
         print(f"    resuming {self.context.stage_id} from step {state['step']} ({self.checkpoint_dir})")
+        self.context.log(int(state["step"]), {"resumed_from_step": float(state["step"])})
         self.resumed_state = state
         return int(state["step"])
 
@@ -133,9 +140,13 @@ class Trainer:
     def maybe_checkpoint(self, step: int, state: dict[str, Any] | None = None) -> None:
         every = self.params.checkpoint_every
         # the final step needs no checkpoint: the stage saves its model and marks itself done
-        if every and step % every == 0 and step < self.total_steps and self.accelerator.is_main_process:
+        if every and step % every == 0 and step < self.total_steps:
+            self.checkpoint(step, state)
+
+    def checkpoint(self, step: int, state: dict[str, Any] | None = None) -> None:
+        if self.accelerator.is_main_process:
             save_checkpoint(self.checkpoint_dir, self.modules(), self.optimizer, self.scheduler,
-                            {"step": step, **(state or {})})
+                            {"step": step, "fingerprint": self.context.fingerprint, **(state or {})})
 
     def optimizer_step(self) -> float:
         if self.params.deepspeed is None:  # DeepSpeed clips inside its engine step
@@ -157,14 +168,32 @@ class Trainer:
         if not torch.allclose(gathered, gathered[:1].expand_as(gathered), rtol=1e-6, atol=1e-6):
             raise ReasonRLError(f"data-parallel ranks hold different weights: {gathered.tolist()}")
 
-    def save_model(self) -> Path:
+    def save_model(self, state: dict[str, Any] | None = None) -> Path:
+        """Save the trained model; if that fails, keep the finished training as a checkpoint first.
+
+        ``state`` is what the stage needs to report after a resume (its history)."""
         self.check_ranks_agree()
+        folder = self.context.stage_dir / MODEL_DIR
         if not self.params.save_model:
-            return self.context.stage_dir / MODEL_DIR
+            return folder
         self.accelerator.wait_for_everyone()
         if not self.accelerator.is_main_process:
-            return self.context.stage_dir / MODEL_DIR
-        return save_policy(self.accelerator.unwrap_model(self.model), self.tokenizer, self.context.stage_dir / MODEL_DIR)
+            return folder
+        try:
+            return save_policy(self.accelerator.unwrap_model(self.model), self.tokenizer, folder)
+        except OSError as exc:
+            self._keep_finished_training(state, exc)
+
+    def _keep_finished_training(self, state: dict[str, Any] | None, exc: OSError) -> None:
+        folder = self.context.stage_dir / MODEL_DIR
+        try:
+            self.checkpoint(self.total_steps, state)
+        except OSError:
+            kept = "the final checkpoint could not be written either; the last periodic one is kept"
+        else:
+            kept = f"the trained weights are kept as a checkpoint of step {self.total_steps} in {self.checkpoint_dir}"
+        raise ReasonRLError(f"stage {self.context.stage_id!r}: saving the model to {folder} failed ({exc}); {kept}. "
+                            f"Fix the folder and rerun: the stage resumes and only saves.") from exc
 
     def progress(self, desc: str):
         from tqdm.auto import tqdm
@@ -173,9 +202,22 @@ class Trainer:
                     disable=not (self.params.progress and self.accelerator.is_main_process),
                     dynamic_ncols=True)
 
-    def examples(self, split: str) -> list[dict[str, Any]]:
+    def examples(self, split: str, fields: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        """The dataset's ``split``, checked to be non-empty and to hold ``fields`` in every row."""
+        name = self.params.dataset.name
         dataset = self.context.build(self.params.dataset)
         splits = dataset.splits()
         if split not in splits:
-            raise ReasonRLError(f"dataset {self.params.dataset.name!r} has no split {split!r}; it has {sorted(splits)}")
-        return splits[split]
+            raise ReasonRLError(f"dataset {name!r} has no split {split!r}; it has {sorted(splits)}")
+        rows = splits[split]
+        if not rows:
+            raise ReasonRLError(f"stage {self.context.stage_id!r}: split {split!r} of dataset {name!r} is empty; "
+                                f"check the dataset's params (sizes, paths) or choose another split")
+        for index, row in enumerate(rows):
+            missing = [f for f in fields if f not in row]
+            if missing:
+                raise ReasonRLError(
+                    f"stage {self.context.stage_id!r}: row {index} of split {split!r} of dataset {name!r} has no "
+                    f"field {missing[0]!r}; its fields are {sorted(row)}. Add the field to the data, or name the "
+                    f"field that holds it in the stage's params (e.g. prompt_field).")
+        return rows

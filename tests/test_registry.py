@@ -27,13 +27,18 @@ def info(name, factory=GoodReward, plugin="p1", params=AlphaParams):
     return ComponentInfo("reward_functions", name, factory, params, plugin, "pkg-" + plugin, "summary")
 
 
-def test_duplicate_name_names_both_origins():
+def test_duplicate_name_is_a_conflict_naming_both_origins():
     registry = Registry()
     registry.add(info("rank", plugin="first"))
+    registry.add(info("rank", plugin="second"))
+    registry.add(info("other", plugin="second"))
     with pytest.raises(DuplicateComponentError) as err:
-        registry.add(info("rank", plugin="second"))
+        registry.build("reward_functions", "rank", {})
     assert "'first'" in str(err.value) and "'second'" in str(err.value)
     assert "pkg-first" in str(err.value) and "pkg-second" in str(err.value)
+    assert registry.build("reward_functions", "other", {})([""], ["x"], [{}]) == [{"x": 0.2}]
+    registry.remove_plugin("second")  # the conflict ends with one of its plugins
+    assert registry.get("reward_functions", "rank").plugin == "first"
 
 
 def test_same_name_in_two_kinds_is_fine():

@@ -62,7 +62,7 @@ def test_reward_error_names_function_and_sample_or_scores_invalid():
         score_samples([("boom", boom)], combiner, ["", ""], ["ok", "bad"], [{}, {}])
     scalars, parts = score_samples([("boom", boom)], combiner, ["", ""], ["ok", "bad"], [{}, {}],
                                    on_error="invalid", invalid_reward=-1.0)
-    assert scalars == [1.0, -1.0] and parts[0] == {"x": 1.0}
+    assert scalars == [1.0, -1.0] and parts == [{"x": 1.0, "invalid": 0.0}, {"invalid": 1.0}]
 
 
 def test_sort_task_and_reward():
