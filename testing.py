@@ -4,6 +4,8 @@
   points are not auto-loaded, so the test sees no stray installed plugin.
 - ``register_plugin``: ``register_plugin(module_or_object, name="x")`` adds a throwaway
   plugin for one test and removes it afterwards.
+- ``JsonHandler`` and ``serve_loopback``: a fake HTTP endpoint on 127.0.0.1 (for a
+  teacher or judge that talks to an OpenAI-compatible server).
 
 Example::
 
@@ -13,6 +15,11 @@ Example::
 """
 
 from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -40,3 +47,34 @@ def register_plugin(reasonrl_registry):
     yield register
     for name in added:
         manager.unregister_plugin(name)
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """Base of fake JSON endpoints: ``read_json()`` the request body, ``send_json(data)`` a reply."""
+
+    def read_json(self):
+        return json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+
+    def send_json(self, data, status: int = 200, headers: dict | None = None) -> None:
+        body = json.dumps(data).encode() if data is not None else b""
+        self.send_response(status)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def serve_loopback(handler: type[BaseHTTPRequestHandler], host: str = "127.0.0.1"):
+    """Serve ``handler`` on a free port of ``host`` in a thread; yields the base URL (``.../v1``)."""
+    httpd = ThreadingHTTPServer((host, 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://{host}:{httpd.server_port}/v1"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

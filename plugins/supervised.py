@@ -35,12 +35,7 @@ class SFTStage(Trainer):
         params = self.params
         self.context = context
         examples = self.examples(params.split, (params.prompt_field,))
-        for index, example in enumerate(examples):
-            if not example.get(params.segments_field) and params.completion_field not in example:
-                raise ReasonRLError(
-                    f"sft stage {context.stage_id!r}: row {index} of split {params.split!r} has neither "
-                    f"{params.completion_field!r} nor {params.segments_field!r}; its fields are {sorted(example)}. "
-                    f"Set completion_field to the field holding the target text.")
+        self._check_targets(examples)
         steps = max(1, int(len(examples) * params.epochs / params.batch_size))
         self.setup(context, steps)
         encoded = [self.encode(e) for e in examples]
@@ -59,6 +54,15 @@ class SFTStage(Trainer):
         self.save_model({"losses": losses})
         return {"steps": steps, "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
                 "model_dir": str(context.stage_dir / "model")}
+
+    def _check_targets(self, examples: list[dict[str, Any]]) -> None:
+        p = self.params
+        for index, example in enumerate(examples):
+            if not example.get(p.segments_field) and p.completion_field not in example:
+                raise ReasonRLError(
+                    f"sft stage {self.context.stage_id!r}: row {index} of split {p.split!r} has neither "
+                    f"{p.completion_field!r} nor {p.segments_field!r}; its fields are {sorted(example)}. "
+                    f"Set completion_field to the field holding the target text.")
 
     def encode(self, example: dict[str, Any]) -> tuple[list[int], list[float]]:
         p = self.params

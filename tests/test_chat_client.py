@@ -1,10 +1,7 @@
 """The OpenAI-compatible client shared by the HTTP teacher and judge, against loopback servers."""
 
-import json
-import threading
 import time
 import warnings
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -12,9 +9,10 @@ from reasonrl.core.errors import ReasonRLError
 from reasonrl.plugins.http_client import ChatClient, warn_if_key_in_clear
 from reasonrl.plugins.params import OpenAITeacherParams
 from reasonrl.plugins.teachers import OpenAICompatibleTeacher
+from reasonrl.testing import JsonHandler, serve_loopback
 
 
-class Scripted(BaseHTTPRequestHandler):
+class Scripted(JsonHandler):
     """Answers each POST with the next scripted action; then with n echo choices."""
 
     script: list = []
@@ -22,49 +20,26 @@ class Scripted(BaseHTTPRequestHandler):
     redirect_to = ""
 
     def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self.read_json()
         type(self).seen.append({"auth": self.headers.get("Authorization"), "body": body, "time": time.monotonic()})
         action = type(self).script.pop(0) if type(self).script else "ok"
         if action == "drop":  # close the connection without answering (RemoteDisconnected)
             self.close_connection = True
             self.connection.shutdown(2)
-            return
-        if action == "redirect":
-            self.send_response(307)
-            self.send_header("Location", type(self).redirect_to)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        if isinstance(action, tuple):  # (status, retry_after)
-            self.send_response(action[0])
-            self.send_header("Retry-After", action[1])
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        content = None if action == "null" else f"echo {body['messages'][-1]['content']}"
-        reply = {"choices": [{"message": {"content": content}} for _ in range(body.get("n", 1))]}
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
-def serve(handler, host="127.0.0.1"):
-    httpd = ThreadingHTTPServer((host, 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return httpd
+        elif action == "redirect":
+            self.send_json(None, 307, {"Location": type(self).redirect_to})
+        elif isinstance(action, tuple):  # (status, retry_after)
+            self.send_json(None, action[0], {"Retry-After": action[1]})
+        else:
+            content = None if action == "null" else f"echo {body['messages'][-1]['content']}"
+            self.send_json({"choices": [{"message": {"content": content}} for _ in range(body.get("n", 1))]})
 
 
 @pytest.fixture
 def endpoint():
     handler = type("Handler", (Scripted,), {"script": [], "seen": []})
-    httpd = serve(handler)
-    yield handler, f"http://127.0.0.1:{httpd.server_port}/v1"
-    httpd.shutdown()
+    with serve_loopback(handler) as url:
+        yield handler, url
 
 
 def teacher(url, tmp_path, **extra):
@@ -125,14 +100,12 @@ def test_backoff_is_jittered_and_bounded():
 def test_key_is_not_forwarded_to_another_host_on_redirect(endpoint, tmp_path, monkeypatch):
     handler, url = endpoint
     other = type("Other", (Scripted,), {"script": [], "seen": []})
-    httpd = serve(other)
-    try:
+    with serve_loopback(other) as other_url:
         handler.script = ["redirect"]
-        handler.redirect_to = f"http://localhost:{httpd.server_port}/v1/chat/completions"
+        # same machine, another host name: a different origin for the client
+        handler.redirect_to = other_url.replace("127.0.0.1", "localhost") + "/chat/completions"
         monkeypatch.setenv("TEST_KEY", "sk-secret")
         assert teacher(url, tmp_path, api_key_env="TEST_KEY").generate(["a"]) == [["echo a"]]
-    finally:
-        httpd.shutdown()
     assert handler.seen[0]["auth"] == "Bearer sk-secret"
     assert other.seen[0]["auth"] is None
     assert all("sk-secret" not in p.read_text() for p in (tmp_path / "cache").iterdir())

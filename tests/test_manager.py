@@ -48,15 +48,18 @@ class FakeEntryPoint:
         return self._loader()
 
 
-def _good_plugin():
-    module = types.ModuleType("good_ep")
+def _plugin_registering(module_name, kind, component, summary=""):
+    module = types.ModuleType(module_name)
 
-    @hookimpl
-    def register_reward_functions(register):
-        register("good_reward", lambda p: None, summary="from an entry point")
+    def register_hook(register):
+        register(component, lambda p: None, summary=summary)
 
-    module.register_reward_functions = register_reward_functions
+    setattr(module, f"register_{kind}", hookimpl(register_hook))
     return module
+
+
+def _good_plugin():
+    return _plugin_registering("good_ep", "reward_functions", "good_reward", "from an entry point")
 
 
 def _broken_plugin():
@@ -122,14 +125,7 @@ def _raising_plugin():
 
 
 def _clashing_plugin():
-    module = types.ModuleType("clash_ep")
-
-    @hookimpl
-    def register_policy_optimizers(register):
-        register("dapo", lambda p: None, summary="another dapo")
-
-    module.register_policy_optimizers = register_policy_optimizers
-    return module
+    return _plugin_registering("clash_ep", "policy_optimizers", "dapo", "another dapo")
 
 
 def test_registration_errors_are_isolated(monkeypatch, capsys):

@@ -204,9 +204,10 @@ def test_row_without_the_prompt_field_names_the_row(tmp_path, stage, reasonrl_re
         run_pipeline(jsonl_run(tmp_path, rows, stage), **QUIET)
 
 
-def test_empty_split_in_rl_is_a_clear_error(tmp_path, reasonrl_registry):
+@pytest.mark.parametrize("stage", ["rl", "sft"])
+def test_empty_split_is_a_clear_error(tmp_path, stage, reasonrl_registry):
     with pytest.raises(ReasonRLError, match=r"split 'train' of dataset 'jsonl' is empty"):
-        run_pipeline(jsonl_run(tmp_path, [], "rl"), **QUIET)
+        run_pipeline(jsonl_run(tmp_path, [], stage), **QUIET)
 
 
 def test_invalid_yaml_in_set_or_environment(reasonrl_registry, monkeypatch):

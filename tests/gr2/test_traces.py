@@ -1,7 +1,5 @@
 import json
-import threading
 import types
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
@@ -13,6 +11,7 @@ from reasonrl.gr2_plugins.filters import CitesSid, Top1Match, ValidFormat
 from reasonrl.gr2_plugins.params import CitesSidParams
 from reasonrl.plugins.params import OpenAITeacherParams
 from reasonrl.plugins.teachers import OpenAICompatibleTeacher
+from reasonrl.testing import JsonHandler, serve_loopback
 
 CANDS = [f"<|sid_begin|><s_a_{i}><s_b_1><|sid_end|>" for i in range(3)]
 EXAMPLE = {"prompt": "P", "teacher_prompt": "T", "teacher_prompt_targeted": "T*", "candidates": CANDS, "target_index": 2}
@@ -89,37 +88,25 @@ def test_targeted_mode_shows_the_answer(scripted, tmp_path):
     assert ScriptedTeacher.calls == [["T*"]]
 
 
-class FakeChat(BaseHTTPRequestHandler):
+class FakeChat(JsonHandler):
     failures_left = 0
     seen_auth = []
 
     def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self.read_json()
         FakeChat.seen_auth.append(self.headers.get("Authorization"))
         if FakeChat.failures_left > 0:
             FakeChat.failures_left -= 1
-            self.send_response(503)
-            self.end_headers()
+            self.send_json(None, 503)
             return
         text = "echo: " + body["messages"][-1]["content"]
-        reply = {"choices": [{"message": {"content": text}} for _ in range(body.get("n", 1))]}
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+        self.send_json({"choices": [{"message": {"content": text}} for _ in range(body.get("n", 1))]})
 
 
 @pytest.fixture
 def server():
-    httpd = HTTPServer(("127.0.0.1", 0), FakeChat)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}/v1"
-    httpd.shutdown()
+    with serve_loopback(FakeChat) as url:
+        yield url
 
 
 def test_openai_teacher_retries_caches_and_sends_the_key(server, tmp_path, monkeypatch):

@@ -1,7 +1,5 @@
 import json
 import math
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
@@ -9,6 +7,7 @@ from reasonrl.moderation_plugins.evaluate import aggregate_samples, reliability_
 from reasonrl.moderation_plugins.judges import OpenAICompatibleJudge, p_yes_from_reply, yes_share
 from reasonrl.moderation_plugins.params import OpenAIJudgeParams, RubricJudgeParams
 from reasonrl.moderation_plugins.rewards import RubricJudge, judge_prompt
+from reasonrl.testing import JsonHandler, serve_loopback
 
 LABELS = ["ham", "spam"]
 EX = {"content": "WIN A PRIZE now, send your bank details", "label": "spam", "labels": LABELS, "task": "spam_email"}
@@ -73,35 +72,21 @@ def test_hf_judge_matches_a_direct_next_token_computation():
     assert all(0 < s < 1 for s in scores)
 
 
-class FakeEndpoint(BaseHTTPRequestHandler):
+class FakeEndpoint(JsonHandler):
     bodies = []
 
     def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        FakeEndpoint.bodies.append(body)
+        FakeEndpoint.bodies.append(self.read_json())
         top = [{"token": "yes", "logprob": math.log(0.4)}, {"token": "no", "logprob": math.log(0.1)}]
-        data = json.dumps({"choices": [{"message": {"content": "yes"},
-                                        "logprobs": {"content": [{"top_logprobs": top}]}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+        self.send_json({"choices": [{"message": {"content": "yes"}, "logprobs": {"content": [{"top_logprobs": top}]}}]})
 
 
 def test_openai_judge_asks_for_one_token_with_logprobs_and_caches(tmp_path):
-    httpd = HTTPServer(("127.0.0.1", 0), FakeEndpoint)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        params = OpenAIJudgeParams(base_url=f"http://127.0.0.1:{httpd.server_port}/v1", model="judge",
-                                   api_key_env=None, cache_dir=str(tmp_path))
+    with serve_loopback(FakeEndpoint) as url:
+        params = OpenAIJudgeParams(base_url=url, model="judge", api_key_env=None, cache_dir=str(tmp_path))
         judge = OpenAICompatibleJudge(params)
         assert judge.probability_yes(["q1", "q2"]) == pytest.approx([0.8, 0.8])
         assert judge.probability_yes(["q1"]) == pytest.approx([0.8])
-    finally:
-        httpd.shutdown()
     assert len(FakeEndpoint.bodies) == 2  # the repeat came from the disk cache
     body = FakeEndpoint.bodies[0]
     assert body["max_tokens"] == 1 and body["logprobs"] is True and body["temperature"] == 0.0
