@@ -99,7 +99,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     conflicted = [c for claims in registry.conflicts.values() for c in claims]
     infos = [i for i in registry.all() + conflicted if args.kind in (None, i.kind)]
     rows = [
-        {"kind": i.kind, "name": i.name, "plugin": i.plugin, "package": i.package,
+        {"kind": i.kind, "name": i.name, "plugin": i.plugin, "package": i.package, "where": i.where,
          "summary": ("CONFLICT: " if i in conflicted else "") + i.summary}
         for i in infos
     ]

@@ -292,7 +292,7 @@ def _resolve_stage(index: int, entry: StageEntry, registry: Registry, problems: 
         problems.append(f"{path}.stage: {exc}")
         return None
     try:
-        params = info.params.model_validate(entry.model_extra or {})
+        params = info.params_model().model_validate(entry.model_extra or {})
     except ValidationError as exc:
         problems.extend(_pydantic_problems(exc, path))
         return None

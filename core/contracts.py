@@ -8,9 +8,12 @@ component against its kind's contract and names the missing methods.
 from __future__ import annotations
 
 import contextvars
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence, runtime_checkable
+
+if TYPE_CHECKING:  # the core imports no torch; the annotations name its types as strings
+    import torch
 
 RewardComponents = dict[str, "float | None"]
 
@@ -46,13 +49,74 @@ class Verdict:
     reason: str = ""
 
 
+@dataclass
+class Rollouts:
+    """What a rollout engine returns: G completions for each of P prompts, flattened
+    prompt-major (N = P * G). Tensors are on the device of the model that sampled them."""
+
+    prompt_ids: "list[torch.Tensor]"  # P unpadded prompt token ids (long)
+    completion_ids: "torch.Tensor"  # [N, T] long, right-padded
+    mask: "torch.Tensor"  # [N, T] 1 on generated tokens (eos included)
+    logprobs: "torch.Tensor"  # [N, T] float: log-prob of each sampled token, under the distribution it was drawn from
+    truncated: "torch.Tensor"  # [N] bool: hit max_new_tokens without eos or a stop string
+    texts: list[str]  # N decoded completions
+    group_size: int
+
+    @property
+    def groups(self) -> "torch.Tensor":
+        import torch
+
+        return torch.arange(len(self.prompt_ids), device=self.completion_ids.device).repeat_interleave(self.group_size)
+
+
+@dataclass
+class RolloutBatch:
+    """What a policy optimizer sees. ``num_sequences`` and ``total_tokens`` are totals of the
+    whole batch, also inside a micro-batch, so micro-batch losses sum to the batch loss."""
+
+    prompt_ids: "list[torch.Tensor]"
+    completion_ids: "torch.Tensor"  # [N, T]
+    mask: "torch.Tensor"  # [N, T] 1 on trained tokens
+    old_logprobs: "torch.Tensor"  # [N, T] from the rollout
+    rewards: "torch.Tensor"  # [N] float
+    groups: "torch.Tensor"  # [N] group index of each sample
+    truncated: "torch.Tensor"  # [N] bool
+    group_size: int
+    ref_logprobs: "torch.Tensor | None" = None  # [N, T], when the optimizer needs a reference
+    old_values: "torch.Tensor | None" = None  # [N, T], when it needs values
+    advantages: "torch.Tensor | None" = None  # [N, T], set by ``PolicyOptimizer.prepare``
+    returns: "torch.Tensor | None" = None  # [N, T], value targets (PPO)
+    num_sequences: int = 0
+    total_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        self.num_sequences = self.num_sequences or self.completion_ids.shape[0]
+        self.total_tokens = self.total_tokens or int(self.mask.sum())
+
+    def prompt_slice(self, start: int, stop: int) -> "RolloutBatch":
+        """Prompts [start, stop) with their G completions; totals stay the full batch's."""
+        rows = slice(start * self.group_size, stop * self.group_size)
+        tensors = ("completion_ids", "mask", "old_logprobs", "rewards", "groups", "truncated", "ref_logprobs",
+                   "old_values", "advantages", "returns")
+        sliced = {name: None if getattr(self, name) is None else getattr(self, name)[rows] for name in tensors}
+        return replace(self, prompt_ids=self.prompt_ids[start:stop], **sliced)
+
+
 @runtime_checkable
 class ItemTokenizer(Protocol):
+    """Semantic IDs for items. After ``fit``, ``codes`` holds every fitted item's code
+    tuple (row i = item i, after collision handling) and ``vocabulary()`` the special
+    tokens those codes need in a student's vocabulary."""
+
+    codes: Any  # [items, levels] integer array
+
     def fit(self, embeddings: Any) -> "ItemTokenizer": ...
 
     def encode(self, embeddings: Any) -> Any: ...
 
     def tokens(self, codes: Any) -> list[str]: ...
+
+    def vocabulary(self) -> list[str]: ...
 
     def report(self) -> dict[str, Any]: ...
 
@@ -82,11 +146,13 @@ class RejectionFilter(Protocol):
 
 @runtime_checkable
 class PolicyOptimizer(Protocol):
-    """Advantages from a rollout batch, then a differentiable loss.
+    """Prepares a rollout batch (advantages, and whatever else its loss needs), then gives
+    a differentiable loss.
 
     Attributes read by the trainer: ``needs_reference`` (load a frozen reference
-    model), ``needs_values`` (attach a value head) and ``keep_group(rewards)``
-    (dynamic sampling: whether a group enters the batch).
+    model and fill ``batch.ref_logprobs``), ``needs_values`` (attach a value head and
+    fill ``batch.old_values``) and ``keep_group(rewards)`` (dynamic sampling: whether a
+    group enters the batch). ``prepare`` returns a new batch and leaves its input as it was.
     """
 
     needs_reference: bool
@@ -94,9 +160,10 @@ class PolicyOptimizer(Protocol):
 
     def keep_group(self, rewards: Sequence[float]) -> bool: ...
 
-    def advantages(self, batch: Any) -> Any: ...
+    def prepare(self, batch: RolloutBatch) -> RolloutBatch: ...
 
-    def loss(self, batch: Any, new_logprobs: Any, **extra: Any) -> tuple[Any, dict[str, float]]: ...
+    def loss(self, batch: RolloutBatch, new_logprobs: "torch.Tensor", ref_logprobs: "torch.Tensor | None" = None,
+             values: "torch.Tensor | None" = None) -> "tuple[torch.Tensor, dict[str, float]]": ...
 
 
 @runtime_checkable
@@ -118,7 +185,18 @@ class Dataset(Protocol):
 
 @runtime_checkable
 class RolloutEngine(Protocol):
-    def generate(self, model: Any, tokenizer: Any, prompts: Sequence[str], group_size: int) -> Any: ...
+    """Samples ``group_size`` completions per prompt from the policy being trained.
+
+    ``temperature`` is the sampling temperature: the trainer scores tokens at the same
+    temperature so that old and new log-probs are of one distribution. ``generator``
+    seeds the sampling (resumed runs replay it); ``constraints`` holds one rule per
+    prompt from a :class:`DecodingConstraint` (None: unconstrained).
+    """
+
+    temperature: float
+
+    def generate(self, model: Any, tokenizer: Any, prompts: Sequence[str], group_size: int,
+                 generator: Any = None, constraints: Sequence[Any] | None = None) -> Rollouts: ...
 
 
 @runtime_checkable

@@ -22,6 +22,8 @@ The built component must satisfy the kind's contract in :mod:`reasonrl.core.cont
 
 from __future__ import annotations
 
+from typing import Any, Callable, Protocol
+
 import pluggy
 
 PROJECT = "reasonrl"
@@ -48,19 +50,29 @@ KINDS = {
 }
 
 
+class Register(Protocol):
+    """The callback every ``register_<kind>`` hook receives, bound to its plugin and kind.
+
+    ``factory`` and ``params`` may be ``"module.path:Attribute"`` strings, imported only
+    when the component is built or its params are validated."""
+
+    def __call__(self, name: str, factory: Callable[..., Any] | str, params: type | str = ...,
+                 summary: str = "") -> None: ...
+
+
 @hookspec
-def register_item_tokenizers(register):
+def register_item_tokenizers(register: Register) -> None:
     """Register item tokenizers (semantic-ID builders such as ``rq_kmeans``).
 
     Called once at load time. The built component satisfies
-    :class:`~reasonrl.core.contracts.ItemTokenizer`: ``fit(embeddings)`` learns codes,
-    ``encode(embeddings) -> codes``, ``tokens(codes) -> strings`` and ``report()``
-    gives uniqueness and per-level usage.
+    :class:`~reasonrl.core.contracts.ItemTokenizer`: ``fit(embeddings)`` learns codes (then in ``codes``),
+    ``encode(embeddings) -> codes``, ``tokens(codes) -> strings``, ``vocabulary()`` (the
+    special tokens a student needs) and ``report()`` (uniqueness, per-level usage).
     """
 
 
 @hookspec
-def register_teacher_generators(register):
+def register_teacher_generators(register: Register) -> None:
     """Register teacher generators (local HF model, OpenAI-compatible endpoint, vLLM).
 
     Called once at load time. The built component satisfies
@@ -70,7 +82,7 @@ def register_teacher_generators(register):
 
 
 @hookspec
-def register_rejection_filters(register):
+def register_rejection_filters(register: Register) -> None:
     """Register rejection filters that keep or drop teacher traces.
 
     Called once at load time. The built component satisfies
@@ -80,18 +92,19 @@ def register_rejection_filters(register):
 
 
 @hookspec
-def register_policy_optimizers(register):
+def register_policy_optimizers(register: Register) -> None:
     """Register policy optimizers (``grpo``, ``dr_grpo``, ``dapo``, ``ppo``...).
 
     Called once at load time. The built component satisfies
-    :class:`~reasonrl.core.contracts.PolicyOptimizer`: ``advantages(batch)`` from a
-    rollout batch, then ``loss(batch, new_logprobs)``; the trainer never branches on
-    the optimizer's name.
+    :class:`~reasonrl.core.contracts.PolicyOptimizer`: ``prepare(batch)`` returns a
+    new :class:`~reasonrl.core.contracts.RolloutBatch` with advantages (the input is left
+    as it was), then ``loss(batch, new_logprobs)``; the trainer never branches on the
+    optimizer's name.
     """
 
 
 @hookspec
-def register_reward_functions(register):
+def register_reward_functions(register: Register) -> None:
     """Register reward functions.
 
     Called once at load time. The built component satisfies
@@ -102,7 +115,7 @@ def register_reward_functions(register):
 
 
 @hookspec
-def register_reward_combiners(register):
+def register_reward_combiners(register: Register) -> None:
     """Register reward combiners that turn named components into one scalar.
 
     Called once at load time. The built component satisfies
@@ -112,7 +125,7 @@ def register_reward_combiners(register):
 
 
 @hookspec
-def register_datasets(register):
+def register_datasets(register: Register) -> None:
     """Register datasets.
 
     Called once at load time. The built component satisfies
@@ -122,18 +135,19 @@ def register_datasets(register):
 
 
 @hookspec
-def register_rollout_engines(register):
+def register_rollout_engines(register: Register) -> None:
     """Register rollout engines (``hf``, ``vllm``).
 
     Called once at load time. The built component satisfies
     :class:`~reasonrl.core.contracts.RolloutEngine`:
-    ``generate(model, tokenizer, prompts, group_size) -> Rollouts`` with token ids
-    and per-token logprobs of the sampled tokens.
+    ``generate(model, tokenizer, prompts, group_size, generator=None, constraints=None)
+    -> Rollouts`` with token ids and per-token logprobs of the sampled tokens, and a
+    ``temperature`` attribute the trainer scores at.
     """
 
 
 @hookspec
-def register_metrics(register):
+def register_metrics(register: Register) -> None:
     """Register evaluation metrics.
 
     Called once at load time. The built component satisfies
@@ -143,7 +157,7 @@ def register_metrics(register):
 
 
 @hookspec
-def register_stages(register):
+def register_stages(register: Register) -> None:
     """Register pipeline stages (``lm``, ``sft``, ``rl``, ``evaluate``...).
 
     Called once at load time. The built component satisfies
@@ -153,7 +167,7 @@ def register_stages(register):
 
 
 @hookspec
-def register_trackers(register):
+def register_trackers(register: Register) -> None:
     """Register metric trackers (``jsonl``, ``tensorboard``...).
 
     Called once at load time. The built component satisfies
@@ -163,7 +177,7 @@ def register_trackers(register):
 
 
 @hookspec
-def register_judges(register):
+def register_judges(register: Register) -> None:
     """Register LLM judges that score texts against a yes/no rubric question.
 
     Called once at load time. The built component satisfies
@@ -173,7 +187,7 @@ def register_judges(register):
 
 
 @hookspec
-def register_decoding_constraints(register):
+def register_decoding_constraints(register: Register) -> None:
     """Register decoding constraints (``sid_trie``: only real items' semantic IDs).
 
     Called once at load time. The built component satisfies
@@ -183,7 +197,7 @@ def register_decoding_constraints(register):
 
 
 @hookspec
-def register_commands(register):
+def register_commands(register: Register) -> None:
     """Register extra ``reasonrl`` subcommands (``reasonrl rerank``...).
 
     Called once at load time. The built component satisfies

@@ -115,7 +115,7 @@ def _registrar(registry: Registry, kind: str, plugin: str, package: str) -> Call
     def register(
         name: str,
         factory: Callable[..., Any] | str,
-        params: type[BaseModel] = NoParams,
+        params: type[BaseModel] | str = NoParams,
         summary: str = "",
     ) -> None:
         registry.add(ComponentInfo(kind, name, factory, params, plugin, package, summary or _summary(factory)))

@@ -33,22 +33,36 @@ class ComponentInfo:
     kind: str
     name: str
     factory: Callable[..., Any] | str
-    params: type[BaseModel]
+    params: type[BaseModel] | str
     plugin: str
     package: str
     summary: str
 
     def resolve_factory(self) -> Callable[..., Any]:
-        if callable(self.factory):
+        return self._load(self.factory)
+
+    def params_model(self) -> type[BaseModel]:
+        """The params model; a ``"module:Class"`` string is imported on first use."""
+        return self._load(self.params)
+
+    @property
+    def where(self) -> str:
+        """``module:attribute`` of the factory: from a component's name to its file in one hop."""
+        if isinstance(self.factory, str):
             return self.factory
-        module_name, _, attr = self.factory.partition(":")
+        return f"{self.factory.__module__}:{getattr(self.factory, '__qualname__', type(self.factory).__name__)}"
+
+    def _load(self, target: Any) -> Any:
+        if not isinstance(target, str):
+            return target
+        module_name, _, attr = target.partition(":")
         try:
             module = importlib.import_module(module_name)
             return getattr(module, attr)
         except (ImportError, AttributeError) as exc:
             raise ReasonRLError(
                 f"{self.kind[:-1]} {self.name!r} from plugin {self.plugin!r} points at "
-                f"{self.factory!r}, which cannot be loaded: {exc}. Install the missing "
+                f"{target!r}, which cannot be loaded: {exc}. Install the missing "
                 f"dependency or fix the plugin's register call."
             ) from exc
 
@@ -110,10 +124,10 @@ class Registry:
             raise UnknownComponentError(self._unknown_message(kind, name)) from None
 
     def validate_params(self, kind: str, name: str, params: Mapping[str, Any] | BaseModel | None) -> BaseModel:
-        info = self.get(kind, name)
-        if isinstance(params, info.params):
+        model = self.get(kind, name).params_model()
+        if isinstance(params, model):
             return params
-        return info.params.model_validate(dict(params or {}))
+        return model.model_validate(dict(params or {}))
 
     def build(self, kind: str, name: str, params: Mapping[str, Any] | BaseModel | None = None) -> Any:
         """Validate params and call the factory; check the result against the contract."""

@@ -176,6 +176,7 @@ class _SemanticIds:
     """Shared reporting, token strings and collision handling of both tokenizers."""
 
     params: SemanticIdParams
+    codes: np.ndarray | None = None  # [items, levels] after fit, collisions resolved
 
     def _finish(self, raw: np.ndarray, residuals: np.ndarray, last_centroids: np.ndarray) -> None:
         self.raw_codes = raw

@@ -8,10 +8,12 @@ loss exactly, whatever the gradient-accumulation split.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
 
+from reasonrl.core.contracts import RolloutBatch
 from reasonrl.plugins.params import DAPOParams, DrGRPOParams, GRPOParams, PPOParams
 
 
@@ -23,7 +25,7 @@ def group_advantages(rewards: torch.Tensor, groups: torch.Tensor, scale_by_std: 
     """
     rewards = rewards.float()
     _, inverse = torch.unique(groups, return_inverse=True)
-    count = torch.zeros(int(inverse.max()) + 1).index_add_(0, inverse, torch.ones_like(rewards))
+    count = torch.zeros(int(inverse.max()) + 1, device=rewards.device).index_add_(0, inverse, torch.ones_like(rewards))
     mean = torch.zeros_like(count).index_add_(0, inverse, rewards) / count
     centered = rewards - mean[inverse]
     if not scale_by_std:
@@ -74,7 +76,7 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     """GAE over the valid tokens of each row: delta_t = r_t + gamma V_{t+1} - V_t,
     A_t = delta_t + gamma lam A_{t+1}; V after the last valid token is 0. Returns (A, A + V)."""
     advantages = torch.zeros_like(values)
-    next_value = torch.zeros(values.shape[0], dtype=values.dtype)
+    next_value = torch.zeros(values.shape[0], dtype=values.dtype, device=values.device)
     next_advantage = torch.zeros_like(next_value)
     for t in reversed(range(values.shape[1])):
         valid = mask[:, t] > 0
@@ -103,80 +105,78 @@ def _mean_kl(kl: torch.Tensor, mask: torch.Tensor) -> float:
 
 
 # ---------------------------------------------------------------- optimizers
-class GRPO:
-    """Group-normalised advantages, clipped ratio, per-sequence mean, optional KL."""
+@dataclass(frozen=True)
+class ClipRange:
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class KLTerm:
+    beta: float = 0.0
+    estimator: str = "k3"
+
+
+class GroupPolicyOptimizer:
+    """The GRPO family, composed from parts: group-relative advantages (with or without
+    std scaling), a clip range, a loss aggregation and an optional KL term; plus DAPO's
+    dynamic sampling and truncated-sample masking. ``grpo``, ``dr_grpo`` and ``dapo`` are
+    this class with different parts."""
 
     needs_values = False
-    aggregation = "sequence"
 
-    def __init__(self, params: GRPOParams) -> None:
+    def __init__(self, params, *, scale_by_std: bool, std_eps: float, clip: ClipRange, aggregation: str,
+                 kl: KLTerm = KLTerm(), constant_length: int = 1, dynamic_sampling: bool = False,
+                 mask_truncated: bool = False) -> None:
         self.params = params
-        self.needs_reference = params.beta > 0
+        self.scale_by_std, self.std_eps, self.clip, self.aggregation = scale_by_std, std_eps, clip, aggregation
+        self.kl, self.constant_length = kl, constant_length
+        self.dynamic_sampling, self.mask_truncated = dynamic_sampling, mask_truncated
+        self.needs_reference = kl.beta > 0
 
     def keep_group(self, rewards: Sequence[float]) -> bool:
-        return True
+        return not self.dynamic_sampling or max(rewards) - min(rewards) > 1e-9
 
-    def sequence_advantages(self, batch) -> torch.Tensor:
-        return group_advantages(batch.rewards, batch.groups, self.params.scale_rewards, self.params.std_eps)
-
-    def advantages(self, batch) -> torch.Tensor:
-        return self.sequence_advantages(batch)[:, None] * batch.mask
-
-    def _clip_range(self) -> tuple[float, float]:
-        return self.params.epsilon, self.params.epsilon
-
-    def _constant_length(self) -> int:
-        return 1
+    def prepare(self, batch: RolloutBatch) -> RolloutBatch:
+        mask = batch.mask
+        if self.mask_truncated:
+            mask = mask * (~batch.truncated)[:, None].to(mask.dtype)
+        advantages = group_advantages(batch.rewards, batch.groups, self.scale_by_std, self.std_eps)[:, None] * mask
+        return replace(batch, mask=mask, total_tokens=int(mask.sum()), advantages=advantages)
 
     def loss(self, batch, new_logprobs, ref_logprobs=None, values=None):
         mask = batch.mask
-        token_loss, clipped = clipped_token_loss(new_logprobs, batch.old_logprobs, batch.advantages, *self._clip_range())
+        token_loss, clipped = clipped_token_loss(new_logprobs, batch.old_logprobs, batch.advantages,
+                                                 self.clip.low, self.clip.high)
         stats = _stats(token_loss, mask, clipped)
-        beta = getattr(self.params, "beta", 0.0)
-        if beta > 0:
-            kl = kl_penalty(new_logprobs, ref_logprobs, self.params.kl_estimator)
-            token_loss = token_loss + beta * kl
+        if self.kl.beta > 0:
+            kl = kl_penalty(new_logprobs, ref_logprobs, self.kl.estimator)
+            token_loss = token_loss + self.kl.beta * kl
             stats["kl"] = _mean_kl(kl, mask)
         loss = aggregate(token_loss, mask, self.aggregation, batch.num_sequences, batch.total_tokens,
-                         self._constant_length())
+                         self.constant_length)
         return loss, stats
 
 
-class DrGRPO(GRPO):
+def grpo(params: GRPOParams) -> GroupPolicyOptimizer:
+    """Group-normalised advantages, clipped ratio, per-sequence mean, optional KL."""
+    return GroupPolicyOptimizer(params, scale_by_std=params.scale_rewards, std_eps=params.std_eps,
+                                clip=ClipRange(params.epsilon, params.epsilon), aggregation="sequence",
+                                kl=KLTerm(params.beta, params.kl_estimator))
+
+
+def dr_grpo(params: DrGRPOParams) -> GroupPolicyOptimizer:
     """GRPO without std scaling and without per-sequence length normalisation."""
-
-    aggregation = "constant"
-
-    def sequence_advantages(self, batch) -> torch.Tensor:
-        return group_advantages(batch.rewards, batch.groups, scale_by_std=False)
-
-    def _constant_length(self) -> int:
-        return self.params.max_completion_length
+    return GroupPolicyOptimizer(params, scale_by_std=False, std_eps=1e-6, clip=ClipRange(params.epsilon, params.epsilon),
+                                aggregation="constant", kl=KLTerm(params.beta, params.kl_estimator),
+                                constant_length=params.max_completion_length)
 
 
-class DAPO(GRPO):
+def dapo(params: DAPOParams) -> GroupPolicyOptimizer:
     """Clip-higher, token-level loss, dynamic sampling, optional truncated-sample masking."""
-
-    aggregation = "token"
-    needs_reference = False
-
-    def __init__(self, params: DAPOParams) -> None:
-        self.params = params
-
-    def keep_group(self, rewards: Sequence[float]) -> bool:
-        return not self.params.dynamic_sampling or max(rewards) - min(rewards) > 1e-9
-
-    def sequence_advantages(self, batch) -> torch.Tensor:
-        return group_advantages(batch.rewards, batch.groups, scale_by_std=True, eps=self.params.std_eps)
-
-    def advantages(self, batch) -> torch.Tensor:
-        if self.params.mask_truncated:
-            batch.mask = batch.mask * (~batch.truncated)[:, None].to(batch.mask.dtype)
-            batch.total_tokens = int(batch.mask.sum())
-        return super().advantages(batch)
-
-    def _clip_range(self) -> tuple[float, float]:
-        return self.params.epsilon_low, self.params.epsilon_high
+    return GroupPolicyOptimizer(params, scale_by_std=True, std_eps=params.std_eps,
+                                clip=ClipRange(params.epsilon_low, params.epsilon_high), aggregation="token",
+                                dynamic_sampling=params.dynamic_sampling, mask_truncated=params.mask_truncated)
 
 
 class PPO:
@@ -191,11 +191,12 @@ class PPO:
     def keep_group(self, rewards: Sequence[float]) -> bool:
         return True
 
-    def advantages(self, batch) -> torch.Tensor:
+    def prepare(self, batch: RolloutBatch) -> RolloutBatch:
         token_rewards = terminal_rewards(batch.rewards, batch.mask)
         advantages, returns = gae(token_rewards, batch.old_values, batch.mask, self.params.gamma, self.params.lam)
-        batch.returns = returns
-        return whiten(advantages, batch.mask) if self.params.whiten_advantages else advantages
+        if self.params.whiten_advantages:
+            advantages = whiten(advantages, batch.mask)
+        return replace(batch, advantages=advantages, returns=returns)
 
     def loss(self, batch, new_logprobs, ref_logprobs=None, values=None):
         mask = batch.mask
@@ -212,7 +213,7 @@ class PPO:
 
 def terminal_rewards(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Place each sequence's scalar reward on its last valid token."""
-    token_rewards = torch.zeros(mask.shape, dtype=torch.float32)
+    token_rewards = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
     lengths = mask.sum(dim=1).long()
     rows = torch.nonzero(lengths > 0).flatten()
     token_rewards[rows, lengths[rows] - 1] = rewards[rows].float()

@@ -40,11 +40,11 @@ def register_reward_functions(register):
 
 @hookimpl
 def register_policy_optimizers(register):
-    register("grpo", f"{P}.optimizers:GRPO", params=p.GRPOParams,
+    register("grpo", f"{P}.optimizers:grpo", params=p.GRPOParams,
              summary="group-normalised advantages, clipped ratio, optional KL (k1/k3)")
-    register("dr_grpo", f"{P}.optimizers:DrGRPO", params=p.DrGRPOParams,
+    register("dr_grpo", f"{P}.optimizers:dr_grpo", params=p.DrGRPOParams,
              summary="GRPO without std scaling and per-sequence length normalisation")
-    register("dapo", f"{P}.optimizers:DAPO", params=p.DAPOParams,
+    register("dapo", f"{P}.optimizers:dapo", params=p.DAPOParams,
              summary="clip-higher, token-level loss, dynamic sampling, truncation mask")
     register("ppo", f"{P}.optimizers:PPO", params=p.PPOParams,
              summary="value head, GAE, clipped policy and value losses")

@@ -15,7 +15,8 @@ from reasonrl.core.io import atomic_write_json
 from reasonrl.plugins.models import chat_prompt
 from reasonrl.plugins.params import RLParams
 from reasonrl.plugins.rewards import INVALID, score_samples
-from reasonrl.plugins.rollout import RolloutBatch, completion_logprobs
+from reasonrl.core.contracts import RolloutBatch
+from reasonrl.plugins.rollout import completion_logprobs
 from reasonrl.plugins.training import Trainer, seed_all, step_seed
 
 
@@ -81,7 +82,7 @@ class RLStage(Trainer):
         if batch is None:  # every group was filtered out: nothing to learn from this step
             return {**info, "loss": 0.0, "step_seconds": time.perf_counter() - started}
         self._score_old(batch)
-        batch.advantages = self.optimizer_algo.advantages(batch)
+        batch = self.optimizer_algo.prepare(batch)
         stats: dict[str, float] = {}
         for _ in range(self.params.updates_per_batch):
             loss, stats = self._update(batch)
@@ -150,7 +151,7 @@ class RLStage(Trainer):
     def _forward(self, batch: RolloutBatch, model, with_values: bool):
         return completion_logprobs(
             model, batch.prompt_ids, batch.completion_ids, batch.group_size, self._pad_id(),
-            temperature=self.engine.params.temperature,
+            temperature=self.engine.temperature,
             value_head=self.extra.get("value_head") if with_values else None,
         )
 

@@ -9,66 +9,13 @@ from __future__ import annotations
 
 import copy
 import inspect
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
+from reasonrl.core.contracts import RolloutBatch, Rollouts  # noqa: F401  (re-exported for engines)
 from reasonrl.plugins.params import SamplingParams
-
-
-@dataclass
-class Rollouts:
-    """G completions for each of P prompts, flattened prompt-major (N = P * G)."""
-
-    prompt_ids: list[torch.Tensor]  # P unpadded prompt token ids
-    completion_ids: torch.Tensor  # [N, T] right-padded
-    mask: torch.Tensor  # [N, T] 1 on generated tokens (eos included)
-    logprobs: torch.Tensor  # [N, T] log-prob of each sampled token when sampled
-    truncated: torch.Tensor  # [N] bool: hit max_new_tokens without eos/stop
-    texts: list[str]
-    group_size: int
-
-    @property
-    def groups(self) -> torch.Tensor:
-        return torch.arange(len(self.prompt_ids)).repeat_interleave(self.group_size)
-
-
-@dataclass
-class RolloutBatch:
-    """What an optimizer sees. Totals are over the whole batch, also in a micro-batch."""
-
-    prompt_ids: list[torch.Tensor]
-    completion_ids: torch.Tensor
-    mask: torch.Tensor
-    old_logprobs: torch.Tensor
-    rewards: torch.Tensor
-    groups: torch.Tensor
-    truncated: torch.Tensor
-    group_size: int
-    ref_logprobs: torch.Tensor | None = None
-    old_values: torch.Tensor | None = None
-    advantages: torch.Tensor | None = None
-    returns: torch.Tensor | None = None
-    num_sequences: int = 0
-    total_tokens: int = 0
-
-    def __post_init__(self) -> None:
-        self.num_sequences = self.num_sequences or self.completion_ids.shape[0]
-        self.total_tokens = self.total_tokens or int(self.mask.sum())
-
-    def prompt_slice(self, start: int, stop: int) -> "RolloutBatch":
-        """Prompts [start, stop) with their G completions; totals stay the full batch's."""
-        rows = slice(start * self.group_size, stop * self.group_size)
-        pick = lambda t: None if t is None else t[rows]  # noqa: E731
-        return RolloutBatch(
-            prompt_ids=self.prompt_ids[start:stop], completion_ids=self.completion_ids[rows], mask=self.mask[rows],
-            old_logprobs=self.old_logprobs[rows], rewards=self.rewards[rows], groups=self.groups[rows],
-            truncated=self.truncated[rows], group_size=self.group_size, ref_logprobs=pick(self.ref_logprobs),
-            old_values=pick(self.old_values), advantages=pick(self.advantages), returns=pick(self.returns),
-            num_sequences=self.num_sequences, total_tokens=self.total_tokens,
-        )
 
 
 def left_pad(sequences: Sequence[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,6 +95,10 @@ class HFRolloutEngine:
 
     def __init__(self, params: SamplingParams) -> None:
         self.params = params
+
+    @property
+    def temperature(self) -> float:
+        return self.params.temperature
 
     @torch.no_grad()
     def generate(self, model, tokenizer, prompts: Sequence[str], group_size: int, generator=None,

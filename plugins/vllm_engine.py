@@ -16,7 +16,7 @@ import torch
 
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.plugins.params import VLLMParams
-from reasonrl.plugins.rollout import Rollouts
+from reasonrl.core.contracts import Rollouts
 
 
 class VLLMRolloutEngine:
@@ -26,6 +26,10 @@ class VLLMRolloutEngine:
         self.params = params
         self._llm = None
         self._scratch = None
+
+    @property
+    def temperature(self) -> float:
+        return self.params.temperature
 
     def _engine(self, model, tokenizer):
         if self._llm is not None:

@@ -1,3 +1,4 @@
+import importlib
 import json
 import subprocess
 import sys
@@ -13,8 +14,16 @@ ROOT = Path(__file__).parents[1]
 def test_plugins_json_has_exactly_the_documented_keys(reasonrl_registry, capsys):
     assert main(["plugins", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert rows and all(set(r) == {"kind", "name", "plugin", "package", "summary"} for r in rows)
-    assert {"kind": "policy_optimizers", "name": "dapo"}.items() <= next(r for r in rows if r["name"] == "dapo").items()
+    assert rows and all(set(r) == {"kind", "name", "plugin", "package", "where", "summary"} for r in rows)
+    dapo = next(r for r in rows if r["name"] == "dapo")
+    assert {"kind": "policy_optimizers", "name": "dapo", "where": "reasonrl.plugins.optimizers:dapo"}.items() <= dapo.items()
+    module, _, attribute = dapo["where"].partition(":")
+    assert callable(getattr(importlib.import_module(module), attribute))  # one hop from the name to the code
+
+
+def test_unknown_kind_is_an_error(reasonrl_registry, capsys):
+    assert main(["plugins", "--kind", "rewards"]) == 2
+    assert "unknown component kind 'rewards'" in capsys.readouterr().err
 
 
 def test_plugins_table_and_kind_filter(reasonrl_registry, capsys):

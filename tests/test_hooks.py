@@ -12,8 +12,13 @@ from reasonrl.core.hookspecs import KINDS
 
 
 class Tok:
+    codes = [[0]]
+
     def fit(self, embeddings):
         return self
+
+    def vocabulary(self):
+        return ["<a_0>"]
 
     def encode(self, embeddings):
         return [[0]]
@@ -42,7 +47,7 @@ class Optim:
     def keep_group(self, rewards):
         return True
 
-    def advantages(self, batch):
+    def prepare(self, batch):
         return batch
 
     def loss(self, batch, new_logprobs, **extra):
@@ -65,7 +70,9 @@ class Data:
 
 
 class Engine:
-    def generate(self, model, tokenizer, prompts, group_size):
+    temperature = 1.0
+
+    def generate(self, model, tokenizer, prompts, group_size, generator=None, constraints=None):
         return None
 
 

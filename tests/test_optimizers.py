@@ -5,11 +5,9 @@ import math
 import pytest
 import torch
 
+from reasonrl.core.contracts import RolloutBatch
 from reasonrl.plugins.optimizers import (
-    DAPO,
-    GRPO,
     PPO,
-    DrGRPO,
     aggregate,
     clipped_token_loss,
     gae,
@@ -17,8 +15,10 @@ from reasonrl.plugins.optimizers import (
     kl_penalty,
     terminal_rewards,
 )
+from reasonrl.plugins.optimizers import dapo as DAPO
+from reasonrl.plugins.optimizers import dr_grpo as DrGRPO
+from reasonrl.plugins.optimizers import grpo as GRPO
 from reasonrl.plugins.params import DAPOParams, DrGRPOParams, GRPOParams, PPOParams
-from reasonrl.plugins.rollout import RolloutBatch
 
 
 def batch(rewards, mask, groups=None, group_size=2, old=None):
@@ -88,17 +88,17 @@ def test_grpo_dr_grpo_dapo_end_to_end_numbers():
     b = batch([1.0, 0.0], [[1, 1], [1, 0]])
     new = torch.log(torch.tensor([[1.5, 1.0], [1.0, 1.0]]))
     grpo = GRPO(GRPOParams())
-    b.advantages = grpo.advantages(b)
+    b = grpo.prepare(b)
     assert b.advantages.flatten().tolist() == pytest.approx([1, 1, -1, 0], abs=1e-5)
     loss, stats = grpo.loss(b, new)
     # tokens: -1.2, -1 | +1 ; sequence means: -1.1, 1.0 -> mean -0.05
     assert loss.item() == pytest.approx(-0.05, abs=1e-5)
     assert stats["clip_fraction"] == pytest.approx(1 / 3)
     dapo = DAPO(DAPOParams())
-    b.advantages = dapo.advantages(b)
+    b = dapo.prepare(b)
     assert dapo.loss(b, new)[0].item() == pytest.approx((-1.28 - 1 + 1) / 3, abs=1e-5)
     dr = DrGRPO(DrGRPOParams(max_completion_length=4))
-    b.advantages = dr.advantages(b)  # no std: +-0.5
+    b = dr.prepare(b)  # no std: +-0.5
     assert dr.loss(b, new)[0].item() == pytest.approx((-0.6 - 0.5 + 0.5) / (2 * 4), abs=1e-5)
 
 
@@ -107,7 +107,7 @@ def test_grpo_kl_term_and_reference_need():
     grpo = GRPO(GRPOParams(beta=0.1, kl_estimator="k1"))
     assert grpo.needs_reference
     b = batch([1.0, 1.0], [[1], [1]])
-    b.advantages = grpo.advantages(b)  # all equal -> 0
+    b = grpo.prepare(b)  # all equal -> 0
     new = torch.log(torch.tensor([[0.5], [0.5]]))
     ref = torch.log(torch.tensor([[0.25], [0.25]]))
     loss, stats = grpo.loss(b, new, ref_logprobs=ref)
@@ -120,8 +120,9 @@ def test_dapo_dynamic_sampling_and_truncation_mask():
     assert DAPO(DAPOParams(dynamic_sampling=False)).keep_group([1.0, 1.0])
     b = batch([1.0, 0.0], [[1, 1], [1, 1]])
     b.truncated = torch.tensor([False, True])
-    b.advantages = dapo.advantages(b)
-    assert b.mask.tolist() == [[1, 1], [0, 0]] and b.total_tokens == 2
+    prepared = dapo.prepare(b)
+    assert prepared.mask.tolist() == [[1, 1], [0, 0]] and prepared.total_tokens == 2
+    assert b.mask.tolist() == [[1, 1], [1, 1]] and b.advantages is None  # the input batch is left as it was
 
 
 def test_micro_batch_losses_sum_to_the_full_batch_loss():
@@ -130,7 +131,7 @@ def test_micro_batch_losses_sum_to_the_full_batch_loss():
     b = batch(torch.rand(8).tolist(), mask.tolist(), group_size=2, old=torch.randn(8, 5) * 0.1)
     new = torch.randn(8, 5) * 0.1
     for algo in (GRPO(GRPOParams()), DAPO(DAPOParams()), DrGRPO(DrGRPOParams(max_completion_length=5))):
-        b.advantages = algo.advantages(b)
+        b = algo.prepare(b)
         full = algo.loss(b, new)[0]
         parts = sum(algo.loss(b.prompt_slice(i, i + 1), new[2 * i:2 * i + 2])[0] for i in range(4))
         assert parts.item() == pytest.approx(full.item(), abs=1e-6)
@@ -140,7 +141,7 @@ def test_ppo_losses_by_hand():
     ppo = PPO(PPOParams(gamma=1.0, lam=1.0, whiten_advantages=False, value_coef=0.5))
     b = batch([1.0], [[1, 1]], group_size=1)
     b.old_values = torch.tensor([[0.2, 0.4]])
-    b.advantages = ppo.advantages(b)
+    b = ppo.prepare(b)
     # lam = gamma = 1: A_t = R - V_t -> [0.8, 0.6]; returns = [1, 1]
     assert b.advantages.tolist()[0] == pytest.approx([0.8, 0.6])
     assert b.returns.tolist()[0] == pytest.approx([1.0, 1.0])
