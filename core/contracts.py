@@ -118,7 +118,10 @@ class ItemTokenizer(Protocol):
 
     def vocabulary(self) -> list[str]: ...
 
-    def report(self) -> dict[str, Any]: ...
+    def report(self) -> dict[str, Any]:
+        """At least ``uniqueness`` (share of items whose code no other item has); any other
+        JSON-able numbers (raw uniqueness before collision handling, per-level usage) are kept."""
+        ...
 
 
 @runtime_checkable

@@ -48,7 +48,7 @@ class GR2Prepare:
         out = context.stage_dir
         summary: dict[str, Any] = {"dataset": p.dataset, "users": len(splits), "items": len(catalog),
                                    "sid_uniqueness": sid_report["uniqueness"],
-                                   "sid_uniqueness_raw": sid_report["uniqueness_raw"]}
+                                   "sid_uniqueness_raw": sid_report.get("uniqueness_raw")}
         rng = random.Random(p.seed)
         for split, triples in split_examples(splits, p.train_targets_per_user).items():
             examples, coverage = self.build_examples(triples, knn, items)
