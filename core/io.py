@@ -33,5 +33,10 @@ def atomic_write_json(path: str | Path, data: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def atomic_write_jsonl(path: str | Path, rows: Any) -> Path:
+    """One JSON object per line (UTF-8, not ASCII-escaped), written atomically."""
+    return atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())

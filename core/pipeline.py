@@ -194,29 +194,25 @@ class StageRunner:
         check_writable(stage_dir)
         self.echo(f"{where} ({stage.name}) -> {stage_dir}")
         fingerprint = stage_fingerprint(self.config, stage, stage_inputs(self.config)[stage.id])
-        return run_stage(self.config, stage, self.registry, self.trackers, outputs, fingerprint, self.echo)
+        context = StageContext(run_dir=self.config.run_dir, stage_dir=stage_dir, stage_id=stage.id,
+                               seed=self.config.run.seed, registry=self.registry, outputs=outputs,
+                               trackers=self.trackers, fingerprint=fingerprint)
+        return run_stage(context, stage.name, stage.params, self.echo)
 
 
-def run_stage(config, stage, registry, trackers, outputs, fingerprint: str, echo=print) -> dict[str, Any]:
-    """Build and run one stage, then mark it done with its fingerprint and a fresh output id."""
-    stage_dir = config.run_dir / stage.id
-    component = registry.build("stages", stage.name, stage.params)
-    context = StageContext(
-        run_dir=config.run_dir,
-        stage_dir=stage_dir,
-        stage_id=stage.id,
-        seed=config.run.seed,
-        registry=registry,
-        outputs=outputs,
-        trackers=trackers,
-        fingerprint=fingerprint,
-    )
+def run_stage(context: StageContext, name: str, params: Any, echo=print) -> dict[str, Any]:
+    """Build the registered stage ``name`` with ``params``, run it in ``context.stage_dir``, then
+    mark it done (atomically) with the context's fingerprint and a fresh output id.
+
+    Stages that run stages of their own (a study's rungs) call this too, so every marker
+    has the same fields."""
+    component = context.registry.build("stages", name, params)
     started = time.perf_counter()
     summary = component.run(context) or {}
     seconds = time.perf_counter() - started
-    atomic_write_json(stage_dir / MARKER, {
-        "stage": stage.name, "id": stage.id, "seconds": seconds, "summary": summary,
-        "fingerprint": fingerprint, "output_id": uuid.uuid4().hex, "attempt": _ATTEMPT.get(),
+    atomic_write_json(context.stage_dir / MARKER, {
+        "stage": name, "id": context.stage_id, "seconds": seconds, "summary": summary,
+        "fingerprint": context.fingerprint, "output_id": uuid.uuid4().hex, "attempt": _ATTEMPT.get(),
     })
     echo(f"    done in {seconds:.1f}s")
     return summary

@@ -6,11 +6,11 @@ from collections import Counter
 from typing import Any
 
 from reasonrl.core.contracts import StageContext
-from reasonrl.core.io import atomic_write_json, atomic_write_text, read_json
+from reasonrl.core.io import read_json
 from reasonrl.gr2_plugins.metrics import bootstrap_interval, identity_copy_rate, ndcg_at, rank_of, ranking_metrics
 from reasonrl.gr2_plugins.params import GR2EvaluateParams, Variant
 from reasonrl.gr2_plugins.parsing import parse_ranking
-from reasonrl.plugins.evaluation import bar_plot, write_outputs
+from reasonrl.plugins.evaluation import evaluation_examples, report_table, write_outputs, write_report
 
 COLUMNS = ["recall@1", "recall@3", "recall@5", "ndcg@3", "ndcg@5", "ndcg@10"]
 
@@ -39,13 +39,11 @@ def score_variant(examples: list[dict], outputs: list[str] | None, samples: int)
 
 
 def markdown_table(title: str, rows: dict[str, dict[str, Any]], n: int) -> str:
-    header = ["variant", *COLUMNS, "NDCG@5 95% CI", "copies input", "parse failures"]
-    lines = [f"### {title} ({n} test lists)", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-    for name, m in rows.items():
-        lo, hi = m["ndcg@5_ci95"]
-        lines.append(f"| {name} | " + " | ".join(f"{m[c]:.4f}" for c in COLUMNS) +
-                     f" | [{lo:.3f}, {hi:.3f}] | {m['identity_copy_rate']:.2f} | {m['parse_failure_rate']:.2f} |")
-    return "\n".join(lines)
+    header = [*COLUMNS, "NDCG@5 95% CI", "copies input", "parse failures"]
+    cells = {name: [f"{m[c]:.4f}" for c in COLUMNS] + [
+        "[{:.3f}, {:.3f}]".format(*m["ndcg@5_ci95"]), f"{m['identity_copy_rate']:.2f}", f"{m['parse_failure_rate']:.2f}"]
+        for name, m in rows.items()}
+    return report_table(title, f"{n} test lists", header, cells)
 
 
 def trace_lines(traces: dict[str, dict[str, Any]]) -> str:
@@ -61,7 +59,7 @@ class GR2Evaluate:
 
     def run(self, context: StageContext) -> dict[str, Any]:
         p = self.params
-        examples = context.build(p.dataset).splits()[p.split][: p.max_examples]
+        examples = evaluation_examples(context, p.dataset, p.split, p.max_examples)
         rows = {}
         for variant in p.variants:
             outputs = None if variant.stage is None else self.generate(context, variant, examples)
@@ -72,10 +70,8 @@ class GR2Evaluate:
                     for e, o in zip(examples, outputs)])
         traces = {stage: read_json(context.stage_output(stage) / "summary.json") for stage in p.trace_stages}
         table = markdown_table(p.title, rows, len(examples)) + trace_lines(traces)
-        atomic_write_json(context.stage_dir / "report.json", {"title": p.title, "lists": len(examples), "rows": rows,
-                                                              "traces": traces})
-        atomic_write_text(context.stage_dir / "report.md", table + "\n")
-        bar_plot(context.stage_dir / "report.png", p.title, rows, ["recall@1", "recall@5", "ndcg@5"])
+        write_report(context.stage_dir, {"title": p.title, "lists": len(examples), "rows": rows, "traces": traces},
+                     table, rows, ["recall@1", "recall@5", "ndcg@5"])
         return {"report_markdown": table, "rows": rows}
 
     def generate(self, context: StageContext, variant: Variant, examples: list[dict]) -> list[str]:

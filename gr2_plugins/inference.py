@@ -31,18 +31,6 @@ def find_items_file(run_dir: Path) -> Path:
     return found[0]
 
 
-def find_model_dir(run_dir: Path, stage: str | None) -> Path:
-    if stage is not None:
-        folder = Path(run_dir) / stage / "model"
-        if not (folder / "config.json").exists():
-            raise ReasonRLError(f"{folder} holds no saved model; pick a finished training stage of {run_dir}")
-        return folder
-    models = sorted(Path(run_dir).glob("*/model/config.json"), key=lambda p: p.stat().st_mtime)
-    if not models:
-        raise ReasonRLError(f"{run_dir} holds no trained model yet")
-    return models[-1].parent
-
-
 class Reranker:
     """``Reranker.from_run(run_dir).rerank(history_ids, candidate_ids)``"""
 
@@ -53,15 +41,14 @@ class Reranker:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, stage: str | None = None, **kwargs) -> "Reranker":
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from reasonrl.plugins.models import load_trained
 
         run_dir = Path(run_dir)
         items = {}
         for line in find_items_file(run_dir).read_text().splitlines():
             row = json.loads(line)
             items[row["id"]] = row
-        folder = find_model_dir(run_dir, stage)
-        return cls(AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder), items, **kwargs)
+        return cls(*load_trained(run_dir, stage), items, **kwargs)
 
     def resolve(self, refs: Sequence[str], role: str) -> list[str]:
         """Item ids for ids or exact titles; unknown items fail with suggestions."""
@@ -76,17 +63,13 @@ class Reranker:
         return ids
 
     def rerank(self, history: Sequence[str], candidates: Sequence[str]) -> RerankResult:
-        import torch
-
-        from reasonrl.plugins.params import SamplingParams
-        from reasonrl.plugins.rollout import HFRolloutEngine
+        from reasonrl.plugins.evaluation import greedy_texts
 
         history_ids = self.resolve(history, "history")[-self.history_items:]
         candidate_ids = self.resolve(candidates, "candidate")
         cands = [self.items[i] for i in candidate_ids]
         prompt = student_prompt([self.items[i] for i in history_ids], cands)
-        engine = HFRolloutEngine(SamplingParams(top_k=1, max_new_tokens=self.max_new_tokens))
-        text = engine.generate(self.model, self.tokenizer, [prompt], 1, generator=torch.Generator().manual_seed(0)).texts[0]
+        text = greedy_texts(self.model, self.tokenizer, [prompt], self.max_new_tokens)[0]
         parsed = parse_ranking(text, [c["sid"] for c in cands])
         ranking = [candidate_ids[j] for j in parsed.order] if parsed.valid else None
         return RerankResult(ranking, parsed.explanation, text, parsed.error)

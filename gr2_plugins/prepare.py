@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import random
-from pathlib import Path
 from typing import Any
 
 from reasonrl.core.contracts import StageContext
-from reasonrl.core.io import atomic_write_json, atomic_write_text
+from reasonrl.core.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from reasonrl.gr2_plugins.data import Interactions, UserSplit, k_core, leave_one_out, load_movielens
 from reasonrl.gr2_plugins.metrics import ranking_metrics
 from reasonrl.gr2_plugins.params import GR2PrepareParams
 from reasonrl.gr2_plugins.preranker import ItemKNN
 from reasonrl.gr2_plugins.prompts import student_prompt, teacher_prompt
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def split_examples(splits: dict[str, UserSplit], train_targets: int = 1) -> dict[str, list[tuple[str, list[str], str]]]:
@@ -55,14 +49,14 @@ class GR2Prepare:
             cap = p.max_users.get(split)
             if cap is not None and len(examples) > cap:
                 examples = rng.sample(examples, cap)
-            write_jsonl(out / f"{split}.jsonl", examples)
+            atomic_write_jsonl(out / f"{split}.jsonl", examples)
             summary[f"coverage/{split}"] = coverage
             summary[f"examples/{split}"] = len(examples)
             if split != "train":
                 baseline = ranking_metrics([e["candidate_ids"] for e in examples], [e["target"] for e in examples])
                 summary.update({f"preranker/{split}/{k}": v for k, v in baseline.items()})
-        write_jsonl(out / "items.jsonl", [items[i] for i in catalog])
-        write_jsonl(out / "corpus.jsonl", self.corpus(splits, items, rng))
+        atomic_write_jsonl(out / "items.jsonl", [items[i] for i in catalog])
+        atomic_write_jsonl(out / "corpus.jsonl", self.corpus(splits, items, rng))
         atomic_write_json(out / "summary.json", summary)
         return summary
 

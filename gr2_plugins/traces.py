@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from typing import Any
 
 from reasonrl.core.contracts import StageContext
 from reasonrl.core.errors import ReasonRLError
-from reasonrl.core.io import atomic_write_json
+from reasonrl.core.io import atomic_write_json, atomic_write_jsonl
 from reasonrl.gr2_plugins.params import TeacherTracesParams
-from reasonrl.gr2_plugins.prepare import write_jsonl
 from reasonrl.gr2_plugins.prompts import split_trace
 
 
@@ -78,7 +76,7 @@ class TeacherTraces:
                 f"({sum(tries.values())} samples; rejections: {dict(reasons)}). Use a stronger teacher (e.g. "
                 f"openai_compatible against a served model), more rounds, or longer max_new_tokens.")
         records = [sft_record(examples[i], accepted[i], p.lambda_reasoning, p.lambda_ranking) for i in sorted(accepted)]
-        write_jsonl(context.stage_dir / "sft.jsonl", records)
+        atomic_write_jsonl(context.stage_dir / "sft.jsonl", records)
         summary = {
             "mode": p.mode, "examples": len(examples), "accepted": len(records),
             "acceptance_rate": len(records) / max(len(examples), 1),

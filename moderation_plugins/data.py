@@ -88,10 +88,10 @@ class _Task:
 
     def splits(self) -> dict[str, list[dict]]:
         """Stratified splits; every example carries its ``prompt`` and a label-only SFT ``completion``."""
-        from reasonrl.moderation_plugins.prompts import classifier_prompt, load_policy, sft_completion
+        from reasonrl.moderation_plugins.prompts import classifier_prompt, load_policy_document, sft_completion
 
         p = self.params
-        meta, policy = load_policy(p.policy or self.name)
+        meta, policy = load_policy_document(p.policy or self.name)
         labels = list(meta.get("labels") or self.labels)
         if sorted(labels) != sorted(self.labels):
             raise ReasonRLError(f"policy {p.policy!r} lists labels {labels}; the {self.name} task needs "

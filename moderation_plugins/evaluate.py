@@ -11,7 +11,7 @@ from collections import Counter
 from typing import Any, Sequence
 
 from reasonrl.core.contracts import StageContext
-from reasonrl.core.io import atomic_write_json, atomic_write_text, read_json
+from reasonrl.core.io import read_json
 from reasonrl.moderation_plugins.baseline import classification_report
 from reasonrl.moderation_plugins.parsing import parse_verdict
 
@@ -64,12 +64,10 @@ def reliability_bins(confidence: Sequence[float], correct: Sequence[bool], bins:
 
 
 def markdown_table(title: str, rows: dict[str, dict[str, Any]], n: int) -> str:
-    header = ["variant", *COLUMNS]
-    lines = [f"### {title} ({n} examples)", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-    for name, m in rows.items():
-        cells = [f"{m[c]:.4f}" if isinstance(m.get(c), float) else "-" for c in COLUMNS]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    from reasonrl.plugins.evaluation import report_table
+
+    cells = {name: [f"{m[c]:.4f}" if isinstance(m.get(c), float) else "-" for c in COLUMNS] for name, m in rows.items()}
+    return report_table(title, f"{n} examples", COLUMNS, cells)
 
 
 def reliability_plot(path, rows: dict[str, dict[str, Any]]) -> None:
@@ -98,10 +96,10 @@ class ModerationEvaluate:
         self.params = params
 
     def run(self, context: StageContext) -> dict[str, Any]:
-        from reasonrl.plugins.evaluation import bar_plot
+        from reasonrl.plugins.evaluation import evaluation_examples, write_report
 
         p = self.params
-        examples = context.build(p.dataset).splits()[p.split][: p.max_examples]
+        examples = evaluation_examples(context, p.dataset, p.split, p.max_examples)
         rows = {}
         for variant in p.variants:
             if variant.baseline_stage:
@@ -109,10 +107,8 @@ class ModerationEvaluate:
             else:
                 rows[variant.name] = self.model_row(context, variant, examples)
         table = markdown_table(p.title, rows, len(examples))
-        atomic_write_json(context.stage_dir / "report.json", {"title": p.title, "examples": len(examples),
-                                                              "split": p.split, "rows": rows})
-        atomic_write_text(context.stage_dir / "report.md", table + "\n")
-        bar_plot(context.stage_dir / "report.png", p.title, rows, ["accuracy", "macro_f1", "roc_auc"])
+        write_report(context.stage_dir, {"title": p.title, "examples": len(examples), "split": p.split, "rows": rows},
+                     table, rows, ["accuracy", "macro_f1", "roc_auc"])
         reliability_plot(context.stage_dir / "reliability.png", rows)
         return {"report_markdown": table, "rows": {k: {c: v.get(c) for c in COLUMNS} for k, v in rows.items()}}
 

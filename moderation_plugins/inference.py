@@ -11,24 +11,17 @@ from typing import Sequence
 
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.moderation_plugins.parsing import parse_verdict
-from reasonrl.moderation_plugins.prompts import classifier_prompt, load_policy
+from reasonrl.moderation_plugins.prompts import classifier_prompt, load_policy_document
 
 
 @dataclass
-class Verdict:
+class Classification:
+    """What ``Classifier.classify`` answers for one text."""
+
     reasoning: str
     label: str | None
     probability: float | None
     error: str | None
-
-
-def find_model(run_dir: Path, stage: str | None) -> Path:
-    pattern = f"{stage}/model/config.json" if stage else "*/model/config.json"
-    found = sorted(Path(run_dir).glob(pattern), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise ReasonRLError(f"no trained model in {run_dir}" + (f" stage {stage!r}" if stage else "") +
-                            ": pass a run folder whose sft or rl stage finished")
-    return found[-1].parent
 
 
 class Classifier:
@@ -38,27 +31,22 @@ class Classifier:
 
     @classmethod
     def from_run(cls, run_dir: str | Path, stage: str | None = None, **kwargs) -> "Classifier":
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from reasonrl.plugins.models import load_trained
 
-        folder = find_model(Path(run_dir), stage)
-        return cls(AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder), **kwargs)
+        return cls(*load_trained(Path(run_dir), stage), **kwargs)
 
-    def classify(self, texts: Sequence[str], policy: str) -> list[Verdict]:
-        import torch
-
+    def classify(self, texts: Sequence[str], policy: str) -> list[Classification]:
+        from reasonrl.plugins.evaluation import greedy_texts
         from reasonrl.plugins.models import chat_prompt
-        from reasonrl.plugins.params import SamplingParams
-        from reasonrl.plugins.rollout import HFRolloutEngine
 
-        meta, policy_text = load_policy(policy)
+        meta, policy_text = load_policy_document(policy)
         labels = meta.get("labels")
         if not labels:
             raise ReasonRLError(f"policy {policy!r} has no 'labels:' in its front matter")
         prompts = [chat_prompt(self.tokenizer, classifier_prompt(policy_text, text, labels), self.chat_template)
                    for text in texts]
-        engine = HFRolloutEngine(SamplingParams(top_k=1, max_new_tokens=self.max_new_tokens))
-        outputs = engine.generate(self.model, self.tokenizer, prompts, 1, generator=torch.Generator().manual_seed(0))
-        return [Verdict(**asdict(parse_verdict(text, labels))) for text in outputs.texts]
+        texts = greedy_texts(self.model, self.tokenizer, prompts, self.max_new_tokens)
+        return [Classification(**asdict(parse_verdict(text, labels))) for text in texts]
 
 
 class ClassifyCommand:

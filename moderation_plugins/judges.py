@@ -72,10 +72,11 @@ class OpenAICompatibleJudge:
     ``openai_compatible`` teacher."""
 
     def __init__(self, params) -> None:
-        from reasonrl.plugins.teachers import OpenAICompatibleTeacher
+        from reasonrl.plugins.http_client import ChatClient, reply_cache
 
         self.params = params
-        self.teacher = OpenAICompatibleTeacher(params)
+        self.cache = reply_cache(params)
+        self.client = ChatClient.from_params(params)
 
     def probability_yes(self, prompts: Sequence[str]) -> list[float]:
         with ThreadPoolExecutor(max_workers=self.params.max_concurrency) as pool:
@@ -83,14 +84,14 @@ class OpenAICompatibleJudge:
 
     def judge_one(self, prompt: str) -> float:
         from reasonrl.core.io import atomic_write_json
-        from reasonrl.plugins.teachers import request_key
+        from reasonrl.plugins.http_client import chat_body, request_key
 
-        body = self.teacher.request_body(prompt)
+        body = chat_body(self.params, prompt)
         body.update(max_tokens=1, temperature=0.0, logprobs=True, top_logprobs=self.params.top_logprobs)
-        cached = self.teacher.cache / f"judge-{request_key(self.params.base_url, body)}.json"
+        cached = self.cache / f"judge-{request_key(self.params.base_url, body)}.json"
         if cached.exists():
             return json.loads(cached.read_text())["p_yes"]
-        p_yes = p_yes_from_reply(self.teacher.client.post(body, validate=require_answer))
+        p_yes = p_yes_from_reply(self.client.post(body, validate=require_answer))
         atomic_write_json(cached, {"p_yes": p_yes})
         return p_yes
 

@@ -11,7 +11,7 @@ import yaml
 from reasonrl.core.errors import ReasonRLError
 
 
-def load_policy(task_or_path: str) -> tuple[dict, str]:
+def load_policy_document(task_or_path: str) -> tuple[dict, str]:
     """(front matter, text) of a built-in policy by task name, or of a user's policy file."""
     path = Path(task_or_path)
     if path.suffix in (".md", ".txt") and path.exists():

@@ -37,18 +37,12 @@ class ReasoningLength:
         self.params = params
 
     def __call__(self, prompts, completions, examples):
+        from reasonrl.plugins.rewards import word_count_penalty
+
         p = self.params
-        out = []
-        for completion, example in zip(completions, examples):
-            words = len(parse_verdict(completion, example["labels"]).reasoning.split())
-            if words < p.min_words:
-                value = -p.penalty * (p.min_words - words) / max(p.min_words, 1)
-            elif words > p.max_words:
-                value = -p.penalty * min(1.0, (words - p.max_words) / p.max_words)
-            else:
-                value = 0.0
-            out.append({"length": value})
-        return out
+        return [{"length": word_count_penalty(len(parse_verdict(c, e["labels"]).reasoning.split()), p.min_words,
+                                              p.max_words, p.penalty, max_excess=1.0)}
+                for c, e in zip(completions, examples)]
 
 
 def judge_prompt(criterion: str, example: dict, reasoning: str, label: str | None, policy: str | None,
@@ -77,7 +71,7 @@ class RubricJudge:
         return self._judge
 
     def __call__(self, prompts, completions, examples):
-        from reasonrl.moderation_plugins.prompts import load_policy
+        from reasonrl.moderation_plugins.prompts import load_policy_document
 
         p = self.params
         asks, owners = [], []
@@ -85,7 +79,7 @@ class RubricJudge:
             parsed = parse_verdict(completion, example["labels"])
             if not parsed.reasoning:
                 continue
-            policy = load_policy(example.get("policy") or example["task"])[1] if p.include_policy else None
+            policy = load_policy_document(example.get("policy") or example["task"])[1] if p.include_policy else None
             for criterion in p.criteria:
                 asks.append(judge_prompt(criterion, example, parsed.reasoning, parsed.label, policy,
                                          p.max_content_chars))

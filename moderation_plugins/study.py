@@ -13,12 +13,14 @@ data-efficiency ladder it also reports the smallest n at which RL matches SFT's 
 from __future__ import annotations
 
 import copy
+import hashlib
 import warnings
+from dataclasses import replace
 from typing import Any, Sequence
 
 from reasonrl.core.contracts import StageContext
 from reasonrl.core.io import atomic_write_json, atomic_write_text, read_json
-from reasonrl.core.pipeline import MARKER
+from reasonrl.core.pipeline import MARKER, run_stage
 
 AXIS_FIELD = {"rollouts": "group_size", "steps": "steps"}
 
@@ -108,12 +110,11 @@ class ModerationStudy:
         if (folder / MARKER).exists():
             return
         folder.mkdir(parents=True, exist_ok=True)
-        stage = context.registry.build("stages", recipe, self.child_params(recipe, value))
-        child = StageContext(run_dir=context.run_dir, stage_dir=folder, stage_id=f"{context.stage_id}/{name}",
-                             seed=context.seed, registry=context.registry, outputs=context.outputs,
-                             trackers=context.trackers)
-        summary = stage.run(child) or {}
-        atomic_write_json(folder / MARKER, {"stage": recipe, "id": child.stage_id, "summary": summary})
+        params = self.child_params(recipe, value)
+        # the study's own fingerprint already covers the ladder; a rung adds which one it is
+        fingerprint = hashlib.sha256(f"{context.fingerprint}/{name}".encode()).hexdigest()
+        child = replace(context, stage_dir=folder, stage_id=f"{context.stage_id}/{name}", fingerprint=fingerprint)
+        run_stage(child, recipe, params, echo=lambda message: None)
 
     def score_model(self, context: StageContext, child: str | None) -> tuple[float, dict[str, Any]]:
         from reasonrl.moderation_plugins.evaluate import aggregate_samples, score_verdicts

@@ -31,16 +31,52 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], sampling, samples: 
     return out
 
 
+def greedy_texts(model, tokenizer, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+    """One greedy completion per (already formatted) prompt: what inference commands answer."""
+    import torch
+
+    from reasonrl.plugins.params import SamplingParams
+    from reasonrl.plugins.rollout import HFRolloutEngine
+
+    engine = HFRolloutEngine(SamplingParams(top_k=1, max_new_tokens=max_new_tokens))
+    return engine.generate(model, tokenizer, list(prompts), 1, generator=torch.Generator().manual_seed(0)).texts
+
+
 def write_outputs(folder: Path, variant: str, rows: Sequence[dict]) -> Path:
     """Every generated answer of one variant, as ``outputs_<variant>.jsonl`` (written atomically)."""
-    import json
-
-    from reasonrl.core.io import atomic_write_text
+    from reasonrl.core.io import atomic_write_jsonl
 
     name = "".join(c if c.isalnum() else "_" for c in variant)
-    path = Path(folder) / f"outputs_{name}.jsonl"
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    return path
+    return atomic_write_jsonl(Path(folder) / f"outputs_{name}.jsonl", rows)
+
+
+def evaluation_examples(context, dataset_ref, split: str, limit: int | None = None) -> list[dict]:
+    """The first ``limit`` examples of a split of the stage's dataset, checked to exist."""
+    from reasonrl.core.errors import ReasonRLError
+
+    splits = context.build(dataset_ref).splits()
+    if split not in splits:
+        raise ReasonRLError(f"stage {context.stage_id!r}: dataset {dataset_ref.name!r} has no split {split!r}; "
+                            f"it has {sorted(splits)}")
+    return splits[split][:limit]
+
+
+def report_table(title: str, counted: str, header: Sequence[str], rows: dict[str, Sequence[str]]) -> str:
+    """A Markdown table with one row per variant, under a title that says what was counted."""
+    columns = ["variant", *header]
+    lines = [f"### {title} ({counted})", "", "| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+    lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in rows.items()]
+    return "\n".join(lines)
+
+
+def write_report(folder: Path, payload: dict[str, Any], table: str, rows: dict[str, dict[str, Any]],
+                 bar_metrics: Sequence[str]) -> None:
+    """``report.json`` (payload), ``report.md`` (table) and ``report.png`` (bars of ``bar_metrics``)."""
+    from reasonrl.core.io import atomic_write_json, atomic_write_text
+
+    atomic_write_json(Path(folder) / "report.json", payload)
+    atomic_write_text(Path(folder) / "report.md", table + "\n")
+    bar_plot(Path(folder) / "report.png", payload.get("title", ""), rows, bar_metrics)
 
 
 def load_model(spec_or_stage, run_dir: Path):

@@ -66,8 +66,38 @@ def parse_retry_after(value: str | None) -> float | None:
         return None  # an HTTP date: fall back to the jittered backoff
 
 
+def chat_body(params, prompt: str) -> dict:
+    """A chat-completions request for one user prompt (``params``: an OpenAI-compatible
+    teacher's or judge's params: model, system, temperature, max_tokens)."""
+    messages = ([{"role": "system", "content": params.system}] if params.system else [])
+    messages.append({"role": "user", "content": prompt})
+    return {"model": params.model, "messages": messages, "temperature": params.temperature,
+            "max_tokens": params.max_tokens}
+
+
+def request_key(base_url: str, body: dict) -> str:
+    """Disk-cache key of a request: the endpoint and the body (never the key)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps([base_url, body], sort_keys=True).encode()).hexdigest()
+
+
+def reply_cache(params):
+    """The folder validated replies are cached in: ``cache_dir`` or ``<REASONRL_CACHE>/teacher``."""
+    from pathlib import Path
+
+    from reasonrl.core.assets import cache_dir
+
+    return Path(params.cache_dir) if params.cache_dir else cache_dir() / "teacher"
+
+
 class ChatClient:
     """POSTs chat-completion bodies to ``<base_url>/chat/completions``."""
+
+    @classmethod
+    def from_params(cls, params) -> "ChatClient":
+        return cls(params.base_url, params.api_key_env, params.timeout_seconds, params.retries, params.backoff_seconds)
 
     def __init__(self, base_url: str, api_key_env: str | None, timeout_seconds: float, retries: int,
                  backoff_seconds: float) -> None:

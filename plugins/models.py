@@ -109,7 +109,7 @@ def load_policy(spec: ModelSpec, run_dir: Path | None = None, seed: int = 0):
         model, tokenizer = load_gguf(Path(spec.gguf_file), dtype)
     else:
         path = {"hf": lambda: spec.path, "packaged": lambda: str(packaged_model_dir(spec.name)),
-                "stage": lambda: str(_stage_model_dir(spec.stage, run_dir))}[spec.source]()
+                "stage": lambda: str(find_model_dir(run_dir, spec.stage))}[spec.source]()
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
@@ -148,16 +148,30 @@ def add_tokens(model, tokenizer, token_file: Path) -> int:
     return len(new)
 
 
-def _stage_model_dir(stage: str, run_dir: Path | None) -> Path:
+def find_model_dir(run_dir: Path | None, stage: str | None = None) -> Path:
+    """The saved model of ``stage`` in a run folder, or (no stage) of its newest finished training stage."""
     if run_dir is None:
         raise ReasonRLError(f"model source 'stage' ({stage!r}) needs a run folder")
+    if stage is None:
+        found = sorted(Path(run_dir).glob(f"*/{MODEL_DIR}/config.json"), key=lambda p: p.stat().st_mtime)
+        if not found:
+            raise ReasonRLError(f"no trained model in {run_dir}: pass a run folder whose sft or rl stage finished")
+        return found[-1].parent
     path = Path(run_dir) / stage / MODEL_DIR
     if not (path / "config.json").exists():
         raise ReasonRLError(
-            f"model.stage={stage!r}: no saved model at {path}; the stage id must name an earlier "
-            f"training stage of this run that has finished"
+            f"stage {stage!r}: no saved model at {path}; the stage id must name a training stage of "
+            f"{run_dir} that has finished"
         )
     return path
+
+
+def load_trained(run_dir: Path, stage: str | None = None):
+    """(model in eval mode, tokenizer) of a finished run's training stage, with the fixes training applies (pad token)."""
+    from reasonrl.plugins.params import ModelSpec
+
+    model, tokenizer = load_policy(ModelSpec(source="hf", path=str(find_model_dir(run_dir, stage))))
+    return model.eval(), tokenizer
 
 
 def packaged_model_dir(name: str) -> Path:

@@ -198,14 +198,15 @@ class LengthPenalty:
 
     def __call__(self, prompts, completions, examples):
         p = self.params
-        out = []
-        for completion in completions:
-            n = len(completion.split())
-            if n < p.min_length:
-                value = -p.penalty * (p.min_length - n) / max(p.min_length, 1)
-            elif n > p.max_length:
-                value = -p.penalty * (n - p.max_length) / p.max_length
-            else:
-                value = 0.0
-            out.append({p.name: value})
-        return out
+        return [{p.name: word_count_penalty(len(c.split()), p.min_length, p.max_length, p.penalty)} for c in completions]
+
+
+def word_count_penalty(words: int, low: int, high: int, penalty: float, max_excess: float | None = None) -> float:
+    """0 for ``low <= words <= high``; else -penalty * the relative shortfall (words / low) or
+    excess (words / high), the excess capped at ``max_excess`` when given."""
+    if words < low:
+        return -penalty * (low - words) / max(low, 1)
+    if words > high:
+        excess = (words - high) / high
+        return -penalty * (excess if max_excess is None else min(max_excess, excess))
+    return 0.0

@@ -13,7 +13,6 @@ from reasonrl.core.contracts import StageContext
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.io import atomic_write_json
 from reasonrl.plugins.models import chat_prompt
-from reasonrl.plugins.params import RLParams
 from reasonrl.plugins.rewards import INVALID, score_samples
 from reasonrl.core.contracts import RolloutBatch
 from reasonrl.plugins.rollout import completion_logprobs

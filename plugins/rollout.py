@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from reasonrl.core.contracts import RolloutBatch, Rollouts  # noqa: F401  (re-exported for engines)
+from reasonrl.core.contracts import Rollouts
 from reasonrl.plugins.params import SamplingParams
 
 

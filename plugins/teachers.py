@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Sequence
 
 from reasonrl.core.io import atomic_write_json
-from reasonrl.plugins.http_client import ChatClient
+from reasonrl.plugins.http_client import ChatClient, chat_body, reply_cache, request_key
 from reasonrl.plugins.params import HFTeacherParams, OpenAITeacherParams
 
 
@@ -55,25 +53,16 @@ class OpenAICompatibleTeacher:
 
     def __init__(self, params: OpenAITeacherParams) -> None:
         self.params = params
-        from reasonrl.core.assets import cache_dir
-
-        self.cache = Path(params.cache_dir) if params.cache_dir else cache_dir() / "teacher"
-        self.client = ChatClient(params.base_url, params.api_key_env, params.timeout_seconds, params.retries,
-                                 params.backoff_seconds)
+        self.cache = reply_cache(params)
+        self.client = ChatClient.from_params(params)
 
     def generate(self, prompts: Sequence[str], n: int = 1) -> list[list[str]]:
         with ThreadPoolExecutor(max_workers=self.params.max_concurrency) as pool:
             return list(pool.map(lambda prompt: self.complete(prompt, n), prompts))
 
-    def request_body(self, prompt: str) -> dict:
-        messages = ([{"role": "system", "content": self.params.system}] if self.params.system else [])
-        messages.append({"role": "user", "content": prompt})
-        return {"model": self.params.model, "messages": messages, "temperature": self.params.temperature,
-                "max_tokens": self.params.max_tokens}
-
     def complete(self, prompt: str, n: int) -> list[str]:
         """``n`` samples for one prompt: one request with ``n=``, topped up if the server sends fewer."""
-        body = {**self.request_body(prompt), "n": n}
+        body = {**chat_body(self.params, prompt), "n": n}
         cached = self.cache / f"{request_key(self.params.base_url, body)}.json"
         if cached.exists():
             return json.loads(cached.read_text())["texts"]
@@ -83,7 +72,3 @@ class OpenAICompatibleTeacher:
             texts += [choice["message"]["content"] for choice in reply["choices"]][: n - len(texts)]
         atomic_write_json(cached, {"texts": texts})
         return texts
-
-
-def request_key(base_url: str, body: dict) -> str:
-    return hashlib.sha256(json.dumps([base_url, body], sort_keys=True).encode()).hexdigest()

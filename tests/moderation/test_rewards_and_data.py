@@ -53,16 +53,16 @@ def test_real_tasks_load_with_their_documented_sizes(task, size, labels, reasonr
 
 def test_policies_are_versioned_and_replaceable(tmp_path):
     from reasonrl.core.errors import ReasonRLError
-    from reasonrl.moderation_plugins.prompts import classifier_prompt, load_policy
+    from reasonrl.moderation_plugins.prompts import classifier_prompt, load_policy_document
 
     for task in ("spam_email", "harmful_response", "risk_area", "prompt_injection"):
-        meta, text = load_policy(task)
+        meta, text = load_policy_document(task)
         assert meta["policy"] == task and meta["version"] == 1 and len(meta["labels"]) >= 2 and text
     own = tmp_path / "mine.md"
     own.write_text("---\nversion: 7\nlabels: [ok, bad]\n---\nNo shouting.")
-    assert load_policy(str(own)) == ({"version": 7, "labels": ["ok", "bad"]}, "No shouting.")
+    assert load_policy_document(str(own)) == ({"version": 7, "labels": ["ok", "bad"]}, "No shouting.")
     with pytest.raises(ReasonRLError, match="neither a policy file"):
-        load_policy("nonexistent_task")
+        load_policy_document("nonexistent_task")
     prompt = classifier_prompt("No shouting.", "HELLO", ["ok", "bad"], reflect=True)
     assert "No shouting." in prompt and "HELLO" in prompt and "reflect" in prompt and "'Label: <one of ok, bad>'" in prompt
 
