@@ -10,7 +10,7 @@ import argparse
 from reasonrl.gr2_plugins.data import k_core, leave_one_out, load_movielens
 from reasonrl.gr2_plugins.embeddings import embed_texts
 from reasonrl.gr2_plugins.metrics import ranking_metrics
-from reasonrl.gr2_plugins.params import RQVAEParams, SemanticIdParams
+from reasonrl.gr2_plugins.semantic_ids import RQVAEParams, SemanticIdParams
 from reasonrl.gr2_plugins.preranker import ItemKNN
 from reasonrl.gr2_plugins.semantic_ids import RQVAE, RQKMeans
 

@@ -23,7 +23,7 @@ def synthetic_embeddings(n: int, dim: int = 384, topics: int = 4096, seed: int =
 
 
 def main() -> None:
-    from reasonrl.gr2_plugins.params import SemanticIdParams
+    from reasonrl.gr2_plugins.semantic_ids import SemanticIdParams
     from reasonrl.gr2_plugins.semantic_ids import RQKMeans
 
     parser = argparse.ArgumentParser()

@@ -14,10 +14,14 @@ from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.hookspecs import KINDS
 
 
-class NoParams(BaseModel):
-    """Params model for components that take none."""
+class Params(BaseModel):
+    """Base of every component's params model: unknown keys are errors, not silently ignored."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class NoParams(Params):
+    """Params model for components that take none."""
 
 
 class DuplicateComponentError(ReasonRLError):

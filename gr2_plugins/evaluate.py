@@ -8,9 +8,33 @@ from typing import Any
 from reasonrl.core.contracts import StageContext
 from reasonrl.core.io import read_json
 from reasonrl.gr2_plugins.metrics import bootstrap_interval, identity_copy_rate, ndcg_at, rank_of, ranking_metrics
-from reasonrl.gr2_plugins.params import GR2EvaluateParams, Variant
 from reasonrl.gr2_plugins.parsing import parse_ranking
 from reasonrl.plugins.evaluation import evaluation_examples, report_table, write_outputs, write_report
+from pydantic import Field
+from reasonrl.core.registry import Params
+from reasonrl.core.config import DatasetRef, ConstraintRef
+from reasonrl.plugins.rollout import SamplingParams
+
+
+class Variant(Params):
+    name: str = Field(description="row label, e.g. 'RL, conditional reward'")
+    stage: str | None = Field(None, description="the training stage whose model reranks; None = the pre-ranker order")
+    chat_template: bool = False
+
+
+class GR2EvaluateParams(Params):
+    dataset: DatasetRef
+    split: str = "test"
+    variants: list[Variant] = Field(min_length=1)
+    sampling: SamplingParams = Field(default_factory=lambda: SamplingParams(top_k=1, max_new_tokens=256))
+    max_examples: int | None = Field(None, gt=0)
+    bootstrap_samples: int = Field(1000, ge=10)
+    title: str = "GR2 reranking"
+    constraint: ConstraintRef | None = Field(None, description="a decoding constraint, e.g. sid_trie")
+    trace_stages: list[str] = Field(default_factory=list, description="teacher_traces stages whose acceptance "
+                                    "rate and tries per accepted trace the report shows")
+    progress: bool = True
+
 
 COLUMNS = ["recall@1", "recall@3", "recall@5", "ndcg@3", "ndcg@5", "ndcg@10"]
 

@@ -7,6 +7,13 @@ import re
 from reasonrl.core.contracts import Verdict
 from reasonrl.gr2_plugins.parsing import normalise_sid, parse_ranking
 from reasonrl.gr2_plugins.prompts import split_trace
+from pydantic import Field
+from reasonrl.core.registry import Params
+
+
+class CitesSidParams(Params):
+    min_citations: int = Field(1, ge=1, description="distinct candidate or history SIDs the reasoning must cite")
+
 
 SID_PATTERN = re.compile(r"<\|sid_begin\|>(?:\s*<s_[a-h]_\d+>)+\s*<\|sid_end\|>")
 

@@ -9,9 +9,34 @@ from reasonrl.core.contracts import StageContext
 from reasonrl.core.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from reasonrl.gr2_plugins.data import Interactions, UserSplit, k_core, leave_one_out, load_movielens
 from reasonrl.gr2_plugins.metrics import ranking_metrics
-from reasonrl.gr2_plugins.params import GR2PrepareParams
 from reasonrl.gr2_plugins.preranker import ItemKNN
 from reasonrl.gr2_plugins.prompts import student_prompt, teacher_prompt
+from typing import Literal
+from pydantic import Field
+from reasonrl.core.registry import Params
+from reasonrl.core.config import ItemTokenizerRef
+from reasonrl.gr2_plugins.preranker import ItemKNNParams
+
+
+class GR2PrepareParams(Params):
+    """Data, pre-ranker, semantic IDs, prompts and the mid-training corpus."""
+
+    dataset: Literal["movielens_100k", "movielens_1m"] = "movielens_100k"
+    path: str | None = Field(None, description="folder with ml-*.inter/.item instead of fetching")
+    min_rating: float = 0.0
+    k_core: int = Field(5, ge=1)
+    candidates: int = Field(10, ge=2)
+    history_items: int = Field(10, ge=1, description="most recent history items shown in a prompt")
+    preranker: ItemKNNParams = Field(default_factory=ItemKNNParams)
+    tokenizer: ItemTokenizerRef = Field(default_factory=lambda: ItemTokenizerRef(
+        name="rq_kmeans", params={"levels": 4, "codebook_size": 64}))
+    max_users: dict[str, int] = Field(default_factory=dict, description="cap per split, e.g. {train: 200, test: 100}")
+    embedding_model_path: str | None = None
+    train_targets_per_user: int = Field(1, ge=1, description=(
+        "training examples per user: its last k training items each become a target (more SFT/RL data)"))
+    corpus_windows: int = Field(3, ge=0, description="history->next examples per user in the mid-training corpus")
+    seed: int = 0
+    progress: bool = True
 
 
 def split_examples(splits: dict[str, UserSplit], train_targets: int = 1) -> dict[str, list[tuple[str, list[str], str]]]:

@@ -8,6 +8,15 @@ small popularity prior that breaks ties and covers cold items.
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field
+from reasonrl.core.registry import Params
+
+
+class ItemKNNParams(Params):
+    window: int = Field(5, gt=0)
+    recent: int = Field(10, ge=0)
+    decay: float = Field(0.8, gt=0, le=1)
+    popularity_weight: float = Field(1e-3, ge=0)
 
 
 class ItemKNN:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from reasonrl.core.hookspecs import hookimpl
-from reasonrl.gr2_plugins import params as p
 
 G = "reasonrl.gr2_plugins"
 
 
 @hookimpl
 def register_item_tokenizers(register):
-    register("rq_kmeans", f"{G}.semantic_ids:RQKMeans", params=p.SemanticIdParams,
+    register("rq_kmeans", f"{G}.semantic_ids:RQKMeans", params=f"{G}.semantic_ids:SemanticIdParams",
              summary="residual k-means semantic IDs with free-last-code collision handling")
-    register("rq_vae", f"{G}.semantic_ids:RQVAE", params=p.RQVAEParams,
+    register("rq_vae", f"{G}.semantic_ids:RQVAE", params=f"{G}.semantic_ids:RQVAEParams",
              summary="RQ-VAE semantic IDs: EMA codebooks, free-last-code collision handling")
 
 
@@ -22,23 +21,23 @@ def register_reward_functions(register):
     register("format", f"{G}.rewards:FormatReward", summary="1 if the answer parses to a permutation of the candidates")
     register("rank_auc", f"{G}.rewards:AUCReward", summary="share of candidates ranked below the held-out item")
     register("rank_ndcg", f"{G}.rewards:NDCGReward", summary="1 / log2(1 + output position) of the held-out item")
-    register("rank_topk", f"{G}.rewards:TopKReward", params=p.TopKParams,
+    register("rank_topk", f"{G}.rewards:TopKReward", params=f"{G}.rewards:TopKParams",
              summary="1 if the held-out item is in the output's top k (OneRec-Think-style)")
 
 
 @hookimpl
 def register_reward_combiners(register):
-    register("conditional_rank", f"{G}.rewards:ConditionalRank", params=p.ConditionalRankParams,
+    register("conditional_rank", f"{G}.rewards:ConditionalRank", params=f"{G}.rewards:ConditionalRankParams",
              summary="GR2: format bonus only when the target moved up (or stayed first); invalid -> -1")
 
 
 @hookimpl
 def register_stages(register):
-    register("gr2_prepare", f"{G}.prepare:GR2Prepare", params=p.GR2PrepareParams,
+    register("gr2_prepare", f"{G}.prepare:GR2Prepare", params=f"{G}.prepare:GR2PrepareParams",
              summary="GR2 data: 5-core leave-one-out, pre-ranker top-k, semantic IDs, prompts, corpus")
-    register("teacher_traces", f"{G}.traces:TeacherTraces", params=p.TeacherTracesParams,
+    register("teacher_traces", f"{G}.traces:TeacherTraces", params=f"{G}.traces:TeacherTracesParams",
              summary="teacher reasoning traces kept by rejection filters -> weighted SFT data")
-    register("gr2_evaluate", f"{G}.evaluate:GR2Evaluate", params=p.GR2EvaluateParams,
+    register("gr2_evaluate", f"{G}.evaluate:GR2Evaluate", params=f"{G}.evaluate:GR2EvaluateParams",
              summary="R@K / NDCG@K with bootstrap CIs, copy and parse-failure rates; report.md/.json/.png")
 
 
@@ -46,13 +45,13 @@ def register_stages(register):
 def register_rejection_filters(register):
     register("valid_format", f"{G}.filters:ValidFormat", summary="the answer parses to a permutation of the candidates")
     register("top1_match", f"{G}.filters:Top1Match", summary="GR2: the trace's top-1 is the held-out item")
-    register("cites_sid", f"{G}.filters:CitesSid", params=p.CitesSidParams,
+    register("cites_sid", f"{G}.filters:CitesSid", params=f"{G}.filters:CitesSidParams",
              summary="the reasoning cites candidates by semantic ID")
 
 
 @hookimpl
 def register_teacher_generators(register):
-    register("taste_profile", f"{G}.taste_teacher:TasteProfileTeacher", params=p.TasteTeacherParams,
+    register("taste_profile", f"{G}.taste_teacher:TasteProfileTeacher", params=f"{G}.taste_teacher:TasteTeacherParams",
              summary="rule-based CPU teacher: genre/era profile + Gumbel noise, reasoning cites SIDs")
 
 

@@ -10,7 +10,18 @@ import math
 from typing import Mapping
 
 from reasonrl.gr2_plugins.parsing import parse_ranking
-from reasonrl.gr2_plugins.params import ConditionalRankParams
+from pydantic import Field
+from reasonrl.core.registry import Params
+
+
+class ConditionalRankParams(Params):
+    alpha: float = Field(0.2, ge=0, description="weight of the format bonus")
+    invalid_reward: float = -1.0
+    count_kept_first: bool = Field(True, description="a target already first and kept first also earns the bonus")
+
+
+class TopKParams(Params):
+    k: int = Field(3, gt=0)
 
 
 def positions(completion: str, example: Mapping) -> tuple[int, int, int] | None:

@@ -8,8 +8,29 @@ from typing import Any
 from reasonrl.core.contracts import StageContext
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.io import atomic_write_json, atomic_write_jsonl
-from reasonrl.gr2_plugins.params import TeacherTracesParams
 from reasonrl.gr2_plugins.prompts import split_trace
+from typing import Literal
+from pydantic import Field
+from reasonrl.core.registry import Params
+from reasonrl.core.config import TeacherRef, RejectionFilterRef, DatasetRef
+
+
+class TeacherTracesParams(Params):
+    """Teacher traces kept by rejection filters, written as weighted SFT data."""
+
+    dataset: DatasetRef = Field(description="examples with prompt, teacher prompts, candidates, target_index")
+    split: str = "train"
+    teacher: TeacherRef
+    filters: list[RejectionFilterRef] = Field(default_factory=lambda: [
+        RejectionFilterRef(name="valid_format"), RejectionFilterRef(name="top1_match")])
+    mode: Literal["rejection", "targeted"] = Field("rejection", description="targeted: the answer is in the prompt")
+    max_rounds: int = Field(2, ge=1, description="retry budget: generation rounds per example")
+    samples_per_round: int = Field(4, ge=1)
+    batch_size: int = Field(8, gt=0, description="examples per teacher call")
+    max_examples: int | None = Field(None, gt=0)
+    lambda_reasoning: float = Field(0.5, ge=0, description="SFT weight of reasoning tokens (lambda_r)")
+    lambda_ranking: float = Field(1.0, gt=0, description="SFT weight of the JSON ranking tokens (lambda_o)")
+    progress: bool = True
 
 
 def first_accepted(example: dict, samples: list[str], filters) -> tuple[int | None, list[str]]:

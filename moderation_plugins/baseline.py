@@ -7,7 +7,19 @@ from typing import Any
 from reasonrl.core.contracts import StageContext
 from reasonrl.core.io import atomic_write_json
 from reasonrl.moderation_plugins.metrics import accuracy, expected_calibration_error, macro_f1, pr_auc, roc_auc
-from reasonrl.moderation_plugins.params import BaselineParams
+from pydantic import Field
+from reasonrl.core.registry import Params
+from reasonrl.core.config import DatasetRef
+
+
+class BaselineParams(Params):
+    """The reasoning-free floor: TF-IDF features and logistic regression."""
+
+    dataset: DatasetRef
+    max_features: int = Field(50_000, gt=0)
+    ngram_max: int = Field(2, ge=1, le=3)
+    c: float = Field(4.0, gt=0, description="inverse regularisation strength")
+    max_train: int | None = Field(None, gt=0, description="train on the first N examples (data-efficiency ladders)")
 
 
 def classification_report(gold: list[str], predicted: list[str], positive_scores: list[float] | None,

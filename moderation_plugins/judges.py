@@ -10,6 +10,23 @@ import json
 import math
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
+from pydantic import Field
+from reasonrl.core.registry import Params
+from reasonrl.plugins.models import ModelSpec
+from reasonrl.plugins.teachers import OpenAITeacherParams
+
+
+class HFJudgeParams(Params):
+    model: ModelSpec = Field(default_factory=lambda: ModelSpec(source="packaged", name="smollm2-135m-instruct"))
+    chat_template: bool = True
+    batch_size: int = Field(8, gt=0)
+
+
+class OpenAIJudgeParams(OpenAITeacherParams):
+    top_logprobs: int = Field(5, ge=1, le=20)
+    temperature: float = 0.0
+    max_tokens: int = 1
+
 
 YES_WORDS = ("yes", "Yes", " yes", " Yes", "YES")
 NO_WORDS = ("no", "No", " no", " No", "NO")

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 from reasonrl.core.hookspecs import hookimpl
-from reasonrl.moderation_plugins import params as p
 
 M = "reasonrl.moderation_plugins"
 
 
 @hookimpl
 def register_datasets(register):
-    register("spam_email", f"{M}.data:SpamEmail", params=p.SpamParams,
+    register("spam_email", f"{M}.data:SpamEmail", params=f"{M}.data:SpamParams",
              summary="SpamAssassin emails (6,046), ham vs spam; headers + bounded body")
-    register("harmful_response", f"{M}.data:HarmfulResponse", params=p.HarmParams,
+    register("harmful_response", f"{M}.data:HarmfulResponse", params=f"{M}.data:HarmParams",
              summary="PyRIT human-scored LLM responses (8 harm categories), violating if score >= threshold")
-    register("risk_area", f"{M}.data:RiskArea", params=p.ModerationDataParams,
+    register("risk_area", f"{M}.data:RiskArea", params=f"{M}.data:ModerationDataParams",
              summary="DoNotAnswer requests, 5-way risk-area classification")
-    register("prompt_injection", f"{M}.data:PromptInjection", params=p.ModerationDataParams,
+    register("prompt_injection", f"{M}.data:PromptInjection", params=f"{M}.data:ModerationDataParams",
              summary="bastioncorpus inputs, malicious vs benign")
 
 
@@ -25,27 +24,27 @@ def register_reward_functions(register):
     register("label_accuracy", f"{M}.rewards:LabelAccuracy", summary="1 if the parsed label is the gold label")
     register("verdict_format", f"{M}.rewards:VerdictFormat",
              summary="1 if the answer has reasoning, a known label and a probability")
-    register("reasoning_length", f"{M}.rewards:ReasoningLength", params=p.ReasoningLengthParams,
+    register("reasoning_length", f"{M}.rewards:ReasoningLength", params=f"{M}.rewards:ReasoningLengthParams",
              summary="penalty for reasoning outside [min_words, max_words] (against length collapse)")
-    register("rubric_judge", f"{M}.rewards:RubricJudge", params=p.RubricJudgeParams,
+    register("rubric_judge", f"{M}.rewards:RubricJudge", params=f"{M}.rewards:RubricJudgeParams",
              summary="LLM-as-judge: mean P(yes) over rubric questions on the reasoning (grounded, faithful, supports)")
 
 
 @hookimpl
 def register_judges(register):
-    register("hf", f"{M}.judges:HFJudge", params=p.HFJudgeParams,
+    register("hf", f"{M}.judges:HFJudge", params=f"{M}.judges:HFJudgeParams",
              summary="local causal LM: P(yes) from next-token log-probs (default: packaged SmolLM2-135M-Instruct)")
-    register("openai_compatible", f"{M}.judges:OpenAICompatibleJudge", params=p.OpenAIJudgeParams,
+    register("openai_compatible", f"{M}.judges:OpenAICompatibleJudge", params=f"{M}.judges:OpenAIJudgeParams",
              summary="OpenAI-compatible endpoint: one-token answer with logprobs; key from env, disk cache")
 
 
 @hookimpl
 def register_stages(register):
-    register("tfidf_baseline", f"{M}.baseline:TfidfBaseline", params=p.BaselineParams,
+    register("tfidf_baseline", f"{M}.baseline:TfidfBaseline", params=f"{M}.baseline:BaselineParams",
              summary="reasoning-free floor: TF-IDF + logistic regression, accuracy / F1 / AUC / ECE")
-    register("moderation_evaluate", f"{M}.evaluate:ModerationEvaluate", params=p.ModerationEvalParams,
+    register("moderation_evaluate", f"{M}.evaluate:ModerationEvaluate", params=f"{M}.evaluate:ModerationEvalParams",
              summary="accuracy, macro-F1, ROC/PR-AUC, ECE, parse failures, reasoning length; MC aggregation; plots")
-    register("moderation_study", f"{M}.study:ModerationStudy", params=p.StudyParams,
+    register("moderation_study", f"{M}.study:ModerationStudy", params=f"{M}.study:StudyParams",
              summary="quality vs examples / rollouts / steps: resumable child runs, sigmoid fit, RL-vs-SFT efficiency")
 
 

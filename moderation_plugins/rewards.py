@@ -3,6 +3,30 @@
 from __future__ import annotations
 
 from reasonrl.moderation_plugins.parsing import parse_verdict
+from pydantic import Field
+from reasonrl.core.registry import Params
+from reasonrl.core.config import JudgeRef
+
+
+class ReasoningLengthParams(Params):
+    min_words: int = Field(15, ge=0, description="reasoning shorter than this is penalised (length collapse)")
+    max_words: int = Field(200, gt=0)
+    penalty: float = Field(1.0, ge=0)
+
+
+DEFAULT_CRITERIA = [
+    "Does the reasoning apply a rule or definition from the policy?",
+    "Is everything the reasoning says about the content actually in the content (nothing made up)?",
+    "Does the reasoning support the label the moderator chose?",
+]
+
+
+class RubricJudgeParams(Params):
+    judge: JudgeRef = Field(default_factory=lambda: JudgeRef(name="hf"))
+    criteria: list[str] = Field(default_factory=lambda: list(DEFAULT_CRITERIA), min_length=1,
+                                description="yes/no rubric questions; the reward is the mean P(yes)")
+    include_policy: bool = Field(True, description="show the judge the policy (longer prompts)")
+    max_content_chars: int = Field(600, gt=0)
 
 
 class LabelAccuracy:

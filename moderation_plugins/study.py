@@ -21,6 +21,40 @@ from typing import Any, Sequence
 from reasonrl.core.contracts import StageContext
 from reasonrl.core.io import atomic_write_json, atomic_write_text, read_json
 from reasonrl.core.pipeline import MARKER, run_stage
+from typing import Literal
+from pydantic import Field, model_validator
+from reasonrl.core.registry import Params
+from reasonrl.core.config import DatasetRef
+from reasonrl.plugins.models import ModelSpec
+from reasonrl.plugins.rollout import SamplingParams
+
+
+class StudyParams(Params):
+    """A ladder of child sft/rl runs, each evaluated; sigmoid fit and data-efficiency summary."""
+
+    dataset: DatasetRef
+    model: ModelSpec = Field(default_factory=lambda: ModelSpec(source="packaged", name="smollm2-135m-instruct"),
+                             description="the student every point starts from (and the R0 score)")
+    axis: Literal["examples", "rollouts", "steps"] = "examples"
+    values: list[int] = Field(min_length=1, description="the ladder, e.g. [32, 64, 128, 256]")
+    recipes: list[Literal["rl", "sft"]] = Field(default_factory=lambda: ["rl", "sft"])
+    rl: dict[str, Any] = Field(default_factory=dict, description="an rl stage's params (dataset and model filled in)")
+    sft: dict[str, Any] = Field(default_factory=dict, description="an sft stage's params (dataset and model filled in)")
+    eval_split: str = Field("validation", description="the test split is kept for final reports, not ladders")
+    eval_examples: int | None = Field(None, gt=0)
+    metric: str = "accuracy"
+    sampling: SamplingParams = Field(default_factory=lambda: SamplingParams(top_k=1, max_new_tokens=48))
+    chat_template: bool = True
+    match_tolerance: float = Field(0.01, ge=0, description="RL 'matches' SFT's best within this margin")
+    title: str = "Moderation study"
+    progress: bool = True
+
+    @model_validator(mode="after")
+    def _axis_fits_recipes(self):
+        if self.axis != "examples" and "sft" in self.recipes:
+            raise ValueError(f"axis {self.axis!r} is an RL knob; use recipes: [rl] (sft only ladders examples)")
+        return self
+
 
 AXIS_FIELD = {"rollouts": "group_size", "steps": "steps"}
 

@@ -35,7 +35,7 @@ def greedy_texts(model, tokenizer, prompts: Sequence[str], max_new_tokens: int) 
     """One greedy completion per (already formatted) prompt: what inference commands answer."""
     import torch
 
-    from reasonrl.plugins.params import SamplingParams
+    from reasonrl.plugins.rollout import SamplingParams
     from reasonrl.plugins.rollout import HFRolloutEngine
 
     engine = HFRolloutEngine(SamplingParams(top_k=1, max_new_tokens=max_new_tokens))
@@ -82,7 +82,7 @@ def write_report(folder: Path, payload: dict[str, Any], table: str, rows: dict[s
 def load_model(spec_or_stage, run_dir: Path):
     """(model, tokenizer) from a ModelSpec, or from the name of an earlier stage of the run."""
     from reasonrl.plugins.models import load_policy
-    from reasonrl.plugins.params import ModelSpec
+    from reasonrl.plugins.models import ModelSpec
 
     spec = ModelSpec(source="stage", stage=spec_or_stage) if isinstance(spec_or_stage, str) else spec_or_stage
     return load_policy(spec, run_dir)

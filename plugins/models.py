@@ -9,7 +9,57 @@ import torch
 
 from reasonrl.core.assets import Asset, asset_dir, fetch
 from reasonrl.core.errors import ReasonRLError
-from reasonrl.plugins.params import ModelSpec, TinyModelParams
+from typing import Literal
+from pydantic import Field, model_validator
+from reasonrl.core.registry import Params
+
+
+class TinyModelParams(Params):
+    """A randomly initialised small Llama over a character vocabulary (tests, toy tasks)."""
+
+    alphabet: str = "0123456789 ,:>=+-[]abcdefghijklmnopqrstuvwxyz"
+    hidden_size: int = Field(64, gt=0)
+    num_layers: int = Field(2, gt=0)
+    num_heads: int = Field(4, gt=0)
+    intermediate_size: int = Field(128, gt=0)
+    max_positions: int = Field(256, gt=0)
+    tokenizer: str | None = Field(None, description="use this packaged model's tokenizer instead of characters")
+    tokenizer_corpus: list[str] = Field(default_factory=list, description=(
+        "train a byte-level BPE tokenizer on these JSONL/text files (relative to the run folder) instead: "
+        "tiny models are ~15x faster with a ~2k vocabulary than with a 49k one"))
+    vocab_size: int = Field(2048, ge=300, description="BPE vocabulary size with tokenizer_corpus")
+
+
+class LoraParams(Params):
+    r: int = Field(8, gt=0)
+    alpha: int = Field(16, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+class ModelSpec(Params):
+    """Where the policy comes from: ``tiny`` | ``packaged`` (a model shipped in a registry
+    package, e.g. ``smollm2-135m-instruct``) | ``hf`` (local folder or hub name) |
+    ``gguf`` (a GGUF file, dequantized) | ``stage`` (the model an earlier stage saved)."""
+
+    source: Literal["tiny", "packaged", "hf", "gguf", "stage"] = "tiny"
+    name: str | None = None
+    path: str | None = None
+    gguf_file: str | None = None
+    stage: str | None = None
+    tiny: TinyModelParams = Field(default_factory=TinyModelParams)
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    lora: LoraParams | None = None
+    add_tokens: str | None = Field(None, description="file with one new token per line (relative to the run folder "
+                                   "or absolute); embeddings of new tokens start at the mean of the old ones")
+
+    @model_validator(mode="after")
+    def _check_source(self):
+        needed = {"hf": "path", "gguf": "gguf_file", "stage": "stage", "packaged": "name"}.get(self.source)
+        if needed and getattr(self, needed) is None:
+            raise ValueError(f"model source {self.source!r} needs {needed}=...")
+        return self
+
 
 # name -> (asset, GGUF file inside it); converted once to safetensors in the cache
 PACKAGED_MODELS = {
@@ -168,8 +218,6 @@ def find_model_dir(run_dir: Path | None, stage: str | None = None) -> Path:
 
 def load_trained(run_dir: Path, stage: str | None = None):
     """(model in eval mode, tokenizer) of a finished run's training stage, with the fixes training applies (pad token)."""
-    from reasonrl.plugins.params import ModelSpec
-
     model, tokenizer = load_policy(ModelSpec(source="hf", path=str(find_model_dir(run_dir, stage))))
     return model.eval(), tokenizer
 

@@ -14,7 +14,40 @@ from typing import Sequence
 import torch
 
 from reasonrl.core.contracts import RolloutBatch
-from reasonrl.plugins.params import DAPOParams, DrGRPOParams, GRPOParams, PPOParams
+from pydantic import Field
+from reasonrl.core.registry import Params
+
+
+class GRPOParams(Params):
+    epsilon: float = Field(0.2, gt=0, description="clip range: ratio kept in [1 - eps, 1 + eps]")
+    beta: float = Field(0.0, ge=0, description="KL weight to a frozen reference; 0 loads no reference")
+    kl_estimator: str = Field("k3", pattern="^(k1|k3)$")
+    scale_rewards: bool = True
+    std_eps: float = 1e-6
+
+
+class DrGRPOParams(Params):
+    epsilon: float = Field(0.2, gt=0)
+    beta: float = Field(0.0, ge=0)
+    kl_estimator: str = Field("k3", pattern="^(k1|k3)$")
+    max_completion_length: int = Field(256, gt=0, description="the constant that replaces per-sequence length")
+
+
+class DAPOParams(Params):
+    epsilon_low: float = Field(0.2, gt=0)
+    epsilon_high: float = Field(0.28, gt=0)
+    dynamic_sampling: bool = True
+    mask_truncated: bool = False
+    std_eps: float = 1e-6
+
+
+class PPOParams(Params):
+    epsilon: float = Field(0.2, gt=0)
+    value_clip: float = Field(0.2, gt=0)
+    gamma: float = Field(1.0, ge=0, le=1)
+    lam: float = Field(0.95, ge=0, le=1)
+    value_coef: float = Field(0.5, ge=0)
+    whiten_advantages: bool = True
 
 
 # ---------------------------------------------------------------- pure pieces

@@ -3,82 +3,81 @@
 from __future__ import annotations
 
 from reasonrl.core.hookspecs import hookimpl
-from reasonrl.plugins import params as p
 
 P = "reasonrl.plugins"
 
 
 @hookimpl
 def register_trackers(register):
-    register("jsonl", f"{P}.trackers:JsonlTracker", params=p.JsonlParams, summary="metrics as JSON lines in the run folder")
-    register("tensorboard", f"{P}.trackers:TensorboardTracker", params=p.TensorboardParams,
+    register("jsonl", f"{P}.trackers:JsonlTracker", params=f"{P}.trackers:JsonlParams", summary="metrics as JSON lines in the run folder")
+    register("tensorboard", f"{P}.trackers:TensorboardTracker", params=f"{P}.trackers:TensorboardParams",
              summary="metrics as TensorBoard scalars (extra: tensorboard)")
-    register("wandb", f"{P}.trackers:WandbTracker", params=p.WandbParams,
+    register("wandb", f"{P}.trackers:WandbTracker", params=f"{P}.trackers:WandbParams",
              summary="Weights & Biases runs (optional: pip install wandb)")
-    register("mlflow", f"{P}.trackers:MlflowTracker", params=p.MlflowParams,
+    register("mlflow", f"{P}.trackers:MlflowTracker", params=f"{P}.trackers:MlflowParams",
              summary="MLflow runs (optional: pip install mlflow)")
 
 
 @hookimpl
 def register_reward_combiners(register):
-    register("weighted_sum", f"{P}.rewards:WeightedSum", params=p.WeightedSumParams,
+    register("weighted_sum", f"{P}.rewards:WeightedSum", params=f"{P}.rewards:WeightedSumParams",
              summary="sum of weight * component over the components that apply")
 
 
 @hookimpl
 def register_reward_functions(register):
-    register("regex_format", f"{P}.rewards:RegexFormat", params=p.RegexFormatParams,
+    register("regex_format", f"{P}.rewards:RegexFormat", params=f"{P}.rewards:RegexFormatParams",
              summary="1 if the completion matches a regex, else 0")
-    register("json_format", f"{P}.rewards:JsonFormat", params=p.JsonFormatParams,
+    register("json_format", f"{P}.rewards:JsonFormat", params=f"{P}.rewards:JsonFormatParams",
              summary="1 if the completion holds a JSON object with the required keys")
-    register("overlong", f"{P}.rewards:Overlong", params=p.OverlongParams,
+    register("overlong", f"{P}.rewards:Overlong", params=f"{P}.rewards:OverlongParams",
              summary="DAPO overlong shaping: 0, linear penalty in the cache band, -1 beyond")
-    register("length_penalty", f"{P}.rewards:LengthPenalty", params=p.LengthPenaltyParams,
+    register("length_penalty", f"{P}.rewards:LengthPenalty", params=f"{P}.rewards:LengthPenaltyParams",
              summary="penalty for completions outside [min, max] words")
     register("sort_accuracy", f"{P}.tasks:SortAccuracy", summary="fraction of positions equal to the sorted answer")
 
 
 @hookimpl
 def register_policy_optimizers(register):
-    register("grpo", f"{P}.optimizers:grpo", params=p.GRPOParams,
+    register("grpo", f"{P}.optimizers:grpo", params=f"{P}.optimizers:GRPOParams",
              summary="group-normalised advantages, clipped ratio, optional KL (k1/k3)")
-    register("dr_grpo", f"{P}.optimizers:dr_grpo", params=p.DrGRPOParams,
+    register("dr_grpo", f"{P}.optimizers:dr_grpo", params=f"{P}.optimizers:DrGRPOParams",
              summary="GRPO without std scaling and per-sequence length normalisation")
-    register("dapo", f"{P}.optimizers:dapo", params=p.DAPOParams,
+    register("dapo", f"{P}.optimizers:dapo", params=f"{P}.optimizers:DAPOParams",
              summary="clip-higher, token-level loss, dynamic sampling, truncation mask")
-    register("ppo", f"{P}.optimizers:PPO", params=p.PPOParams,
+    register("ppo", f"{P}.optimizers:PPO", params=f"{P}.optimizers:PPOParams",
              summary="value head, GAE, clipped policy and value losses")
 
 
 @hookimpl
 def register_rollout_engines(register):
-    register("hf", f"{P}.rollout:HFRolloutEngine", params=p.SamplingParams,
+    register("hf", f"{P}.rollout:HFRolloutEngine", params=f"{P}.rollout:SamplingParams",
              summary="transformers sampling with KV cache, one prefill per prompt group")
-    register("vllm", f"{P}.vllm_engine:VLLMRolloutEngine", params=p.VLLMParams,
+    register("vllm", f"{P}.vllm_engine:VLLMRolloutEngine", params=f"{P}.vllm_engine:VLLMParams",
              summary="colocated vLLM sampling, weights pushed each step (extra: vllm, GPU)")
 
 
 @hookimpl
 def register_stages(register):
-    register("rl", f"{P}.rl:RLStage", params=p.RLParams,
+    register("rl", f"{P}.rl:RLStage", params=f"{P}.rl:RLParams",
              summary="on-policy RL: rollouts, rewards, combiner, filter, optimizer")
-    register("sft", f"{P}.supervised:SFTStage", params=p.SFTParams,
+    register("sft", f"{P}.supervised:SFTStage", params=f"{P}.supervised:SFTParams",
              summary="supervised fine-tuning with per-segment loss weights")
-    register("lm", f"{P}.supervised:LMStage", params=p.LMParams,
+    register("lm", f"{P}.supervised:LMStage", params=f"{P}.supervised:LMParams",
              summary="causal LM training with sequence packing (mid-training)")
 
 
 @hookimpl
 def register_datasets(register):
-    register("sort_digits", f"{P}.tasks:SortDigits", params=p.SortDigitsParams,
+    register("sort_digits", f"{P}.tasks:SortDigits", params=f"{P}.tasks:SortDigitsParams",
              summary="toy verifiable task: sort a short list of digits")
-    register("jsonl", f"{P}.tasks:JsonlDataset", params=p.JsonlDatasetParams,
+    register("jsonl", f"{P}.tasks:JsonlDataset", params=f"{P}.tasks:JsonlDatasetParams",
              summary="JSON-lines files per split, paths relative to the run folder")
 
 
 @hookimpl
 def register_teacher_generators(register):
-    register("hf", f"{P}.teachers:HFTeacher", params=p.HFTeacherParams,
+    register("hf", f"{P}.teachers:HFTeacher", params=f"{P}.teachers:HFTeacherParams",
              summary="a local transformers model, n samples per prompt (default: packaged SmolLM2-135M-Instruct)")
-    register("openai_compatible", f"{P}.teachers:OpenAICompatibleTeacher", params=p.OpenAITeacherParams,
+    register("openai_compatible", f"{P}.teachers:OpenAICompatibleTeacher", params=f"{P}.teachers:OpenAITeacherParams",
              summary="any OpenAI-compatible endpoint: key from env, retries, concurrency, disk cache")

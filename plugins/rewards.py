@@ -7,13 +7,43 @@ import re
 from typing import Mapping
 
 from reasonrl.core.errors import ReasonRLError
-from reasonrl.plugins.params import (
-    JsonFormatParams,
-    LengthPenaltyParams,
-    OverlongParams,
-    RegexFormatParams,
-    WeightedSumParams,
-)
+from typing import Literal
+from pydantic import Field
+from reasonrl.core.registry import Params
+
+
+class WeightedSumParams(Params):
+    weights: dict[str, float] = Field(default_factory=dict, description="component -> weight; unnamed components weigh 1")
+    default_weight: float = 1.0
+    required: list[str] = Field(default_factory=list, description="components that must apply; else invalid_reward")
+    invalid_reward: float = -1.0
+
+
+class RegexFormatParams(Params):
+    pattern: str = Field(description="Python regex the whole completion must match (re.fullmatch, DOTALL)")
+    name: str = "format"
+
+
+class JsonFormatParams(Params):
+    required_keys: list[str] = Field(default_factory=list)
+    json_schema: dict | None = Field(None, description="a JSON Schema the object must satisfy (needs jsonschema)")
+    name: str = "format"
+
+
+class OverlongParams(Params):
+    """DAPO overlong shaping on the completion length (characters or words)."""
+
+    max_length: int = Field(gt=0, description="L_max")
+    cache_length: int = Field(gt=0, description="L_cache: the soft band below L_max")
+    unit: Literal["chars", "words"] = "chars"
+    name: str = "overlong"
+
+
+class LengthPenaltyParams(Params):
+    min_length: int = Field(0, ge=0)
+    max_length: int = Field(10_000, gt=0)
+    penalty: float = Field(1.0, ge=0, description="reward -penalty * relative distance outside [min, max]")
+    name: str = "length"
 
 
 class WeightedSum:

@@ -17,6 +17,29 @@ from reasonrl.plugins.rewards import INVALID, score_samples
 from reasonrl.core.contracts import RolloutBatch
 from reasonrl.plugins.rollout import completion_logprobs
 from reasonrl.plugins.training import Trainer, seed_all, step_seed
+from typing import Literal
+from pydantic import Field
+from reasonrl.core.config import OptimizerRef, RewardRef, CombinerRef, RolloutEngineRef, ConstraintRef
+from reasonrl.plugins.training import TrainingParams
+
+
+class RLParams(TrainingParams):
+    prompt_field: str = "prompt"
+    chat_template: bool = False
+    optimizer: OptimizerRef = Field(default_factory=lambda: OptimizerRef(name="dapo"))
+    rollout: RolloutEngineRef = Field(default_factory=lambda: RolloutEngineRef(name="hf"))
+    rewards: list[RewardRef] = Field(min_length=1)
+    combiner: CombinerRef = Field(default_factory=lambda: CombinerRef(name="weighted_sum"))
+    constraint: ConstraintRef | None = Field(None, description=(
+        "a decoding constraint for rollouts (e.g. sid_trie); the old log-prob stays the policy's own"))
+    on_reward_error: Literal["raise", "invalid"] = "raise"
+    invalid_reward: float = -1.0
+    steps: int = Field(50, gt=0)
+    prompts_per_step: int = Field(8, gt=0)
+    group_size: int = Field(8, gt=0)
+    max_sampling_rounds: int = Field(3, ge=1, description="generation rounds allowed to fill a batch under dynamic sampling")
+    updates_per_batch: int = Field(1, gt=0)
+    micro_batch_prompts: int = Field(4, gt=0)
 
 
 class ValueHead(torch.nn.Module):

@@ -15,7 +15,17 @@ import torch
 import torch.nn.functional as F
 
 from reasonrl.core.contracts import Rollouts
-from reasonrl.plugins.params import SamplingParams
+from pydantic import Field
+from reasonrl.core.registry import Params
+
+
+class SamplingParams(Params):
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0, description="0 = no top-k cut")
+    max_new_tokens: int = Field(64, gt=0)
+    stop_strings: list[str] = Field(default_factory=list)
+    prompt_batch_size: int = Field(8, gt=0, description="prompts prefilled together")
 
 
 def left_pad(sequences: Sequence[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

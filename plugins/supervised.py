@@ -11,6 +11,25 @@ from reasonrl.core.contracts import StageContext
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.plugins.models import chat_prompt
 from reasonrl.plugins.training import Trainer, step_seed
+from pydantic import Field
+from reasonrl.plugins.training import TrainingParams
+
+
+class LMParams(TrainingParams):
+    text_field: str = "text"
+    seq_len: int = Field(128, gt=1)
+    batch_size: int = Field(8, gt=0)
+    steps: int = Field(100, gt=0)
+
+
+class SFTParams(TrainingParams):
+    prompt_field: str = "prompt"
+    completion_field: str = "completion"
+    segments_field: str = Field("segments", description="optional per-example [[text, weight], ...] completion")
+    chat_template: bool = Field(False, description="wrap prompts with the tokenizer's chat template")
+    max_length: int = Field(512, gt=1)
+    batch_size: int = Field(8, gt=0)
+    epochs: float = Field(1.0, gt=0)
 
 
 def weighted_nll(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

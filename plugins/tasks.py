@@ -4,8 +4,26 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from pydantic import Field
+from reasonrl.core.registry import Params
 
-from reasonrl.plugins.params import SortDigitsParams
+
+class SortDigitsParams(Params):
+    """Sort a short list of digits: a task with a checkable answer to prove the loop learns."""
+
+    length: int = Field(4, gt=0, le=12)
+    max_digit: int = Field(9, ge=1, le=9)
+    train_size: int = Field(2000, gt=0)
+    validation_size: int = Field(200, ge=0)
+    test_size: int = Field(200, ge=0)
+    seed: int = 0
+
+
+class JsonlDatasetParams(Params):
+    """JSON-lines files per split; relative paths resolve against the run folder."""
+
+    files: dict[str, str] = Field(description="split -> file, e.g. {train: prepare/train.jsonl}")
+    limit: int | None = Field(None, gt=0, description="keep the first N examples of each split")
 
 
 def sort_prompt(digits: list[int]) -> str:

@@ -8,7 +8,35 @@ from typing import Sequence
 
 from reasonrl.core.io import atomic_write_json
 from reasonrl.plugins.http_client import ChatClient, chat_body, reply_cache, request_key
-from reasonrl.plugins.params import HFTeacherParams, OpenAITeacherParams
+from pydantic import Field
+from reasonrl.core.registry import Params
+from reasonrl.plugins.models import ModelSpec
+from reasonrl.plugins.rollout import SamplingParams
+
+
+class HFTeacherParams(Params):
+    model: ModelSpec = Field(default_factory=lambda: ModelSpec(source="packaged", name="smollm2-135m-instruct"))
+    sampling: SamplingParams = Field(default_factory=lambda: SamplingParams(max_new_tokens=192, temperature=0.8,
+                                                                            top_p=0.95))
+    chat_template: bool = True
+    system: str | None = None
+    seed: int = 0
+
+
+class OpenAITeacherParams(Params):
+    """Any OpenAI-compatible chat endpoint (vLLM's server, hosted APIs)."""
+
+    base_url: str = Field(description="e.g. http://127.0.0.1:8000/v1")
+    model: str
+    api_key_env: str | None = Field("OPENAI_API_KEY", description="environment variable holding the key; never logged")
+    temperature: float = Field(0.8, ge=0)
+    max_tokens: int = Field(512, gt=0)
+    system: str | None = None
+    max_concurrency: int = Field(4, gt=0)
+    retries: int = Field(4, ge=0)
+    backoff_seconds: float = Field(1.0, ge=0)
+    timeout_seconds: float = Field(120.0, gt=0)
+    cache_dir: str | None = Field(None, description="default: <REASONRL_CACHE>/teacher")
 
 
 class HFTeacher:

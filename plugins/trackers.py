@@ -10,7 +10,28 @@ from pathlib import Path
 from typing import Mapping
 
 from reasonrl.core.contracts import current_attempt
-from reasonrl.plugins.params import JsonlParams, MlflowParams, TensorboardParams, WandbParams
+from typing import Literal
+from pydantic import Field
+from reasonrl.core.registry import Params
+
+
+class JsonlParams(Params):
+    filename: str = "metrics.jsonl"
+
+
+class TensorboardParams(Params):
+    subdir: str = "tensorboard"
+
+
+class WandbParams(Params):
+    project: str = "reasonrl"
+    entity: str | None = None
+    mode: Literal["online", "offline", "disabled"] = "offline"
+
+
+class MlflowParams(Params):
+    tracking_uri: str | None = Field(None, description="default: ./mlruns in the run folder")
+    experiment: str = "reasonrl"
 
 
 class JsonlTracker:

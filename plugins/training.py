@@ -14,7 +14,39 @@ from reasonrl.core.contracts import StageContext
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.plugins.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from reasonrl.plugins.models import MODEL_DIR, load_policy, save_policy
-from reasonrl.plugins.params import TrainingParams
+from typing import Literal
+from pydantic import Field
+from reasonrl.core.registry import Params
+from reasonrl.core.config import DatasetRef
+from reasonrl.plugins.models import ModelSpec
+
+
+class DeepSpeedParams(Params):
+    """DeepSpeed ZeRO through accelerate (extra: deepspeed)."""
+
+    zero_stage: Literal[1, 2, 3] = 2
+    offload_optimizer: bool = False
+
+
+class TrainingParams(Params):
+    """What every trainer shares: optimisation, schedule, checkpoints."""
+
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    dataset: DatasetRef
+    split: str = "train"
+    lr: float = Field(1e-5, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["constant", "linear", "cosine"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    gradient_accumulation: int = Field(1, gt=0)
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    deepspeed: DeepSpeedParams | None = Field(None, description="ZeRO sharding; sft and lm stages")
+    checkpoint_every: int = Field(0, ge=0, description="steps between resume checkpoints; 0 = none")
+    save_model: bool = Field(True, description="save the trained model (off only for benchmarks)")
+    seed_offset: int = 0
+    progress: bool = True
+
 
 CHECKPOINT_DIR = "checkpoint"
 

@@ -15,8 +15,14 @@ from typing import Sequence
 import torch
 
 from reasonrl.core.errors import ReasonRLError
-from reasonrl.plugins.params import VLLMParams
 from reasonrl.core.contracts import Rollouts
+from pydantic import Field
+from reasonrl.plugins.rollout import SamplingParams
+
+
+class VLLMParams(SamplingParams):
+    gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
+    dtype: str = "bfloat16"
 
 
 class VLLMRolloutEngine:

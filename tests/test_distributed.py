@@ -32,7 +32,7 @@ def test_two_process_ddp_matches_single_process(tmp_path):
         assert torch.allclose(a[key], b[key], atol=1e-5), key
     start = saved(tmp_path, "single")  # training moved the weights at all
     from reasonrl.plugins.models import tiny_model
-    from reasonrl.plugins.params import TinyModelParams
+    from reasonrl.plugins.models import TinyModelParams
 
     base, _ = tiny_model(TinyModelParams(hidden_size=32), seed=0)
     assert not torch.allclose(base.state_dict()["model.norm.weight"], start["model.norm.weight"])

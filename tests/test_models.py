@@ -3,7 +3,8 @@ import torch
 
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.plugins.models import load_policy, packaged_model_dir
-from reasonrl.plugins.params import ModelSpec, SamplingParams
+from reasonrl.plugins.models import ModelSpec
+from reasonrl.plugins.rollout import SamplingParams
 from reasonrl.plugins.rollout import HFRolloutEngine
 
 
@@ -39,7 +40,7 @@ def test_bpe_tokenizer_from_a_run_corpus_round_trips_and_keeps_added_tokens(tmp_
     import json as _json
 
     from reasonrl.plugins.models import add_tokens, tiny_model
-    from reasonrl.plugins.params import TinyModelParams
+    from reasonrl.plugins.models import TinyModelParams
 
     rows = [{"text": f"The movie number {i} is a drama from 19{i % 90 + 10}."} for i in range(200)]
     (tmp_path / "corpus.jsonl").write_text("".join(_json.dumps(r) + "\n" for r in rows))
@@ -61,7 +62,7 @@ def test_sft_loss_on_kept_logits_equals_the_loss_on_all_logits():
     import torch
 
     from reasonrl.plugins.models import tiny_model
-    from reasonrl.plugins.params import TinyModelParams
+    from reasonrl.plugins.models import TinyModelParams
     from reasonrl.plugins.supervised import SFTStage, first_trained_position, weighted_nll
 
     model, tokenizer = tiny_model(TinyModelParams(), seed=0)

@@ -18,7 +18,7 @@ from reasonrl.plugins.optimizers import (
 from reasonrl.plugins.optimizers import dapo as DAPO
 from reasonrl.plugins.optimizers import dr_grpo as DrGRPO
 from reasonrl.plugins.optimizers import grpo as GRPO
-from reasonrl.plugins.params import DAPOParams, DrGRPOParams, GRPOParams, PPOParams
+from reasonrl.plugins.optimizers import DAPOParams, DrGRPOParams, GRPOParams, PPOParams
 
 
 def batch(rewards, mask, groups=None, group_size=2, old=None):

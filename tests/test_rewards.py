@@ -1,12 +1,6 @@
 import pytest
 
-from reasonrl.plugins.params import (
-    JsonFormatParams,
-    LengthPenaltyParams,
-    OverlongParams,
-    RegexFormatParams,
-    WeightedSumParams,
-)
+from reasonrl.plugins.rewards import JsonFormatParams, LengthPenaltyParams, OverlongParams, RegexFormatParams, WeightedSumParams
 from reasonrl.plugins.rewards import (
     JsonFormat,
     LengthPenalty,
@@ -19,7 +13,7 @@ from reasonrl.plugins.rewards import (
     score_samples,
 )
 from reasonrl.plugins.tasks import SortAccuracy, SortDigits
-from reasonrl.plugins.params import SortDigitsParams
+from reasonrl.plugins.tasks import SortDigitsParams
 
 
 def test_overlong_shaping_by_hand():

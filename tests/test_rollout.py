@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from reasonrl.plugins.models import tiny_model
-from reasonrl.plugins.params import SamplingParams, TinyModelParams
+from reasonrl.plugins.models import TinyModelParams
+from reasonrl.plugins.rollout import SamplingParams
 from reasonrl.plugins.rollout import HFRolloutEngine, completion_logprobs, filter_logits, left_pad
 
 

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from reasonrl.core.errors import ReasonRLError
-from reasonrl.plugins.params import TinyModelParams, VLLMParams
+from reasonrl.plugins.models import TinyModelParams
+from reasonrl.plugins.vllm_engine import VLLMParams
 from reasonrl.plugins.vllm_engine import VLLMRolloutEngine
 
 

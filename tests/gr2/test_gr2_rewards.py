@@ -4,7 +4,7 @@ import math
 import pytest
 
 from reasonrl.gr2_plugins.metrics import bootstrap_interval, identity_copy_rate, ndcg_at, ranking_metrics
-from reasonrl.gr2_plugins.params import ConditionalRankParams, TopKParams
+from reasonrl.gr2_plugins.rewards import ConditionalRankParams, TopKParams
 from reasonrl.gr2_plugins.parsing import MISSING_ITEMS, NOT_JSON, NOT_PERMUTATION, UNKNOWN_SID, parse_ranking
 from reasonrl.gr2_plugins.rewards import AUCReward, ConditionalRank, FormatReward, NDCGReward, RankReward, TopKReward
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from reasonrl.gr2_plugins.params import RQVAEParams, SemanticIdParams
+from reasonrl.gr2_plugins.semantic_ids import RQVAEParams, SemanticIdParams
 from reasonrl.gr2_plugins.semantic_ids import (
     RQVAE,
     RQKMeans,

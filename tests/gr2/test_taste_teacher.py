@@ -4,7 +4,7 @@ import pytest
 
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.gr2_plugins.filters import Top1Match, ValidFormat
-from reasonrl.gr2_plugins.params import TasteTeacherParams
+from reasonrl.gr2_plugins.taste_teacher import TasteTeacherParams
 from reasonrl.gr2_plugins.parsing import parse_ranking
 from reasonrl.gr2_plugins.prompts import teacher_prompt
 from reasonrl.gr2_plugins.taste_teacher import TasteProfileTeacher, genre_profile, parse_movie, read_prompt

@@ -8,8 +8,8 @@ from reasonrl.core.config import resolve_config
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.pipeline import run_pipeline
 from reasonrl.gr2_plugins.filters import CitesSid, Top1Match, ValidFormat
-from reasonrl.gr2_plugins.params import CitesSidParams
-from reasonrl.plugins.params import OpenAITeacherParams
+from reasonrl.gr2_plugins.filters import CitesSidParams
+from reasonrl.plugins.teachers import OpenAITeacherParams
 from reasonrl.plugins.teachers import OpenAICompatibleTeacher
 from reasonrl.testing import JsonHandler, serve_loopback
 

@@ -7,7 +7,7 @@ from reasonrl.core.cli import main
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.moderation_plugins.inference import Classifier
 from reasonrl.plugins.models import save_policy, tiny_model
-from reasonrl.plugins.params import TinyModelParams
+from reasonrl.plugins.models import TinyModelParams
 
 
 @pytest.fixture

@@ -5,7 +5,8 @@ import pytest
 
 from reasonrl.moderation_plugins.evaluate import aggregate_samples, reliability_bins, score_verdicts
 from reasonrl.moderation_plugins.judges import OpenAICompatibleJudge, p_yes_from_reply, yes_share
-from reasonrl.moderation_plugins.params import OpenAIJudgeParams, RubricJudgeParams
+from reasonrl.moderation_plugins.judges import OpenAIJudgeParams
+from reasonrl.moderation_plugins.rewards import RubricJudgeParams
 from reasonrl.moderation_plugins.rewards import RubricJudge, judge_prompt
 from reasonrl.testing import JsonHandler, serve_loopback
 
@@ -54,8 +55,8 @@ def test_hf_judge_matches_a_direct_next_token_computation():
     import torch
 
     from reasonrl.moderation_plugins.judges import HFJudge
-    from reasonrl.moderation_plugins.params import HFJudgeParams
-    from reasonrl.plugins.params import ModelSpec, TinyModelParams
+    from reasonrl.moderation_plugins.judges import HFJudgeParams
+    from reasonrl.plugins.models import ModelSpec, TinyModelParams
 
     spec = ModelSpec(source="tiny", tiny=TinyModelParams(alphabet="yesnoYESNO ab?"))
     judge = HFJudge(HFJudgeParams(model=spec, chat_template=False, batch_size=2))
@@ -120,7 +121,7 @@ def test_scores_and_reliability_bins_by_hand():
 def test_task_examples_carry_prompt_sft_target_and_policy(tmp_path):
     from reasonrl.core.errors import ReasonRLError
     from reasonrl.moderation_plugins.data import PromptInjection
-    from reasonrl.moderation_plugins.params import ModerationDataParams
+    from reasonrl.moderation_plugins.data import ModerationDataParams
 
     rows = [{"id": str(i), "text": f"input {i}", "label": "malicious" if i % 3 else "benign"} for i in range(30)]
     (tmp_path / "injections.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
