@@ -9,7 +9,7 @@ from reasonrl.core.contracts import StageContext
 from reasonrl.core.io import read_json
 from reasonrl.gr2_plugins.metrics import bootstrap_interval, identity_copy_rate, ndcg_at, rank_of, ranking_metrics
 from reasonrl.gr2_plugins.parsing import parse_ranking
-from reasonrl.plugins.evaluation import evaluation_examples, report_table, write_outputs, write_report
+from reasonrl.plugins.evaluation import VariantEvaluation, report_table, write_outputs
 from pydantic import Field
 from reasonrl.core.registry import Params
 from reasonrl.core.config import DatasetRef, ConstraintRef
@@ -77,26 +77,22 @@ def trace_lines(traces: dict[str, dict[str, Any]]) -> str:
     return ("\n\nTeacher traces:\n" + "\n".join(lines)) if lines else ""
 
 
-class GR2Evaluate:
-    def __init__(self, params: GR2EvaluateParams) -> None:
-        self.params = params
+class GR2Evaluate(VariantEvaluation):
+    bar_metrics = ("recall@1", "recall@5", "ndcg@5")
 
-    def run(self, context: StageContext) -> dict[str, Any]:
+    def score_variant(self, context: StageContext, variant: Variant, examples: list[dict]) -> dict[str, Any]:
+        outputs = None if variant.stage is None else self.generate(context, variant, examples)
+        if outputs is not None:
+            write_outputs(context.stage_dir, variant.name, [
+                {"user": e.get("user"), "target_index": e["target_index"], "output": o}
+                for e, o in zip(examples, outputs)])
+        return score_variant(examples, outputs, self.params.bootstrap_samples)
+
+    def report(self, context: StageContext, rows, examples):
         p = self.params
-        examples = evaluation_examples(context, p.dataset, p.split, p.max_examples)
-        rows = {}
-        for variant in p.variants:
-            outputs = None if variant.stage is None else self.generate(context, variant, examples)
-            rows[variant.name] = score_variant(examples, outputs, p.bootstrap_samples)
-            if outputs is not None:
-                write_outputs(context.stage_dir, variant.name, [
-                    {"user": e.get("user"), "target_index": e["target_index"], "output": o}
-                    for e, o in zip(examples, outputs)])
         traces = {stage: read_json(context.stage_output(stage) / "summary.json") for stage in p.trace_stages}
         table = markdown_table(p.title, rows, len(examples)) + trace_lines(traces)
-        write_report(context.stage_dir, {"title": p.title, "lists": len(examples), "rows": rows, "traces": traces},
-                     table, rows, ["recall@1", "recall@5", "ndcg@5"])
-        return {"report_markdown": table, "rows": rows}
+        return {"title": p.title, "lists": len(examples), "rows": rows, "traces": traces}, table
 
     def generate(self, context: StageContext, variant: Variant, examples: list[dict]) -> list[str]:
         from reasonrl.plugins.evaluation import generate_texts, load_model

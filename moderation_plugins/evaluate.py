@@ -14,6 +14,7 @@ from reasonrl.core.contracts import StageContext
 from reasonrl.core.io import read_json
 from reasonrl.moderation_plugins.baseline import classification_report
 from reasonrl.moderation_plugins.parsing import parse_verdict
+from reasonrl.plugins.evaluation import VariantEvaluation
 from pydantic import Field, model_validator
 from reasonrl.core.registry import Params
 from reasonrl.core.config import DatasetRef
@@ -123,26 +124,22 @@ def reliability_plot(path, rows: dict[str, dict[str, Any]]) -> None:
     plt.close(fig)
 
 
-class ModerationEvaluate:
-    def __init__(self, params) -> None:
-        self.params = params
+class ModerationEvaluate(VariantEvaluation):
+    bar_metrics = ("accuracy", "macro_f1", "roc_auc")
 
-    def run(self, context: StageContext) -> dict[str, Any]:
-        from reasonrl.plugins.evaluation import evaluation_examples, write_report
+    def score_variant(self, context: StageContext, variant, examples: list[dict]) -> dict[str, Any]:
+        if variant.baseline_stage:
+            return self.baseline_row(context, variant.baseline_stage)
+        return self.model_row(context, variant, examples)
 
+    def report(self, context: StageContext, rows, examples):
         p = self.params
-        examples = evaluation_examples(context, p.dataset, p.split, p.max_examples)
-        rows = {}
-        for variant in p.variants:
-            if variant.baseline_stage:
-                rows[variant.name] = self.baseline_row(context, variant.baseline_stage)
-            else:
-                rows[variant.name] = self.model_row(context, variant, examples)
-        table = markdown_table(p.title, rows, len(examples))
-        write_report(context.stage_dir, {"title": p.title, "examples": len(examples), "split": p.split, "rows": rows},
-                     table, rows, ["accuracy", "macro_f1", "roc_auc"])
         reliability_plot(context.stage_dir / "reliability.png", rows)
-        return {"report_markdown": table, "rows": {k: {c: v.get(c) for c in COLUMNS} for k, v in rows.items()}}
+        payload = {"title": p.title, "examples": len(examples), "split": p.split, "rows": rows}
+        return payload, markdown_table(p.title, rows, len(examples))
+
+    def summary_rows(self, rows):
+        return {k: {c: v.get(c) for c in COLUMNS} for k, v in rows.items()}
 
     def baseline_row(self, context: StageContext, stage: str) -> dict[str, Any]:
         metrics = read_json(context.run_dir / stage / "metrics.json")

@@ -43,18 +43,17 @@ class HFJudge:
     """A local causal LM: softmax of the next-token logits after the chat-formatted question."""
 
     def __init__(self, params) -> None:
+        from reasonrl.plugins.models import LazyModel
+
         self.params = params
-        self._model = None
+        self.model = LazyModel(params.model)
 
     def _load(self):
-        if self._model is None:
-            from reasonrl.plugins.models import load_policy
-
-            model, self.tokenizer = load_policy(self.params.model)
-            self._model = model.eval()
+        model, self.tokenizer = self.model.get()
+        if not hasattr(self, "yes_ids"):
             yes, no = self._answer_ids(YES_WORDS), self._answer_ids(NO_WORDS)
             self.yes_ids, self.no_ids = sorted(yes - no), sorted(no - yes)
-        return self._model
+        return model
 
     def _answer_ids(self, words: Sequence[str]) -> set[int]:
         """Ids of the answer words that are one token; else the first token of each bare word."""

@@ -79,6 +79,34 @@ def write_report(folder: Path, payload: dict[str, Any], table: str, rows: dict[s
     bar_plot(Path(folder) / "report.png", payload.get("title", ""), rows, bar_metrics)
 
 
+class VariantEvaluation:
+    """Skeleton of an evaluation stage: every variant is scored on the same examples, then one
+    report (json, md, png). A pack fills in ``score_variant`` and ``report``."""
+
+    bar_metrics: Sequence[str] = ()
+
+    def __init__(self, params) -> None:
+        self.params = params
+
+    def run(self, context) -> dict[str, Any]:
+        p = self.params
+        examples = evaluation_examples(context, p.dataset, p.split, p.max_examples)
+        rows = {variant.name: self.score_variant(context, variant, examples) for variant in p.variants}
+        payload, table = self.report(context, rows, examples)
+        write_report(context.stage_dir, payload, table, rows, self.bar_metrics)
+        return {"report_markdown": table, "rows": self.summary_rows(rows)}
+
+    def score_variant(self, context, variant, examples: list[dict]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def report(self, context, rows: dict[str, dict[str, Any]], examples: list[dict]) -> tuple[dict[str, Any], str]:
+        """(report.json payload, Markdown table)."""
+        raise NotImplementedError
+
+    def summary_rows(self, rows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        return rows
+
+
 def load_model(spec_or_stage, run_dir: Path):
     """(model, tokenizer) from a ModelSpec, or from the name of an earlier stage of the run."""
     from reasonrl.plugins.models import load_policy

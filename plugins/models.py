@@ -216,6 +216,20 @@ def find_model_dir(run_dir: Path | None, stage: str | None = None) -> Path:
     return path
 
 
+class LazyModel:
+    """A frozen local model loaded on first use (teachers, judges): ``model, tokenizer = lazy.get()``."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self._loaded = None
+
+    def get(self):
+        if self._loaded is None:
+            model, tokenizer = load_policy(self.spec)
+            self._loaded = (model.eval().requires_grad_(False), tokenizer)
+        return self._loaded
+
+
 def load_trained(run_dir: Path, stage: str | None = None):
     """(model in eval mode, tokenizer) of a finished run's training stage, with the fixes training applies (pad token)."""
     model, tokenizer = load_policy(ModelSpec(source="hf", path=str(find_model_dir(run_dir, stage))))

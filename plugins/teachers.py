@@ -43,21 +43,21 @@ class HFTeacher:
     """Samples n completions per prompt from a local model (chat template applied)."""
 
     def __init__(self, params: HFTeacherParams) -> None:
+        from reasonrl.plugins.models import LazyModel
+
         self.params = params
-        self._model = None
+        self.model = LazyModel(params.model)
 
     def _load(self):
-        if self._model is None:
-            import torch
+        import torch
 
-            from reasonrl.plugins.models import load_policy
-            from reasonrl.plugins.rollout import HFRolloutEngine
+        from reasonrl.plugins.rollout import HFRolloutEngine
 
-            model, self.tokenizer = load_policy(self.params.model)
-            self._model = model.eval()
+        model, self.tokenizer = self.model.get()
+        if not hasattr(self, "engine"):
             self.engine = HFRolloutEngine(self.params.sampling)
             self.generator = torch.Generator().manual_seed(self.params.seed)
-        return self._model
+        return model
 
     def format(self, prompt: str) -> str:
         from reasonrl.plugins.models import chat_prompt

@@ -62,7 +62,7 @@ def test_hf_judge_matches_a_direct_next_token_computation():
     judge = HFJudge(HFJudgeParams(model=spec, chat_template=False, batch_size=2))
     prompts = ["ab? ", "a? ", "bbb? "]
     scores = judge.probability_yes(prompts)
-    model, tok = judge._model, judge.tokenizer
+    model, tok = judge.model.get()
     ids = torch.tensor([tok("a? ", add_special_tokens=False)["input_ids"]])
     with torch.no_grad():
         logp = model(input_ids=ids).logits[0, -1].log_softmax(-1)
