@@ -1,4 +1,4 @@
-"""The import direction of ARCHITECTURE.md: core <- plugins <- {gr2, moderation}."""
+"""The import direction of docs/architecture.md: core <- plugins <- {gr2, moderation}."""
 
 import ast
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""Every loss and advantage against numbers worked out by hand from REFERENCE.md section 3."""
+"""Every loss and advantage against numbers worked out by hand from docs/reference.md (policy optimizers)."""
 
 import math
 
