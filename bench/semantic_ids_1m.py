@@ -23,8 +23,7 @@ def synthetic_embeddings(n: int, dim: int = 384, topics: int = 4096, seed: int =
 
 
 def main() -> None:
-    from reasonrl.gr2_plugins.semantic_ids import SemanticIdParams
-    from reasonrl.gr2_plugins.semantic_ids import RQKMeans
+    from reasonrl.gr2_plugins.semantic_ids import RQKMeans, SemanticIdParams
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, default=1_000_000)

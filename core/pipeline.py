@@ -101,7 +101,7 @@ def _strings(value: Any):
 
 
 def plan_stages(config: ResolvedConfig, force: Iterable[str] = ()) -> dict[str, str]:
-    """stage id -> "skip", "run" (fresh or resume) or "fresh" (start over: forced or stale).
+    """stage id -> "skip", "run" (fresh, or resume from a checkpoint) or "fresh" (start over: forced, or an input reruns).
 
     Raises StaleStageError, before any work, when a finished stage was made by another
     config; the message lists every such stage and the two ways on.

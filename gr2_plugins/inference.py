@@ -14,6 +14,7 @@ from typing import Sequence
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.gr2_plugins.parsing import parse_ranking
 from reasonrl.gr2_plugins.prompts import student_prompt
+from reasonrl.plugins.models import add_inference_arguments
 
 
 @dataclass
@@ -40,7 +41,8 @@ class Reranker:
         self._by_title = {item["title"].lower(): item_id for item_id, item in items.items()}
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, stage: str | None = None, **kwargs) -> "Reranker":
+    def from_run(cls, run_dir: str | Path, stage: str | None = None, device: str | None = None, dtype: str = "auto",
+                 **kwargs) -> "Reranker":
         from reasonrl.plugins.models import load_trained
 
         run_dir = Path(run_dir)
@@ -48,7 +50,7 @@ class Reranker:
         for line in find_items_file(run_dir).read_text().splitlines():
             row = json.loads(line)
             items[row["id"]] = row
-        return cls(*load_trained(run_dir, stage), items, **kwargs)
+        return cls(*load_trained(run_dir, stage, device, dtype), items, **kwargs)
 
     def resolve(self, refs: Sequence[str], role: str) -> list[str]:
         """Item ids for ids or exact titles; unknown items fail with suggestions."""
@@ -89,9 +91,11 @@ class RerankCommand:
         parser.add_argument("--batch", help="JSONL with {history: [...], candidates: [...]} per line; "
                                             "writes one JSON result per line to stdout")
         parser.add_argument("--max-new-tokens", type=int, default=256)
+        add_inference_arguments(parser)
 
     def run(self, args) -> int:
-        reranker = Reranker.from_run(args.run_dir, args.stage, max_new_tokens=args.max_new_tokens)
+        reranker = Reranker.from_run(args.run_dir, args.stage, device=args.device, dtype=args.dtype,
+                                     max_new_tokens=args.max_new_tokens)
         if args.batch:
             for line in Path(args.batch).read_text().splitlines():
                 if line.strip():

@@ -12,6 +12,7 @@ from typing import Sequence
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.moderation_plugins.parsing import parse_verdict
 from reasonrl.moderation_plugins.prompts import classifier_prompt, load_policy_document
+from reasonrl.plugins.models import add_inference_arguments
 
 
 @dataclass
@@ -30,10 +31,11 @@ class Classifier:
         self.max_new_tokens, self.chat_template = max_new_tokens, chat_template
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, stage: str | None = None, **kwargs) -> "Classifier":
+    def from_run(cls, run_dir: str | Path, stage: str | None = None, device: str | None = None, dtype: str = "auto",
+                 **kwargs) -> "Classifier":
         from reasonrl.plugins.models import load_trained
 
-        return cls(*load_trained(Path(run_dir), stage), **kwargs)
+        return cls(*load_trained(Path(run_dir), stage, device, dtype), **kwargs)
 
     def classify(self, texts: Sequence[str], policy: str) -> list[Classification]:
         from reasonrl.plugins.evaluation import greedy_texts
@@ -60,9 +62,11 @@ class ClassifyCommand:
         parser.add_argument("--policy", required=True, help="a policy file, or a built-in task name")
         parser.add_argument("--stage", help="which training stage's model (default: the newest)")
         parser.add_argument("--max-new-tokens", type=int, default=256)
+        add_inference_arguments(parser)
 
     def run(self, args) -> int:
-        classifier = Classifier.from_run(args.run_dir, args.stage, max_new_tokens=args.max_new_tokens)
+        classifier = Classifier.from_run(args.run_dir, args.stage, device=args.device, dtype=args.dtype,
+                                         max_new_tokens=args.max_new_tokens)
         texts = []
         for number, line in enumerate(sys.stdin, 1):
             if line.strip():

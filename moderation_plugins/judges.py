@@ -65,6 +65,7 @@ class HFJudge:
         import torch
 
         from reasonrl.plugins.models import chat_prompt
+        from reasonrl.plugins.rollout import model_device
 
         model = self._load()
         texts = [chat_prompt(self.tokenizer, p, self.params.chat_template) for p in prompts]
@@ -72,7 +73,7 @@ class HFJudge:
         self.tokenizer.padding_side = "left"  # the answer token follows the last real token
         for start in range(0, len(texts), self.params.batch_size):
             batch = self.tokenizer(texts[start:start + self.params.batch_size], return_tensors="pt", padding=True,
-                                   add_special_tokens=False)
+                                   add_special_tokens=False).to(model_device(model))
             # left padding: positions must count real tokens only, or padded rows score differently
             positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
             with torch.no_grad():

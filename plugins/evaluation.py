@@ -15,13 +15,13 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], sampling, samples: 
     from tqdm.auto import tqdm
 
     from reasonrl.plugins.models import chat_prompt
-    from reasonrl.plugins.rollout import HFRolloutEngine
+    from reasonrl.plugins.rollout import HFRolloutEngine, model_device
 
     model.eval()
     engine = HFRolloutEngine(sampling)
     formatted = [chat_prompt(tokenizer, p, chat_template) for p in prompts]
     size = sampling.prompt_batch_size
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device=model_device(model)).manual_seed(seed)
     out: list[list[str]] = []
     for start in tqdm(range(0, len(formatted), size), desc=desc, disable=not progress):
         rules = None if constraints is None else constraints[start:start + size]
@@ -35,11 +35,11 @@ def greedy_texts(model, tokenizer, prompts: Sequence[str], max_new_tokens: int) 
     """One greedy completion per (already formatted) prompt: what inference commands answer."""
     import torch
 
-    from reasonrl.plugins.rollout import SamplingParams
-    from reasonrl.plugins.rollout import HFRolloutEngine
+    from reasonrl.plugins.rollout import HFRolloutEngine, SamplingParams, model_device
 
     engine = HFRolloutEngine(SamplingParams(top_k=1, max_new_tokens=max_new_tokens))
-    return engine.generate(model, tokenizer, list(prompts), 1, generator=torch.Generator().manual_seed(0)).texts
+    generator = torch.Generator(device=model_device(model)).manual_seed(0)
+    return engine.generate(model, tokenizer, list(prompts), 1, generator=generator).texts
 
 
 def write_outputs(folder: Path, variant: str, rows: Sequence[dict]) -> Path:
@@ -109,8 +109,7 @@ class VariantEvaluation:
 
 def load_model(spec_or_stage, run_dir: Path):
     """(model, tokenizer) from a ModelSpec, or from the name of an earlier stage of the run."""
-    from reasonrl.plugins.models import load_policy
-    from reasonrl.plugins.models import ModelSpec
+    from reasonrl.plugins.models import ModelSpec, load_policy
 
     spec = ModelSpec(source="stage", stage=spec_or_stage) if isinstance(spec_or_stage, str) else spec_or_stage
     return load_policy(spec, run_dir)

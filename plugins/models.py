@@ -48,7 +48,8 @@ class ModelSpec(Params):
     gguf_file: str | None = None
     stage: str | None = None
     tiny: TinyModelParams = Field(default_factory=TinyModelParams)
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: bfloat16 on a CUDA device that supports it, float32 otherwise (CPU)")
     lora: LoraParams | None = None
     add_tokens: str | None = Field(None, description="file with one new token per line (relative to the run folder "
                                    "or absolute); embeddings of new tokens start at the mean of the old ones")
@@ -146,13 +147,13 @@ def tiny_model(params: TinyModelParams, seed: int = 0, run_dir: Path | None = No
 
 
 def load_policy(spec: ModelSpec, run_dir: Path | None = None, seed: int = 0):
-    """(model, tokenizer) in train mode, float32 unless ``spec.dtype`` says otherwise."""
+    """(model, tokenizer) in train mode, in ``spec.dtype`` (auto: bf16 on a capable GPU, else float32)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from reasonrl.core.contracts import current_run_dir
 
     run_dir = run_dir if run_dir is not None else current_run_dir()
-    dtype = getattr(torch, spec.dtype)
+    dtype = resolve_dtype(spec.dtype)
     if spec.source == "tiny":
         model, tokenizer = tiny_model(spec.tiny, seed, run_dir)
     elif spec.source == "gguf":
@@ -230,10 +231,19 @@ class LazyModel:
         return self._loaded
 
 
-def load_trained(run_dir: Path, stage: str | None = None):
-    """(model in eval mode, tokenizer) of a finished run's training stage, with the fixes training applies (pad token)."""
-    model, tokenizer = load_policy(ModelSpec(source="hf", path=str(find_model_dir(run_dir, stage))))
-    return model.eval(), tokenizer
+def load_trained(run_dir: Path, stage: str | None = None, device: str | None = None, dtype: str = "auto"):
+    """(model in eval mode, tokenizer) of a finished run's training stage, with the fixes training
+    applies (pad token), on ``device`` (default: CUDA when there is one) in ``dtype``."""
+    model, tokenizer = load_policy(ModelSpec(source="hf", path=str(find_model_dir(run_dir, stage)), dtype=dtype))
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return model.to(device).eval(), tokenizer
+
+
+def add_inference_arguments(parser) -> None:
+    """``--device`` and ``--dtype`` for commands that answer with a trained model."""
+    parser.add_argument("--device", default=None, help="e.g. cuda, cuda:1 or cpu (default: cuda when available)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                        help="weights' dtype (auto: bfloat16 on a capable GPU, else float32)")
 
 
 def packaged_model_dir(name: str) -> Path:
@@ -249,6 +259,13 @@ def packaged_model_dir(name: str) -> Path:
     save_policy(model, tokenizer, staging)
     staging.replace(folder)
     return folder
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """A torch dtype from its name; ``auto`` is bfloat16 where CUDA supports it, else float32."""
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    return getattr(torch, name)
 
 
 def load_gguf(gguf: Path, dtype):

@@ -92,12 +92,12 @@ class RLStage(Trainer):
         from reasonrl.plugins.models import load_policy
 
         reference, _ = load_policy(self.params.model.model_copy(update={"lora": None}), self.context.run_dir, self.seed)
-        return reference.eval().requires_grad_(False)
+        return reference.to(self.accelerator.device).eval().requires_grad_(False)
 
     # ------------------------------------------------------------ one step
     def train_step(self, step: int) -> dict[str, float]:
         started = time.perf_counter()
-        generator = seed_all(step_seed(self.seed, step))
+        generator = seed_all(step_seed(self.seed, step), self.accelerator.device)
         batch, info = self.collect(step, generator)
         info["time/rollout"] = time.perf_counter() - started
         self.model.train()
@@ -164,8 +164,8 @@ class RLStage(Trainer):
             completion_ids=torch.cat([rows(r.completion_ids, i) for r, i, _ in kept]),
             mask=torch.cat([rows(r.mask, i) for r, i, _ in kept]),
             old_logprobs=torch.cat([rows(r.logprobs, i) for r, i, _ in kept]),
-            rewards=torch.tensor([x for _, _, rw in kept for x in rw], dtype=torch.float32),
-            groups=torch.arange(len(kept)).repeat_interleave(g),
+            rewards=torch.tensor([x for _, _, rw in kept for x in rw], dtype=torch.float32, device=self.accelerator.device),
+            groups=torch.arange(len(kept), device=self.accelerator.device).repeat_interleave(g),
             truncated=torch.cat([r.truncated[i * g:(i + 1) * g] for r, i, _ in kept]),
             group_size=g,
         )

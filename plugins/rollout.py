@@ -28,10 +28,16 @@ class SamplingParams(Params):
     prompt_batch_size: int = Field(8, gt=0, description="prompts prefilled together")
 
 
+def model_device(model) -> torch.device:
+    """Where the model's weights are: every tensor it consumes is created there."""
+    return next(model.parameters()).device
+
+
 def left_pad(sequences: Sequence[torch.Tensor], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(sequences), width), dtype=torch.long)
+    device = sequences[0].device
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long, device=device)
+    attention = torch.zeros((len(sequences), width), dtype=torch.long, device=device)
     for row, seq in enumerate(sequences):
         ids[row, width - len(seq):] = seq
         attention[row, width - len(seq):] = 1
@@ -60,7 +66,7 @@ def prefill(model, prompts: Sequence[torch.Tensor], pad_id: int, group_size: int
     and the last prompt hidden state (per prompt) when ``want_hidden``."""
     from transformers import DynamicCache
 
-    ids, attention = left_pad(prompts, pad_id)
+    ids, attention = left_pad([p.to(model_device(model)) for p in prompts], pad_id)
     out, cache = forward_with_cache(model, DynamicCache(config=model.config), input_ids=ids, attention_mask=attention,
                                     position_ids=_positions(attention), output_hidden_states=want_hidden)
     cache.batch_repeat_interleave(group_size)
@@ -84,7 +90,7 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
 def sample_tokens(probs: torch.Tensor, generator=None) -> torch.Tensor:
     """One token per row drawn from ``probs``: argmax(p / E) with E ~ Exp(1) picks token i with
     probability p_i, and costs a fraction of torch.multinomial on large vocabularies."""
-    uniform = torch.rand(probs.shape, generator=generator).clamp_(min=1e-30)
+    uniform = torch.rand(probs.shape, generator=generator, device=probs.device).clamp_(min=1e-30)
     noise = uniform.log_().neg_()  # -log U ~ Exp(1); cheaper than exponential_ on CPU
     return (probs / noise).argmax(dim=-1)
 
@@ -115,7 +121,9 @@ class HFRolloutEngine:
                  constraints: Sequence | None = None) -> Rollouts:
         """``constraints``: one per prompt (or None), each with ``allowed() -> token ids or None``
         and ``advance(token_id)``; every sample of the prompt gets its own copy."""
-        prompt_ids = [torch.tensor(tokenizer(p, add_special_tokens=False)["input_ids"], dtype=torch.long) for p in prompts]
+        device = model_device(model)
+        prompt_ids = [torch.tensor(tokenizer(p, add_special_tokens=False)["input_ids"], dtype=torch.long, device=device)
+                      for p in prompts]
         chunks = []
         step = self.params.prompt_batch_size
         for start in range(0, len(prompt_ids), step):
@@ -128,15 +136,17 @@ class HFRolloutEngine:
         mask = torch.cat([F.pad(c[1], (0, width - c[1].shape[1])) for c in chunks])
         logprobs = torch.cat([F.pad(c[2], (0, width - c[2].shape[1])) for c in chunks])
         truncated = torch.cat([c[3] for c in chunks])
-        texts = [self._text(tokenizer, ids, m) for ids, m in zip(completion, mask)]
+        eos_ids = set(stop_token_ids(model, tokenizer))
+        texts = [self._text(tokenizer, ids, m, eos_ids) for ids, m in zip(completion, mask)]
         return Rollouts(prompt_ids, completion, mask, logprobs, truncated, texts, group_size)
 
     def _generate_chunk(self, model, tokenizer, prompts, group_size, generator, rules=None):
         params = self.params
-        pad_id, eos_id = _pad_id(tokenizer), tokenizer.eos_token_id
+        pad_id, eos_ids = _pad_id(tokenizer), stop_token_ids(model, tokenizer)
         logits, cache, attention, _ = prefill(model, prompts, pad_id, group_size)
         rows = logits.shape[0]
-        finished = torch.zeros(rows, dtype=torch.bool)
+        eos = torch.tensor(eos_ids, dtype=torch.long, device=logits.device)
+        finished = torch.zeros(rows, dtype=torch.bool, device=logits.device)
         position = attention.sum(dim=1)
         tokens, masks, logps = [], [], []
         texts = [""] * rows
@@ -155,10 +165,10 @@ class HFRolloutEngine:
             tokens.append(token)
             masks.append((~finished).long())
             logps.append(torch.where(finished, torch.zeros_like(logp), logp))
-            finished = finished | (token == eos_id) | self._hit_stop(tokenizer, texts, token, finished)
+            finished = finished | torch.isin(token, eos) | self._hit_stop(tokenizer, texts, token, finished)
             if bool(finished.all()):
                 break
-            attention = torch.cat([attention, torch.ones(rows, 1, dtype=attention.dtype)], dim=1)
+            attention = torch.cat([attention, torch.ones(rows, 1, dtype=attention.dtype, device=attention.device)], dim=1)
             out, cache = forward_with_cache(model, cache, input_ids=token[:, None], attention_mask=attention,
                                             position_ids=position[:, None])
             logits, position = out.logits[:, -1], position + 1
@@ -173,13 +183,23 @@ class HFRolloutEngine:
             hit[row] = any(s in texts[row] for s in self.params.stop_strings)
         return hit
 
-    def _text(self, tokenizer, ids, mask) -> str:
-        kept = [int(t) for t, m in zip(ids, mask) if m and int(t) != tokenizer.eos_token_id]
+    def _text(self, tokenizer, ids, mask, eos_ids=()) -> str:
+        kept = [int(t) for t, m in zip(ids.tolist(), mask.tolist()) if m and int(t) not in eos_ids]
         text = tokenizer.decode(kept, skip_special_tokens=False)
         for stop in self.params.stop_strings:
             if stop in text:
                 text = text[: text.index(stop) + len(stop)]
         return text
+
+
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """Every end-of-sequence id: the tokenizer's and those the model's ``generation_config`` lists
+    (Llama-3 and Qwen chat models end turns with an id other than the tokenizer's eos)."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if configured is not None:
+        ids |= set(configured if isinstance(configured, (list, tuple)) else [configured])
+    return sorted(ids)
 
 
 def _pad_id(tokenizer) -> int:
@@ -205,9 +225,9 @@ def completion_logprobs(model, prompt_ids, completion_ids, group_size, pad_id, t
     want_hidden = value_head is not None
     first_logits, cache, attention, last_prompt_hidden = prefill(model, prompt_ids, pad_id, group_size, want_hidden)
     rows, width = completion_ids.shape
-    attention = torch.cat([attention, torch.ones(rows, width, dtype=attention.dtype)], dim=1)
+    attention = torch.cat([attention, torch.ones(rows, width, dtype=attention.dtype, device=attention.device)], dim=1)
     start = attention[:, :-width].sum(dim=1, keepdim=True)
-    positions = start + torch.arange(width)[None, :]
+    positions = start + torch.arange(width, device=attention.device)[None, :]
     out, _ = forward_with_cache(model, cache, input_ids=completion_ids, attention_mask=attention,
                                 position_ids=positions, output_hidden_states=want_hidden)
     # the first completion token is predicted by the prompt's last position; no [N, T, V] copy is made

@@ -114,9 +114,10 @@ class SFTStage(Trainer):
     def _micro_loss(self, batch: list[tuple[list[int], list[float]]]) -> torch.Tensor:
         width = max(len(ids) for ids, _ in batch)
         pad = self.tokenizer.pad_token_id
-        ids = torch.tensor([i + [pad] * (width - len(i)) for i, _ in batch])
-        weights = torch.tensor([w + [0.0] * (width - len(w)) for _, w in batch])
-        attention = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in batch])
+        device = self.accelerator.device
+        ids = torch.tensor([i + [pad] * (width - len(i)) for i, _ in batch], device=device)
+        weights = torch.tensor([w + [0.0] * (width - len(w)) for _, w in batch], device=device)
+        attention = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in batch], device=device)
         first = first_trained_position(weights)
         with self.accelerator.autocast():
             logits = self.logits_from(ids, attention, width - first)

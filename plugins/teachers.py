@@ -51,12 +51,12 @@ class HFTeacher:
     def _load(self):
         import torch
 
-        from reasonrl.plugins.rollout import HFRolloutEngine
+        from reasonrl.plugins.rollout import HFRolloutEngine, model_device
 
         model, self.tokenizer = self.model.get()
         if not hasattr(self, "engine"):
             self.engine = HFRolloutEngine(self.params.sampling)
-            self.generator = torch.Generator().manual_seed(self.params.seed)
+            self.generator = torch.Generator(device=model_device(model)).manual_seed(self.params.seed)
         return model
 
     def format(self, prompt: str) -> str:

@@ -40,7 +40,8 @@ class TrainingParams(Params):
     warmup_steps: int = Field(0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     gradient_accumulation: int = Field(1, gt=0)
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    mixed_precision: Literal["no", "bf16", "fp16"] | None = Field(
+        None, description="autocast in the trainer; unset: what accelerate's config or environment says")
     deepspeed: DeepSpeedParams | None = Field(None, description="ZeRO sharding; sft and lm stages")
     checkpoint_every: int = Field(0, ge=0, description="steps between resume checkpoints; 0 = none")
     save_model: bool = Field(True, description="save the trained model (off only for benchmarks)")
@@ -56,10 +57,11 @@ def step_seed(seed: int, step: int, salt: int = 0) -> int:
     return (seed * 1_000_003 + step * 7_919 + salt) % (2**31 - 1)
 
 
-def seed_all(seed: int) -> torch.Generator:
+def seed_all(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """Seed Python and torch; returns a generator on ``device`` (where the sampling happens)."""
     random.seed(seed)
     torch.manual_seed(seed)
-    generator = torch.Generator()
+    generator = torch.Generator(device=device)
     generator.manual_seed(seed)
     return generator
 
@@ -107,7 +109,8 @@ class Trainer:
         self.accelerator = Accelerator(mixed_precision=params.mixed_precision, cpu=not torch.cuda.is_available(),
                                        deepspeed_plugin=self._deepspeed_plugin())
         self.model, self.tokenizer = load_policy(params.model, context.run_dir, self.seed)
-        self.extra = make_extra(self.model) if make_extra else {}
+        self.extra = {name: module.to(self.accelerator.device)
+                      for name, module in (make_extra(self.model) if make_extra else {}).items()}
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         for module in self.extra.values():
             trainable += list(module.parameters())

@@ -7,8 +7,7 @@ import pytest
 
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.plugins.http_client import ChatClient, warn_if_key_in_clear
-from reasonrl.plugins.teachers import OpenAITeacherParams
-from reasonrl.plugins.teachers import OpenAICompatibleTeacher
+from reasonrl.plugins.teachers import OpenAICompatibleTeacher, OpenAITeacherParams
 from reasonrl.testing import JsonHandler, serve_loopback
 
 

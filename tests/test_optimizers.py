@@ -15,10 +15,7 @@ from reasonrl.plugins.optimizers import (
     kl_penalty,
     terminal_rewards,
 )
-from reasonrl.plugins.optimizers import dapo as DAPO
-from reasonrl.plugins.optimizers import dr_grpo as DrGRPO
-from reasonrl.plugins.optimizers import grpo as GRPO
-from reasonrl.plugins.optimizers import DAPOParams, DrGRPOParams, GRPOParams, PPOParams
+from reasonrl.plugins.optimizers import DAPOParams, DrGRPOParams, GRPOParams, PPOParams, dapo as DAPO, dr_grpo as DrGRPO, grpo as GRPO
 
 
 def batch(rewards, mask, groups=None, group_size=2, old=None):

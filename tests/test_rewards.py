@@ -12,8 +12,7 @@ from reasonrl.plugins.rewards import (
     overlong_penalty,
     score_samples,
 )
-from reasonrl.plugins.tasks import SortAccuracy, SortDigits
-from reasonrl.plugins.tasks import SortDigitsParams
+from reasonrl.plugins.tasks import SortAccuracy, SortDigits, SortDigitsParams
 
 
 def test_overlong_shaping_by_hand():

@@ -1,10 +1,8 @@
 import pytest
 import torch
 
-from reasonrl.plugins.models import tiny_model
-from reasonrl.plugins.models import TinyModelParams
-from reasonrl.plugins.rollout import SamplingParams
-from reasonrl.plugins.rollout import HFRolloutEngine, completion_logprobs, filter_logits, left_pad
+from reasonrl.plugins.models import TinyModelParams, tiny_model
+from reasonrl.plugins.rollout import HFRolloutEngine, SamplingParams, completion_logprobs, filter_logits, left_pad
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +84,18 @@ def test_exponential_race_sampling_matches_the_distribution():
     freq = torch.bincount(draws, minlength=4).float() / len(draws)
     assert torch.allclose(freq, torch.tensor([0.6, 0.3, 0.1, 0.0]), atol=0.015)
     assert freq[3] == 0.0
+
+
+def test_generation_stops_at_every_eos_id_the_generation_config_lists():
+    from reasonrl.plugins.models import ModelSpec, load_policy
+    from reasonrl.plugins.rollout import HFRolloutEngine, SamplingParams, stop_token_ids
+
+    model, tokenizer = load_policy(ModelSpec(source="tiny", tiny=TinyModelParams(hidden_size=32, intermediate_size=64)))
+    engine = HFRolloutEngine(SamplingParams(max_new_tokens=12, temperature=1.0))
+    first = engine.generate(model, tokenizer, ["12"], 4, generator=torch.Generator().manual_seed(3))
+    sampled = int(first.completion_ids[0, 0])  # make the first sampled token an end of turn, as chat models do
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, sampled]
+    assert stop_token_ids(model, tokenizer) == sorted({tokenizer.eos_token_id, sampled})
+    again = engine.generate(model, tokenizer, ["12"], 4, generator=torch.Generator().manual_seed(3))
+    assert int(again.mask[0].sum()) == 1 and not bool(again.truncated[0])
+    assert again.texts[0] == ""  # an end-of-turn id is not text

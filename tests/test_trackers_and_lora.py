@@ -43,8 +43,7 @@ def test_lora_training_merges_adapters_on_save(tmp_path, reasonrl_registry):
     saved = AutoModelForCausalLM.from_pretrained(tmp_path / "t" / "rl" / "model")
     names = [n for n, _ in saved.named_parameters()]
     assert not any("lora" in n for n in names)  # merged into plain weights
-    from reasonrl.plugins.models import tiny_model
-    from reasonrl.plugins.models import TinyModelParams
+    from reasonrl.plugins.models import TinyModelParams, tiny_model
 
     base, _ = tiny_model(TinyModelParams(hidden_size=32), seed=0)
     q = "model.layers.0.self_attn.q_proj.weight"

@@ -5,8 +5,7 @@ import torch
 
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.plugins.models import TinyModelParams
-from reasonrl.plugins.vllm_engine import VLLMParams
-from reasonrl.plugins.vllm_engine import VLLMRolloutEngine
+from reasonrl.plugins.vllm_engine import VLLMParams, VLLMRolloutEngine
 
 
 def test_missing_vllm_gives_an_actionable_error(monkeypatch):

@@ -61,8 +61,7 @@ def test_prompt_sids_and_the_logit_mask():
 
 
 def test_engine_obeys_a_constraint_for_every_sample():
-    from reasonrl.plugins.models import tiny_model
-    from reasonrl.plugins.models import TinyModelParams
+    from reasonrl.plugins.models import TinyModelParams, tiny_model
     from reasonrl.plugins.rollout import SamplingParams
 
     model, tok = tiny_model(TinyModelParams(alphabet="abc"), seed=0)

@@ -2,8 +2,7 @@ import pytest
 
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.gr2_plugins.inference import Reranker
-from reasonrl.plugins.models import tiny_model
-from reasonrl.plugins.models import TinyModelParams
+from reasonrl.plugins.models import TinyModelParams, tiny_model
 
 ITEMS = {str(i): {"id": str(i), "sid": f"<|sid_begin|><s_a_{i}><|sid_end|>", "title": f"Film {i}", "year": "1999",
                   "genres": ["Drama"]} for i in range(5)}

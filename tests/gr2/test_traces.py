@@ -7,10 +7,8 @@ from reasonrl import hookimpl
 from reasonrl.core.config import resolve_config
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.pipeline import run_pipeline
-from reasonrl.gr2_plugins.filters import CitesSid, Top1Match, ValidFormat
-from reasonrl.gr2_plugins.filters import CitesSidParams
-from reasonrl.plugins.teachers import OpenAITeacherParams
-from reasonrl.plugins.teachers import OpenAICompatibleTeacher
+from reasonrl.gr2_plugins.filters import CitesSid, CitesSidParams, Top1Match, ValidFormat
+from reasonrl.plugins.teachers import OpenAICompatibleTeacher, OpenAITeacherParams
 from reasonrl.testing import JsonHandler, serve_loopback
 
 CANDS = [f"<|sid_begin|><s_a_{i}><s_b_1><|sid_end|>" for i in range(3)]

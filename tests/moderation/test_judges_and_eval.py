@@ -4,10 +4,8 @@ import math
 import pytest
 
 from reasonrl.moderation_plugins.evaluate import aggregate_samples, reliability_bins, score_verdicts
-from reasonrl.moderation_plugins.judges import OpenAICompatibleJudge, p_yes_from_reply, yes_share
-from reasonrl.moderation_plugins.judges import OpenAIJudgeParams
-from reasonrl.moderation_plugins.rewards import RubricJudgeParams
-from reasonrl.moderation_plugins.rewards import RubricJudge, judge_prompt
+from reasonrl.moderation_plugins.judges import OpenAICompatibleJudge, OpenAIJudgeParams, p_yes_from_reply, yes_share
+from reasonrl.moderation_plugins.rewards import RubricJudge, RubricJudgeParams, judge_prompt
 from reasonrl.testing import JsonHandler, serve_loopback
 
 LABELS = ["ham", "spam"]
@@ -54,8 +52,7 @@ def test_rubric_reward_is_the_mean_p_yes_over_criteria_and_zero_without_reasonin
 def test_hf_judge_matches_a_direct_next_token_computation():
     import torch
 
-    from reasonrl.moderation_plugins.judges import HFJudge
-    from reasonrl.moderation_plugins.judges import HFJudgeParams
+    from reasonrl.moderation_plugins.judges import HFJudge, HFJudgeParams
     from reasonrl.plugins.models import ModelSpec, TinyModelParams
 
     spec = ModelSpec(source="tiny", tiny=TinyModelParams(alphabet="yesnoYESNO ab?"))
@@ -120,8 +117,7 @@ def test_scores_and_reliability_bins_by_hand():
 
 def test_task_examples_carry_prompt_sft_target_and_policy(tmp_path):
     from reasonrl.core.errors import ReasonRLError
-    from reasonrl.moderation_plugins.data import PromptInjection
-    from reasonrl.moderation_plugins.data import ModerationDataParams
+    from reasonrl.moderation_plugins.data import ModerationDataParams, PromptInjection
 
     rows = [{"id": str(i), "text": f"input {i}", "label": "malicious" if i % 3 else "benign"} for i in range(30)]
     (tmp_path / "injections.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

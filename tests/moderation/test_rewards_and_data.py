@@ -1,8 +1,7 @@
 import pytest
 
 from reasonrl.moderation_plugins.data import clip, stratified_splits
-from reasonrl.moderation_plugins.rewards import ReasoningLengthParams
-from reasonrl.moderation_plugins.rewards import LabelAccuracy, ReasoningLength, VerdictFormat
+from reasonrl.moderation_plugins.rewards import LabelAccuracy, ReasoningLength, ReasoningLengthParams, VerdictFormat
 
 EX = {"label": "spam", "labels": ["ham", "spam"]}
 
