@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.handler(args) or 0
+    except BrokenPipeError:  # `reasonrl plugins --json | head`: the reader left, which is fine
+        _silence_stdout()
+        return 0
     except ReasonRLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -28,11 +31,21 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _silence_stdout() -> None:
+    """Point stdout at devnull so the interpreter's final flush does not raise again."""
+    import os
+
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 CORE_COMMANDS = ("plugins", "run", "config", "demo", "cache")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    from reasonrl import __version__
+
     parser = argparse.ArgumentParser(prog="reasonrl", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"reasonrl {__version__}")
     sub = parser.add_subparsers()
     _plugin_commands(sub, command)
 

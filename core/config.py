@@ -263,7 +263,7 @@ def resolve_config(
         from reasonrl.core.manager import get_registry
 
         registry = get_registry()
-    data = copy.deepcopy(data)
+    data = _unshared_copy(data)
     for text in overrides:
         apply_override(data, text)
     problems: list[str] = []
@@ -299,6 +299,16 @@ def _resolve_stage(index: int, entry: StageEntry, registry: Registry, problems: 
     for ref_path, ref in _walk_refs(params, path):
         _check_ref(ref, ref_path, registry, problems)
     return ResolvedStage(id=entry.id or entry.stage, name=entry.stage, params=params)
+
+
+def _unshared_copy(data: Any) -> Any:
+    """A deep copy in which no two paths share an object. YAML anchors (``&rollout`` /
+    ``*rollout``) load as one shared dict; an override must change only the path it names."""
+    if isinstance(data, dict):
+        return {key: _unshared_copy(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_unshared_copy(value) for value in data]
+    return copy.copy(data)
 
 
 def _check_ref(ref: ComponentRef, path: str, registry: Registry, problems: list[str]) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 
+from pydantic import Field
+
 from reasonrl.core.contracts import Verdict
+from reasonrl.core.registry import Params
 from reasonrl.gr2_plugins.parsing import normalise_sid, parse_ranking
 from reasonrl.gr2_plugins.prompts import split_trace
-from pydantic import Field
-from reasonrl.core.registry import Params
 
 
 class CitesSidParams(Params):

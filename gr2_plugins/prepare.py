@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field
+
+from reasonrl.core.config import ItemTokenizerRef
 from reasonrl.core.contracts import StageContext
 from reasonrl.core.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from reasonrl.core.registry import Params
 from reasonrl.gr2_plugins.data import Interactions, UserSplit, k_core, leave_one_out, load_movielens
 from reasonrl.gr2_plugins.metrics import ranking_metrics
-from reasonrl.gr2_plugins.preranker import ItemKNN
+from reasonrl.gr2_plugins.preranker import ItemKNN, ItemKNNParams
 from reasonrl.gr2_plugins.prompts import student_prompt, teacher_prompt
-from typing import Literal
-from pydantic import Field
-from reasonrl.core.registry import Params
-from reasonrl.core.config import ItemTokenizerRef
-from reasonrl.gr2_plugins.preranker import ItemKNNParams
 
 
 class GR2PrepareParams(Params):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 from pydantic import Field
+
 from reasonrl.core.registry import Params
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 from typing import Mapping
 
-from reasonrl.gr2_plugins.parsing import parse_ranking
 from pydantic import Field
+
 from reasonrl.core.registry import Params
+from reasonrl.gr2_plugins.parsing import parse_ranking
 
 
 class ConditionalRankParams(Params):

@@ -15,6 +15,7 @@ from collections import Counter
 import numpy as np
 import torch
 from pydantic import Field
+
 from reasonrl.core.registry import Params
 
 

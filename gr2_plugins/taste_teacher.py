@@ -18,10 +18,11 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
 
-from reasonrl.core.errors import ReasonRLError
-from reasonrl.gr2_plugins.prompts import answer_json
 from pydantic import Field
+
+from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.registry import Params
+from reasonrl.gr2_plugins.prompts import answer_json
 
 
 class TasteTeacherParams(Params):

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field
+
+from reasonrl.core.config import DatasetRef, RejectionFilterRef, TeacherRef
 from reasonrl.core.contracts import StageContext
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.io import atomic_write_json, atomic_write_jsonl
-from reasonrl.gr2_plugins.prompts import split_trace
-from typing import Literal
-from pydantic import Field
 from reasonrl.core.registry import Params
-from reasonrl.core.config import TeacherRef, RejectionFilterRef, DatasetRef
+from reasonrl.gr2_plugins.prompts import split_trace
 
 
 class TeacherTracesParams(Params):

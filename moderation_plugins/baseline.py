@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
+from reasonrl.core.config import DatasetRef
 from reasonrl.core.contracts import StageContext
 from reasonrl.core.io import atomic_write_json
-from reasonrl.moderation_plugins.metrics import accuracy, expected_calibration_error, macro_f1, pr_auc, roc_auc
-from pydantic import Field
 from reasonrl.core.registry import Params
-from reasonrl.core.config import DatasetRef
+from reasonrl.moderation_plugins.metrics import accuracy, expected_calibration_error, macro_f1, pr_auc, roc_auc
 
 
 class BaselineParams(Params):

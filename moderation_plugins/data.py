@@ -16,9 +16,10 @@ import random
 from collections import defaultdict
 from pathlib import Path
 
+from pydantic import Field
+
 from reasonrl.core.assets import Asset, resolve_path
 from reasonrl.core.errors import ReasonRLError
-from pydantic import Field
 from reasonrl.core.registry import Params
 
 

@@ -10,14 +10,15 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Sequence
 
+from pydantic import Field, model_validator
+
+from reasonrl.core.config import DatasetRef
 from reasonrl.core.contracts import StageContext
 from reasonrl.core.io import read_json
+from reasonrl.core.registry import Params
 from reasonrl.moderation_plugins.baseline import classification_report
 from reasonrl.moderation_plugins.parsing import parse_verdict
 from reasonrl.plugins.evaluation import VariantEvaluation
-from pydantic import Field, model_validator
-from reasonrl.core.registry import Params
-from reasonrl.core.config import DatasetRef
 from reasonrl.plugins.models import ModelSpec
 from reasonrl.plugins.rollout import SamplingParams
 

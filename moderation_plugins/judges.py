@@ -10,7 +10,9 @@ import json
 import math
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
+
 from pydantic import Field
+
 from reasonrl.core.registry import Params
 from reasonrl.plugins.models import ModelSpec
 from reasonrl.plugins.teachers import OpenAITeacherParams

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from reasonrl.moderation_plugins.parsing import parse_verdict
 from pydantic import Field
-from reasonrl.core.registry import Params
+
 from reasonrl.core.config import JudgeRef
+from reasonrl.core.registry import Params
+from reasonrl.moderation_plugins.parsing import parse_verdict
 
 
 class ReasoningLengthParams(Params):

@@ -16,15 +16,15 @@ import copy
 import hashlib
 import warnings
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
+from pydantic import Field, model_validator
+
+from reasonrl.core.config import DatasetRef
 from reasonrl.core.contracts import StageContext
 from reasonrl.core.io import atomic_write_json, atomic_write_text, read_json
 from reasonrl.core.pipeline import MARKER, run_stage
-from typing import Literal
-from pydantic import Field, model_validator
 from reasonrl.core.registry import Params
-from reasonrl.core.config import DatasetRef
 from reasonrl.plugins.models import ModelSpec
 from reasonrl.plugins.rollout import SamplingParams
 

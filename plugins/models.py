@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import torch
+from pydantic import Field, model_validator
 
 from reasonrl.core.assets import Asset, asset_dir, fetch
 from reasonrl.core.errors import ReasonRLError
-from typing import Literal
-from pydantic import Field, model_validator
 from reasonrl.core.registry import Params
 
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass, replace
 from typing import Sequence
 
 import torch
+from pydantic import Field
 
 from reasonrl.core.contracts import RolloutBatch
-from pydantic import Field
 from reasonrl.core.registry import Params
 
 

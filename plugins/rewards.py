@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Mapping
+from typing import Literal, Mapping
+
+from pydantic import Field
 
 from reasonrl.core.errors import ReasonRLError
-from typing import Literal
-from pydantic import Field
 from reasonrl.core.registry import Params
 
 

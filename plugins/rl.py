@@ -5,22 +5,19 @@ from __future__ import annotations
 import random
 import statistics
 import time
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import Field
 
-from reasonrl.core.contracts import StageContext
+from reasonrl.core.config import CombinerRef, ConstraintRef, OptimizerRef, RewardRef, RolloutEngineRef
+from reasonrl.core.contracts import RolloutBatch, StageContext
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.io import atomic_write_json
 from reasonrl.plugins.models import chat_prompt
 from reasonrl.plugins.rewards import INVALID, score_samples
-from reasonrl.core.contracts import RolloutBatch
 from reasonrl.plugins.rollout import completion_logprobs
-from reasonrl.plugins.training import Trainer, seed_all, step_seed
-from typing import Literal
-from pydantic import Field
-from reasonrl.core.config import OptimizerRef, RewardRef, CombinerRef, RolloutEngineRef, ConstraintRef
-from reasonrl.plugins.training import TrainingParams
+from reasonrl.plugins.training import Trainer, TrainingParams, seed_all, step_seed
 
 
 class RLParams(TrainingParams):

@@ -13,9 +13,9 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
 from reasonrl.core.contracts import Rollouts
-from pydantic import Field
 from reasonrl.core.registry import Params
 
 

@@ -6,13 +6,12 @@ import random
 from typing import Any
 
 import torch
+from pydantic import Field
 
 from reasonrl.core.contracts import StageContext
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.plugins.models import chat_prompt
-from reasonrl.plugins.training import Trainer, step_seed
-from pydantic import Field
-from reasonrl.plugins.training import TrainingParams
+from reasonrl.plugins.training import Trainer, TrainingParams, step_seed
 
 
 class LMParams(TrainingParams):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+
 from pydantic import Field
+
 from reasonrl.core.registry import Params
 
 

@@ -6,10 +6,11 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
-from reasonrl.core.io import atomic_write_json
-from reasonrl.plugins.http_client import ChatClient, chat_body, reply_cache, request_key
 from pydantic import Field
+
+from reasonrl.core.io import atomic_write_json
 from reasonrl.core.registry import Params
+from reasonrl.plugins.http_client import ChatClient, chat_body, reply_cache, request_key
 from reasonrl.plugins.models import ModelSpec
 from reasonrl.plugins.rollout import SamplingParams
 

@@ -7,11 +7,11 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Mapping
+from typing import Literal, Mapping
+
+from pydantic import Field
 
 from reasonrl.core.contracts import current_attempt
-from typing import Literal
-from pydantic import Field
 from reasonrl.core.registry import Params
 
 
@@ -26,7 +26,8 @@ class TensorboardParams(Params):
 class WandbParams(Params):
     project: str = "reasonrl"
     entity: str | None = None
-    mode: Literal["online", "offline", "disabled"] = "offline"
+    mode: Literal["online", "offline", "disabled"] | None = Field(
+        None, description="unset: W&B's own default and WANDB_MODE decide")
 
 
 class MlflowParams(Params):
@@ -108,7 +109,7 @@ def _require(module: str, extra: str):
 
 
 class WandbTracker:
-    """Weights & Biases (optional; offline by default, the API key comes from WANDB_API_KEY)."""
+    """Weights & Biases (optional; mode and key from W&B's own settings: WANDB_MODE, WANDB_API_KEY)."""
 
     def __init__(self, params: WandbParams) -> None:
         self.params = params

@@ -6,19 +6,17 @@ import math
 import os
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import Field
 
+from reasonrl.core.config import DatasetRef
 from reasonrl.core.contracts import StageContext
 from reasonrl.core.errors import ReasonRLError
-from reasonrl.plugins.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
-from reasonrl.plugins.models import MODEL_DIR, load_policy, save_policy
-from typing import Literal
-from pydantic import Field
 from reasonrl.core.registry import Params
-from reasonrl.core.config import DatasetRef
-from reasonrl.plugins.models import ModelSpec
+from reasonrl.plugins.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from reasonrl.plugins.models import MODEL_DIR, ModelSpec, load_policy, save_policy
 
 
 class DeepSpeedParams(Params):

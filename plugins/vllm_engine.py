@@ -13,10 +13,10 @@ import tempfile
 from typing import Sequence
 
 import torch
-
-from reasonrl.core.errors import ReasonRLError
-from reasonrl.core.contracts import Rollouts
 from pydantic import Field
+
+from reasonrl.core.contracts import Rollouts
+from reasonrl.core.errors import ReasonRLError
 from reasonrl.plugins.rollout import SamplingParams
 
 

@@ -55,3 +55,24 @@ def test_python_dash_m_works():
 @pytest.mark.parametrize("config", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_example_config_validates(config, reasonrl_registry):
     assert main(["config", "validate", str(config)]) == 0
+
+
+def test_version(capsys):
+    from reasonrl import __version__
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"reasonrl {__version__}"
+
+
+def test_plugins_into_a_closed_pipe_is_quiet(reasonrl_registry, monkeypatch):
+    import io
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader left, as `| head` does after its lines
+    closed = io.TextIOWrapper(io.FileIO(write_end, "w"), write_through=True)
+    monkeypatch.setattr(sys, "stdout", closed)
+    assert main(["plugins", "--json"]) == 0  # no BrokenPipeError traceback
+    closed.write("more")  # stdout now points at devnull: the interpreter's last flush cannot fail
+    closed.flush()

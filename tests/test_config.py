@@ -108,3 +108,12 @@ def test_dump_round_trips(reasonrl_registry):
     config = resolve_config(base(), registry=reasonrl_registry)
     again = resolve_config(yaml.safe_load(dump_config(config)), registry=reasonrl_registry)
     assert again.stages[1].params == config.stages[1].params
+
+
+def test_override_changes_only_the_path_it_names_under_yaml_anchors(tmp_path, reasonrl_registry):
+    path = tmp_path / "anchors.yaml"
+    path.write_text("run_name: a\nstages:\n"
+                    "  - {stage: rl, id: one, dataset: sort_digits, rewards: [sort_accuracy], rollout: &engine {name: hf}}\n"
+                    "  - {stage: rl, id: two, dataset: sort_digits, rewards: [sort_accuracy], rollout: *engine}\n")
+    config = load_config(path, ["stages[1].rollout.name=vllm"], registry=reasonrl_registry)
+    assert [s.params.rollout.name for s in config.stages] == ["hf", "vllm"]

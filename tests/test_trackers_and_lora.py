@@ -50,3 +50,22 @@ def test_lora_training_merges_adapters_on_save(tmp_path, reasonrl_registry):
     assert not torch.equal(saved.state_dict()[q], base.state_dict()[q])  # the adapters learned something
     embed = "model.embed_tokens.weight"
     assert torch.equal(saved.state_dict()[embed], base.state_dict()[embed])  # base weights frozen
+
+
+def test_wandb_follows_its_own_mode_setting(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from reasonrl.plugins.trackers import WandbParams, WandbTracker
+
+    calls = []
+    fake = types.ModuleType("wandb")
+    fake.init = lambda **kwargs: calls.append(kwargs) or types.SimpleNamespace(log=lambda *a, **k: None,
+                                                                               finish=lambda: None)
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    tracker = WandbTracker(WandbParams())
+    tracker.open(tmp_path)
+    tracker.close()
+    assert calls[0]["mode"] is None  # WANDB_MODE and W&B's defaults decide, not reasonrl
+    WandbTracker(WandbParams(mode="offline")).open(tmp_path)
+    assert calls[1]["mode"] == "offline"
