@@ -192,8 +192,10 @@ class RolloutEngine(Protocol):
 
     ``temperature`` is the sampling temperature: the trainer scores tokens at the same
     temperature so that old and new log-probs are of one distribution. ``generator``
-    seeds the sampling (resumed runs replay it); ``constraints`` holds one rule per
-    prompt from a :class:`DecodingConstraint` (None: unconstrained).
+    seeds the sampling (resumed runs replay it): one ``torch.Generator``, or a list with
+    one per prompt, whose samples then draw only from their own prompt's generator.
+    ``constraints`` holds one rule per prompt from a :class:`DecodingConstraint` (None:
+    unconstrained).
     """
 
     temperature: float

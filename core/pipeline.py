@@ -52,13 +52,10 @@ def run_pipeline(
         registry = get_registry()
     run_dir = config.run_dir
     plan = plan_stages(config, force)
-    for folder in [run_dir] + [run_dir / s for s, action in plan.items() if action != "skip"]:
-        if folder.exists() or folder == run_dir:
-            check_writable(folder)
-    attempt = _record_attempt(run_dir, plan)
-    atomic_write_text(run_dir / "config.resolved.yaml", dump_config(config))
-    atomic_write_json(run_dir / "versions.json", environment_versions())
-    trackers = [registry.build("trackers", ref.name, ref.params) for ref in config.run.trackers]
+    attempt = _start_attempt(config, plan) if is_main_process() else 0
+    # under a multi-process launch only the main process writes files and reports metrics
+    trackers = [registry.build("trackers", ref.name, ref.params) for ref in config.run.trackers] \
+        if is_main_process() else []
     tokens = [_RUN_DIR.set(run_dir), _ATTEMPT.set(attempt)]
     for tracker in trackers:
         tracker.open(run_dir)
@@ -165,6 +162,23 @@ def check_writable(folder: Path) -> None:
                             f"or set output_dir to a writable folder. Nothing was run.") from None
 
 
+def is_main_process() -> bool:
+    """False on the other ranks of a multi-process launch (``accelerate launch`` sets RANK)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _start_attempt(config: ResolvedConfig, plan: dict[str, str]) -> int:
+    """Check the folders, number this invocation and save what it runs with."""
+    run_dir = config.run_dir
+    for folder in [run_dir] + [run_dir / s for s, action in plan.items() if action != "skip"]:
+        if folder.exists() or folder == run_dir:
+            check_writable(folder)
+    attempt = _record_attempt(run_dir, plan)
+    atomic_write_text(run_dir / "config.resolved.yaml", dump_config(config))
+    atomic_write_json(run_dir / "versions.json", environment_versions())
+    return attempt
+
+
 def _record_attempt(run_dir: Path, plan: dict[str, str]) -> int:
     """Number this invocation; metric rows carry it, so a resumed stage's rows can be told apart."""
     log = run_dir / ATTEMPTS
@@ -187,12 +201,13 @@ class StageRunner:
         if action == "skip":
             self.echo(f"{where}: finished earlier with this config, skipped ({stage_dir / MARKER})")
             return read_json(stage_dir / MARKER)["summary"]
-        if action == "fresh" and stage_dir.exists():
-            self.echo(f"{where}: starting over (forced, or an input stage was rerun); removing {stage_dir}")
-            shutil.rmtree(stage_dir)
-        (stage_dir / MARKER).unlink(missing_ok=True)
-        check_writable(stage_dir)
-        self.echo(f"{where} ({stage.name}) -> {stage_dir}")
+        if is_main_process():
+            if action == "fresh" and stage_dir.exists():
+                self.echo(f"{where}: starting over (forced, or an input stage was rerun); removing {stage_dir}")
+                shutil.rmtree(stage_dir)
+            (stage_dir / MARKER).unlink(missing_ok=True)
+            check_writable(stage_dir)
+            self.echo(f"{where} ({stage.name}) -> {stage_dir}")
         fingerprint = stage_fingerprint(self.config, stage, stage_inputs(self.config)[stage.id])
         context = StageContext(run_dir=self.config.run_dir, stage_dir=stage_dir, stage_id=stage.id,
                                seed=self.config.run.seed, registry=self.registry, outputs=outputs,
@@ -207,9 +222,13 @@ def run_stage(context: StageContext, name: str, params: Any, echo=print) -> dict
     Stages that run stages of their own (a study's rungs) call this too, so every marker
     has the same fields."""
     component = context.registry.build("stages", name, params)
+    if not is_main_process() and not getattr(component, "distributed", False):
+        return {}  # stages that do not train data-parallel run on the main process only
     started = time.perf_counter()
     summary = component.run(context) or {}
     seconds = time.perf_counter() - started
+    if not is_main_process():
+        return summary
     atomic_write_json(context.stage_dir / MARKER, {
         "stage": name, "id": context.stage_id, "seconds": seconds, "summary": summary,
         "fingerprint": context.fingerprint, "output_id": uuid.uuid4().hex, "attempt": _ATTEMPT.get(),

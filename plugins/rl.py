@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import statistics
 import time
+from dataclasses import replace
 from typing import Any, Literal
 
 import torch
@@ -37,6 +38,9 @@ class RLParams(TrainingParams):
     max_sampling_rounds: int = Field(3, ge=1, description="generation rounds allowed to fill a batch under dynamic sampling")
     updates_per_batch: int = Field(1, gt=0)
     micro_batch_prompts: int = Field(4, gt=0)
+    sampling_seeds: Literal["batch", "prompt"] = Field("batch", description=(
+        "batch: one random stream per rollout batch (fastest); prompt: one per prompt, so results do not "
+        "depend on batching or on the number of processes"))
 
 
 class ValueHead(torch.nn.Module):
@@ -68,6 +72,9 @@ class RLStage(Trainer):
         make_extra = (lambda model: {"value_head": ValueHead(model.config.hidden_size)}) \
             if self.optimizer_algo.needs_values else None
         self.setup(context, params.steps, make_extra)
+        if params.prompts_per_step % self.world:
+            raise ReasonRLError(f"stage {context.stage_id!r}: prompts_per_step={params.prompts_per_step} does not split "
+                                f"over {self.world} processes; use a multiple of {self.world}")
         self.reference = self._reference_model() if self.optimizer_algo.needs_reference else None
         history = self._history()
         bar = self.progress(f"rl[{params.optimizer.name}]")
@@ -94,14 +101,14 @@ class RLStage(Trainer):
     # ------------------------------------------------------------ one step
     def train_step(self, step: int) -> dict[str, float]:
         started = time.perf_counter()
-        generator = seed_all(step_seed(self.seed, step), self.accelerator.device)
-        batch, info = self.collect(step, generator)
+        seed_all(step_seed(self.seed, step))
+        batch, info = self.collect(step)
         info["time/rollout"] = time.perf_counter() - started
         self.model.train()
-        if batch is None:  # every group was filtered out: nothing to learn from this step
+        if batch is None:  # every group was filtered out (on some rank): nothing to learn from this step
             return {**info, "loss": 0.0, "step_seconds": time.perf_counter() - started}
         self._score_old(batch)
-        batch = self.optimizer_algo.prepare(batch)
+        batch = self._with_global_totals(self.optimizer_algo.prepare(batch))
         stats: dict[str, float] = {}
         for _ in range(self.params.updates_per_batch):
             loss, stats = self._update(batch)
@@ -116,15 +123,31 @@ class RLStage(Trainer):
             return {}
         return {"constraints": [self.constraint.for_example(self.tokenizer, e) for e in examples]}
 
-    def collect(self, step: int, generator: torch.Generator):
-        """Sample groups until ``prompts_per_step`` survive the optimizer's filter."""
+    def collect(self, step: int):
+        """Sample groups until ``prompts_per_step`` survive the optimizer's filter.
+
+        With several processes every rank draws the same global list of prompts each round
+        and samples its own contiguous share (groups stay on one rank); ranks agree on the
+        number of rounds and end with equally many groups, so their backward passes match.
+        """
         params = self.params
         rng = random.Random(step_seed(self.seed, step, salt=1))
+        target = params.prompts_per_step // self.world
         kept, dropped, all_rewards, components = [], 0, [], []
+        batch_generator = torch.Generator(device=self.accelerator.device).manual_seed(
+            step_seed(self.seed, step, salt=self.rank))
         self.model.eval()
-        for _ in range(params.max_sampling_rounds):
-            need = params.prompts_per_step - len(kept)
-            examples = [self.train[rng.randrange(len(self.train))] for _ in range(need)]
+        for sampling_round in range(params.max_sampling_rounds):
+            needs = self._all_ranks(target - len(kept))
+            if sum(needs) == 0:
+                break
+            drawn = [self.train[rng.randrange(len(self.train))] for _ in range(sum(needs))]
+            first = sum(needs[:self.rank])
+            examples = drawn[first:first + needs[self.rank]]
+            if not examples:
+                continue
+            generator = batch_generator if params.sampling_seeds == "batch" else \
+                self._prompt_generators(step, sampling_round, first, len(examples))
             rollouts = self.engine.generate(self.accelerator.unwrap_model(self.model), self.tokenizer,
                                             [self._prompt(e) for e in examples], params.group_size, generator=generator,
                                             **self._constraints(examples))
@@ -140,10 +163,50 @@ class RLStage(Trainer):
                     kept.append((rollouts, g, rewards[group]))
                 else:
                     dropped += 1
-            if len(kept) >= params.prompts_per_step:
-                break
-        info = self._rollout_metrics(all_rewards, components, dropped, kept)
+        kept = kept[:min(self._all_ranks(len(kept)))]  # equal batches on every rank
+        info = self._across_ranks(self._rollout_metrics(all_rewards, components, dropped, kept))
         return (self._batch(kept) if kept else None), info
+
+    def _all_ranks(self, count: int) -> list[int]:
+        """``count`` of every rank, in rank order (a collective: every rank must call it)."""
+        if self.world == 1:
+            return [count]
+        return self.accelerator.gather(torch.tensor([count], device=self.accelerator.device)).tolist()
+
+    def _across_ranks(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Rank metrics reduced to the global batch's: group counts summed, the rest averaged over
+        ranks (exact for means over equal shards; ``reward/std`` becomes the mean of rank stds)."""
+        if self.world == 1:
+            return metrics
+        names = sorted(self._all_ranks_names(metrics))
+        values = torch.tensor([metrics.get(n, float("nan")) for n in names], device=self.accelerator.device)
+        gathered = self.accelerator.gather(values[None]).reshape(self.world, len(names))
+        reduced = {}
+        for column, name in enumerate(names):
+            present = gathered[:, column][~torch.isnan(gathered[:, column])]
+            reduced[name] = float(present.sum() if name.startswith("groups/") else present.mean())
+        return reduced
+
+    def _all_ranks_names(self, metrics: dict[str, float]) -> set[str]:
+        from accelerate.utils import gather_object
+
+        return {name for names in gather_object([sorted(metrics)]) for name in names}
+
+    def _prompt_generators(self, step: int, sampling_round: int, first: int, count: int) -> list[torch.Generator]:
+        """One generator per prompt, seeded by its position in the round's global draw: a prompt's
+        samples do not depend on which prompts share its batch or its rank (``sampling_seeds: prompt``)."""
+        base = step_seed(self.seed, step, salt=2 + sampling_round)
+        return [torch.Generator(device=self.accelerator.device).manual_seed(step_seed(base, first + i))
+                for i in range(count)]
+
+    def _with_global_totals(self, batch: RolloutBatch) -> RolloutBatch:
+        """Normalise every rank's loss by the totals of the global batch; the backward pass scales
+        by the world size, so data-parallel averaging gives the single-process gradient."""
+        if self.world == 1:
+            return batch
+        local = torch.tensor([batch.total_tokens, batch.num_sequences], device=self.accelerator.device)
+        total_tokens, num_sequences = self.accelerator.reduce(local, reduction="sum").tolist()
+        return replace(batch, total_tokens=int(total_tokens), num_sequences=int(num_sequences))
 
     def _prompt(self, example: dict[str, Any]) -> str:
         return chat_prompt(self.tokenizer, example[self.params.prompt_field], self.params.chat_template)
@@ -204,7 +267,7 @@ class RLStage(Trainer):
             with self.accelerator.autocast():
                 logprobs, values = self._forward(part, self.model, self.optimizer_algo.needs_values)
                 loss, part_stats = self.optimizer_algo.loss(part, logprobs, ref_logprobs=part.ref_logprobs, values=values)
-            self.accelerator.backward(loss)
+            self.accelerator.backward(loss * self.world)  # DDP averages gradients over ranks
             total += float(loss.detach())
             for k, v in part_stats.items():
                 stats.setdefault(k, []).append(v)
@@ -236,5 +299,6 @@ class RLStage(Trainer):
             "groups_dropped": sum(h.get("groups/dropped", 0.0) for h in history),
             "model_dir": str(self.context.stage_dir / "model"),
         }
-        atomic_write_json(self.context.stage_dir / "history.json", history)
+        if self.accelerator.is_main_process:
+            atomic_write_json(self.context.stage_dir / "history.json", history)
         return summary

@@ -48,9 +48,15 @@ def _positions(attention: torch.Tensor) -> torch.Tensor:
     return (attention.cumsum(dim=1) - 1).clamp(min=0)
 
 
+def _inner(model):
+    """The model inside a data-parallel wrapper (DDP keeps it as ``.module``)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
 def _cache_key(model) -> str:
     """transformers 5.x renamed ``past_key_values`` to ``cache``; support both."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _inner(model)
+    base = base.get_base_model() if hasattr(base, "get_base_model") else base
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
@@ -67,7 +73,7 @@ def prefill(model, prompts: Sequence[torch.Tensor], pad_id: int, group_size: int
     from transformers import DynamicCache
 
     ids, attention = left_pad([p.to(model_device(model)) for p in prompts], pad_id)
-    out, cache = forward_with_cache(model, DynamicCache(config=model.config), input_ids=ids, attention_mask=attention,
+    out, cache = forward_with_cache(model, DynamicCache(config=_inner(model).config), input_ids=ids, attention_mask=attention,
                                     position_ids=_positions(attention), output_hidden_states=want_hidden)
     cache.batch_repeat_interleave(group_size)
     last_hidden = out.hidden_states[-1][:, -1] if want_hidden else None
@@ -87,10 +93,16 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     return logits
 
 
-def sample_tokens(probs: torch.Tensor, generator=None) -> torch.Tensor:
+def sample_tokens(probs: torch.Tensor, generator=None, group_size: int = 1) -> torch.Tensor:
     """One token per row drawn from ``probs``: argmax(p / E) with E ~ Exp(1) picks token i with
-    probability p_i, and costs a fraction of torch.multinomial on large vocabularies."""
-    uniform = torch.rand(probs.shape, generator=generator, device=probs.device).clamp_(min=1e-30)
+    probability p_i, and costs a fraction of torch.multinomial on large vocabularies.
+
+    ``generator`` may be a list with one generator per prompt (its ``group_size`` rows in a row)."""
+    if isinstance(generator, (list, tuple)):
+        shape = (group_size, probs.shape[-1])
+        uniform = torch.cat([torch.rand(shape, generator=g, device=probs.device) for g in generator]).clamp_(min=1e-30)
+    else:
+        uniform = torch.rand(probs.shape, generator=generator, device=probs.device).clamp_(min=1e-30)
     noise = uniform.log_().neg_()  # -log U ~ Exp(1); cheaper than exponential_ on CPU
     return (probs / noise).argmax(dim=-1)
 
@@ -119,8 +131,9 @@ class HFRolloutEngine:
     @torch.no_grad()
     def generate(self, model, tokenizer, prompts: Sequence[str], group_size: int, generator=None,
                  constraints: Sequence | None = None) -> Rollouts:
-        """``constraints``: one per prompt (or None), each with ``allowed() -> token ids or None``
-        and ``advance(token_id)``; every sample of the prompt gets its own copy."""
+        """``generator``: one, or a list with one per prompt. ``constraints``: one per prompt (or None),
+        each with ``allowed() -> token ids or None`` and ``advance(token_id)``; every sample of the
+        prompt gets its own copy."""
         device = model_device(model)
         prompt_ids = [torch.tensor(tokenizer(p, add_special_tokens=False)["input_ids"], dtype=torch.long, device=device)
                       for p in prompts]
@@ -129,8 +142,9 @@ class HFRolloutEngine:
         for start in range(0, len(prompt_ids), step):
             rules = None if constraints is None else \
                 [copy.deepcopy(c) for c in constraints[start:start + step] for _ in range(group_size)]
-            chunks.append(self._generate_chunk(model, tokenizer, prompt_ids[start:start + step], group_size, generator,
-                                               rules))
+            chunk_generator = generator[start:start + step] if isinstance(generator, (list, tuple)) else generator
+            chunks.append(self._generate_chunk(model, tokenizer, prompt_ids[start:start + step], group_size,
+                                               chunk_generator, rules))
         width = max(c[0].shape[1] for c in chunks)
         completion = torch.cat([F.pad(c[0], (0, width - c[0].shape[1]), value=_pad_id(tokenizer)) for c in chunks])
         mask = torch.cat([F.pad(c[1], (0, width - c[1].shape[1])) for c in chunks])
@@ -156,7 +170,7 @@ class HFRolloutEngine:
             # which is what the trainer's forward pass recomputes (the ratio starts at 1)
             allowed = constrain(scaled.clone(), rules, finished) if rules is not None else scaled
             probs = filter_logits(allowed, params.top_k, params.top_p).softmax(dim=-1)
-            token = sample_tokens(probs, generator)
+            token = sample_tokens(probs, generator, group_size)
             if rules is not None:
                 for row in torch.nonzero(~finished).flatten().tolist():
                     rules[row].advance(int(token[row]))

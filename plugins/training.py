@@ -90,6 +90,8 @@ def make_adamw(parameters, lr: float, weight_decay: float) -> torch.optim.Optimi
 class Trainer:
     """Base of the ``lm``, ``sft`` and ``rl`` stages."""
 
+    distributed = True  # every process runs it (data parallel); other stages run on the main process only
+
     params: TrainingParams
 
     def __init__(self, params: TrainingParams) -> None:
@@ -106,6 +108,7 @@ class Trainer:
         seed_all(self.seed)
         self.accelerator = Accelerator(mixed_precision=params.mixed_precision, cpu=not torch.cuda.is_available(),
                                        deepspeed_plugin=self._deepspeed_plugin())
+        self.accelerator.wait_for_everyone()  # the main process may still be writing an earlier stage's outputs
         self.model, self.tokenizer = load_policy(params.model, context.run_dir, self.seed)
         self.extra = {name: module.to(self.accelerator.device)
                       for name, module in (make_extra(self.model) if make_extra else {}).items()}

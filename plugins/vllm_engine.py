@@ -25,6 +25,13 @@ class VLLMParams(SamplingParams):
     dtype: str = "bfloat16"
 
 
+def _seed_from(generator) -> int | None:
+    """A per-request vLLM seed drawn from a torch generator (None: vLLM's own randomness)."""
+    if generator is None:
+        return None
+    return int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device))
+
+
 class VLLMRolloutEngine:
     """Sampling with vLLM next to the trainer on the same GPU; weights synced every call."""
 
@@ -72,10 +79,10 @@ class VLLMRolloutEngine:
 
         self.push_weights(model)
         p = self.params
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator)) if generator is not None else None
-        sampling = SamplingParams(n=group_size, temperature=p.temperature, top_p=p.top_p, top_k=p.top_k or -1,
-                                  max_tokens=p.max_new_tokens, stop=p.stop_strings or None, logprobs=0, seed=seed,
-                                  include_stop_str_in_output=True)
+        generators = generator if isinstance(generator, (list, tuple)) else [generator] * len(prompts)
+        sampling = [SamplingParams(n=group_size, temperature=p.temperature, top_p=p.top_p, top_k=p.top_k or -1,
+                                   max_tokens=p.max_new_tokens, stop=p.stop_strings or None, logprobs=0,
+                                   seed=_seed_from(g), include_stop_str_in_output=True) for g in generators]
         outputs = llm.generate(list(prompts), sampling, use_tqdm=False)
         return self._to_rollouts(tokenizer, prompts, outputs, group_size)
 

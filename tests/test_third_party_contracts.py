@@ -38,7 +38,8 @@ class StubEngine:
         for index, ids in enumerate(prompt_ids):
             for _ in range(group_size):
                 rule = None if constraints is None else constraints[index]
-                tokens, logprobs = self._sample(model, ids, generator, rule)
+                own = generator[index] if isinstance(generator, list) else generator  # one per prompt, or shared
+                tokens, logprobs = self._sample(model, ids, own, rule)
                 rows.append(tokens)
                 logprob_rows.append(logprobs)
         completion = torch.stack(rows)
