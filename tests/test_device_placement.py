@@ -41,13 +41,16 @@ class ImplicitDeviceRecorder(TorchFunctionMode):
 
 
 def test_the_recorder_sees_a_factory_call_without_device():
+    from reasonrl.plugins.rollout import left_pad
+
+    # code compiled under a file name inside the package counts as reasonrl's own
+    own_code = compile("torch.zeros(2)\ntorch.ones(2, device='cpu')\n", str(PACKAGE / "plugins" / "example.py"), "exec")
     recorder = ImplicitDeviceRecorder()
     with recorder:
-        from reasonrl.plugins.rollout import left_pad
-
         left_pad([torch.tensor([1, 2], device="cpu")], 0)  # derives its device: not recorded
         torch.zeros(2)  # this test file is not reasonrl code: not recorded
-    assert recorder.calls == set()
+        exec(own_code, {"torch": torch})
+    assert recorder.calls == {"plugins/example.py:1"}
 
 
 @pytest.mark.parametrize("optimizer", ["dapo", "ppo", {"name": "grpo", "params": {"beta": 0.1}}])
