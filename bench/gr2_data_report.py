@@ -10,9 +10,8 @@ import argparse
 from reasonrl.gr2_plugins.data import k_core, leave_one_out, load_movielens
 from reasonrl.gr2_plugins.embeddings import embed_texts
 from reasonrl.gr2_plugins.metrics import ranking_metrics
-from reasonrl.gr2_plugins.semantic_ids import RQVAEParams, SemanticIdParams
 from reasonrl.gr2_plugins.preranker import ItemKNN
-from reasonrl.gr2_plugins.semantic_ids import RQVAE, RQKMeans
+from reasonrl.gr2_plugins.semantic_ids import RQVAE, RQKMeans, RQVAEParams, SemanticIdParams
 
 
 def main() -> None:
