@@ -52,6 +52,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     plugins = sub.add_parser("plugins", help="list every registered component")
     plugins.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     plugins.add_argument("--kind", help="only this kind, e.g. reward_functions")
+    plugins.add_argument("--params", metavar="NAME", help="every option of the component NAME: type, default, "
+                         "description (--kind picks one when several kinds use the name)")
     plugins.set_defaults(handler=cmd_plugins)
 
     run = sub.add_parser("run", help="validate a config, then run its stages")
@@ -109,6 +111,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     registry = get_registry()
     if args.kind:
         registry.names(args.kind)  # an unknown kind is an error that lists the kinds, not an empty table
+    if args.params:
+        return print_params(registry, args.params, args.kind, args.json)
     conflicted = [c for claims in registry.conflicts.values() for c in claims]
     infos = [i for i in registry.all() + conflicted if args.kind in (None, i.kind)]
     rows = [
@@ -125,6 +129,34 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     for kind, name in registry.conflicts:
         print(f"warning: {registry.conflict_message(kind, name)}", file=sys.stderr)
     return 0
+
+
+def print_params(registry, name: str, kind: str | None, as_json: bool) -> int:
+    from reasonrl.core.registry import describe_params
+
+    infos = [i for i in registry.all() if i.name == name and kind in (None, i.kind)]
+    if not infos:
+        known = sorted({i.name for i in registry.all() if kind in (None, i.kind)})
+        raise ReasonRLError(f"no component named {name!r}{f' of kind {kind}' if kind else ''}; known: "
+                            f"{', '.join(known)}")
+    described = [{"kind": i.kind, "name": i.name, "where": i.where, "summary": i.summary,
+                  "params": describe_params(i.params_model())} for i in infos]
+    if as_json:
+        print(json.dumps(described, indent=2))
+        return 0
+    for entry in described:
+        print(f"{entry['kind']} {entry['name']!r} ({entry['where']}): {entry['summary']}")
+        if entry["params"]:
+            rows = [{**row, "default": shorten(row["default"], 40)} for row in entry["params"]]
+            print(format_table(rows, ["name", "type", "default", "description"]))
+        else:
+            print("(no params)")
+        print()
+    return 0
+
+
+def shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def format_table(rows: list[dict], columns: list[str]) -> str:

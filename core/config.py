@@ -33,10 +33,12 @@ class ConfigError(ReasonRLError):
 class ComponentRef(BaseModel):
     """A reference to a registered component: ``{name: ..., params: {...}}``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
     kind: ClassVar[str] = ""
     name: str
+    """the registered name of the component (reasonrl plugins lists them)"""
     params: dict[str, Any] = Field(default_factory=dict)
+    """the component's own params (reasonrl plugins --params NAME lists them)"""
 
     @model_validator(mode="before")
     @classmethod
@@ -73,20 +75,31 @@ def _inside_parent(value: str | None) -> str | None:
 
 
 class StageEntry(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    """One entry of ``stages``: the stage's name, its id, and its params beside them."""
+
+    model_config = ConfigDict(extra="allow", use_attribute_docstrings=True)
     stage: str
+    """The registered stage name (sft, rl, gr2_prepare...)."""
     id: str | None = Field(default=None, pattern=FOLDER_NAME)
+    """The stage's folder in the run and the name later stages use for it (default: the stage name)."""
     _folder = field_validator("id")(_inside_parent)
 
 
 class RunConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """The top of a run config file."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
     run_name: str = Field(pattern=FOLDER_NAME)
+    """The run's folder name under output_dir."""
     _folder = field_validator("run_name")(_inside_parent)
     output_dir: str = "runs"
+    """The folder that holds runs."""
     seed: int = 0
+    """The run's seed; stages derive theirs from it."""
     trackers: list[TrackerRef] = Field(default_factory=lambda: [TrackerRef(name="jsonl")])
+    """Where metrics go: jsonl, tensorboard, wandb, mlflow."""
     stages: list[StageEntry] = Field(min_length=1)
+    """The stages, run in order."""
 
 
 @dataclass

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -15,9 +17,11 @@ from reasonrl.core.hookspecs import KINDS
 
 
 class Params(BaseModel):
-    """Base of every component's params model: unknown keys are errors, not silently ignored."""
+    """Base of every component's params model: unknown keys are errors, not silently ignored.
 
-    model_config = ConfigDict(extra="forbid")
+    A string under a field is its description (``reasonrl plugins --params``, the docs)."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class NoParams(Params):
@@ -173,3 +177,68 @@ def _protocol_members(protocol: type) -> list[str]:
             ["__call__"] if "__call__" in vars(protocol) else []
         )
     return sorted(members)
+
+
+def describe_params(model: type[BaseModel], prefix: str = "", defaults: BaseModel | None = None) -> list[dict[str, str]]:
+    """One row per option (name, type, default, description). A nested params model is
+    expanded with dotted names, with the defaults its parent gives it, so every option a
+    config can set is listed with the value it gets when left out."""
+    rows = []
+    for name, field in model.model_fields.items():
+        nested = _nested_model(field.annotation)
+        if defaults is not None:
+            value = getattr(defaults, name)
+        elif field.is_required():
+            value = REQUIRED
+        else:
+            value = field.get_default(call_default_factory=True)
+        expanded = nested is not None and isinstance(value, BaseModel)
+        rows.append({"name": prefix + name, "type": type_name(field.annotation),
+                     "default": "(below)" if expanded else _value_text(value),
+                     "description": field.description or ""})
+        if expanded:
+            rows += describe_params(nested, f"{prefix}{name}.", value)
+        elif nested is not None and value is None:
+            rows += describe_params(nested, f"{prefix}{name}.")
+    return rows
+
+
+REQUIRED = object()
+
+
+def _value_text(value: Any) -> str:
+    if value is REQUIRED:
+        return "required"
+    if isinstance(value, BaseModel):
+        value = value.model_dump()
+    return repr(value)
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The params model a field holds directly (``X`` or ``X | None``), not in a list or dict."""
+    candidates = [a for a in (typing.get_args(annotation) if _is_union(annotation) else (annotation,))
+                  if a is not type(None)]
+    if len(candidates) == 1 and isinstance(candidates[0], type) and issubclass(candidates[0], BaseModel) \
+            and not getattr(candidates[0], "kind", ""):
+        return candidates[0]
+    return None
+
+
+def _is_union(annotation: Any) -> bool:
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType)
+
+
+def type_name(annotation: Any) -> str:
+    """``int``, ``str | None``, ``'a' | 'b'``, ``list[str]``, ``dataset ref``: short and readable."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in args)
+    if _is_union(annotation):
+        return " | ".join(type_name(a) for a in args)
+    if annotation is type(None):
+        return "None"
+    if getattr(annotation, "kind", ""):  # a ComponentRef subclass: {name, params} of that kind
+        return f"{annotation.kind[:-1]} ref"
+    if origin is not None:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(type_name(a) for a in args)}]"
+    return getattr(annotation, "__name__", str(annotation))

@@ -21,20 +21,29 @@ class Variant(Params):
     name: str = Field(description="row label, e.g. 'RL, conditional reward'")
     stage: str | None = Field(None, description="the training stage whose model reranks; None = the pre-ranker order")
     chat_template: bool = False
+    """wrap the prompt in the tokenizer's chat template"""
 
 
 class GR2EvaluateParams(Params):
     dataset: DatasetRef
+    """the examples to rerank (usually the prepare stage's test.jsonl)"""
     split: str = "test"
+    """the dataset split to evaluate on"""
     variants: list[Variant] = Field(min_length=1)
+    """the rows of the report: the pre-ranker and trained stages"""
     sampling: SamplingParams = Field(default_factory=lambda: SamplingParams(top_k=1, max_new_tokens=256))
+    """decoding settings for every variant (greedy with top_k: 1)"""
     max_examples: int | None = Field(None, gt=0)
+    """evaluate only the first N examples (default: all)"""
     bootstrap_samples: int = Field(1000, ge=10)
+    """bootstrap resamples for the confidence intervals"""
     title: str = "GR2 reranking"
+    """the report's title"""
     constraint: ConstraintRef | None = Field(None, description="a decoding constraint, e.g. sid_trie")
     trace_stages: list[str] = Field(default_factory=list, description="teacher_traces stages whose acceptance "
                                     "rate and tries per accepted trace the report shows")
     progress: bool = True
+    """show progress bars"""
 
 
 COLUMNS = ["recall@1", "recall@3", "recall@5", "ndcg@3", "ndcg@5", "ndcg@10"]

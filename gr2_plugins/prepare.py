@@ -30,10 +30,13 @@ class GR2PrepareParams(Params):
     candidates: int = Field(10, ge=2, description="the pre-ranker's top-k list the student reranks")
     history_items: int = Field(10, ge=1, description="most recent history items shown in a prompt")
     preranker: ItemKNNParams = Field(default_factory=ItemKNNParams)
+    """the item-kNN pre-ranker that proposes the candidates"""
     tokenizer: ItemTokenizerRef = Field(default_factory=lambda: ItemTokenizerRef(
         name="rq_kmeans", params={"levels": 4, "codebook_size": 64}))
+    """the item tokenizer that turns item embeddings into semantic IDs"""
     max_users: dict[str, int] = Field(default_factory=dict, description="cap per split, e.g. {train: 200, test: 100}")
     embedding_model_path: str | None = None
+    """a local sentence-encoder folder for item embeddings (default: the packaged all-MiniLM-L6-v2)"""
     train_targets_per_user: int = Field(1, ge=1, description=(
         "training examples per user: its last k training items each become a target (more SFT/RL data)"))
     corpus_windows: int = Field(3, ge=0, description="history->next examples per user in the mid-training corpus")

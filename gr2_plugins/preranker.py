@@ -15,9 +15,13 @@ from reasonrl.core.registry import Params
 
 class ItemKNNParams(Params):
     window: int = Field(5, gt=0)
+    """co-occurrence window: items at most this far apart in a sequence count as neighbours"""
     recent: int = Field(10, ge=0)
+    """most recent history items that vote for neighbours"""
     decay: float = Field(0.8, gt=0, le=1)
+    """weight multiplier per step back in the history (recent items count more)"""
     popularity_weight: float = Field(1e-3, ge=0)
+    """weight of item popularity added to the kNN score (breaks cold ties)"""
 
 
 class ItemKNN:

@@ -18,11 +18,13 @@ from reasonrl.gr2_plugins.parsing import parse_ranking
 class ConditionalRankParams(Params):
     alpha: float = Field(0.2, ge=0, description="weight of the format bonus")
     invalid_reward: float = -1.0
+    """reward of an answer that is not a permutation of the candidates"""
     count_kept_first: bool = Field(True, description="a target already first and kept first also earns the bonus")
 
 
 class TopKParams(Params):
     k: int = Field(3, gt=0)
+    """the answer is rewarded when the held-out item is in its first k"""
 
 
 def positions(completion: str, example: Mapping) -> tuple[int, int, int] | None:

@@ -21,13 +21,16 @@ from reasonrl.core.registry import Params
 
 class SemanticIdParams(Params):
     levels: int = Field(4, ge=1, le=8)
+    """codes per semantic ID (residual quantisation levels)"""
     codebook_size: int | list[int] = Field(256, description="one size for every level, or one per level")
     iterations: int = Field(20, gt=0)
+    """k-means iterations per level"""
     max_fit_samples: int = Field(100_000, gt=0, description="k-means centroids are fitted on a sample this big")
     collision: str = Field("nearest_free", pattern="^(none|nearest_free|random_free)$",
                            description="re-assign colliding items to free last-level codes under their prefix")
     dedup_token: bool = Field(False, description="append one more code that numbers items still colliding")
     seed: int = 0
+    """seed of the k-means initialisation"""
 
     def sizes(self) -> list[int]:
         sizes = self.codebook_size if isinstance(self.codebook_size, list) else [self.codebook_size] * self.levels
@@ -38,12 +41,19 @@ class SemanticIdParams(Params):
 
 class RQVAEParams(SemanticIdParams):
     latent_dim: int = Field(32, gt=0)
+    """dimension of the quantised latent"""
     hidden_dim: int = Field(256, gt=0)
+    """hidden width of the encoder and decoder"""
     epochs: int = Field(200, gt=0)
+    """training epochs over the item embeddings"""
     batch_size: int = Field(1024, gt=0)
+    """training batch size of the RQ-VAE"""
     lr: float = Field(1e-3, gt=0)
+    """Adam learning rate of the RQ-VAE"""
     ema_decay: float = Field(0.99, gt=0, lt=1)
+    """decay of the exponential moving average that updates the codebooks"""
     commitment: float = Field(0.25, ge=0)
+    """weight of the commitment loss that pulls encodings to their codes"""
 
 
 LEVEL_LETTERS = "abcdefgh"

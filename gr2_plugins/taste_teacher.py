@@ -29,9 +29,11 @@ class TasteTeacherParams(Params):
     temperature: float = Field(0.3, ge=0, description="Gumbel noise scale: 0 = always the same order")
     decay: float = Field(0.7, gt=0, le=1, description="weight of a history item per step back in time")
     era_weight: float = Field(0.3, ge=0)
+    """weight of the release-era match in a candidate's score"""
     prior_weight: float = Field(0.3, ge=0, description="bonus for the upstream ranker's early positions")
     explained_items: int = Field(3, ge=1, description="candidates the reasoning discusses")
     seed: int = 0
+    """seed of the Gumbel noise"""
 
 
 _LINE = re.compile(r"^(?P<sid><\|sid_begin\|>.*?<\|sid_end\|>) (?P<title>.*) \((?P<year>[^)]*)\) \| (?P<genres>.*)$")

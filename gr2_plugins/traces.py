@@ -20,17 +20,23 @@ class TeacherTracesParams(Params):
 
     dataset: DatasetRef = Field(description="examples with prompt, teacher prompts, candidates, target_index")
     split: str = "train"
+    """the dataset split whose prompts the teacher answers"""
     teacher: TeacherRef
+    """the teacher generator that writes the traces"""
     filters: list[RejectionFilterRef] = Field(default_factory=lambda: [
         RejectionFilterRef(name="valid_format"), RejectionFilterRef(name="top1_match")])
+    """rejection filters a trace must pass to be kept"""
     mode: Literal["rejection", "targeted"] = Field("rejection", description="targeted: the answer is in the prompt")
     max_rounds: int = Field(2, ge=1, description="retry budget: generation rounds per example")
     samples_per_round: int = Field(4, ge=1)
+    """teacher samples per example in each round"""
     batch_size: int = Field(8, gt=0, description="examples per teacher call")
     max_examples: int | None = Field(None, gt=0)
+    """stop once this many examples have a kept trace (default: all)"""
     lambda_reasoning: float = Field(0.5, ge=0, description="SFT weight of reasoning tokens (lambda_r)")
     lambda_ranking: float = Field(1.0, gt=0, description="SFT weight of the JSON ranking tokens (lambda_o)")
     progress: bool = True
+    """show progress bars"""
 
 
 def first_accepted(example: dict, samples: list[str], filters) -> tuple[int | None, list[str]]:

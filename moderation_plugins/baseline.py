@@ -17,8 +17,11 @@ class BaselineParams(Params):
     """The reasoning-free floor: TF-IDF features and logistic regression."""
 
     dataset: DatasetRef
+    """the moderation dataset (train fits, test scores)"""
     max_features: int = Field(50_000, gt=0)
+    """vocabulary size of the TF-IDF vectoriser"""
     ngram_max: int = Field(2, ge=1, le=3)
+    """longest word n-gram used as a feature"""
     c: float = Field(4.0, gt=0, description="inverse regularisation strength")
     max_train: int | None = Field(None, gt=0, description="train on the first N examples (data-efficiency ladders)")
 

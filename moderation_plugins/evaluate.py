@@ -29,6 +29,7 @@ class EvalVariant(Params):
     model: ModelSpec | None = Field(None, description="or any model, e.g. the untrained packaged student")
     baseline_stage: str | None = Field(None, description="or a tfidf_baseline stage whose test numbers to show")
     chat_template: bool = True
+    """wrap the prompt in the tokenizer's chat template"""
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -39,14 +40,21 @@ class EvalVariant(Params):
 
 class ModerationEvalParams(Params):
     dataset: DatasetRef
+    """the moderation dataset to classify"""
     split: str = "test"
+    """the dataset split to evaluate on"""
     variants: list[EvalVariant] = Field(min_length=1)
+    """the rows of the report: trained stages, models or baselines"""
     sampling: SamplingParams = Field(default_factory=lambda: SamplingParams(top_k=1, max_new_tokens=96))
+    """decoding settings for every variant"""
     mc_samples: int = Field(1, ge=1, description="k sampled traces per example, probability averaged "
                             "(use temperature > 0 and top_k 0 in sampling)")
     max_examples: int | None = Field(None, gt=0)
+    """evaluate only the first N examples (default: all)"""
     title: str = "Moderation"
+    """the report's title"""
     progress: bool = True
+    """show progress bars"""
 
 
 COLUMNS = ["accuracy", "macro_f1", "roc_auc", "pr_auc", "ece", "parse_failure_rate", "reasoning_words"]

@@ -20,14 +20,20 @@ from reasonrl.plugins.teachers import OpenAITeacherParams
 
 class HFJudgeParams(Params):
     model: ModelSpec = Field(default_factory=lambda: ModelSpec(source="packaged", name="smollm2-135m-instruct"))
+    """the judge model"""
     chat_template: bool = True
+    """wrap the judge prompt in the tokenizer's chat template"""
     batch_size: int = Field(8, gt=0)
+    """judge prompts per forward pass"""
 
 
 class OpenAIJudgeParams(OpenAITeacherParams):
     top_logprobs: int = Field(5, ge=1, le=20)
+    """alternatives per token whose log-probs are returned (yes and no must be among them)"""
     temperature: float = 0.0
+    """sampling temperature sent to the endpoint"""
     max_tokens: int = 1
+    """tokens the endpoint may generate (one: the yes/no answer)"""
 
 
 YES_WORDS = ("yes", "Yes", " yes", " Yes", "YES")

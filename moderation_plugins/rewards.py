@@ -12,7 +12,9 @@ from reasonrl.moderation_plugins.parsing import parse_verdict
 class ReasoningLengthParams(Params):
     min_words: int = Field(15, ge=0, description="reasoning shorter than this is penalised (length collapse)")
     max_words: int = Field(200, gt=0)
+    """reasoning longer than this many words is penalised"""
     penalty: float = Field(1.0, ge=0)
+    """the penalty at its largest (the component is minus this)"""
 
 
 DEFAULT_CRITERIA = [
@@ -24,10 +26,12 @@ DEFAULT_CRITERIA = [
 
 class RubricJudgeParams(Params):
     judge: JudgeRef = Field(default_factory=lambda: JudgeRef(name="hf"))
+    """the judge that answers the rubric questions"""
     criteria: list[str] = Field(default_factory=lambda: list(DEFAULT_CRITERIA), min_length=1,
                                 description="yes/no rubric questions; the reward is the mean P(yes)")
     include_policy: bool = Field(True, description="show the judge the policy (longer prompts)")
     max_content_chars: int = Field(600, gt=0)
+    """content shown to the judge is cut to this many characters"""
 
 
 class LabelAccuracy:

@@ -33,21 +33,30 @@ class StudyParams(Params):
     """A ladder of child sft/rl runs, each evaluated; sigmoid fit and data-efficiency summary."""
 
     dataset: DatasetRef
+    """the moderation dataset every child run trains and evaluates on"""
     model: ModelSpec = Field(default_factory=lambda: ModelSpec(source="packaged", name="smollm2-135m-instruct"),
                              description="the student every point starts from (and the R0 score)")
     axis: Literal["examples", "rollouts", "steps"] = "examples"
+    """what grows along the ladder: training examples, rollouts per prompt or RL steps"""
     values: list[int] = Field(min_length=1, description="the ladder, e.g. [32, 64, 128, 256]")
     recipes: list[Literal["rl", "sft"]] = Field(default_factory=lambda: ["rl", "sft"])
+    """which recipes climb the ladder: rl, sft or both"""
     rl: dict[str, Any] = Field(default_factory=dict, description="an rl stage's params (dataset and model filled in)")
     sft: dict[str, Any] = Field(default_factory=dict, description="an sft stage's params (dataset and model filled in)")
     eval_split: str = Field("validation", description="the test split is kept for final reports, not ladders")
     eval_examples: int | None = Field(None, gt=0)
+    """evaluate each child on the first N test examples (default: all)"""
     metric: str = "accuracy"
+    """the report metric the curves and the sigmoid fit use"""
     sampling: SamplingParams = Field(default_factory=lambda: SamplingParams(top_k=1, max_new_tokens=48))
+    """decoding settings of the evaluations"""
     chat_template: bool = True
+    """wrap prompts in the tokenizer's chat template"""
     match_tolerance: float = Field(0.01, ge=0, description="RL 'matches' SFT's best within this margin")
     title: str = "Moderation study"
+    """the report's title"""
     progress: bool = True
+    """show progress bars"""
 
     @model_validator(mode="after")
     def _axis_fits_recipes(self):

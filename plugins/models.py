@@ -18,11 +18,17 @@ class TinyModelParams(Params):
     """A randomly initialised small Llama over a character vocabulary (tests, toy tasks)."""
 
     alphabet: str = "0123456789 ,:>=+-[]abcdefghijklmnopqrstuvwxyz"
+    """characters of the character-level vocabulary (when no tokenizer corpus is given)"""
     hidden_size: int = Field(64, gt=0)
+    """hidden width"""
     num_layers: int = Field(2, gt=0)
+    """transformer layers"""
     num_heads: int = Field(4, gt=0)
+    """attention heads"""
     intermediate_size: int = Field(128, gt=0)
+    """MLP width"""
     max_positions: int = Field(256, gt=0)
+    """longest sequence the model accepts"""
     tokenizer: str | None = Field(None, description="use this packaged model's tokenizer instead of characters")
     tokenizer_corpus: list[str] = Field(default_factory=list, description=(
         "train a byte-level BPE tokenizer on these JSONL/text files (relative to the run folder) instead: "
@@ -32,9 +38,13 @@ class TinyModelParams(Params):
 
 class LoraParams(Params):
     r: int = Field(8, gt=0)
+    """LoRA rank"""
     alpha: int = Field(16, gt=0)
+    """LoRA scaling numerator (the update is scaled by alpha / r)"""
     dropout: float = Field(0.0, ge=0, lt=1)
+    """dropout on the LoRA input"""
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """module names that get adapters, e.g. [q_proj, v_proj]"""
 
 
 class ModelSpec(Params):
@@ -43,14 +53,21 @@ class ModelSpec(Params):
     ``gguf`` (a GGUF file, dequantized) | ``stage`` (the model an earlier stage saved)."""
 
     source: Literal["tiny", "packaged", "hf", "gguf", "stage"] = "tiny"
+    """tiny: a small random model; packaged: SmolLM2-135M-Instruct; hf: a transformers folder; gguf: a .gguf file; stage: an earlier stage's model"""
     name: str | None = None
+    """a model id or folder for source: hf"""
     path: str | None = None
+    """a local model folder (source: hf or gguf)"""
     gguf_file: str | None = None
+    """the .gguf file inside path (source: gguf)"""
     stage: str | None = None
+    """the earlier stage whose trained model to load (source: stage)"""
     tiny: TinyModelParams = Field(default_factory=TinyModelParams)
+    """the tiny model's shape and vocabulary (source: tiny)"""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto: bfloat16 on a CUDA device that supports it, float32 otherwise (CPU)")
     lora: LoraParams | None = None
+    """train LoRA adapters instead of all weights (extra: lora)"""
     add_tokens: str | None = Field(None, description="file with one new token per line (relative to the run folder "
                                    "or absolute); embeddings of new tokens start at the mean of the old ones")
 

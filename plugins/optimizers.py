@@ -22,32 +22,49 @@ class GRPOParams(Params):
     epsilon: float = Field(0.2, gt=0, description="clip range: ratio kept in [1 - eps, 1 + eps]")
     beta: float = Field(0.0, ge=0, description="KL weight to a frozen reference; 0 loads no reference")
     kl_estimator: str = Field("k3", pattern="^(k1|k3)$")
+    """k1 (log-ratio) or k3 (unbiased, non-negative) KL estimator"""
     scale_rewards: bool = True
+    """divide advantages by the group's reward std"""
     std_eps: float = 1e-6
+    """added to the group's reward std before dividing"""
 
 
 class DrGRPOParams(Params):
     epsilon: float = Field(0.2, gt=0)
+    """ratio clip: [1 - epsilon, 1 + epsilon]"""
     beta: float = Field(0.0, ge=0)
+    """weight of the KL penalty to the reference model (0: no reference)"""
     kl_estimator: str = Field("k3", pattern="^(k1|k3)$")
+    """k1 (log-ratio) or k3 (unbiased, non-negative) KL estimator"""
     max_completion_length: int = Field(256, gt=0, description="the constant that replaces per-sequence length")
 
 
 class DAPOParams(Params):
     epsilon_low: float = Field(0.2, gt=0)
+    """lower clip of the ratio: 1 - epsilon_low"""
     epsilon_high: float = Field(0.28, gt=0)
+    """upper clip of the ratio (clip-higher: larger than epsilon_low)"""
     dynamic_sampling: bool = True
+    """drop groups whose rewards are all equal and sample more prompts"""
     mask_truncated: bool = False
+    """leave completions cut at max_new_tokens out of the loss"""
     std_eps: float = 1e-6
+    """added to the group's reward std before dividing"""
 
 
 class PPOParams(Params):
     epsilon: float = Field(0.2, gt=0)
+    """ratio clip: [1 - epsilon, 1 + epsilon]"""
     value_clip: float = Field(0.2, gt=0)
+    """clip of the value prediction's change from the rollout's value"""
     gamma: float = Field(1.0, ge=0, le=1)
+    """discount factor of GAE"""
     lam: float = Field(0.95, ge=0, le=1)
+    """GAE lambda (bias-variance trade-off of the advantages)"""
     value_coef: float = Field(0.5, ge=0)
+    """weight of the value loss"""
     whiten_advantages: bool = True
+    """normalise advantages to mean 0 and std 1 over the batch"""
 
 
 # ---------------------------------------------------------------- pure pieces

@@ -15,19 +15,24 @@ from reasonrl.core.registry import Params
 class WeightedSumParams(Params):
     weights: dict[str, float] = Field(default_factory=dict, description="component -> weight; unnamed components weigh 1")
     default_weight: float = 1.0
+    """weight of a component not named in weights"""
     required: list[str] = Field(default_factory=list, description="components that must apply; else invalid_reward")
     invalid_reward: float = -1.0
+    """reward when a required component does not apply"""
 
 
 class RegexFormatParams(Params):
     pattern: str = Field(description="Python regex the whole completion must match (re.fullmatch, DOTALL)")
     name: str = "format"
+    """the component's name in logs and combiner weights"""
 
 
 class JsonFormatParams(Params):
     required_keys: list[str] = Field(default_factory=list)
+    """keys the JSON object must have"""
     json_schema: dict | None = Field(None, description="a JSON Schema the object must satisfy (needs jsonschema)")
     name: str = "format"
+    """the component's name in logs and combiner weights"""
 
 
 class OverlongParams(Params):
@@ -36,14 +41,19 @@ class OverlongParams(Params):
     max_length: int = Field(gt=0, description="L_max")
     cache_length: int = Field(gt=0, description="L_cache: the soft band below L_max")
     unit: Literal["chars", "words"] = "chars"
+    """measure the completion in characters or words"""
     name: str = "overlong"
+    """the component's name in logs and combiner weights"""
 
 
 class LengthPenaltyParams(Params):
     min_length: int = Field(0, ge=0)
+    """shortest completion, in words, without a penalty"""
     max_length: int = Field(10_000, gt=0)
+    """longest completion, in words, without a penalty"""
     penalty: float = Field(1.0, ge=0, description="reward -penalty * relative distance outside [min, max]")
     name: str = "length"
+    """the component's name in logs and combiner weights"""
 
 
 class WeightedSum:

@@ -23,21 +23,34 @@ from reasonrl.plugins.training import Trainer, TrainingParams, seed_all, step_se
 
 class RLParams(TrainingParams):
     prompt_field: str = "prompt"
+    """the example field holding the prompt"""
     chat_template: bool = False
+    """wrap prompts in the tokenizer's chat template"""
     optimizer: OptimizerRef = Field(default_factory=lambda: OptimizerRef(name="dapo"))
+    """the policy optimizer (dapo, grpo, dr_grpo, ppo...)"""
     rollout: RolloutEngineRef = Field(default_factory=lambda: RolloutEngineRef(name="hf"))
+    """the rollout engine that samples completions (hf or vllm)"""
     rewards: list[RewardRef] = Field(min_length=1)
+    """reward functions; their components are merged, then combined"""
     combiner: CombinerRef = Field(default_factory=lambda: CombinerRef(name="weighted_sum"))
+    """turns the named reward components into one scalar"""
     constraint: ConstraintRef | None = Field(None, description=(
         "a decoding constraint for rollouts (e.g. sid_trie); the old log-prob stays the policy's own"))
     on_reward_error: Literal["raise", "invalid"] = "raise"
+    """raise: a failing reward function stops the run; invalid: the sample gets invalid_reward"""
     invalid_reward: float = -1.0
+    """reward of a sample whose reward function failed (on_reward_error: invalid)"""
     steps: int = Field(50, gt=0)
+    """RL steps (one rollout batch each)"""
     prompts_per_step: int = Field(8, gt=0)
+    """prompts per RL step, across all processes"""
     group_size: int = Field(8, gt=0)
+    """completions sampled per prompt (the group advantages compare)"""
     max_sampling_rounds: int = Field(3, ge=1, description="generation rounds allowed to fill a batch under dynamic sampling")
     updates_per_batch: int = Field(1, gt=0)
+    """optimizer updates per rollout batch (more than 1 goes off-policy, ratio clipped)"""
     micro_batch_prompts: int = Field(4, gt=0)
+    """prompts per forward/backward pass (memory, not the result)"""
     sampling_seeds: Literal["batch", "prompt"] = Field("batch", description=(
         "batch: one random stream per rollout batch (fastest); prompt: one per prompt, so results do not "
         "depend on batching or on the number of processes"))

@@ -21,10 +21,14 @@ from reasonrl.core.registry import Params
 
 class SamplingParams(Params):
     temperature: float = Field(1.0, gt=0)
+    """sampling temperature (the trainer scores log-probs at the same temperature)"""
     top_p: float = Field(1.0, gt=0, le=1)
+    """nucleus sampling: keep the smallest set of tokens with this total probability"""
     top_k: int = Field(0, ge=0, description="0 = no top-k cut")
     max_new_tokens: int = Field(64, gt=0)
+    """longest completion, in tokens"""
     stop_strings: list[str] = Field(default_factory=list)
+    """generation stops after any of these strings"""
     prompt_batch_size: int = Field(8, gt=0, description="prompts prefilled together")
 
 

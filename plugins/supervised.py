@@ -16,19 +16,28 @@ from reasonrl.plugins.training import Trainer, TrainingParams, step_seed
 
 class LMParams(TrainingParams):
     text_field: str = "text"
+    """the example field holding the text"""
     seq_len: int = Field(128, gt=1)
+    """tokens per packed sequence"""
     batch_size: int = Field(8, gt=0)
+    """packed sequences per step"""
     steps: int = Field(100, gt=0)
+    """training steps"""
 
 
 class SFTParams(TrainingParams):
     prompt_field: str = "prompt"
+    """the example field holding the prompt"""
     completion_field: str = "completion"
+    """the example field holding the target completion"""
     segments_field: str = Field("segments", description="optional per-example [[text, weight], ...] completion")
     chat_template: bool = Field(False, description="wrap prompts with the tokenizer's chat template")
     max_length: int = Field(512, gt=1)
+    """longest prompt + completion, in tokens; the end of a longer example is cut"""
     batch_size: int = Field(8, gt=0)
+    """examples per step"""
     epochs: float = Field(1.0, gt=0)
+    """passes over the data (fractions allowed)"""
 
 
 def weighted_nll(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

@@ -14,11 +14,17 @@ class SortDigitsParams(Params):
     """Sort a short list of digits: a task with a checkable answer to prove the loop learns."""
 
     length: int = Field(4, gt=0, le=12)
+    """digits per list"""
     max_digit: int = Field(9, ge=1, le=9)
+    """largest digit drawn"""
     train_size: int = Field(2000, gt=0)
+    """examples in the train split"""
     validation_size: int = Field(200, ge=0)
+    """examples in the validation split"""
     test_size: int = Field(200, ge=0)
+    """examples in the test split"""
     seed: int = 0
+    """seed of the lists"""
 
 
 class JsonlDatasetParams(Params):

@@ -17,11 +17,16 @@ from reasonrl.plugins.rollout import SamplingParams
 
 class HFTeacherParams(Params):
     model: ModelSpec = Field(default_factory=lambda: ModelSpec(source="packaged", name="smollm2-135m-instruct"))
+    """the teacher model"""
     sampling: SamplingParams = Field(default_factory=lambda: SamplingParams(max_new_tokens=192, temperature=0.8,
                                                                             top_p=0.95))
+    """the teacher's decoding settings"""
     chat_template: bool = True
+    """wrap prompts in the tokenizer's chat template"""
     system: str | None = None
+    """a system message put before every prompt"""
     seed: int = 0
+    """seed of the teacher's sampling"""
 
 
 class OpenAITeacherParams(Params):
@@ -29,14 +34,22 @@ class OpenAITeacherParams(Params):
 
     base_url: str = Field(description="e.g. http://127.0.0.1:8000/v1")
     model: str
+    """the model name the endpoint serves"""
     api_key_env: str | None = Field("OPENAI_API_KEY", description="environment variable holding the key; never logged")
     temperature: float = Field(0.8, ge=0)
+    """sampling temperature sent to the endpoint"""
     max_tokens: int = Field(512, gt=0)
+    """longest completion the endpoint may write"""
     system: str | None = None
+    """a system message put before every prompt"""
     max_concurrency: int = Field(4, gt=0)
+    """requests in flight at once"""
     retries: int = Field(4, ge=0)
+    """retries of a failed or invalid request"""
     backoff_seconds: float = Field(1.0, ge=0)
+    """first wait before a retry; it doubles, with jitter"""
     timeout_seconds: float = Field(120.0, gt=0)
+    """seconds to wait for one reply"""
     cache_dir: str | None = Field(None, description="default: <REASONRL_CACHE>/teacher")
 
 

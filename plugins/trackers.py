@@ -17,15 +17,19 @@ from reasonrl.core.registry import Params
 
 class JsonlParams(Params):
     filename: str = "metrics.jsonl"
+    """the metrics file in the run folder"""
 
 
 class TensorboardParams(Params):
     subdir: str = "tensorboard"
+    """the folder in the run folder for event files"""
 
 
 class WandbParams(Params):
     project: str = "reasonrl"
+    """the W&B project"""
     entity: str | None = None
+    """the W&B team or user (default: yours)"""
     mode: Literal["online", "offline", "disabled"] | None = Field(
         None, description="unset: W&B's own default and WANDB_MODE decide")
 
@@ -33,6 +37,7 @@ class WandbParams(Params):
 class MlflowParams(Params):
     tracking_uri: str | None = Field(None, description="default: ./mlruns in the run folder")
     experiment: str = "reasonrl"
+    """the MLflow experiment name"""
 
 
 class JsonlTracker:

@@ -23,28 +23,41 @@ class DeepSpeedParams(Params):
     """DeepSpeed ZeRO through accelerate (extra: deepspeed)."""
 
     zero_stage: Literal[1, 2, 3] = 2
+    """ZeRO stage: 1 shards optimizer states, 2 also gradients, 3 also weights"""
     offload_optimizer: bool = False
+    """keep optimizer states in CPU memory"""
 
 
 class TrainingParams(Params):
     """What every trainer shares: optimisation, schedule, checkpoints."""
 
     model: ModelSpec = Field(default_factory=ModelSpec)
+    """the model to train"""
     dataset: DatasetRef
+    """the dataset to train on"""
     split: str = "train"
+    """the dataset split to train on"""
     lr: float = Field(1e-5, gt=0)
+    """peak learning rate (AdamW)"""
     weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay"""
     schedule: Literal["constant", "linear", "cosine"] = "constant"
+    """learning-rate schedule after warmup"""
     warmup_steps: int = Field(0, ge=0)
+    """steps of linear warmup from 0 to lr"""
     max_grad_norm: float = Field(1.0, gt=0)
+    """gradients are clipped to this global norm"""
     gradient_accumulation: int = Field(1, gt=0)
+    """micro-steps summed into one optimizer step"""
     mixed_precision: Literal["no", "bf16", "fp16"] | None = Field(
         None, description="autocast in the trainer; unset: what accelerate's config or environment says")
     deepspeed: DeepSpeedParams | None = Field(None, description="ZeRO sharding; sft and lm stages")
     checkpoint_every: int = Field(0, ge=0, description="steps between resume checkpoints; 0 = none")
     save_model: bool = Field(True, description="save the trained model (off only for benchmarks)")
     seed_offset: int = 0
+    """added to the run seed for this stage (replicates with the same config)"""
     progress: bool = True
+    """show a progress bar"""
 
 
 CHECKPOINT_DIR = "checkpoint"

@@ -22,7 +22,9 @@ from reasonrl.plugins.rollout import SamplingParams
 
 class VLLMParams(SamplingParams):
     gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
+    """share of GPU memory vLLM may take (the rest trains)"""
     dtype: str = "bfloat16"
+    """vLLM's weight and activation dtype"""
 
 
 def _seed_from(generator) -> int | None:

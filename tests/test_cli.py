@@ -76,3 +76,39 @@ def test_plugins_into_a_closed_pipe_is_quiet(reasonrl_registry, monkeypatch):
     assert main(["plugins", "--json"]) == 0  # no BrokenPipeError traceback
     closed.write("more")  # stdout now points at devnull: the interpreter's last flush cannot fail
     closed.flush()
+
+
+def test_plugins_params_lists_every_option_with_type_default_and_description(reasonrl_registry, capsys):
+    assert main(["plugins", "--params", "dapo"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("policy_optimizers 'dapo' (reasonrl.plugins.optimizers:dapo)")
+    rows = {line.split()[0]: line.split(None, 3)[1:] for line in lines[3:] if line.strip()}
+    assert rows["epsilon_high"][:2] == ["float", "0.28"] and rows["epsilon_high"][2].startswith("upper clip")
+    assert set(rows) == {"epsilon_low", "epsilon_high", "dynamic_sampling", "mask_truncated", "std_eps"}
+
+
+def test_plugins_params_nested_defaults_come_from_the_parent(reasonrl_registry, capsys):
+    assert main(["plugins", "--params", "hf", "--kind", "teacher_generators", "--json"]) == 0
+    [entry] = json.loads(capsys.readouterr().out)
+    rows = {r["name"]: r for r in entry["params"]}
+    assert rows["model"]["default"] == "(below)"
+    assert rows["model.source"]["default"] == "'packaged'"  # the teacher's default model, not ModelSpec's 'tiny'
+    assert rows["sampling.temperature"]["default"] == "0.8"
+
+
+def test_plugins_params_name_used_by_several_kinds_lists_each(reasonrl_registry, capsys):
+    assert main(["plugins", "--params", "jsonl", "--json"]) == 0
+    assert {e["kind"] for e in json.loads(capsys.readouterr().out)} == {"trackers", "datasets"}
+    assert main(["plugins", "--params", "nope"]) == 2
+    assert "no component named 'nope'" in capsys.readouterr().err
+
+
+def test_every_built_in_params_field_has_a_description(reasonrl_registry):
+    from reasonrl.core.config import RunConfig
+    from reasonrl.core.registry import describe_params
+
+    undocumented = [f"{info.kind}/{info.name}: {row['name']}" for info in reasonrl_registry.all()
+                    if info.package == "reasonrl"
+                    for row in describe_params(info.params_model()) if not row["description"]]
+    undocumented += [f"run config: {row['name']}" for row in describe_params(RunConfig) if not row["description"]]
+    assert undocumented == []

@@ -1,12 +1,12 @@
 """A third-party reward plugin: ``brevity`` = 1 - len(completion) / max_chars (floored at -1)."""
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from reasonrl import hookimpl
 
 
 class BrevityParams(BaseModel):
-    max_chars: int = 100
+    max_chars: int = Field(100, description="completions up to this many characters get the full reward")
 
 
 class Brevity:
