@@ -372,8 +372,8 @@ def _pydantic_problems(exc: ValidationError, prefix: str) -> list[str]:
     return problems
 
 
-def dump_config(config: ResolvedConfig) -> str:
-    """The resolved config as YAML, with every stage's params including defaults.
+def config_dict(config: ResolvedConfig) -> dict[str, Any]:
+    """The resolved config as plain data, with every stage's params including defaults.
 
     Values that came from ``${VAR}`` references are written back as the reference, at
     their own path only: they may be secrets, and text replacement would corrupt other values.
@@ -384,7 +384,27 @@ def dump_config(config: ResolvedConfig) -> str:
     ]
     for path, template in config.templates.items():
         _put(data, path, template)
-    return yaml.safe_dump(data, sort_keys=False)
+    return data
+
+
+def dump_config(config: ResolvedConfig) -> str:
+    """:func:`config_dict` as YAML: the ``config.resolved.yaml`` of a run."""
+    return yaml.safe_dump(config_dict(config), sort_keys=False)
+
+
+def flatten_config(data: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"stages": [{"id": "rl", "lr": 1e-5}]}`` -> ``{"stages.rl.lr": 1e-5}``: flat
+    hyperparameters for trackers that take only scalars. Stages are keyed by id."""
+    if isinstance(data, dict):
+        items = data.items()
+    elif isinstance(data, list):
+        items = [(str(v.get("id", i)) if isinstance(v, dict) else str(i), v) for i, v in enumerate(data)]
+    else:
+        return {prefix: data}
+    flat: dict[str, Any] = {}
+    for key, value in items:
+        flat.update(flatten_config(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
 
 
 def _put(data: Any, path: tuple, value: Any) -> None:

@@ -249,6 +249,9 @@ class Stage(Protocol):
 
 @runtime_checkable
 class Tracker(Protocol):
+    """Receives metrics. May also define ``log_config(config: dict)``: the pipeline calls it
+    once after ``open`` with the resolved config, to record as the run's hyperparameters."""
+
     def open(self, run_dir: Path) -> None: ...
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None: ...

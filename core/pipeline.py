@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable
 
-from reasonrl.core.config import ResolvedConfig, ResolvedStage, dump_config
+from reasonrl.core.config import ResolvedConfig, ResolvedStage, config_dict, dump_config
 from reasonrl.core.contracts import _ATTEMPT, _RUN_DIR, StageContext
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.io import atomic_write_json, atomic_write_text, read_json
@@ -57,8 +57,11 @@ def run_pipeline(
     trackers = [registry.build("trackers", ref.name, ref.params) for ref in config.run.trackers] \
         if is_main_process() else []
     tokens = [_RUN_DIR.set(run_dir), _ATTEMPT.set(attempt)]
+    hyperparameters = config_dict(config)
     for tracker in trackers:
         tracker.open(run_dir)
+        if hasattr(tracker, "log_config"):  # optional in the contract: older trackers lack it
+            tracker.log_config(hyperparameters)
     outputs: dict[str, dict[str, Any]] = {}
     try:
         for index, stage in enumerate(config.stages):

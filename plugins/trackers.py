@@ -1,4 +1,4 @@
-"""Metric trackers: append-only JSON lines and TensorBoard."""
+"""Metric trackers: append-only JSON lines, TensorBoard, W&B and MLflow; each also records the resolved config."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Any, Literal, Mapping
 
 from pydantic import Field
 
@@ -52,13 +52,20 @@ class JsonlTracker:
         self._handle = None
 
     def open(self, run_dir: Path) -> None:
-        self._handle = open(Path(run_dir) / self.params.filename, "a", encoding="utf-8")
+        self._path = Path(run_dir) / self.params.filename
+        self._handle = open(self._path, "a", encoding="utf-8")
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
         row = {"step": step, "time": time.time(), "attempt": current_attempt(), **clean}
         self._handle.write(json.dumps(row) + "\n")
         self._handle.flush()
+
+    def log_config(self, config: Mapping[str, Any]) -> None:
+        """Beside the metrics, as ``<name>.config.json``: every line of the metrics file stays a metrics row."""
+        from reasonrl.core.io import atomic_write_json
+
+        atomic_write_json(self._path.with_suffix(".config.json"), dict(config))
 
     def close(self) -> None:
         if self._handle is not None:
@@ -96,6 +103,19 @@ class TensorboardTracker:
             if isinstance(value, (int, float)):
                 self._writer.add_scalar(key, value, step)
 
+    def log_config(self, config: Mapping[str, Any]) -> None:
+        """The config as the run's hparams (HPARAMS tab) and as YAML text."""
+        import yaml
+        from torch.utils.tensorboard.summary import hparams
+
+        from reasonrl.core.config import flatten_config
+
+        flat = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in flatten_config(config).items()}
+        # written into this run's own event file; SummaryWriter.add_hparams would start another run folder
+        for summary in hparams(flat, {}):
+            self._writer.file_writer.add_summary(summary)
+        self._writer.add_text("config", "```yaml\n" + yaml.safe_dump(dict(config), sort_keys=False) + "```", 0)
+
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
@@ -128,6 +148,9 @@ class WandbTracker:
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
         self._run.log(dict(metrics), step=step)
 
+    def log_config(self, config: Mapping[str, Any]) -> None:
+        self._run.config.update(dict(config), allow_val_change=True)
+
     def close(self) -> None:
         if self._run is not None:
             self._run.finish()
@@ -150,6 +173,12 @@ class MlflowTracker:
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
         self._mlflow.log_metrics({k.replace("/", "."): float(v) for k, v in metrics.items()}, step=step)
+
+    def log_config(self, config: Mapping[str, Any]) -> None:
+        from reasonrl.core.config import flatten_config
+
+        # MLflow params are write-once strings of at most 6,000 characters
+        self._mlflow.log_params({k: str(v)[:6000] for k, v in flatten_config(config).items()})
 
     def close(self) -> None:
         if self._mlflow is not None:

@@ -69,3 +69,34 @@ def test_wandb_follows_its_own_mode_setting(tmp_path, monkeypatch):
     assert calls[0]["mode"] is None  # WANDB_MODE and W&B's defaults decide, not reasonrl
     WandbTracker(WandbParams(mode="offline")).open(tmp_path)
     assert calls[1]["mode"] == "offline"
+
+
+def test_every_tracker_records_the_resolved_config(tmp_path, reasonrl_registry, monkeypatch):
+    import types
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    updates, params = [], []
+    run = types.SimpleNamespace(log=lambda *a, **k: None, finish=lambda: None,
+                                config=types.SimpleNamespace(update=lambda d, **k: updates.append(d)))
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=lambda **k: run))
+    mlflow = types.SimpleNamespace(set_tracking_uri=lambda *_: None, set_experiment=lambda *_: None,
+                                   start_run=lambda **_: None, end_run=lambda: None, log_metrics=lambda *a, **k: None,
+                                   log_params=params.append)
+    monkeypatch.setitem(sys.modules, "mlflow", mlflow)
+    config = tiny_rl(tmp_path, trackers=["jsonl", "tensorboard", "wandb", "mlflow"], stage={"lr": 3e-4})
+    run_pipeline(config, echo=lambda m: None)
+
+    saved = json.loads((tmp_path / "t" / "metrics.config.json").read_text())
+    assert saved["stages"][0]["lr"] == 3e-4 and saved["run_name"] == "t"
+    assert updates[0]["stages"][0]["group_size"] == 4
+    assert params[0]["stages.rl.lr"] == "0.0003" and params[0]["stages.rl.rollout.params.max_new_tokens"] == "5"
+    events = EventAccumulator(str(tmp_path / "t" / "tensorboard"))
+    events.Reload()
+    hparams = {}
+    for tag, blob in events.PluginTagToContent("hparams").items():
+        data = HParamsPluginData.FromString(blob)
+        hparams.update({k: v for k, v in data.session_start_info.hparams.items()})
+    assert hparams["stages.rl.lr"].number_value == pytest.approx(3e-4)
+    assert hparams["stages.rl.optimizer.name"].string_value == "dapo"
