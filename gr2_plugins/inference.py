@@ -32,6 +32,15 @@ def find_items_file(run_dir: Path) -> Path:
     return found[0]
 
 
+def read_items(path: Path) -> dict[str, dict]:
+    """item id -> item row of a gr2_prepare stage's items.jsonl."""
+    items = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        items[row["id"]] = row
+    return items
+
+
 class Reranker:
     """``Reranker.from_run(run_dir).rerank(history_ids, candidate_ids)``"""
 
@@ -46,10 +55,7 @@ class Reranker:
         from reasonrl.plugins.models import load_trained
 
         run_dir = Path(run_dir)
-        items = {}
-        for line in find_items_file(run_dir).read_text().splitlines():
-            row = json.loads(line)
-            items[row["id"]] = row
+        items = read_items(find_items_file(run_dir))
         return cls(*load_trained(run_dir, stage, device, dtype), items, **kwargs)
 
     def resolve(self, refs: Sequence[str], role: str) -> list[str]:
@@ -65,16 +71,22 @@ class Reranker:
         return ids
 
     def rerank(self, history: Sequence[str], candidates: Sequence[str]) -> RerankResult:
+        return self.rerank_many([(history, candidates)])[0]
+
+    def rerank_many(self, requests: Sequence[tuple[Sequence[str], Sequence[str]]]) -> list[RerankResult]:
+        """(history, candidates) pairs, decoded as one batch."""
         from reasonrl.plugins.evaluation import greedy_texts
 
-        history_ids = self.resolve(history, "history")[-self.history_items:]
-        candidate_ids = self.resolve(candidates, "candidate")
-        cands = [self.items[i] for i in candidate_ids]
-        prompt = student_prompt([self.items[i] for i in history_ids], cands)
-        text = greedy_texts(self.model, self.tokenizer, [prompt], self.max_new_tokens)[0]
-        parsed = parse_ranking(text, [c["sid"] for c in cands])
-        ranking = [candidate_ids[j] for j in parsed.order] if parsed.valid else None
-        return RerankResult(ranking, parsed.explanation, text, parsed.error)
+        resolved = [(self.resolve(h, "history")[-self.history_items:], self.resolve(c, "candidate"))
+                    for h, c in requests]
+        prompts = [student_prompt([self.items[i] for i in h], [self.items[i] for i in c]) for h, c in resolved]
+        texts = greedy_texts(self.model, self.tokenizer, prompts, self.max_new_tokens)
+        results = []
+        for (_, candidate_ids), text in zip(resolved, texts):
+            parsed = parse_ranking(text, [self.items[i]["sid"] for i in candidate_ids])
+            ranking = [candidate_ids[j] for j in parsed.order] if parsed.valid else None
+            results.append(RerankResult(ranking, parsed.explanation, text, parsed.error))
+        return results
 
 
 class RerankCommand:

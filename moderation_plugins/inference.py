@@ -38,13 +38,18 @@ class Classifier:
         return cls(*load_trained(Path(run_dir), stage, device, dtype), **kwargs)
 
     def classify(self, texts: Sequence[str], policy: str) -> list[Classification]:
+        """Verdicts for ``texts`` under a policy file or built-in task name."""
+        meta, policy_text = load_policy_document(policy)
+        if not meta.get("labels"):
+            raise ReasonRLError(f"policy {policy!r} has no 'labels:' in its front matter")
+        return self.classify_with(texts, meta, policy_text)
+
+    def classify_with(self, texts: Sequence[str], meta: dict, policy_text: str) -> list[Classification]:
+        """Verdicts under an already loaded policy (front matter with ``labels``, body text)."""
         from reasonrl.plugins.evaluation import greedy_texts
         from reasonrl.plugins.models import chat_prompt
 
-        meta, policy_text = load_policy_document(policy)
-        labels = meta.get("labels")
-        if not labels:
-            raise ReasonRLError(f"policy {policy!r} has no 'labels:' in its front matter")
+        labels = meta["labels"]
         prompts = [chat_prompt(self.tokenizer, classifier_prompt(policy_text, text, labels), self.chat_template)
                    for text in texts]
         texts = greedy_texts(self.model, self.tokenizer, prompts, self.max_new_tokens)

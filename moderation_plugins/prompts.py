@@ -11,21 +11,32 @@ import yaml
 from reasonrl.core.errors import ReasonRLError
 
 
+BUILT_IN_POLICIES = ("spam_email", "harmful_response", "risk_area", "prompt_injection")
+
+
 def load_policy_document(task_or_path: str) -> tuple[dict, str]:
     """(front matter, text) of a built-in policy by task name, or of a user's policy file."""
     path = Path(task_or_path)
     if path.suffix in (".md", ".txt") and path.exists():
-        text = path.read_text(encoding="utf-8")
-    else:
-        built_in = resources.files("reasonrl.moderation_plugins") / "policies" / f"{task_or_path}.md"
-        if not built_in.is_file():
-            raise ReasonRLError(f"policy {task_or_path!r}: neither a policy file nor a built-in task policy "
-                                f"(spam_email, harmful_response, risk_area, prompt_injection)")
-        text = built_in.read_text(encoding="utf-8")
+        return parse_policy(path.read_text(encoding="utf-8"))
+    built_in = resources.files("reasonrl.moderation_plugins") / "policies" / f"{task_or_path}.md"
+    if not built_in.is_file():
+        raise ReasonRLError(f"policy {task_or_path!r}: neither a policy file nor a built-in task policy "
+                            f"({', '.join(BUILT_IN_POLICIES)})")
+    return parse_policy(built_in.read_text(encoding="utf-8"))
+
+
+def parse_policy(text: str) -> tuple[dict, str]:
+    """(front matter, body) of a policy document; the front matter is YAML between '---' lines."""
     meta: dict = {}
     if text.startswith("---"):
-        _, header, text = text.split("---", 2)
+        parts = text.split("---", 2)
+        if len(parts) < 3:
+            raise ReasonRLError("the policy's front matter starts with '---' but never ends with another '---' line")
+        _, header, text = parts
         meta = yaml.safe_load(header) or {}
+        if not isinstance(meta, dict):
+            raise ReasonRLError(f"the policy's front matter is not a mapping of keys (got {type(meta).__name__})")
     return meta, text.strip()
 
 

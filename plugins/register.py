@@ -83,3 +83,9 @@ def register_teacher_generators(register):
              summary="a local transformers model, n samples per prompt (default: packaged SmolLM2-135M-Instruct)")
     register("openai_compatible", f"{P}.teachers:OpenAICompatibleTeacher", params=f"{P}.teachers:OpenAITeacherParams",
              summary="any OpenAI-compatible endpoint: key from env, retries, concurrency, disk cache")
+
+
+@hookimpl
+def register_commands(register):
+    register("serve", f"{P}.serve:ServeCommand",
+             summary="an OpenAI-compatible server over a trained run: chat, classify, rerank (FastAPI + uvicorn)")

@@ -1,0 +1,232 @@
+"""``reasonrl serve``: a real HTTP server on loopback, a real HTTP client (httpx)."""
+
+import io
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+import torch
+
+from reasonrl.core.cli import main
+from reasonrl.plugins.models import TinyModelParams, save_policy, tiny_model
+from reasonrl.plugins.serve import Message, ServedRun, ServeOptions, chat_text, create_app, start_in_thread
+
+ASCII = "".join(chr(c) for c in range(32, 127))
+ITEMS = {str(i): {"id": str(i), "sid": f"<|sid_begin|><s_a_{i}><|sid_end|>", "title": f"Film {i}", "year": "1999",
+                  "genres": ["Drama"]} for i in range(5)}
+CAP = 12
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("served") / "myrun"
+    model, tokenizer = tiny_model(TinyModelParams(alphabet=ASCII, max_positions=2048), seed=1)
+    save_policy(model, tokenizer, folder / "rl" / "model")
+    (folder / "prepare").mkdir()
+    (folder / "prepare" / "items.jsonl").write_text("".join(json.dumps(i) + "\n" for i in ITEMS.values()))
+    return folder
+
+
+def serve(run_dir, **options):
+    served = ServedRun.load(run_dir, None, ServeOptions(**{"max_new_tokens": CAP, **options}), device="cpu")
+    server, url = start_in_thread(create_app(served))
+    return served, server, url
+
+
+@pytest.fixture(scope="module")
+def server(run_dir):
+    served, server, url = serve(run_dir, batch_wait_ms=200, max_batch_size=8)
+    yield served, httpx.Client(base_url=url, timeout=60)
+    server.should_exit = True
+
+
+def chat(client, content, **extra):
+    body = {"model": "myrun/rl", "messages": [{"role": "user", "content": content}], **extra}
+    return client.post("/v1/chat/completions", json=body)
+
+
+def test_models_and_health(server):
+    served, client = server
+    assert client.get("/v1/models").json()["data"][0]["id"] == "myrun/rl" == served.name
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["max_batch_size"] == 8
+
+
+def test_chat_greedy_is_deterministic_and_reports_usage(server):
+    _, client = server
+    first = chat(client, "hello there", temperature=0, max_tokens=6).json()
+    again = chat(client, "hello there", temperature=0, max_tokens=6).json()
+    assert first["choices"][0]["message"] == again["choices"][0]["message"]
+    assert first["object"] == "chat.completion" and first["model"] == "myrun/rl"
+    usage = first["usage"]
+    assert usage["prompt_tokens"] == len("hello there") and usage["completion_tokens"] <= 6
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+
+
+def test_chat_samples_n_with_a_seed(server):
+    _, client = server
+    one = chat(client, "abc", n=3, temperature=1.0, seed=7, max_tokens=8).json()
+    two = chat(client, "abc", n=3, temperature=1.0, seed=7, max_tokens=8).json()
+    assert [c["index"] for c in one["choices"]] == [0, 1, 2]
+    assert [c["message"]["content"] for c in one["choices"]] == [c["message"]["content"] for c in two["choices"]]
+    assert len({c["message"]["content"] for c in one["choices"]}) > 1  # three samples, not one copied
+
+
+def test_chat_logprobs_equal_the_model_distribution(server):
+    served, client = server
+    reply = chat(client, "xyz", temperature=0, max_tokens=3, logprobs=True, top_logprobs=4).json()
+    content = reply["choices"][0]["logprobs"]["content"]
+    text = chat_text(served.tokenizer, [Message(role="user", content="xyz")])
+    prompt = served.tokenizer(text, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = served.model(input_ids=torch.tensor([prompt])).logits[0, -1].float().log_softmax(-1)
+    top = logits.topk(4)
+    assert [t["token"] for t in content[0]["top_logprobs"]] == [served.tokenizer.decode([int(i)]) for i in top.indices]
+    assert [t["logprob"] for t in content[0]["top_logprobs"]] == pytest.approx(top.values.tolist(), abs=1e-5)
+    assert content[0]["token"] == content[0]["top_logprobs"][0]["token"]  # greedy took the most likely token
+    assert len(content) == reply["usage"]["completion_tokens"]
+
+
+def test_concurrent_requests_are_batched_and_answer_as_alone(server):
+    _, client = server
+    prompts = [f"prompt number {i}" for i in range(5)]
+    alone = [chat(client, p, temperature=0, max_tokens=6).json()["choices"][0]["message"]["content"] for p in prompts]
+    before = client.get("/health").json()["largest_batch"]
+    with ThreadPoolExecutor(5) as pool:
+        together = list(pool.map(lambda p: chat(client, p, temperature=0, max_tokens=6).json(), prompts))
+    assert [r["choices"][0]["message"]["content"] for r in together] == alone
+    assert client.get("/health").json()["largest_batch"] > max(before, 1)
+
+
+def test_classify_equals_the_classify_command(server, run_dir, monkeypatch, capsys):
+    _, client = server
+    texts = ["WIN A PRIZE NOW", "see you at 3"]
+    served_results = client.post("/v1/classify", json={"texts": texts, "policy": "spam_email"}).json()
+    monkeypatch.setattr("sys.stdin", io.StringIO("".join(json.dumps({"text": t}) + "\n" for t in texts)))
+    assert main(["classify", str(run_dir), "--policy", "spam_email", "--max-new-tokens", str(CAP),
+                 "--device", "cpu"]) == 0
+    command = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert served_results["labels"] == ["ham", "spam"]
+    assert served_results["results"] == [{k: v for k, v in row.items() if k != "text"} for row in command]
+
+
+def test_classify_with_an_inline_policy(server):
+    _, client = server
+    policy = "---\nlabels: [fine, rude]\n---\nRude replies insult the reader."
+    reply = client.post("/v1/classify", json={"texts": ["you fool"], "policy_text": policy}).json()
+    assert reply["labels"] == ["fine", "rude"] and len(reply["results"]) == 1
+
+
+def test_rerank_equals_the_rerank_command(server, run_dir, tmp_path, capsys):
+    _, client = server
+    request = {"history": ["0", "Film 1"], "candidates": ["2", "3", "4"]}
+    served_result = client.post("/v1/rerank", json=request).json()
+    batch = tmp_path / "requests.jsonl"
+    batch.write_text(json.dumps(request) + "\n")
+    assert main(["rerank", str(run_dir), "--batch", str(batch), "--max-new-tokens", str(CAP), "--device", "cpu"]) == 0
+    command = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {k: served_result[k] for k in command} == command
+
+
+@pytest.mark.parametrize("path, body, status, needle", [
+    ("/v1/chat/completions", {"model": "myrun/rl"}, 400, "messages"),
+    ("/v1/chat/completions", {"model": "other", "messages": [{"role": "user", "content": "x"}]}, 404, "myrun/rl"),
+    ("/v1/chat/completions", {"model": "myrun/rl", "messages": [{"role": "user", "content": "x"}],
+                              "max_tokens": 999}, 400, "limit 12"),
+    ("/v1/chat/completions", {"model": "myrun/rl", "messages": [{"role": "user", "content": "x"}], "n": 99}, 400, "n"),
+    ("/v1/classify", {"texts": ["x"], "policy": "/etc/passwd.md"}, 400, "unknown policy"),
+    ("/v1/classify", {"texts": ["x"]}, 400, "exactly one of policy"),
+    ("/v1/classify", {"texts": ["x"], "policy_text": "no front matter"}, 400, "no 'labels:'"),
+    ("/v1/rerank", {"history": [], "candidates": ["1", "Flim 3"]}, 400, "film 3"),
+])
+def test_bad_requests_get_clear_4xx(server, path, body, status, needle):
+    _, client = server
+    reply = client.post(path, json=body)
+    assert reply.status_code == status
+    error = reply.json()["error"]
+    assert needle in error["message"] and error["type"]
+
+
+def test_a_body_that_is_not_json_is_a_400(server):
+    _, client = server
+    reply = client.post("/v1/chat/completions", content=b"{nope", headers={"content-type": "application/json"})
+    assert reply.status_code == 400 and "JSON" in reply.json()["error"]["message"]
+
+
+def test_the_concurrency_limit_answers_429_with_retry_after(run_dir):
+    _, server, url = serve(run_dir, max_concurrency=1, batch_wait_ms=800)
+    try:
+        client = httpx.Client(base_url=url, timeout=60)
+        slow = threading.Thread(target=chat, args=(client, "first"), kwargs={"max_tokens": 2})
+        slow.start()
+        import time
+
+        time.sleep(0.3)  # the first request waits in the batcher
+        reply = chat(client, "second", max_tokens=2)
+        slow.join()
+        assert reply.status_code == 429 and reply.headers["Retry-After"] == "1"
+        assert "limit is 1" in reply.json()["error"]["message"]
+        assert chat(client, "third", max_tokens=2).status_code == 200
+    finally:
+        server.should_exit = True
+
+
+def test_an_api_key_is_required_when_configured(run_dir, monkeypatch):
+    monkeypatch.setenv("SERVE_KEY", "s3cret")
+    _, server, url = serve(run_dir, api_key_env="SERVE_KEY")
+    try:
+        assert httpx.get(url + "/v1/models").status_code == 401
+        assert httpx.get(url + "/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert httpx.get(url + "/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert httpx.get(url + "/health").status_code == 200  # health stays open for load balancers
+    finally:
+        server.should_exit = True
+
+
+def test_a_judge_in_another_run_uses_the_served_model(server, tmp_path):
+    """The project's openai_compatible judge (httpx + tenacity client) against the project's own server."""
+    from reasonrl.core.config import resolve_config
+    from reasonrl.core.pipeline import run_pipeline
+    from reasonrl.plugins.trackers import read_metrics
+
+    served, client = server
+    (tmp_path / "policy.md").write_text("---\nlabels: [fine, rude]\n---\nRude replies insult the reader.\n")
+    rows = [f"thanks a lot {i},fine" for i in range(6)] + [f"go away fool {i},rude" for i in range(6)]
+    (tmp_path / "replies.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
+    data = {"name": "moderation_table", "params": {"data_files": str(tmp_path / "replies.csv"),
+                                                   "policy": str(tmp_path / "policy.md"), "max_chars": 200}}
+    judge = {"name": "openai_compatible", "params": {"base_url": str(client.base_url) + "/v1", "model": served.name,
+                                                     "api_key_env": None, "cache_dir": str(tmp_path / "cache")}}
+    # a completion that parses (reasoning + label) is what the rubric judge is asked about
+    stage = {"stage": "rl", "id": "rl", "model": {"source": "tiny", "tiny": {"alphabet": ASCII,
+                                                                                "max_positions": 2048}},
+             "dataset": data, "rewards": ["label_accuracy", {"name": "rubric_judge", "params": {"judge": judge}}],
+             "rollout": {"name": "hf", "params": {"max_new_tokens": 4}}, "steps": 1, "prompts_per_step": 2,
+             "group_size": 2, "progress": False}
+    config = resolve_config({"run_name": "judged", "output_dir": str(tmp_path / "runs"), "stages": [stage]})
+    asked = []
+    from reasonrl.moderation_plugins import judges
+
+    original = judges.OpenAICompatibleJudge.judge_one
+    parsed = "It insults the reader.\nLabel: rude\nProbability: 0.9"
+
+    def judge_one(self, prompt):
+        asked.append(prompt)
+        return original(self, prompt)
+
+    import reasonrl.moderation_plugins.rewards as rewards
+
+    original_parse = rewards.parse_verdict
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(judges.OpenAICompatibleJudge, "judge_one", judge_one)
+        # the tiny policy writes no verdict; score every completion as this parsed one so the judge is asked
+        patch.setattr(rewards, "parse_verdict", lambda completion, labels: original_parse(parsed, labels))
+        before = client.get("/health").json()["served"]
+        run_pipeline(config, echo=lambda *_: None)
+    served_requests = client.get("/health").json()["served"] - before  # /health itself is not counted
+    # every distinct question reached the server (repeats may come from the judge's disk cache)
+    assert asked and len(set(asked)) <= served_requests <= len(asked)
+    metrics = read_metrics(config.run_dir / "metrics.jsonl")
+    assert 0.0 <= metrics[-1]["rl/reward/rubric"] <= 1.0
