@@ -89,3 +89,5 @@ def register_teacher_generators(register):
 def register_commands(register):
     register("serve", f"{P}.serve:ServeCommand",
              summary="an OpenAI-compatible server over a trained run: chat, classify, rerank (FastAPI + uvicorn)")
+    register("export", f"{P}.export:ExportCommand",
+             summary="a trained stage as a plain transformers folder with a model card; optional Hub push")
