@@ -1,6 +1,6 @@
 """Reruns rerun, the saved config is what ran, caches notice damage, bad input gets a clear error.
 
-Each test here reproduces a case of the README's "what happens when" table.
+Each test here reproduces a case of the "what happens when" table in docs/guides/runs.md.
 """
 
 import json
