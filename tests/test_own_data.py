@@ -134,3 +134,21 @@ def test_moderation_evaluation_on_a_user_table_and_policy(tmp_path):
     assert report["rows"]["floor"]["accuracy"] == outputs["tfidf"]["test/accuracy"] == 1.0  # words separate them
     untrained = report["rows"]["untrained"]
     assert untrained["parse_failure_rate"] == 1.0  # a random tiny model writes no verdict
+
+
+def test_lm_and_rl_read_an_hf_dataset(tmp_path):
+    (tmp_path / "corpus.csv").write_text("body\n" + "".join(f"the number {i} follows {i - 1}\n" for i in range(1, 40)))
+    rows = [{"digits": "".join(sorted(f"{i:04d}", reverse=True)), "answer": "".join(sorted(f"{i:04d}"))}
+            for i in range(40)]
+    path = write_parquet(tmp_path / "sort.parquet", rows)
+    stages = [
+        {"stage": "lm", "id": "lm", "model": TINY, "seq_len": 32, "batch_size": 4, "steps": 3, "progress": False,
+         "dataset": {"name": "hf_dataset", "params": {"data_files": str(tmp_path / "corpus.csv"),
+                                                      "columns": {"body": "text"}}}},
+        {"stage": "rl", "id": "rl", "model": {"source": "stage", "stage": "lm"}, "rewards": ["sort_accuracy"],
+         "dataset": {"name": "hf_dataset", "params": {"data_files": str(path), "templates": {"prompt": "{digits}>"}}},
+         "rollout": {"name": "hf", "params": {"max_new_tokens": 4}}, "steps": 2, "prompts_per_step": 2,
+         "group_size": 2, "progress": False}]
+    config = resolve_config({"run_name": "lmrl", "output_dir": str(tmp_path / "runs"), "stages": stages})
+    outputs = run_pipeline(config, echo=lambda *_: None)
+    assert (config.run_dir / "rl" / "model" / "config.json").exists() and "lm" in outputs
