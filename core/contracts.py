@@ -264,3 +264,17 @@ class Command(Protocol):
     def add_arguments(self, parser: Any) -> None: ...
 
     def run(self, args: Any) -> int: ...
+
+
+@runtime_checkable
+class ServeEndpoint(Protocol):
+    """A POST route ``/v1/<name>`` of ``reasonrl serve``. ``served`` is the server's loaded run:
+    ``model``, ``tokenizer``, ``run_dir``, ``name``, ``options`` and ``shared(key, factory)``
+    (one object per server, e.g. a classifier built on the model). ``run_batch`` runs on the
+    server's single generation thread."""
+
+    request_model: type
+
+    def prepare(self, served: Any, request: Any) -> tuple[Any, Any]: ...
+
+    def run_batch(self, served: Any, key: Any, payloads: list[Any]) -> list[dict[str, Any]]: ...

@@ -47,6 +47,7 @@ KINDS = {
     "judges": "Judge",
     "decoding_constraints": "DecodingConstraint",
     "commands": "Command",
+    "serve_endpoints": "ServeEndpoint",
 }
 
 
@@ -203,4 +204,16 @@ def register_commands(register: Register) -> None:
     Called once at load time. The built component satisfies
     :class:`~reasonrl.core.contracts.Command`: ``add_arguments(parser)`` declares its
     arguments, ``run(args) -> int`` executes it and returns the exit code.
+    """
+
+
+@hookspec
+def register_serve_endpoints(register: Register) -> None:
+    """Register extra POST routes of ``reasonrl serve`` (``/v1/<name>``: ``classify``, ``rerank``...).
+
+    Called once at load time. The built component satisfies
+    :class:`~reasonrl.core.contracts.ServeEndpoint`: ``request_model`` validates the JSON
+    body, ``prepare(served, request) -> (batch key, payload)`` checks one request (a
+    ``ReasonRLError`` becomes HTTP 400), and ``run_batch(served, key, payloads)`` answers
+    the payloads that share a key in one call, one JSON-able dict each, in order.
     """

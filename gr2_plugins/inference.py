@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import difflib
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.gr2_plugins.parsing import parse_ranking
@@ -124,3 +126,33 @@ class RerankCommand:
         for rank, item_id in enumerate(result.ranking, 1):
             print(f"{rank:2d}. {item_id}  {reranker.items[item_id]['title']}")
         return 0
+
+
+class RerankRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = None
+    history: list[str] = Field(default_factory=list, description="item ids or exact titles, oldest first")
+    candidates: list[str] = Field(min_length=2, description="item ids or exact titles to rerank")
+
+
+class RerankEndpoint:
+    """A ranking of the candidates with the reasoning, as ``reasonrl rerank`` gives it."""
+
+    request_model = RerankRequest
+
+    def __init__(self, params=None) -> None:
+        self.params = params
+
+    def prepare(self, served, request: RerankRequest):
+        reranker = self.reranker(served)
+        reranker.resolve(request.history, "history")  # unknown items fail this request alone
+        reranker.resolve(request.candidates, "candidate")
+        return "rerank", (request.history, request.candidates)
+
+    def run_batch(self, served, key, payloads) -> list[dict]:
+        return [{"model": served.name, **asdict(r)} for r in self.reranker(served).rerank_many(payloads)]
+
+    def reranker(self, served) -> Reranker:
+        return served.shared("reranker", lambda: Reranker(served.model, served.tokenizer,
+                                                          read_items(find_items_file(served.run_dir)),
+                                                          max_new_tokens=served.options.max_new_tokens))

@@ -11,8 +11,16 @@ from reasonrl.core.config import ItemTokenizerRef
 from reasonrl.core.contracts import StageContext
 from reasonrl.core.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from reasonrl.core.registry import Params
-from reasonrl.gr2_plugins.data import (InteractionsTableParams, Interactions, Item, UserSplit, k_core, leave_one_out,
-                                       load_interactions_table, load_movielens)
+from reasonrl.gr2_plugins.data import (
+    Interactions,
+    InteractionsTableParams,
+    Item,
+    UserSplit,
+    k_core,
+    leave_one_out,
+    load_interactions_table,
+    load_movielens,
+)
 from reasonrl.gr2_plugins.metrics import ranking_metrics
 from reasonrl.gr2_plugins.preranker import ItemKNN, ItemKNNParams
 from reasonrl.gr2_plugins.prompts import student_prompt, teacher_prompt

@@ -72,3 +72,9 @@ def register_commands(register):
              summary="rerank a user's candidates with a trained GR2 run, reasoning shown")
     register("gr2-table", f"{G}.data:ExportTableCommand",
              summary="write a fetched MovieLens as a plain interactions CSV (the own-data format)")
+
+
+@hookimpl
+def register_serve_endpoints(register):
+    register("rerank", f"{G}.inference:RerankEndpoint",
+             summary="POST /v1/rerank of reasonrl serve: history + candidates -> ranking with reasoning")

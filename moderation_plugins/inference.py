@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.moderation_plugins.parsing import parse_verdict
 from reasonrl.moderation_plugins.prompts import classifier_prompt, load_policy_document
@@ -83,3 +85,63 @@ class ClassifyCommand:
         for text, verdict in zip(texts, classifier.classify(texts, args.policy)):
             print(json.dumps({"text": text, **asdict(verdict)}, ensure_ascii=False), flush=True)
         return 0
+
+
+MAX_TEXTS = 64
+
+
+class ClassifyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = None
+    texts: list[str] = Field(min_length=1, max_length=MAX_TEXTS)
+    policy: str | None = Field(None, description="a built-in task name or a policy file the server was started with")
+    policy_text: str | None = Field(None, description="a whole policy document, front matter with labels first")
+
+
+class ClassifyEndpoint:
+    """Verdicts (reasoning, label, probability) for texts under a policy, as ``reasonrl classify`` gives them."""
+
+    request_model = ClassifyRequest
+
+    def __init__(self, params=None) -> None:
+        self.params = params
+
+    def prepare(self, served, request: ClassifyRequest):
+        meta, text, name = resolve_policy(request, served.options.policies)
+        return (name, text), (request.texts, meta, text, name)
+
+    def run_batch(self, served, key, payloads) -> list[dict]:
+        """Requests under one policy: one ``Classifier`` call over all their texts, split back."""
+        classifier = served.shared("classifier", lambda: Classifier(
+            served.model, served.tokenizer, max_new_tokens=served.options.max_new_tokens))
+        _, meta, text, name = payloads[0]
+        verdicts = classifier.classify_with([t for p in payloads for t in p[0]], meta, text)
+        out, start = [], 0
+        for texts, *_ in payloads:
+            results = [asdict(v) for v in verdicts[start:start + len(texts)]]
+            out.append({"model": served.name, "policy": name, "labels": meta["labels"], "results": results})
+            start += len(texts)
+        return out
+
+
+def resolve_policy(request: ClassifyRequest, allowed: Sequence[str]) -> tuple[dict, str, str]:
+    """(front matter, text, name): a built-in task, a policy file the server was started with
+    (by path or file stem), or a document in the request. Other server files are never read."""
+    from reasonrl.moderation_plugins.prompts import BUILT_IN_POLICIES, parse_policy
+
+    if (request.policy is None) == (request.policy_text is None):
+        raise ReasonRLError("give exactly one of policy (a name) and policy_text (a policy document)")
+    if request.policy_text is not None:
+        meta, text = parse_policy(request.policy_text)
+        name = "(inline)"
+    else:
+        by_name = {Path(p).stem: p for p in allowed} | {p: p for p in allowed}
+        if request.policy not in by_name and request.policy not in BUILT_IN_POLICIES:
+            known = sorted(set(BUILT_IN_POLICIES) | {Path(p).stem for p in allowed})
+            raise ReasonRLError(f"unknown policy {request.policy!r}; this server knows {known} (start it with "
+                                f"--policy FILE, or send policy_text)")
+        name = request.policy
+        meta, text = load_policy_document(by_name.get(name, name))
+    if not isinstance(meta.get("labels"), list) or len(meta["labels"]) < 2:
+        raise ReasonRLError(f"policy {name!r} has no 'labels:' list of two or more labels in its front matter")
+    return meta, text, name

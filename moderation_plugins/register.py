@@ -54,3 +54,9 @@ def register_stages(register):
 def register_commands(register):
     register("classify", f"{M}.inference:ClassifyCommand",
              summary="classify JSONL texts from stdin against a policy with a trained run")
+
+
+@hookimpl
+def register_serve_endpoints(register):
+    register("classify", f"{M}.inference:ClassifyEndpoint",
+             summary="POST /v1/classify of reasonrl serve: texts + policy -> reasoning, label, probability")

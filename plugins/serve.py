@@ -3,8 +3,8 @@
 - ``GET /health``, ``GET /v1/models``
 - ``POST /v1/chat/completions``: ``n``, ``temperature`` (0 = greedy), ``top_p``, ``max_tokens``,
   ``stop``, ``seed``, ``logprobs`` / ``top_logprobs``;
-- ``POST /v1/classify``: the moderation pack's :class:`Classifier`, so answers equal ``reasonrl classify``;
-- ``POST /v1/rerank``: the GR2 pack's :class:`Reranker`, so answers equal ``reasonrl rerank``.
+- ``POST /v1/<name>`` for every registered ``serve_endpoints`` component: the moderation pack's
+  ``classify`` and the GR2 pack's ``rerank`` answer as ``reasonrl classify`` / ``rerank`` do.
 
 Requests that arrive within ``batch_wait_ms`` of each other and decode the same way are
 generated as one batch, on one worker thread (the model is not shared between threads).
@@ -20,7 +20,7 @@ import threading
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -29,7 +29,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from reasonrl.core.errors import ReasonRLError
 
 MAX_N = 8
-MAX_TEXTS = 64
 
 
 # ---------------------------------------------------------------- request bodies
@@ -55,21 +54,6 @@ class ChatRequest(BaseModel):
     top_logprobs: int | None = Field(None, ge=0, le=20)
 
 
-class ClassifyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    model: str | None = None
-    texts: list[str] = Field(min_length=1, max_length=MAX_TEXTS)
-    policy: str | None = Field(None, description="a built-in task name or a policy the server was started with")
-    policy_text: str | None = Field(None, description="a whole policy document, front matter with labels first")
-
-
-class RerankRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    model: str | None = None
-    history: list[str] = Field(default_factory=list)
-    candidates: list[str] = Field(min_length=2)
-
-
 class ApiError(Exception):
     def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
                  kind: str = "invalid_request_error") -> None:
@@ -86,7 +70,7 @@ class ServeOptions:
     max_batch_size: int = 8
     batch_wait_ms: float = 10.0
     max_concurrency: int = 32
-    policies: tuple[str, ...] = ()
+    policies: tuple[str, ...] = ()  # policy files /v1/classify may read
     api_key_env: str | None = None
 
 
@@ -99,7 +83,7 @@ class ServedRun:
 
         self.stage = stage or find_model_dir(run_dir).parent.name
         self.name = f"{run_dir.name}/{self.stage}"
-        self._classifier = self._reranker = None
+        self._shared: dict[str, Any] = {}
 
     @classmethod
     def load(cls, run_dir: str | Path, stage: str | None, options: ServeOptions, device: str | None = None,
@@ -108,23 +92,11 @@ class ServedRun:
 
         return cls(Path(run_dir), stage, *load_trained(Path(run_dir), stage, device, dtype), options)
 
-    def classifier(self):
-        from reasonrl.moderation_plugins.inference import Classifier
-
-        if self._classifier is None:
-            self._classifier = Classifier(self.model, self.tokenizer, max_new_tokens=self.options.max_new_tokens)
-        return self._classifier
-
-    def reranker(self):
-        from reasonrl.gr2_plugins.inference import Reranker, find_items_file, read_items
-
-        if self._reranker is None:
-            try:
-                items = read_items(find_items_file(self.run_dir))
-            except ReasonRLError as exc:
-                raise ApiError(400, f"/v1/rerank needs a GR2 run: {exc}", code="not_a_reranker") from None
-            self._reranker = Reranker(self.model, self.tokenizer, items, max_new_tokens=self.options.max_new_tokens)
-        return self._reranker
+    def shared(self, key: str, factory: Callable[[], Any]) -> Any:
+        """One object per server built on first use, e.g. a classifier wrapping the model."""
+        if key not in self._shared:
+            self._shared[key] = factory()
+        return self._shared[key]
 
 
 # ---------------------------------------------------------------- batching
@@ -257,22 +229,6 @@ def _token_entry(tokenizer, token: int, logprob: float) -> dict:
     return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
 
 
-def classify_batch(served: ServedRun, key: tuple, requests: list[tuple[list[str], dict, str]]) -> list[list[dict]]:
-    """Requests under one policy -> one ``Classifier`` call over all their texts, split back."""
-    texts = [t for r in requests for t in r[0]]
-    verdicts = served.classifier().classify_with(texts, requests[0][1], requests[0][2])
-    out, start = [], 0
-    for texts_of_request, _, _ in requests:
-        out.append([asdict(v) for v in verdicts[start:start + len(texts_of_request)]])
-        start += len(texts_of_request)
-    return out
-
-
-def rerank_batch(served: ServedRun, key: tuple, requests: list[RerankRequest]) -> list[dict]:
-    results = served.reranker().rerank_many([(r.history, r.candidates) for r in requests])
-    return [asdict(r) for r in results]
-
-
 # ---------------------------------------------------------------- the app
 
 
@@ -377,53 +333,30 @@ def add_routes(app, served: ServedRun, batcher: Batcher, state: dict) -> None:
         key = sampling_key(request, options.max_new_tokens)
         return await batcher.submit(key, request, lambda batch: generate_chat(served, key, batch))
 
-    @app.post("/v1/classify")
-    async def classify(request: ClassifyRequest):
-        check_model(served, request.model)
-        meta, text, name = resolve_policy(request, options.policies)
-        key = ("classify", name, text)
-        results = await batcher.submit(key, (request.texts, meta, text),
-                                       lambda batch: classify_batch(served, key, batch))
-        return {"model": served.name, "policy": name, "labels": meta["labels"], "results": results}
+    from reasonrl.core.manager import get_registry
 
-    @app.post("/v1/rerank")
-    async def rerank(request: RerankRequest):
-        check_model(served, request.model)
-        reranker = served.reranker()
-        reranker.resolve(request.history, "history")  # a bad request fails alone, before it joins a batch
-        reranker.resolve(request.candidates, "candidate")
-        result = await batcher.submit(("rerank",), request, lambda batch: rerank_batch(served, ("rerank",), batch))
-        return {"model": served.name, **result}
+    registry = get_registry()
+    for name in registry.names("serve_endpoints"):
+        add_endpoint(app, served, batcher, name, registry.build("serve_endpoints", name))
+
+
+def add_endpoint(app, served: ServedRun, batcher: Batcher, name: str, endpoint) -> None:
+    """``POST /v1/<name>``: validate with the endpoint's model, prepare alone, answer in batches."""
+
+    async def route(request):
+        check_model(served, getattr(request, "model", None))
+        key, payload = endpoint.prepare(served, request)  # a bad request fails alone, before it joins a batch
+        return await batcher.submit((name, key), payload,
+                                    lambda payloads: endpoint.run_batch(served, key, payloads))
+
+    route.__annotations__ = {"request": endpoint.request_model}  # FastAPI reads the body model from here
+    app.post(f"/v1/{name}", name=name, summary=(endpoint.__doc__ or "").strip().split("\n")[0])(route)
 
 
 def check_model(served: ServedRun, name: str | None) -> None:
     if name is not None and name != served.name:
         raise ApiError(404, f"model {name!r} is not served here; this server serves {served.name!r} (GET /v1/models)",
                        param="model", code="model_not_found")
-
-
-def resolve_policy(request: ClassifyRequest, allowed: tuple[str, ...]) -> tuple[dict, str, str]:
-    """(front matter, text, name): a built-in task, a policy file the server was started with
-    (by path or file stem), or a document in the request. Other server files are never read."""
-    from reasonrl.moderation_plugins.prompts import BUILT_IN_POLICIES, load_policy_document, parse_policy
-
-    if (request.policy is None) == (request.policy_text is None):
-        raise ApiError(400, "give exactly one of policy (a name) and policy_text (a policy document)", param="policy")
-    if request.policy_text is not None:
-        meta, text = parse_policy(request.policy_text)
-        name = "(inline)"
-    else:
-        by_name = {Path(p).stem: p for p in allowed} | {p: p for p in allowed}
-        if request.policy not in by_name and request.policy not in BUILT_IN_POLICIES:
-            raise ApiError(400, f"unknown policy {request.policy!r}; this server knows "
-                                f"{sorted(set(BUILT_IN_POLICIES) | {Path(p).stem for p in allowed})} "
-                                f"(start it with --policy FILE, or send policy_text)", param="policy")
-        name = request.policy
-        meta, text = load_policy_document(by_name.get(name, name))
-    labels = meta.get("labels")
-    if not isinstance(labels, list) or len(labels) < 2:
-        raise ApiError(400, f"policy {name!r} has no 'labels:' list in its front matter", param="policy")
-    return meta, text, name
 
 
 # ---------------------------------------------------------------- running it
@@ -465,7 +398,8 @@ class ServeCommand:
         parser.add_argument("--max-concurrency", type=int, default=32,
                             help="requests in flight at once; more get 429 with Retry-After")
         parser.add_argument("--policy", action="append", default=[], metavar="FILE",
-                            help="a policy file /v1/classify may name (by path or file stem); repeatable")
+                            help="a policy file /v1/classify may name (by path or file stem); repeatable; "
+                                 "no other server file is read")
         parser.add_argument("--api-key-env", default=None, metavar="VAR",
                             help="require 'Authorization: Bearer $VAR' on /v1/ routes")
         add_inference_arguments(parser)

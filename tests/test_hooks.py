@@ -115,8 +115,20 @@ class Cmd:
         return args.x
 
 
+class Endpoint:
+    request_model = dict
+
+    def prepare(self, served, request):
+        return "k", request["n"]
+
+    def run_batch(self, served, key, payloads):
+        return [{"double": 2 * n} for n in payloads]
+
+
 COMPONENT_FOR_KIND = {
     "commands": (Cmd, lambda c: c.run(type("A", (), {"x": 3})) == 3),
+    "serve_endpoints": (Endpoint, lambda c: c.run_batch(None, *c.prepare(None, {"n": 2})[:1], [2, 5])
+                        == [{"double": 4}, {"double": 10}]),
     "item_tokenizers": (Tok, lambda c: c.report()["uniqueness"] == 1.0),
     "teacher_generators": (Teacher, lambda c: c.generate(["a"], 2) == [["trace", "trace"]]),
     "rejection_filters": (Filter, lambda c: c.check({}, "ok").accepted and not c.check({}, "no").accepted),

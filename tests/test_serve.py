@@ -230,3 +230,44 @@ def test_a_judge_in_another_run_uses_the_served_model(server, tmp_path):
     assert asked and len(set(asked)) <= served_requests <= len(asked)
     metrics = read_metrics(config.run_dir / "metrics.jsonl")
     assert 0.0 <= metrics[-1]["rl/reward/rubric"] <= 1.0
+
+
+def test_a_third_party_endpoint_is_served_with_batching(run_dir, register_plugin):
+    """A plugin's serve_endpoints component becomes POST /v1/<name>, validated and batched."""
+    from pydantic import BaseModel
+
+    from reasonrl import hookimpl
+
+    class LengthRequest(BaseModel):
+        text: str
+
+    class Length:
+        request_model = LengthRequest
+
+        def prepare(self, served, request):
+            if not request.text:
+                from reasonrl.core.errors import ReasonRLError
+
+                raise ReasonRLError("text is empty")
+            return "tokens", request.text
+
+        def run_batch(self, served, key, payloads):
+            return [{"tokens": len(served.tokenizer(t)["input_ids"]), "batch": len(payloads)} for t in payloads]
+
+    class Plugin:
+        @staticmethod
+        @hookimpl
+        def register_serve_endpoints(register):
+            register("length", lambda params: Length(), summary="token count")
+
+    register_plugin(Plugin(), name="length-endpoint")
+    _, server, url = serve(run_dir, batch_wait_ms=300)
+    try:
+        client = httpx.Client(base_url=url, timeout=60)
+        with ThreadPoolExecutor(3) as pool:
+            replies = list(pool.map(lambda t: client.post("/v1/length", json={"text": t}).json(), ["ab", "abc", "a"]))
+        assert [r["tokens"] for r in replies] == [2, 3, 1] and max(r["batch"] for r in replies) > 1
+        assert client.post("/v1/length", json={"text": ""}).json()["error"]["message"] == "text is empty"
+        assert client.post("/v1/length", json={}).status_code == 400
+    finally:
+        server.should_exit = True

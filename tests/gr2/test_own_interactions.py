@@ -8,8 +8,13 @@ from reasonrl.core.cli import main
 from reasonrl.core.config import resolve_config
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.pipeline import run_pipeline
-from reasonrl.gr2_plugins.data import (InteractionsTableParams, k_core, load_interactions_table, load_movielens,
-                                       write_interactions_table)
+from reasonrl.gr2_plugins.data import (
+    InteractionsTableParams,
+    k_core,
+    load_interactions_table,
+    load_movielens,
+    write_interactions_table,
+)
 
 
 @pytest.fixture(scope="module")
