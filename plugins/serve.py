@@ -168,6 +168,16 @@ def sampling_key(request: ChatRequest, cap: int) -> tuple:
     return ("chat", request.temperature, request.top_p, max_tokens, request.n, stop)
 
 
+def check_length(served: ServedRun, request: ChatRequest, max_tokens: int) -> None:
+    """A prompt that cannot fit the model's positions is this request's 400, not the batch's 500."""
+    limit = getattr(served.model.config, "max_position_embeddings", None)
+    prompt = len(served.tokenizer(chat_text(served.tokenizer, request.messages), add_special_tokens=False)["input_ids"])
+    if limit is not None and prompt + max_tokens > limit:
+        raise ApiError(400, f"the prompt is {prompt} tokens and max_tokens {max_tokens}: together more than the "
+                            f"model's {limit} positions; shorten the messages or lower max_tokens", param="messages",
+                       code="context_length_exceeded")
+
+
 def generate_chat(served: ServedRun, key: tuple, requests: list[ChatRequest]) -> list[dict]:
     """One batch of chat requests that decode the same way -> their response bodies."""
     import torch
@@ -331,6 +341,7 @@ def add_routes(app, served: ServedRun, batcher: Batcher, state: dict) -> None:
     async def chat(request: ChatRequest):
         check_model(served, request.model)
         key = sampling_key(request, options.max_new_tokens)
+        check_length(served, request, key[3])
         return await batcher.submit(key, request, lambda batch: generate_chat(served, key, batch))
 
     from reasonrl.core.manager import get_registry

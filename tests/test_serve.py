@@ -136,6 +136,8 @@ def test_rerank_equals_the_rerank_command(server, run_dir, tmp_path, capsys):
     ("/v1/chat/completions", {"model": "myrun/rl", "messages": [{"role": "user", "content": "x"}],
                               "max_tokens": 999}, 400, "limit 12"),
     ("/v1/chat/completions", {"model": "myrun/rl", "messages": [{"role": "user", "content": "x"}], "n": 99}, 400, "n"),
+    ("/v1/chat/completions", {"model": "myrun/rl", "messages": [{"role": "user", "content": "x" * 2040}]}, 400,
+     "2048 positions"),
     ("/v1/classify", {"texts": ["x"], "policy": "/etc/passwd.md"}, 400, "unknown policy"),
     ("/v1/classify", {"texts": ["x"]}, 400, "exactly one of policy"),
     ("/v1/classify", {"texts": ["x"], "policy_text": "no front matter"}, 400, "no 'labels:'"),
