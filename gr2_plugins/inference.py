@@ -91,6 +91,25 @@ class Reranker:
         return results
 
 
+def read_requests(path: Path) -> list[dict]:
+    """The ``--batch`` file's requests, checked before any model work starts."""
+    if not path.is_file():
+        raise ReasonRLError(f"--batch {path}: no such file; give a JSONL file with one "
+                            f'{{"history": [...], "candidates": [...]}} per line')
+    requests = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            request = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ReasonRLError(f"{path}:{number}: not JSON ({exc.msg})") from None
+        if not isinstance(request, dict) or "candidates" not in request:
+            raise ReasonRLError(f"{path}:{number}: needs a JSON object with 'candidates' (and 'history')")
+        requests.append({"history": request.get("history", []), "candidates": request["candidates"]})
+    return requests
+
+
 class RerankCommand:
     """``reasonrl rerank RUN_DIR --history ID ... --candidates ID ...`` or ``--batch FILE.jsonl``."""
 
@@ -108,13 +127,12 @@ class RerankCommand:
         add_inference_arguments(parser)
 
     def run(self, args) -> int:
+        requests = read_requests(Path(args.batch)) if args.batch else None
         reranker = Reranker.from_run(args.run_dir, args.stage, device=args.device, dtype=args.dtype,
                                      max_new_tokens=args.max_new_tokens)
-        if args.batch:
-            for line in Path(args.batch).read_text().splitlines():
-                if line.strip():
-                    request = json.loads(line)
-                    print(json.dumps(vars(reranker.rerank(request["history"], request["candidates"]))), flush=True)
+        if requests is not None:
+            for request in requests:
+                print(json.dumps(vars(reranker.rerank(request["history"], request["candidates"]))), flush=True)
             return 0
         if not args.candidates:
             raise ReasonRLError("give --candidates (and --history), or --batch FILE.jsonl")

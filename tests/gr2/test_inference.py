@@ -47,3 +47,14 @@ def test_rerank_command_runs_on_a_saved_run(tmp_path, reasonrl_registry, capsys)
     assert result["error"] == "not_json" and result["ranking"] is None
     assert main(["rerank", str(tmp_path), "--candidates", "Nope"]) == 2
     assert "unknown candidate items" in capsys.readouterr().err
+
+
+def test_rerank_batch_file_problems_are_named(tmp_path, reasonrl_registry, capsys):
+    from reasonrl.core.cli import main
+
+    assert main(["rerank", str(tmp_path), "--batch", str(tmp_path / "missing.jsonl")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"history": [], "candidates": ["1", "2"]}\n{oops\n')
+    assert main(["rerank", str(tmp_path), "--batch", str(bad)]) == 2
+    assert f"{bad}:2: not JSON" in capsys.readouterr().err
