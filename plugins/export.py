@@ -83,17 +83,23 @@ class RunInfo:
         return [(name, *info) for name, info in found.items()]
 
     def metrics(self) -> dict[str, dict[str, Any]]:
-        """Report rows of evaluation stages that evaluated this stage's model: {evaluation id: row}."""
-        out = {}
+        """Report rows of evaluation stages that evaluated this stage's model, followed by the
+        same reports' reference rows (pre-ranker, TF-IDF floor, untrained model) for context."""
+        ours, references = {}, {}
         for stage in self.config["stages"]:
             report = self.run_dir / stage["id"] / "report.json"
             if not report.exists():
                 continue
             rows = json.loads(report.read_text(encoding="utf-8")).get("rows", {})
             for variant in stage.get("variants") or []:
-                if variant.get("stage") == self.stage_id and variant.get("name") in rows:
-                    out[f"{stage['id']}: {variant['name']}"] = rows[variant["name"]]
-        return out
+                name = variant.get("name")
+                if name not in rows:
+                    continue
+                if variant.get("stage") == self.stage_id:
+                    ours[f"{stage['id']}: {name}"] = rows[name]
+                elif variant.get("stage") is None:
+                    references[f"{stage['id']}: {name} (reference)"] = rows[name]
+        return {**ours, **references} if ours else {}
 
 
 def recipe_lines(info: RunInfo) -> list[str]:

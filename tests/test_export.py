@@ -31,7 +31,8 @@ def run_dir(tmp_path_factory):
          "optimizer": {"name": "dapo", "params": {"dynamic_sampling": False}}},
         {"stage": "moderation_evaluate", "id": "evaluate", "dataset": data, "progress": False,
          "sampling": {"max_new_tokens": 4},
-         "variants": [{"name": "after RL", "stage": "rl", "chat_template": False}]}]
+         "variants": [{"name": "after RL", "stage": "rl", "chat_template": False},
+                      {"name": "untrained", "model": tiny, "chat_template": False}]}]
     config = resolve_config({"run_name": "mod", "output_dir": str(folder / "runs"), "stages": stages})
     run_pipeline(config, echo=lambda *_: None)
     return config.run_dir
@@ -53,7 +54,8 @@ def test_export_writes_a_loadable_folder_with_a_model_card(run_dir, tmp_path, re
     assert card.data.library_name == "transformers" and set(card.data.tags) == {"reasonrl", "dapo"}
     assert card.data.base_model is None  # a tiny random model has no pretrained base
     report = json.loads((run_dir / "evaluate" / "report.json").read_text())["rows"]["after RL"]
-    assert f"{report['accuracy']:.4f}" in card.text and "evaluate: after RL" in card.text
+    assert f"{report['accuracy']:.4f}" in card.text and "| evaluate: after RL |" in card.text
+    assert "| evaluate: untrained (reference) |" in card.text
     assert "`sft` (sft)" in card.text and "`rl` (rl): optimizer=dapo, rewards=[label_accuracy, verdict_format]" in card.text
     assert "moderation_table`: your data; licence: state your data's licence" in card.text
     assert (out / "reasonrl_config.yaml").read_text() == (run_dir / "config.resolved.yaml").read_text()
