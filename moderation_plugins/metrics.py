@@ -1,4 +1,5 @@
-"""Classification metrics, computed from scratch so the numbers are easy to check by hand."""
+"""Classification metrics, small enough to check by hand; each equals scikit-learn's on the same
+inputs, ties and constant scores included (tests/moderation/test_metrics_and_parsing.py)."""
 
 from __future__ import annotations
 
@@ -31,14 +32,24 @@ def roc_auc(scores: Sequence[float], positives: Sequence[bool]) -> float:
 
 
 def pr_auc(scores: Sequence[float], positives: Sequence[bool]) -> float:
-    """Average precision: mean of the precision at the rank of each positive."""
-    ranked = sorted(zip(scores, positives), key=lambda pair: -pair[0])
-    hits, total = 0, 0.0
-    for rank, (_, positive) in enumerate(ranked, 1):
-        if positive:
-            hits += 1
-            total += hits / rank
-    return total / hits if hits else float("nan")
+    """Average precision, tie-aware: sum over distinct score thresholds (highest first) of
+    (recall gained at the threshold) x (precision at it). Examples with equal scores enter
+    together, so the order of the input does not matter; constant scores give the share of
+    positives. Equals scikit-learn's ``average_precision_score``."""
+    total_positive = sum(bool(y) for y in positives)
+    if not total_positive:
+        return float("nan")
+    by_score: dict[float, list[int]] = {}
+    for score, positive in zip(scores, positives):
+        by_score.setdefault(score, [0, 0])[bool(positive)] += 1
+    true_pos = seen = 0
+    average = 0.0
+    for score in sorted(by_score, reverse=True):
+        negatives, positives_here = by_score[score]
+        true_pos += positives_here
+        seen += negatives + positives_here
+        average += positives_here / total_positive * (true_pos / seen)
+    return average
 
 
 def expected_calibration_error(confidences: Sequence[float], correct: Sequence[bool], bins: int = 10) -> float:

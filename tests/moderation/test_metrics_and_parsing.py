@@ -24,6 +24,60 @@ def test_roc_and_pr_auc_by_hand():
     assert math.isnan(roc_auc([0.5], [True]))
 
 
+def test_pr_auc_with_ties_is_order_free_by_hand():
+    # one threshold holding both: recall 1 at precision 1/2, whatever the input order
+    assert pr_auc([0.5, 0.5], [True, False]) == pr_auc([0.5, 0.5], [False, True]) == 0.5
+    # constant scores: the share of positives (24 of 37 in the demo's test split)
+    assert pr_auc([0.7] * 37, [True] * 24 + [False] * 13) == pytest.approx(24 / 37)
+    # thresholds 0.9 {pos}, 0.5 {pos, neg}, 0.1 {neg}: 1/2 * 1 + 1/2 * 2/3
+    assert pr_auc([0.9, 0.5, 0.5, 0.1], [True, False, True, False]) == pytest.approx(0.5 + 1 / 3)
+
+
+def _cases():
+    """Random binary cases with many ties, constant scores, and permutations of each."""
+    import random
+
+    rng = random.Random(0)
+    cases = []
+    for n in (2, 5, 12, 40):
+        for levels in (1, 2, 3, 11):
+            labels = [rng.random() < 0.4 for _ in range(n)]
+            labels[0], labels[-1] = True, False  # both classes present
+            scores = [rng.randrange(levels) / max(levels - 1, 1) for _ in range(n)]
+            order = list(range(n))
+            rng.shuffle(order)
+            cases.append((scores, labels))
+            cases.append(([scores[i] for i in order], [labels[i] for i in order]))
+    return cases
+
+
+@pytest.mark.parametrize("scores, labels", _cases())
+def test_ranking_metrics_equal_scikit_learn_on_ties_constants_and_permutations(scores, labels):
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    assert pr_auc(scores, labels) == pytest.approx(average_precision_score(labels, scores), abs=1e-12)
+    assert roc_auc(scores, labels) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_label_metrics_equal_scikit_learn(seed):
+    import random
+
+    from sklearn.metrics import accuracy_score, f1_score
+
+    rng = random.Random(seed)
+    labels = ["a", "b", "c"][: 2 + seed % 2]
+    gold = [rng.choice(labels) for _ in range(30)]
+    predicted = [rng.choice(labels + [None]) for _ in range(30)]  # None: an unparseable answer
+    as_text = [p if p is not None else "(none)" for p in predicted]
+    assert accuracy(predicted, gold) == pytest.approx(accuracy_score(gold, as_text))
+    assert macro_f1(predicted, gold, labels) == pytest.approx(
+        f1_score(gold, as_text, labels=labels, average="macro", zero_division=0))
+    constant = [labels[0]] * 30  # one label for everything: the other labels' F1 is 0
+    assert macro_f1(constant, gold, labels) == pytest.approx(
+        f1_score(gold, constant, labels=labels, average="macro", zero_division=0))
+
+
 def test_expected_calibration_error_by_hand():
     # bin (0.8, 0.9]: confidences 0.9, 0.9 with one correct -> |0.5 - 0.9| weight 2/4
     # bin (0.5, 0.6]: confidences 0.6, 0.6 both correct -> |1 - 0.6| weight 2/4
