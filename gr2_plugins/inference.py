@@ -131,11 +131,28 @@ class RerankCommand:
         reranker = Reranker.from_run(args.run_dir, args.stage, device=args.device, dtype=args.dtype,
                                      max_new_tokens=args.max_new_tokens)
         if requests is not None:
-            for request in requests:
-                print(json.dumps(vars(reranker.rerank(request["history"], request["candidates"]))), flush=True)
-            return 0
+            return self.run_batch(reranker, requests)
         if not args.candidates:
             raise ReasonRLError("give --candidates (and --history), or --batch FILE.jsonl")
+        return self.run_one(reranker, args)
+
+    def run_batch(self, reranker: Reranker, requests: list[dict]) -> int:
+        """One JSON result per line; failed answers are counted on stderr and make the exit status 1."""
+        import sys
+        from collections import Counter
+
+        failed: Counter = Counter()
+        for request in requests:
+            result = reranker.rerank(request["history"], request["candidates"])
+            failed.update([result.error] if result.ranking is None else [])
+            print(json.dumps(vars(result)), flush=True)
+        if failed:
+            print(f"{sum(failed.values())} of {len(requests)} answers did not parse into a ranking "
+                  f"({', '.join(f'{n} {e}' for e, n in failed.most_common())})", file=sys.stderr)
+            return 1
+        return 0
+
+    def run_one(self, reranker: Reranker, args) -> int:
         result = reranker.rerank(args.history, args.candidates)
         print(f"reasoning:\n{result.text}\n")
         if result.ranking is None:

@@ -42,9 +42,12 @@ def test_rerank_command_runs_on_a_saved_run(tmp_path, reasonrl_registry, capsys)
     save_policy(model, tokenizer, tmp_path / "rl" / "model")
     batch = tmp_path / "requests.jsonl"
     batch.write_text(json.dumps({"history": ["0"], "candidates": ["1", "2"]}) + "\n")
-    assert main(["rerank", str(tmp_path), "--batch", str(batch), "--max-new-tokens", "4"]) == 0
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # an answer that does not parse is reported, and the exit status says so
+    assert main(["rerank", str(tmp_path), "--batch", str(batch), "--max-new-tokens", "4"]) == 1
+    captured = capsys.readouterr()
+    result = json.loads(captured.out.strip().splitlines()[-1])
     assert result["error"] == "not_json" and result["ranking"] is None
+    assert "1 of 1 answers did not parse into a ranking (1 not_json)" in captured.err
     assert main(["rerank", str(tmp_path), "--candidates", "Nope"]) == 2
     assert "unknown candidate items" in capsys.readouterr().err
 
