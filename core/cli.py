@@ -177,10 +177,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from reasonrl.core.config import load_config
-    from reasonrl.core.pipeline import run_pipeline
+    from reasonrl.core.pipeline import run_pipeline, shutdown_distributed
 
     config = load_config(args.config, args.set)
     run_pipeline(config, force=args.force)
+    shutdown_distributed()
     print(f"run finished: {config.run_dir}")
     return 0
 

@@ -39,6 +39,22 @@ class StaleStageError(ReasonRLError):
     """A finished stage's marker was made by another config than the one given now."""
 
 
+def shutdown_distributed() -> None:
+    """Tear down the process group a multi-process launch started, once the work is done.
+
+    A gloo or NCCL group left for interpreter exit can abort a rank ("terminate called
+    without an active exception") after its work finished, failing the launch."""
+    import sys
+
+    if "torch" not in sys.modules:  # nothing distributed ran in this process
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def run_pipeline(
     config: ResolvedConfig,
     force: Iterable[str] = (),

@@ -3,7 +3,7 @@
 import sys
 
 from reasonrl.core.config import resolve_config
-from reasonrl.core.pipeline import run_pipeline
+from reasonrl.core.pipeline import run_pipeline, shutdown_distributed
 
 out_dir, tag = sys.argv[1], sys.argv[2]
 stage = {"stage": "rl", "id": "rl", "model": {"source": "tiny", "tiny": {"hidden_size": 32}},
@@ -14,3 +14,4 @@ stage = {"stage": "rl", "id": "rl", "model": {"source": "tiny", "tiny": {"hidden
          "lr": 1e-2, "progress": False}
 config = resolve_config({"run_name": tag, "output_dir": out_dir, "trackers": [], "stages": [stage]})
 run_pipeline(config, echo=lambda m: None)
+shutdown_distributed()
