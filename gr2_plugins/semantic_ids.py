@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from typing import Literal
 
 import numpy as np
 import torch
 from pydantic import Field
 
+from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.registry import Params
 
 
@@ -31,6 +33,9 @@ class SemanticIdParams(Params):
     dedup_token: bool = Field(False, description="append one more code that numbers items still colliding")
     seed: int = 0
     """seed of the k-means initialisation"""
+    engine: Literal["torch", "faiss"] = Field(
+        "torch", description="k-means engine: torch (built in) or faiss (pip install faiss-cpu; other codebooks "
+                             "from the same data, so results differ from torch's)")
 
     def sizes(self) -> list[int]:
         sizes = self.codebook_size if isinstance(self.codebook_size, list) else [self.codebook_size] * self.levels
@@ -107,6 +112,19 @@ def kmeans(x: torch.Tensor, k: int, iterations: int, generator: torch.Generator)
             far = _sq_distances(x, centroids, x_sq).min(1).values.topk(int(empty.sum())).indices
             centroids[empty] = x[far]
     return centroids
+
+
+def faiss_kmeans(x: torch.Tensor, k: int, iterations: int, seed: int) -> torch.Tensor:
+    """Centroids from faiss's k-means on all rows given (the caller has sampled already)."""
+    try:
+        import faiss
+    except ImportError:
+        raise ReasonRLError("semantic IDs with engine: faiss need the faiss package: pip install faiss-cpu, "
+                            "or set engine: torch") from None
+    k = min(k, len(x))
+    model = faiss.Kmeans(x.shape[1], k, niter=iterations, seed=seed, max_points_per_centroid=len(x) // k + 1)
+    model.train(np.ascontiguousarray(x.numpy(), dtype=np.float32))
+    return torch.from_numpy(model.centroids.copy())
 
 
 def _kmeans_pp(x: torch.Tensor, x_sq: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
@@ -257,7 +275,7 @@ class RQKMeans(_SemanticIds):
             sample = residual
             if len(residual) > self.params.max_fit_samples:
                 sample = residual[torch.randperm(len(residual), generator=generator)[: self.params.max_fit_samples]]
-            centroids = kmeans(sample, size, self.params.iterations, generator)
+            centroids = self._kmeans(sample, size, generator, level=len(raw))
             labels = assign(residual, centroids)
             self.codebooks.append(centroids)
             raw.append(labels)
@@ -265,6 +283,11 @@ class RQKMeans(_SemanticIds):
             residual = residual - centroids[labels]
         self._finish(torch.stack(raw, 1).numpy(), last_input.numpy(), self.codebooks[-1].numpy())
         return self
+
+    def _kmeans(self, sample: torch.Tensor, size: int, generator: torch.Generator, level: int) -> torch.Tensor:
+        if self.params.engine == "faiss":
+            return faiss_kmeans(sample, size, self.params.iterations, self.params.seed + level)
+        return kmeans(sample, size, self.params.iterations, generator)
 
     def encode(self, embeddings) -> np.ndarray:
         """Codes of new items by nearest centroid per level (no collision handling)."""
