@@ -21,7 +21,12 @@ from pydantic import Field
 from reasonrl.core.assets import Asset, resolve_path
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.registry import Params
-from reasonrl.moderation_plugins.prompts import classifier_prompt, load_policy_document, sft_completion
+from reasonrl.moderation_plugins.prompts import (
+    classifier_prompt,
+    load_policy_document,
+    policy_labels,
+    sft_completion,
+)
 from reasonrl.plugins.hf_dataset import TableParams, load_table
 
 
@@ -168,12 +173,7 @@ class UserTable(_Task):
     name = "moderation_table"
 
     def policy_labels(self, meta: dict) -> list[str]:
-        labels = [str(label) for label in meta.get("labels") or []]
-        if len(labels) < 2:
-            raise ReasonRLError(f"policy {self.params.policy!r} has no 'labels:' list of two or more labels in its "
-                                f"front matter; add e.g. 'labels: [allowed, violating]' between '---' lines at "
-                                f"its top (the last label is the positive one)")
-        return labels
+        return policy_labels(meta, self.params.policy)
 
     def labelled_splits(self, labels: list[str]) -> dict[str, list[dict]]:
         p = self.params

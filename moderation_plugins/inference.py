@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.moderation_plugins.parsing import parse_verdict
-from reasonrl.moderation_plugins.prompts import classifier_prompt, load_policy_document
+from reasonrl.moderation_plugins.prompts import classifier_prompt, load_policy_document, policy_labels
 from reasonrl.plugins.models import add_inference_arguments
 
 
@@ -42,8 +42,7 @@ class Classifier:
     def classify(self, texts: Sequence[str], policy: str) -> list[Classification]:
         """Verdicts for ``texts`` under a policy file or built-in task name."""
         meta, policy_text = load_policy_document(policy)
-        if not meta.get("labels"):
-            raise ReasonRLError(f"policy {policy!r} has no 'labels:' in its front matter")
+        policy_labels(meta, policy)
         return self.classify_with(texts, meta, policy_text)
 
     def classify_with(self, texts: Sequence[str], meta: dict, policy_text: str) -> list[Classification]:
@@ -142,6 +141,5 @@ def resolve_policy(request: ClassifyRequest, allowed: Sequence[str]) -> tuple[di
                                 f"--policy FILE, or send policy_text)")
         name = request.policy
         meta, text = load_policy_document(by_name.get(name, name))
-    if not isinstance(meta.get("labels"), list) or len(meta["labels"]) < 2:
-        raise ReasonRLError(f"policy {name!r} has no 'labels:' list of two or more labels in its front matter")
+    policy_labels(meta, name)
     return meta, text, name

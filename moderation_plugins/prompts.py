@@ -40,6 +40,16 @@ def parse_policy(text: str) -> tuple[dict, str]:
     return meta, text.strip()
 
 
+def policy_labels(meta: dict, name: str) -> list[str]:
+    """The labels a policy's front matter lists (two or more; the last is the positive one)."""
+    labels = meta.get("labels")
+    if not isinstance(labels, list) or len(labels) < 2:
+        raise ReasonRLError(f"policy {name!r} has no 'labels:' list of two or more labels in its front matter; add "
+                            f"e.g. 'labels: [allowed, violating]' between '---' lines at its top (the last label "
+                            f"is the positive one)")
+    return [str(label) for label in labels]
+
+
 def classifier_prompt(policy_text: str, content: str, labels: Sequence[str], reflect: bool = False) -> str:
     steps = ("First reason in a few sentences about which parts of the policy apply to the content. "
              + ("Then reflect: could the opposite label be right? " if reflect else ""))

@@ -62,7 +62,7 @@ def test_the_optimizer_tutorial_code_trains(tmp_path, register_plugin):
     assert [r["step"] for r in rows] == [1, 2] and all("rl/optim/ratio_mean" in r for r in rows)
 
 
-def test_rloo_advantages_by_hand(register_plugin):
+def test_rloo_advantages_by_hand():
     import torch
 
     from reasonrl.core.contracts import RolloutBatch
