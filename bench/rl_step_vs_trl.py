@@ -1,6 +1,7 @@
 """RL step cost: reasonrl ``dapo`` vs TRL GRPOTrainer (loss_type="dapo", epsilon_high=0.28).
 
-Same model, prompts, group size, batch, lengths, float32, same machine, one run. Each
+Same model, prompts, group size, batch, lengths, precision (float32 on CPU; float32 weights with
+bf16 autocast on CUDA), no gradient checkpointing (TRL's default turns it on), same machine, one run. Each
 measurement runs in its own subprocess so peak RSS is per configuration.
 
     python bench/rl_step_vs_trl.py                 # tiny 2-layer model (SmolLM2 vocabulary), all shapes
@@ -73,6 +74,12 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def peak_gpu_mb() -> float:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
+
+
 # ---------------------------------------------------------------- workers
 def run_reasonrl(spec: dict) -> dict:
     import types
@@ -119,6 +126,7 @@ def run_reasonrl(spec: dict) -> dict:
                                                   "prompt_batch_size": spec["prompts"]}},
              "steps": steps, "prompts_per_step": spec["prompts"], "group_size": spec["group"],
              "micro_batch_prompts": spec["prompts"], "lr": 1e-6, "progress": False,
+             "gradient_checkpointing": spec.get("gradient_checkpointing", False),
              "save_model": False}  # TRL runs with save_strategy="no"
     with tempfile.TemporaryDirectory() as tmp:
         config = resolve_config({"run_name": "bench", "output_dir": tmp, "trackers": [], "stages": [stage]})
@@ -131,7 +139,8 @@ def run_reasonrl(spec: dict) -> dict:
         history = json.loads((context.stage_dir / "history.json").read_text())
     times = [h["step_seconds"] for h in history[spec["warmup"]:]]
     lengths = [h["completion/length"] for h in history[spec["warmup"]:]]
-    return {"step_s": statistics.fmean(times), "completion_len": statistics.fmean(lengths), "rss_mb": peak_rss_mb()}
+    return {"step_s": statistics.fmean(times), "completion_len": statistics.fmean(lengths), "rss_mb": peak_rss_mb(),
+            "gpu_mb": peak_gpu_mb()}
 
 
 def run_trl(spec: dict) -> dict:
@@ -158,10 +167,12 @@ def run_trl(spec: dict) -> dict:
         lengths.extend(len(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in completions)
         return toy_reward(completions)
 
+    on_cpu = spec.get("device", "cpu") == "cpu"  # on CUDA both train float32 weights under bf16 autocast
     with tempfile.TemporaryDirectory() as tmp:
         config = GRPOConfig(
-            output_dir=tmp, loss_type="dapo", epsilon_high=0.28, beta=0.0, learning_rate=1e-6, use_cpu=True,
-            bf16=False, per_device_train_batch_size=spec["prompts"] * spec["group"], num_generations=spec["group"],
+            output_dir=tmp, loss_type="dapo", epsilon_high=0.28, beta=0.0, learning_rate=1e-6, use_cpu=on_cpu,
+            bf16=not on_cpu, gradient_checkpointing=spec.get("gradient_checkpointing", False),  # TRL's default is on
+            per_device_train_batch_size=spec["prompts"] * spec["group"], num_generations=spec["group"],
             max_completion_length=spec["new_tokens"], max_steps=steps, logging_steps=1000, save_strategy="no",
             report_to="none", temperature=1.0, disable_dropout=True, seed=0,
         )
@@ -170,7 +181,8 @@ def run_trl(spec: dict) -> dict:
                               train_dataset=Dataset.from_dict({"prompt": prompts}), callbacks=[Timer()])
         trainer.train()
     measured = times[spec["warmup"]:]
-    return {"step_s": statistics.fmean(measured), "completion_len": statistics.fmean(lengths), "rss_mb": peak_rss_mb()}
+    return {"step_s": statistics.fmean(measured), "completion_len": statistics.fmean(lengths), "rss_mb": peak_rss_mb(),
+            "gpu_mb": peak_gpu_mb()}
 
 
 # ---------------------------------------------------------------- driver

@@ -65,7 +65,8 @@ class ModelSpec(Params):
     tiny: TinyModelParams = Field(default_factory=TinyModelParams)
     """the tiny model's shape and vocabulary (source: tiny)"""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="auto: bfloat16 on a CUDA device that supports it, float32 otherwise (CPU)")
+        "auto", description="auto: for inference bfloat16 on a CUDA device that supports it, float32 otherwise; "
+                            "trainers keep float32 weights and autocast to bfloat16 on such a device")
     lora: LoraParams | None = None
     """train LoRA adapters instead of all weights (extra: lora)"""
     add_tokens: str | None = Field(None, description="file with one new token per line (relative to the run folder "

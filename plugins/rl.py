@@ -261,10 +261,11 @@ class RLStage(Trainer):
             return
         refs, values = [], []
         for part in self._micro_batches(batch):
-            if self.reference is not None:
-                refs.append(self._forward(part, self.reference, False)[0])
-            if self.optimizer_algo.needs_values:
-                values.append(self._forward(part, self.model, True)[1])
+            with self.accelerator.autocast():  # the same precision as the update's forward pass
+                if self.reference is not None:
+                    refs.append(self._forward(part, self.reference, False)[0])
+                if self.optimizer_algo.needs_values:
+                    values.append(self._forward(part, self.model, True)[1])
         batch.ref_logprobs = torch.cat(refs) if refs else None
         batch.old_values = torch.cat(values) if values else None
 

@@ -241,6 +241,8 @@ def completion_logprobs(model, prompt_ids, completion_ids, group_size, pad_id, t
     graph, so the backward pass also covers each prompt once.
     """
     want_hidden = value_head is not None
+    if recomputes_activations(model):
+        return _full_sequence_logprobs(model, prompt_ids, completion_ids, group_size, pad_id, temperature, value_head)
     first_logits, cache, attention, last_prompt_hidden = prefill(model, prompt_ids, pad_id, group_size, want_hidden)
     rows, width = completion_ids.shape
     attention = torch.cat([attention, torch.ones(rows, width, dtype=attention.dtype, device=attention.device)], dim=1)
@@ -256,3 +258,29 @@ def completion_logprobs(model, prompt_ids, completion_ids, group_size, pad_id, t
     # the value of state t is read where token t is predicted: last prompt position, then completions
     hidden = torch.cat([last_prompt_hidden.repeat_interleave(group_size, dim=0)[:, None], out.hidden_states[-1][:, :-1]], dim=1)
     return logprobs, value_head(hidden).squeeze(-1)
+
+
+def recomputes_activations(model) -> bool:
+    """True while gradient checkpointing is on and the model trains: transformers then drops
+    any KV cache passed in, so a prompt cannot be run once and shared."""
+    base = _inner(model)
+    base = base.get_base_model() if hasattr(base, "get_base_model") else base
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):  # 5.x name first
+        if hasattr(type(base), name):
+            return bool(getattr(base, name)) and base.training
+    return False
+
+
+def _full_sequence_logprobs(model, prompt_ids, completion_ids, group_size, pad_id, temperature, value_head):
+    """completion_logprobs without a cache: each sample runs its prompt and completion in one pass."""
+    ids, attention = left_pad([p.to(model_device(model)) for p in prompt_ids], pad_id)
+    ids, attention = ids.repeat_interleave(group_size, dim=0), attention.repeat_interleave(group_size, dim=0)
+    width = ids.shape[1]
+    attention = torch.cat([attention, torch.ones_like(completion_ids, dtype=attention.dtype)], dim=1)
+    out = model(input_ids=torch.cat([ids, completion_ids], dim=1), attention_mask=attention,
+                position_ids=_positions(attention), use_cache=False, output_hidden_states=value_head is not None)
+    # position t predicts token t + 1: the last prompt position predicts the first completion token
+    logprobs = token_logprobs(out.logits[:, width - 1:-1], completion_ids, temperature)
+    if value_head is None:
+        return logprobs, None
+    return logprobs, value_head(out.hidden_states[-1][:, width - 1:-1]).squeeze(-1)

@@ -99,3 +99,28 @@ def test_generation_stops_at_every_eos_id_the_generation_config_lists():
     again = engine.generate(model, tokenizer, ["12"], 4, generator=torch.Generator().manual_seed(3))
     assert int(again.mask[0].sum()) == 1 and not bool(again.truncated[0])
     assert again.texts[0] == ""  # an end-of-turn id is not text
+
+
+def test_gradient_checkpointing_gives_the_same_logprobs_values_and_gradients():
+    from reasonrl.plugins.rollout import recomputes_activations
+    from reasonrl.plugins.training import enable_gradient_checkpointing
+
+    def run(checkpointing):
+        model, tokenizer = tiny_model(TinyModelParams(), seed=3)
+        head = torch.nn.Linear(model.config.hidden_size, 1)
+        torch.nn.init.constant_(head.weight, 0.01)
+        if checkpointing:
+            enable_gradient_checkpointing(model)
+        model.train()
+        assert recomputes_activations(model) == checkpointing
+        prompts = [torch.tensor(tokenizer("4713>")["input_ids"]), torch.tensor(tokenizer("12>")["input_ids"])]
+        completions = torch.tensor([[5, 6, 7], [8, 9, 2], [10, 11, 12], [13, 2, 0]])
+        logprobs, values = completion_logprobs(model, prompts, completions, 2, 0, 0.7, value_head=head)
+        (logprobs.sum() + values.sum()).backward()
+        grad = model.model.embed_tokens.weight.grad.clone()
+        return logprobs.detach(), values.detach(), grad
+
+    # with the prompt's cache dropped (what transformers does under checkpointing), these would differ
+    cached, recomputed = run(False), run(True)
+    for a, b in zip(cached, recomputed):
+        assert torch.allclose(a, b, atol=1e-5)
