@@ -28,6 +28,17 @@ class DeepSpeedParams(Params):
     """keep optimizer states in CPU memory"""
 
 
+class FSDPParams(Params):
+    """Fully sharded data parallel (FSDP2) through accelerate: weights, gradients and optimizer
+    states are split over the processes and gathered layer by layer when needed."""
+
+    reshard_after_forward: bool = True
+    """free each layer's gathered weights after its forward pass (least memory); false keeps them
+    until the backward pass (faster, ZeRO-2-like)"""
+    cpu_offload: bool = False
+    """keep the sharded weights and optimizer states in CPU memory"""
+
+
 class TrainingParams(Params):
     """What every trainer shares: optimisation, schedule, checkpoints."""
 
@@ -55,6 +66,8 @@ class TrainingParams(Params):
     gradient_checkpointing: bool = False
     """recompute activations in the backward pass: less memory for about a third more compute"""
     deepspeed: DeepSpeedParams | None = Field(None, description="ZeRO sharding; sft and lm stages")
+    fsdp: FSDPParams | None = Field(None, description="FSDP2 sharding over the launched processes; sft, lm and rl "
+                                    "(also switched on by an accelerate config with FSDP)")
     checkpoint_every: int = Field(0, ge=0, description="steps between resume checkpoints; 0 = none")
     save_model: bool = Field(True, description="save the trained model (off only for benchmarks)")
     seed_offset: int = 0
@@ -153,7 +166,8 @@ class Trainer:
         seed_all(self.seed)
         weights, mixed_precision = training_precision(params.model.dtype, params.mixed_precision)
         self.accelerator = Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available(),
-                                       deepspeed_plugin=self._deepspeed_plugin())
+                                       deepspeed_plugin=self._deepspeed_plugin(), fsdp_plugin=self._fsdp_plugin())
+        self._check_sharding_options(make_extra)
         self.accelerator.wait_for_everyone()  # the main process may still be writing an earlier stage's outputs
         self.model, self.tokenizer = load_policy(params.model.model_copy(update={"dtype": weights}),
                                                  context.run_dir, self.seed)
@@ -192,6 +206,62 @@ class Trainer:
         plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = max(
             1, getattr(self.params, "batch_size", 1) // self.params.gradient_accumulation)
         return plugin
+
+    def _fsdp_plugin(self):
+        if self.params.fsdp is None:
+            return None
+        if self.params.deepspeed is not None:
+            raise ReasonRLError("deepspeed and fsdp are both set; choose one way to shard")
+        from accelerate.utils import FullyShardedDataParallelPlugin
+
+        # each decoder layer is one sharded unit (the model's _no_split_modules name them)
+        return FullyShardedDataParallelPlugin(
+            fsdp_version=2, reshard_after_forward=self.params.fsdp.reshard_after_forward,
+            cpu_offload=self.params.fsdp.cpu_offload, auto_wrap_policy="transformer_based_wrap",
+            state_dict_type="FULL_STATE_DICT", cpu_ram_efficient_loading=False)
+
+    @property
+    def sharded(self) -> bool:
+        """True under FSDP: each process holds a shard of the weights, not a replica."""
+        from accelerate.utils import DistributedType
+
+        return self.accelerator.distributed_type == DistributedType.FSDP
+
+    def _check_sharding_options(self, make_extra) -> None:
+        if self.params.fsdp is not None and not self.sharded:
+            raise ReasonRLError(
+                f"stage {self.context.stage_id!r}: fsdp is set, but accelerate shards only over GPU processes and "
+                f"this run is {self.accelerator.distributed_type.value} with {self.accelerator.num_processes} "
+                f"process(es). Launch on GPUs with `accelerate launch --num_processes N -m reasonrl run ...`, or "
+                f"drop fsdp here")
+        if not self.sharded:
+            return
+        if self.accelerator.is_main_process:
+            print(f"    {self.context.stage_id}: FSDP over {self.accelerator.num_processes} process(es); "
+                  f"each holds 1/{self.accelerator.num_processes} of the weights and optimizer states")
+        if self.params.checkpoint_every:
+            raise ReasonRLError(f"stage {self.context.stage_id!r}: checkpoint_every={self.params.checkpoint_every} "
+                                f"with FSDP: resume checkpoints hold whole weights and optimizer states, which FSDP "
+                                f"keeps sharded; set checkpoint_every: 0 (the finished stage still saves its model) "
+                                f"or train with DDP or DeepSpeed")
+        if make_extra is not None:
+            raise ReasonRLError(f"stage {self.context.stage_id!r}: FSDP shards the policy only, and this stage "
+                                f"trains extra modules next to it (ppo's value head); use DDP, or an optimizer "
+                                f"without a critic (grpo, dapo)")
+
+    def full_model(self) -> torch.nn.Module:
+        """The trained policy with whole weights (gathered from every process under FSDP).
+        Every process must call it; only the main process's copy is complete."""
+        model = self.accelerator.unwrap_model(self.model)
+        if not self.sharded:
+            return model
+        state = self.accelerator.get_state_dict(self.model)  # collective
+        if not self.accelerator.is_main_process:
+            return model
+        whole, _ = load_policy(self.params.model.model_copy(update={"dtype": "float32"}), self.context.run_dir,
+                               self.seed)
+        whole.load_state_dict(state)
+        return whole
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -245,7 +315,7 @@ class Trainer:
 
     def check_ranks_agree(self) -> None:
         """Data-parallel ranks must hold identical weights; fail loudly if they drifted."""
-        if self.world == 1:
+        if self.world == 1 or self.sharded:  # FSDP ranks hold different shards by design
             return
         flat = torch.cat([p.detach().float().flatten() for p in self.model.parameters()])
         fingerprint = torch.stack([flat.sum(), flat.norm()])[None]
@@ -262,10 +332,11 @@ class Trainer:
         if not self.params.save_model:
             return folder
         self.accelerator.wait_for_everyone()
+        model = self.full_model()
         if not self.accelerator.is_main_process:
             return folder
         try:
-            return save_policy(self.accelerator.unwrap_model(self.model), self.tokenizer, folder)
+            return save_policy(model, self.tokenizer, folder)
         except OSError as exc:
             self._keep_finished_training(state, exc)
 
