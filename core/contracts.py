@@ -86,6 +86,10 @@ class RolloutBatch:
     old_values: "torch.Tensor | None" = None  # [N, T], when it needs values
     advantages: "torch.Tensor | None" = None  # [N, T], set by ``PolicyOptimizer.prepare``
     returns: "torch.Tensor | None" = None  # [N, T], value targets (PPO)
+    # [N, T] truncated importance weights pi_trainer / pi_engine of the sampled tokens, when the
+    # rollout engine samples from a slightly different distribution (vLLM); policy losses multiply
+    # their per-token terms by them
+    is_weights: "torch.Tensor | None" = None
     num_sequences: int = 0
     total_tokens: int = 0
 
@@ -97,7 +101,7 @@ class RolloutBatch:
         """Prompts [start, stop) with their G completions; totals stay the full batch's."""
         rows = slice(start * self.group_size, stop * self.group_size)
         tensors = ("completion_ids", "mask", "old_logprobs", "rewards", "groups", "truncated", "ref_logprobs",
-                   "old_values", "advantages", "returns")
+                   "old_values", "advantages", "returns", "is_weights")
         sliced = {name: None if getattr(self, name) is None else getattr(self, name)[rows] for name in tensors}
         return replace(self, prompt_ids=self.prompt_ids[start:stop], **sliced)
 

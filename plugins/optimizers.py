@@ -85,13 +85,16 @@ def group_advantages(rewards: torch.Tensor, groups: torch.Tensor, scale_by_std: 
 
 
 def clipped_token_loss(
-    new_logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, eps_low: float, eps_high: float
+    new_logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, eps_low: float, eps_high: float,
+    is_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token -min(r A, clip(r, 1 - eps_low, 1 + eps_high) A), and where clipping bit."""
+    """Per-token -min(r A, clip(r, 1 - eps_low, 1 + eps_high) A), and where clipping bit.
+    ``is_weights`` (truncated importance weights of an off-policy engine) scale each token's term."""
     ratio = torch.exp(new_logprobs - old_logprobs)
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high) * advantages
-    return -torch.minimum(unclipped, clipped), (clipped < unclipped)
+    loss = -torch.minimum(unclipped, clipped)
+    return (loss if is_weights is None else loss * is_weights), (clipped < unclipped)
 
 
 def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str) -> torch.Tensor:
@@ -197,7 +200,7 @@ class GroupPolicyOptimizer:
     def loss(self, batch, new_logprobs, ref_logprobs=None, values=None):
         mask = batch.mask
         token_loss, clipped = clipped_token_loss(new_logprobs, batch.old_logprobs, batch.advantages,
-                                                 self.clip.low, self.clip.high)
+                                                 self.clip.low, self.clip.high, batch.is_weights)
         stats = _stats(token_loss, mask, clipped)
         if self.kl.beta > 0:
             kl = kl_penalty(new_logprobs, ref_logprobs, self.kl.estimator)
@@ -251,7 +254,8 @@ class PPO:
     def loss(self, batch, new_logprobs, ref_logprobs=None, values=None):
         mask = batch.mask
         eps = self.params.epsilon
-        policy_tokens, clipped = clipped_token_loss(new_logprobs, batch.old_logprobs, batch.advantages, eps, eps)
+        policy_tokens, clipped = clipped_token_loss(new_logprobs, batch.old_logprobs, batch.advantages, eps, eps,
+                                                    batch.is_weights)
         value_clipped = batch.old_values + torch.clamp(values - batch.old_values, -self.params.value_clip, self.params.value_clip)
         value_tokens = 0.5 * torch.maximum((values - batch.returns) ** 2, (value_clipped - batch.returns) ** 2)
         policy_loss = aggregate(policy_tokens, mask, "token", batch.num_sequences, batch.total_tokens)

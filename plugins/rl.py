@@ -85,6 +85,10 @@ class RLStage(Trainer):
         make_extra = (lambda model: {"value_head": ValueHead(model.config.hidden_size)}) \
             if self.optimizer_algo.needs_values else None
         self.setup(context, params.steps, make_extra)
+        if self.sharded and getattr(self.engine, "needs_whole_weights", False):
+            raise ReasonRLError(f"stage {context.stage_id!r}: rollout engine {params.rollout.name!r} takes the whole "
+                                f"policy every step, and FSDP keeps it sharded; use DDP with this engine, or "
+                                f"rollout: hf under FSDP")
         if params.prompts_per_step % self.world:
             raise ReasonRLError(f"stage {context.stage_id!r}: prompts_per_step={params.prompts_per_step} does not split "
                                 f"over {self.world} processes; use a multiple of {self.world}")
@@ -120,7 +124,7 @@ class RLStage(Trainer):
         self.model.train()
         if batch is None:  # every group was filtered out (on some rank): nothing to learn from this step
             return {**info, "loss": 0.0, "step_seconds": time.perf_counter() - started}
-        self._score_old(batch)
+        info.update(self._score_old(batch))
         batch = self._with_global_totals(self.optimizer_algo.prepare(batch))
         stats: dict[str, float] = {}
         for _ in range(self.params.updates_per_batch):
@@ -255,19 +259,38 @@ class RLStage(Trainer):
         return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
     @torch.no_grad()
-    def _score_old(self, batch: RolloutBatch) -> None:
-        """Reference log-probs and old values, computed once per batch in micro-batches."""
-        if self.reference is None and not self.optimizer_algo.needs_values:
-            return
-        refs, values = [], []
+    def _score_old(self, batch: RolloutBatch) -> dict[str, float]:
+        """Reference log-probs, old values and (for an engine with its own numerics) the trainer's
+        old log-probs, computed once per batch in micro-batches."""
+        cap = getattr(self.engine, "importance_sampling_cap", None)
+        if self.reference is None and not self.optimizer_algo.needs_values and not cap:
+            return {}
+        refs, values, olds = [], [], []
         for part in self._micro_batches(batch):
             with self.accelerator.autocast():  # the same precision as the update's forward pass
                 if self.reference is not None:
                     refs.append(self._forward(part, self.reference, False)[0])
-                if self.optimizer_algo.needs_values:
-                    values.append(self._forward(part, self.model, True)[1])
+                if self.optimizer_algo.needs_values or cap:
+                    logprobs, value = self._forward(part, self.model, self.optimizer_algo.needs_values)
+                    olds.append(logprobs)
+                    values.append(value)
         batch.ref_logprobs = torch.cat(refs) if refs else None
-        batch.old_values = torch.cat(values) if values else None
+        batch.old_values = torch.cat(values) if self.optimizer_algo.needs_values else None
+        return self._importance_weights(batch, torch.cat(olds), cap) if cap else {}
+
+    @staticmethod
+    def _importance_weights(batch: RolloutBatch, trainer_logprobs: torch.Tensor, cap: float) -> dict[str, float]:
+        """Truncated importance sampling: the engine sampled from pi_engine, the loss is for
+        pi_trainer. The ratio's old log-probs become the trainer's own, and each token's term
+        is weighted by min(pi_trainer / pi_engine, cap)."""
+        mask = batch.mask.bool()
+        log_gap = (trainer_logprobs - batch.old_logprobs).float()
+        weights = torch.exp(log_gap).clamp(max=cap) * batch.mask
+        batch.old_logprobs, batch.is_weights = trainer_logprobs, weights
+        tokens = max(int(mask.sum()), 1)
+        return {"is/mean_weight": float(weights[mask].sum()) / tokens,
+                "is/capped_share": float((torch.exp(log_gap) > cap)[mask].sum()) / tokens,
+                "is/mean_abs_logprob_gap": float(log_gap.abs()[mask].sum()) / tokens}
 
     def _micro_batches(self, batch: RolloutBatch):
         size = self.params.micro_batch_prompts
