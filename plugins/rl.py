@@ -67,6 +67,14 @@ class ValueHead(torch.nn.Module):
         return self.linear(hidden.float())
 
 
+DEEPSPEED_IN_RL = (
+    "stage {stage!r}: DeepSpeed runs sft and lm, not rl. An rl step makes a varying number of backward passes "
+    "(dynamic sampling keeps a varying number of groups), while a DeepSpeed engine fixes its accumulation steps "
+    "in its config and steps the optimizer itself at that count; and under ZeRO-3 every decoded token would "
+    "gather every layer. Shard rl with fsdp: {{}} instead (accelerate launch --num_processes N), or remove "
+    "deepspeed here (and from accelerate's config for this stage).")
+
+
 class RLStage(Trainer):
     """On-policy RL with any registered optimizer, rollout engine and rewards."""
 
@@ -74,8 +82,7 @@ class RLStage(Trainer):
         params = self.params
         self.context = context
         if params.deepspeed is not None:
-            raise ReasonRLError(f"stage {context.stage_id!r}: deepspeed is supported by the sft and lm stages; "
-                                f"the rl stage takes several backward passes per step. Remove deepspeed here.")
+            raise ReasonRLError(DEEPSPEED_IN_RL.format(stage=context.stage_id))
         self.optimizer_algo = context.build(params.optimizer)
         self.engine = context.build(params.rollout)
         self.constraint = context.build(self.params.constraint) if self.params.constraint else None
@@ -85,6 +92,8 @@ class RLStage(Trainer):
         make_extra = (lambda model: {"value_head": ValueHead(model.config.hidden_size)}) \
             if self.optimizer_algo.needs_values else None
         self.setup(context, params.steps, make_extra)
+        if self.uses_deepspeed:  # switched on by accelerate's config rather than the stage
+            raise ReasonRLError(DEEPSPEED_IN_RL.format(stage=context.stage_id))
         if self.sharded and getattr(self.engine, "needs_whole_weights", False):
             raise ReasonRLError(f"stage {context.stage_id!r}: rollout engine {params.rollout.name!r} takes the whole "
                                 f"policy every step, and FSDP keeps it sharded; use DDP with this engine, or "

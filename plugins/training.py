@@ -65,7 +65,7 @@ class TrainingParams(Params):
                           "else bf16 on a capable GPU when model.dtype is auto")
     gradient_checkpointing: bool = False
     """recompute activations in the backward pass: less memory for about a third more compute"""
-    deepspeed: DeepSpeedParams | None = Field(None, description="ZeRO sharding; sft and lm stages")
+    deepspeed: DeepSpeedParams | None = Field(None, description="ZeRO sharding; sft and lm stages (rl: use fsdp)")
     fsdp: FSDPParams | None = Field(None, description="FSDP2 sharding over the launched processes; sft, lm and rl "
                                     "(also switched on by an accelerate config with FSDP)")
     checkpoint_every: int = Field(0, ge=0, description="steps between resume checkpoints; 0 = none")
@@ -221,6 +221,13 @@ class Trainer:
             state_dict_type="FULL_STATE_DICT", cpu_ram_efficient_loading=False)
 
     @property
+    def uses_deepspeed(self) -> bool:
+        """True when DeepSpeed runs the step (set in the stage or by accelerate's config)."""
+        from accelerate.utils import DistributedType
+
+        return self.accelerator.distributed_type == DistributedType.DEEPSPEED
+
+    @property
     def sharded(self) -> bool:
         """True under FSDP: each process holds a shard of the weights, not a replica."""
         from accelerate.utils import DistributedType
@@ -304,7 +311,7 @@ class Trainer:
                             {"step": step, "fingerprint": self.context.fingerprint, **(state or {})})
 
     def optimizer_step(self) -> float:
-        if self.params.deepspeed is None:  # DeepSpeed clips inside its engine step
+        if not self.uses_deepspeed:  # DeepSpeed clips inside its engine step
             norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.params.max_grad_norm)
         else:
             norm = float("nan")

@@ -112,3 +112,11 @@ def test_every_built_in_params_field_has_a_description(reasonrl_registry):
                     for row in describe_params(info.params_model()) if not row["description"]]
     undocumented += [f"run config: {row['name']}" for row in describe_params(RunConfig) if not row["description"]]
     assert undocumented == []
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "examples" / "accelerate").glob("*.yaml")), ids=lambda p: p.name)
+def test_example_accelerate_configs_load(config):
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    loaded = ClusterConfig.from_yaml_file(str(config))
+    assert loaded.num_processes >= 8 and str(loaded.mixed_precision) == "bf16"

@@ -84,5 +84,13 @@ def test_every_optimizer_runs_a_step(tmp_path, optimizer, reasonrl_registry):
 def test_rl_stage_refuses_deepspeed_with_a_clear_error(tmp_path, reasonrl_registry):
     from reasonrl.core.errors import ReasonRLError
 
-    with pytest.raises(ReasonRLError, match="deepspeed is supported by the sft and lm stages"):
+    with pytest.raises(ReasonRLError, match=r"DeepSpeed runs sft and lm, not rl.*fsdp: \{\}"):
         run_pipeline(rl_config(tmp_path, deepspeed={"zero_stage": 2}), echo=lambda m: None)
+
+
+def test_fsdp_needs_gpu_processes_and_says_so(tmp_path, reasonrl_registry):
+    from reasonrl.core.errors import ReasonRLError
+
+    with pytest.raises(ReasonRLError, match=r"fsdp is set, but accelerate shards only over GPU processes.*"
+                                            r"accelerate launch --num_processes N"):
+        run_pipeline(rl_config(tmp_path, fsdp={}), echo=lambda m: None)
