@@ -73,11 +73,17 @@ def _train(script, out, tag, extra, processes=0):
     return done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("script,stage", [("ddp_rl.py", "rl"), ("ddp_lm.py", "lm")])
-def test_fsdp_training_matches_plain_training_on_one_gpu(script, stage, tmp_path):
+LORA = {"model": {"source": "tiny", "tiny": {"hidden_size": 32}, "lora": {"r": 4, "alpha": 8}}}
+
+
+@pytest.mark.parametrize("script,stage,options", [("ddp_rl.py", "rl", {}), ("ddp_lm.py", "lm", {}),
+                                                  ("ddp_sft.py", "sft", {}), ("ddp_rl.py", "rl", LORA)],
+                         ids=["rl", "lm", "sft", "rl-lora"])
+def test_fsdp_training_matches_plain_training_on_one_gpu(script, stage, options, tmp_path):
     from safetensors.torch import load_file
 
-    exact = {"mixed_precision": "no"}  # float32 on both sides: the sharded path must not change the numbers
+    # float32 on both sides: the sharded path must not change the numbers
+    exact = {"mixed_precision": "no", **options}
     _train(script, tmp_path, "plain", exact)
     log = _train(script, tmp_path, "fsdp", dict(exact, fsdp={}), processes=1)
     assert "FSDP over 1 process(es)" in log
