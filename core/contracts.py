@@ -61,6 +61,9 @@ class Rollouts:
     truncated: "torch.Tensor"  # [N] bool: hit max_new_tokens without eos or a stop string
     texts: list[str]  # N decoded completions
     group_size: int
+    # per sample {position: token ids a decoding constraint allowed there}; set by the rl stage
+    # (by replaying the constraint), so the trainer scores the same masked distribution
+    allowed: "list[dict[int, list[int]]] | None" = None
 
     @property
     def groups(self) -> "torch.Tensor":
@@ -90,6 +93,9 @@ class RolloutBatch:
     # rollout engine samples from a slightly different distribution (vLLM); policy losses multiply
     # their per-token terms by them
     is_weights: "torch.Tensor | None" = None
+    # [N] {position: allowed token ids} where a decoding constraint masked the vocabulary; the
+    # log-probs there are renormalised over the allowed tokens, as they were sampled
+    allowed: "list[dict[int, list[int]]] | None" = None
     num_sequences: int = 0
     total_tokens: int = 0
 
@@ -102,7 +108,8 @@ class RolloutBatch:
         rows = slice(start * self.group_size, stop * self.group_size)
         tensors = ("completion_ids", "mask", "old_logprobs", "rewards", "groups", "truncated", "ref_logprobs",
                    "old_values", "advantages", "returns", "is_weights")
-        sliced = {name: None if getattr(self, name) is None else getattr(self, name)[rows] for name in tensors}
+        sliced = {name: None if getattr(self, name) is None else getattr(self, name)[rows]
+                  for name in tensors + ("allowed",)}
         return replace(self, prompt_ids=self.prompt_ids[start:stop], **sliced)
 
 

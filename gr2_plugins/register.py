@@ -18,6 +18,8 @@ def register_item_tokenizers(register):
 @hookimpl
 def register_reward_functions(register):
     register("rank", f"{G}.rewards:RankReward", summary="GR2 R_rank = (pos_in - pos_out) / |D| of the held-out item")
+    register("ranking_behaviour", f"{G}.rewards:RankingBehaviour",
+             summary="metric, not a reward: identity-copy and kept-first of valid rankings (rl: metrics)")
     register("format", f"{G}.rewards:FormatReward", summary="1 if the answer parses to a permutation of the candidates")
     register("rank_auc", f"{G}.rewards:AUCReward", summary="share of candidates ranked below the held-out item")
     register("rank_ndcg", f"{G}.rewards:NDCGReward", summary="1 / log2(1 + output position) of the held-out item")

@@ -58,6 +58,27 @@ class RankReward:
         return out
 
 
+class RankingBehaviour:
+    """Not a reward: per valid answer, whether it copies the input order (identity_copy) and
+    whether a target that was first stays first (kept_first, None when it was not first).
+    Log it with the rl stage's ``metrics`` to watch the copying the conditional reward targets."""
+
+    def __init__(self, params=None) -> None:
+        self.params = params
+
+    def __call__(self, prompts, completions, examples):
+        out = []
+        for completion, example in zip(completions, examples):
+            parsed = parse_ranking(completion, example["candidates"])
+            if not parsed.valid:
+                out.append({"identity_copy": None, "kept_first": None})
+                continue
+            first = example["target_index"] == 0
+            out.append({"identity_copy": float(list(parsed.order) == list(range(len(parsed.order)))),
+                        "kept_first": float(parsed.order[0] == 0) if first else None})
+        return out
+
+
 class FormatReward:
     """1 if the answer parses and is a permutation of the candidates, else 0."""
 

@@ -32,7 +32,9 @@ class TeacherTracesParams(Params):
     """teacher samples per example in each round"""
     batch_size: int = Field(8, gt=0, description="examples per teacher call")
     max_examples: int | None = Field(None, gt=0)
-    """stop once this many examples have a kept trace (default: all)"""
+    """the teacher answers the first N examples of the split (default: all)"""
+    keep: int | None = Field(None, gt=0, description="keep the first N accepted traces, in example order (equal SFT "
+                             "set sizes when comparing modes)")
     lambda_reasoning: float = Field(0.5, ge=0, description="SFT weight of reasoning tokens (lambda_r)")
     lambda_ranking: float = Field(1.0, gt=0, description="SFT weight of the JSON ranking tokens (lambda_o)")
     progress: bool = True
@@ -56,7 +58,8 @@ def sft_record(example: dict, trace: str, lambda_reasoning: float, lambda_rankin
     # a trace without a JSON answer (kept only when no filter asks for one) is all reasoning
     segments = [[parts[0].strip() + "\n", lambda_reasoning], [parts[1], lambda_ranking]] if parts else \
         [[trace, lambda_reasoning]]
-    return {"prompt": example["prompt"], "segments": segments,
+    # ``answer``: the ranking alone, for an answer-only (no reasoning) SFT from the same traces
+    return {"prompt": example["prompt"], "segments": segments, "answer": parts[1] if parts else None,
             "user": example.get("user"), "target_index": example["target_index"], "candidates": example["candidates"]}
 
 
@@ -102,11 +105,15 @@ class TeacherTraces:
                 f"stage {context.stage_id!r}: the teacher had no trace accepted for {len(examples)} examples "
                 f"({sum(tries.values())} samples; rejections: {dict(reasons)}). Use a stronger teacher (e.g. "
                 f"openai_compatible against a served model), more rounds, or longer max_new_tokens.")
-        records = [sft_record(examples[i], accepted[i], p.lambda_reasoning, p.lambda_ranking) for i in sorted(accepted)]
+        kept = sorted(accepted)[:p.keep]
+        if p.keep and len(kept) < p.keep:
+            print(f"    {context.stage_id}: keep={p.keep} asked, {len(kept)} traces accepted; keeping all "
+                  f"(raise max_examples or max_rounds for more)")
+        records = [sft_record(examples[i], accepted[i], p.lambda_reasoning, p.lambda_ranking) for i in kept]
         atomic_write_jsonl(context.stage_dir / "sft.jsonl", records)
         summary = {
-            "mode": p.mode, "examples": len(examples), "accepted": len(records),
-            "acceptance_rate": len(records) / max(len(examples), 1),
+            "mode": p.mode, "examples": len(examples), "accepted": len(accepted), "kept": len(records),
+            "acceptance_rate": len(accepted) / max(len(examples), 1),
             "tries_per_accepted": sum(tries[i] for i in accepted) / max(len(accepted), 1),
             "samples_drawn": sum(tries.values()), "rejections": dict(reasons),
         }

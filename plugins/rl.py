@@ -17,7 +17,7 @@ from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.io import atomic_write_json
 from reasonrl.plugins.models import chat_prompt
 from reasonrl.plugins.rewards import INVALID, score_samples
-from reasonrl.plugins.rollout import completion_logprobs
+from reasonrl.plugins.rollout import completion_logprobs, replay_allowed
 from reasonrl.plugins.training import Trainer, TrainingParams, seed_all, step_seed
 
 
@@ -34,8 +34,12 @@ class RLParams(TrainingParams):
     """reward functions; their components are merged, then combined"""
     combiner: CombinerRef = Field(default_factory=lambda: CombinerRef(name="weighted_sum"))
     """turns the named reward components into one scalar"""
+    metrics: list[RewardRef] = Field(default_factory=list, description=(
+        "reward functions computed on every rollout and logged as metric/<component>, never combined into the "
+        "reward (e.g. gr2's ranking_behaviour: identity-copy rate and kept-first share)"))
     constraint: ConstraintRef | None = Field(None, description=(
-        "a decoding constraint for rollouts (e.g. sid_trie); the old log-prob stays the policy's own"))
+        "a decoding constraint for rollouts (e.g. sid_trie); sampled and trained log-probs are both "
+        "renormalised over the tokens it allows"))
     on_reward_error: Literal["raise", "invalid"] = "raise"
     """raise: a failing reward function stops the run; invalid: the sample gets invalid_reward"""
     invalid_reward: float = -1.0
@@ -75,6 +79,17 @@ DEEPSPEED_IN_RL = (
     "deepspeed here (and from accelerate's config for this stage).")
 
 
+def mean_components(rows: list[dict[str, float | None]], prefix: str) -> dict[str, float]:
+    """Mean of each component over the samples where it applies (not None)."""
+    names = sorted({name for row in rows for name in row})
+    means = {}
+    for name in names:
+        values = [row[name] for row in rows if row.get(name) is not None]
+        if values:
+            means[prefix + name] = statistics.fmean(values)
+    return means
+
+
 class RLStage(Trainer):
     """On-policy RL with any registered optimizer, rollout engine and rewards."""
 
@@ -87,6 +102,7 @@ class RLStage(Trainer):
         self.engine = context.build(params.rollout)
         self.constraint = context.build(self.params.constraint) if self.params.constraint else None
         self.reward_fns = [(ref.name, context.build(ref)) for ref in params.rewards]
+        self.metric_fns = [(ref.name, context.build(ref)) for ref in params.metrics]
         self.combiner = context.build(params.combiner)
         self.train = self.examples(params.split, (params.prompt_field,))
         make_extra = (lambda model: {"value_head": ValueHead(model.config.hidden_size)}) \
@@ -159,7 +175,7 @@ class RLStage(Trainer):
         params = self.params
         rng = random.Random(step_seed(self.seed, step, salt=1))
         target = params.prompts_per_step // self.world
-        kept, dropped, all_rewards, components = [], 0, [], []
+        kept, dropped, all_rewards, components, observed = [], 0, [], [], []
         batch_generator = torch.Generator(device=self.accelerator.device).manual_seed(
             step_seed(self.seed, step, salt=self.rank))
         self.model.eval()
@@ -174,15 +190,19 @@ class RLStage(Trainer):
                 continue
             generator = batch_generator if params.sampling_seeds == "batch" else \
                 self._prompt_generators(step, sampling_round, first, len(examples))
+            constraints = self._constraints(examples)
             rollouts = self.engine.generate(self.accelerator.unwrap_model(self.model), self.tokenizer,
                                             [self._prompt(e) for e in examples], params.group_size, generator=generator,
-                                            **self._constraints(examples))
+                                            **constraints)
+            if constraints:
+                rollouts.allowed = self._allowed(rollouts, constraints["constraints"])
             expanded = [e for e in examples for _ in range(params.group_size)]
             prompts = [self._prompt(e) for e in expanded]
             rewards, parts = score_samples(self.reward_fns, self.combiner, prompts, rollouts.texts, expanded,
                                            params.on_reward_error, params.invalid_reward)
             all_rewards += rewards
             components += parts
+            observed += self._observe(prompts, rollouts.texts, expanded)
             for g in range(len(examples)):
                 group = slice(g * params.group_size, (g + 1) * params.group_size)
                 if self.optimizer_algo.keep_group(rewards[group]):
@@ -190,8 +210,24 @@ class RLStage(Trainer):
                 else:
                     dropped += 1
         kept = kept[:min(self._all_ranks(len(kept)))]  # equal batches on every rank
-        info = self._across_ranks(self._rollout_metrics(all_rewards, components, dropped, kept))
+        info = self._across_ranks({**self._rollout_metrics(all_rewards, components, dropped, kept),
+                                   **mean_components(observed, "metric/")})
         return (self._batch(kept) if kept else None), info
+
+    def _observe(self, prompts, texts, examples) -> list[dict[str, float | None]]:
+        """The ``metrics`` functions' components per sample (not part of the reward)."""
+        rows: list[dict[str, float | None]] = [{} for _ in texts]
+        for _, fn in self.metric_fns:
+            for row, parts in zip(rows, fn(prompts, texts, examples)):
+                row.update(parts or {})
+        return rows
+
+    def _allowed(self, rollouts, constraints) -> list[dict[int, list[int]]]:
+        """What the constraint allowed at each sampled position, replayed per sample."""
+        g = self.params.group_size
+        lengths = rollouts.mask.sum(dim=1).tolist()
+        return [replay_allowed(constraints[row // g], rollouts.completion_ids[row, :int(n)].tolist())
+                for row, n in enumerate(lengths)]
 
     def _all_ranks(self, count: int) -> list[int]:
         """``count`` of every rank, in rank order (a collective: every rank must call it)."""
@@ -254,13 +290,14 @@ class RLStage(Trainer):
             groups=torch.arange(len(kept), device=self.accelerator.device).repeat_interleave(g),
             truncated=torch.cat([r.truncated[i * g:(i + 1) * g] for r, i, _ in kept]),
             group_size=g,
+            allowed=None if kept[0][0].allowed is None else [a for r, i, _ in kept for a in r.allowed[i * g:(i + 1) * g]],
         )
 
     def _forward(self, batch: RolloutBatch, model, with_values: bool):
         return completion_logprobs(
             model, batch.prompt_ids, batch.completion_ids, batch.group_size, self._pad_id(),
             temperature=self.engine.temperature,
-            value_head=self.extra.get("value_head") if with_values else None,
+            value_head=self.extra.get("value_head") if with_values else None, allowed=batch.allowed,
         )
 
     def _pad_id(self) -> int:

@@ -170,15 +170,15 @@ class HFRolloutEngine:
         texts = [""] * rows
         for _ in range(params.max_new_tokens):
             scaled = logits.float() / params.temperature
-            # a constraint filters what is sampled; the recorded log-prob stays the policy's own,
-            # which is what the trainer's forward pass recomputes (the ratio starts at 1)
             allowed = constrain(scaled.clone(), rules, finished) if rules is not None else scaled
             probs = filter_logits(allowed, params.top_k, params.top_p).softmax(dim=-1)
             token = sample_tokens(probs, generator, group_size)
             if rules is not None:
                 for row in torch.nonzero(~finished).flatten().tolist():
                     rules[row].advance(int(token[row]))
-            logp = scaled.log_softmax(dim=-1).gather(1, token[:, None]).squeeze(1)
+            # the log-prob of the distribution the token was drawn from: under a constraint,
+            # renormalised over the allowed tokens (the trainer scores the same, see replay_allowed)
+            logp = allowed.log_softmax(dim=-1).gather(1, token[:, None]).squeeze(1)
             token = torch.where(finished, torch.full_like(token, pad_id), token)
             tokens.append(token)
             masks.append((~finished).long())
@@ -234,15 +234,19 @@ def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, temperature: float =
     return logits.gather(-1, ids[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
-def completion_logprobs(model, prompt_ids, completion_ids, group_size, pad_id, temperature=1.0, value_head=None):
+def completion_logprobs(model, prompt_ids, completion_ids, group_size, pad_id, temperature=1.0, value_head=None,
+                        allowed=None):
     """Log-probs of the completion tokens (and values if ``value_head``), prompt run once per group.
 
     Differentiable: the prompt's KV cache is expanded across the group inside the
-    graph, so the backward pass also covers each prompt once.
+    graph, so the backward pass also covers each prompt once. ``allowed`` (per sample
+    {position: token ids}) renormalises those positions over the tokens a decoding
+    constraint allowed, the distribution the engine sampled from.
     """
     want_hidden = value_head is not None
     if recomputes_activations(model):
-        return _full_sequence_logprobs(model, prompt_ids, completion_ids, group_size, pad_id, temperature, value_head)
+        return _full_sequence_logprobs(model, prompt_ids, completion_ids, group_size, pad_id, temperature, value_head,
+                                       allowed)
     first_logits, cache, attention, last_prompt_hidden = prefill(model, prompt_ids, pad_id, group_size, want_hidden)
     rows, width = completion_ids.shape
     attention = torch.cat([attention, torch.ones(rows, width, dtype=attention.dtype, device=attention.device)], dim=1)
@@ -253,6 +257,12 @@ def completion_logprobs(model, prompt_ids, completion_ids, group_size, pad_id, t
     # the first completion token is predicted by the prompt's last position; no [N, T, V] copy is made
     logprobs = torch.cat([token_logprobs(first_logits[:, None], completion_ids[:, :1], temperature),
                           token_logprobs(out.logits[:, :-1], completion_ids[:, 1:], temperature)], dim=1)
+    if allowed:
+        def logits_at(rows, positions):  # position p is predicted by the prompt's end (p = 0) or token p - 1
+            later = out.logits[rows, (positions - 1).clamp(min=0)]
+            return torch.where((positions == 0)[:, None], first_logits[rows], later)
+
+        logprobs = renormalise_constrained(logprobs, logits_at, completion_ids, allowed, temperature)
     if not want_hidden:
         return logprobs, None
     # the value of state t is read where token t is predicted: last prompt position, then completions
@@ -271,7 +281,40 @@ def recomputes_activations(model) -> bool:
     return False
 
 
-def _full_sequence_logprobs(model, prompt_ids, completion_ids, group_size, pad_id, temperature, value_head):
+def renormalise_constrained(logprobs, logits_at, completion_ids, allowed, temperature):
+    """``logprobs`` with each constrained position's value replaced by the token's log-prob
+    under softmax over the allowed tokens only; ``logits_at(rows, positions)`` gives the
+    logits that predicted those positions. Out of place, so gradients flow through both."""
+    cells = [(row, pos, ids) for row, positions in enumerate(allowed) for pos, ids in positions.items()
+             if pos < completion_ids.shape[1]]
+    if not cells:
+        return logprobs
+    device = completion_ids.device
+    rows = torch.tensor([c[0] for c in cells], device=device)
+    positions = torch.tensor([c[1] for c in cells], device=device)
+    width = max(len(c[2]) for c in cells)
+    ids = torch.tensor([c[2] + [c[2][0]] * (width - len(c[2])) for c in cells], device=device)
+    valid = torch.tensor([[True] * len(c[2]) + [False] * (width - len(c[2])) for c in cells], device=device)
+    scaled = logits_at(rows, positions).float() / temperature
+    subset = scaled.gather(1, ids).masked_fill(~valid, float("-inf"))
+    chosen = scaled.gather(1, completion_ids[rows, positions][:, None]).squeeze(1)
+    return logprobs.index_put((rows, positions), chosen - torch.logsumexp(subset, dim=1))
+
+
+def replay_allowed(constraint, tokens: Sequence[int]) -> dict[int, list[int]]:
+    """Feed a fresh copy of ``constraint`` the sampled tokens; {position: allowed ids} where it
+    restricted the vocabulary. Constraints are deterministic, so this is what the engine used."""
+    state, allowed = copy.deepcopy(constraint), {}
+    for position, token in enumerate(tokens):
+        ids = state.allowed()
+        if ids:
+            allowed[position] = list(ids)
+        state.advance(int(token))
+    return allowed
+
+
+def _full_sequence_logprobs(model, prompt_ids, completion_ids, group_size, pad_id, temperature, value_head,
+                            allowed=None):
     """completion_logprobs without a cache: each sample runs its prompt and completion in one pass."""
     ids, attention = left_pad([p.to(model_device(model)) for p in prompt_ids], pad_id)
     ids, attention = ids.repeat_interleave(group_size, dim=0), attention.repeat_interleave(group_size, dim=0)
@@ -281,6 +324,9 @@ def _full_sequence_logprobs(model, prompt_ids, completion_ids, group_size, pad_i
                 position_ids=_positions(attention), use_cache=False, output_hidden_states=value_head is not None)
     # position t predicts token t + 1: the last prompt position predicts the first completion token
     logprobs = token_logprobs(out.logits[:, width - 1:-1], completion_ids, temperature)
+    if allowed:
+        logprobs = renormalise_constrained(logprobs, lambda rows, pos: out.logits[rows, width - 1 + pos],
+                                           completion_ids, allowed, temperature)
     if value_head is None:
         return logprobs, None
     return logprobs, value_head(out.hidden_states[-1][:, width - 1:-1]).squeeze(-1)

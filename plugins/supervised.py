@@ -30,10 +30,12 @@ class SFTParams(TrainingParams):
     """the example field holding the prompt"""
     completion_field: str = "completion"
     """the example field holding the target completion"""
-    segments_field: str = Field("segments", description="optional per-example [[text, weight], ...] completion")
+    segments_field: str | None = Field("segments", description="optional per-example [[text, weight], ...] "
+                                       "completion; null: train on completion_field alone")
     chat_template: bool = Field(False, description="wrap prompts with the tokenizer's chat template")
-    max_length: int = Field(512, gt=1)
-    """longest prompt + completion, in tokens; the end of a longer example is cut"""
+    max_length: int | None = Field(None, gt=1)
+    """longest prompt + completion allowed, in tokens (unset: the data's longest, within the
+    model's context). A longer example stops the stage: cutting it would drop trained tokens"""
     batch_size: int = Field(8, gt=0)
     """examples per step"""
     epochs: float = Field(1.0, gt=0)
@@ -66,6 +68,7 @@ class SFTStage(Trainer):
         steps = max(1, int(len(examples) * params.epochs / params.batch_size))
         self.setup(context, steps)
         encoded = [self.encode(e) for e in examples]
+        self._check_lengths(encoded)
         losses = list(getattr(self, "resumed_state", {}).get("losses", []))
         bar = self.progress("sft")
         for step in range(self.start_step, steps):
@@ -85,7 +88,7 @@ class SFTStage(Trainer):
     def _check_targets(self, examples: list[dict[str, Any]]) -> None:
         p = self.params
         for index, example in enumerate(examples):
-            if not example.get(p.segments_field) and p.completion_field not in example:
+            if not (p.segments_field and example.get(p.segments_field)) and example.get(p.completion_field) is None:
                 raise ReasonRLError(
                     f"sft stage {self.context.stage_id!r}: row {index} of split {p.split!r} has neither "
                     f"{p.completion_field!r} nor {p.segments_field!r}; its fields are {sorted(example)}. "
@@ -95,7 +98,7 @@ class SFTStage(Trainer):
         p = self.params
         prompt = example[p.prompt_field]
         prompt = chat_prompt(self.tokenizer, prompt, p.chat_template)
-        segments = example.get(p.segments_field) or [[example[p.completion_field], 1.0]]
+        segments = (p.segments_field and example.get(p.segments_field)) or [[example[p.completion_field], 1.0]]
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         weights = [0.0] * len(ids)
         for text, weight in segments:
@@ -104,7 +107,23 @@ class SFTStage(Trainer):
             weights += [float(weight)] * len(piece)
         ids.append(self.tokenizer.eos_token_id)
         weights.append(float(segments[-1][1]))
-        return ids[: p.max_length], weights[: p.max_length]
+        return ids, weights
+
+    def _check_lengths(self, encoded: list[tuple[list[int], list[float]]]) -> None:
+        """Stop before training if an example would not fit whole: never drop trained tokens."""
+        context = getattr(self.accelerator.unwrap_model(self.model).config, "max_position_embeddings", None)
+        limit, name = (self.params.max_length, "max_length") if self.params.max_length else (context, "the model's context")
+        if limit is None:
+            return
+        lengths = [len(ids) for ids, _ in encoded]
+        over = sum(length > limit for length in lengths)
+        if over:
+            fix = (f"raise max_length to at least {max(lengths)} or leave it unset" if name == "max_length"
+                   else "use a model with a longer context")
+            raise ReasonRLError(
+                f"sft stage {self.context.stage_id!r}: {over} of {len(lengths)} examples are longer than {name} "
+                f"({limit} tokens; the longest has {max(lengths)}), and cutting them would drop trained tokens (the "
+                f"end of the answer and its end-of-sequence token). Fix: {fix}, or shorten the prompts.")
 
     def train_on(self, batch: list[tuple[list[int], list[float]]]) -> float:
         """One optimiser step over ``batch``, split into ``gradient_accumulation`` micro-batches."""

@@ -124,3 +124,39 @@ def test_gradient_checkpointing_gives_the_same_logprobs_values_and_gradients():
     cached, recomputed = run(False), run(True)
     for a, b in zip(cached, recomputed):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+class EvenTokensAfterFirst:
+    """Allows only even token ids from the second position on (a stateful toy constraint)."""
+
+    def __init__(self):
+        self.position = 0
+
+    def allowed(self):
+        return list(range(2, 30, 2)) if self.position >= 1 else None
+
+    def advance(self, token):
+        self.position += 1
+
+
+def test_constrained_rollouts_record_and_train_the_same_renormalised_logprobs(policy):
+    from reasonrl.plugins.rollout import replay_allowed
+
+    model, tokenizer = policy
+    engine = HFRolloutEngine(SamplingParams(max_new_tokens=5, temperature=0.8))
+    rules = [EvenTokensAfterFirst(), EvenTokensAfterFirst()]
+    out = engine.generate(model, tokenizer, ["4713>", "12>"], 3, generator=torch.Generator().manual_seed(0),
+                          constraints=rules)
+    tokens = out.completion_ids[out.mask.bool()]
+    allowed = [replay_allowed(rules[row // 3], out.completion_ids[row, :int(out.mask[row].sum())].tolist())
+               for row in range(6)]
+    assert all(pos >= 1 for a in allowed for pos in a) and any(allowed)
+    assert all(int(out.completion_ids[row, pos]) % 2 == 0 for row, a in enumerate(allowed) for pos in a)
+    with torch.no_grad():
+        trained, _ = completion_logprobs(model, out.prompt_ids, out.completion_ids, 3, tokenizer.pad_token_id,
+                                         temperature=0.8, allowed=allowed)
+        unmasked, _ = completion_logprobs(model, out.prompt_ids, out.completion_ids, 3, tokenizer.pad_token_id,
+                                          temperature=0.8)
+    assert torch.allclose(trained * out.mask, out.logprobs * out.mask, atol=1e-5)
+    assert (unmasked * out.mask < trained * out.mask - 1e-3).any()  # the mask raised the constrained ones
+    assert tokens.numel() > 0

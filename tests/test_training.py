@@ -94,3 +94,77 @@ def test_fsdp_needs_gpu_processes_and_says_so(tmp_path, reasonrl_registry):
     with pytest.raises(ReasonRLError, match=r"fsdp is set, but accelerate shards only over GPU processes.*"
                                             r"accelerate launch --num_processes N"):
         run_pipeline(rl_config(tmp_path, fsdp={}), echo=lambda m: None)
+
+
+def test_dapo_clip_higher_acts_only_with_several_updates_per_batch(tmp_path, reasonrl_registry):
+    import json
+
+    def clip_fractions(updates):
+        config = rl_config(tmp_path / str(updates), steps=3, updates_per_batch=updates, lr=5e-2, checkpoint_every=0)
+        run_pipeline(config, echo=lambda m: None)
+        history = json.loads((tmp_path / str(updates) / "r" / "rl" / "history.json").read_text())
+        return [h["optim/clip_fraction"] for h in history if "optim/clip_fraction" in h]
+
+    assert all(f == 0.0 for f in clip_fractions(1))  # ratio 1 on the batch it was sampled from
+    assert any(f > 0.0 for f in clip_fractions(2))  # the second update moves off-policy: the clip bites
+
+
+def sft_stage(tmp_path, rows, **extra):
+    import json
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    data = tmp_path / "sft.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    stage = {"stage": "sft", "id": "sft", "model": {"source": "tiny", "tiny": {"hidden_size": 32}},
+             "dataset": {"name": "jsonl", "params": {"files": {"train": str(data)}}}, "batch_size": 2, "epochs": 1,
+             "progress": False, **extra}
+    return resolve_config({"run_name": "s", "output_dir": str(tmp_path / "runs"), "stages": [stage]})
+
+
+def test_sft_never_cuts_trained_tokens(tmp_path, reasonrl_registry):
+    from reasonrl.core.errors import ReasonRLError
+
+    rows = [{"prompt": "12>", "completion": "12" * 20}, {"prompt": "3>", "completion": "3"}]
+    with pytest.raises(ReasonRLError, match=r"1 of 2 examples are longer than max_length \(16 tokens; the longest "
+                                            r"has 4\d\).*raise max_length to at least 4\d or leave it unset"):
+        run_pipeline(sft_stage(tmp_path / "a", rows, max_length=16), echo=lambda m: None)
+    outputs = run_pipeline(sft_stage(tmp_path / "b", rows), echo=lambda m: None)  # unset: sized from the data
+    assert outputs["sft"]["steps"] == 1
+
+
+def test_sft_encodes_the_whole_example_and_can_ignore_segments(tmp_path, reasonrl_registry):
+    from reasonrl.core.manager import get_registry
+    from reasonrl.plugins.models import ModelSpec, TinyModelParams, load_policy
+
+    rows = [{"prompt": "12>", "segments": [["9" * 30, 0.5], ["21", 1.0]], "answer": "21"}]
+    config = sft_stage(tmp_path, rows, segments_field=None, completion_field="answer")
+    stage = get_registry().build("stages", "sft", config.stages[0].params)
+    _, stage.tokenizer = load_policy(ModelSpec(source="tiny", tiny=TinyModelParams(hidden_size=32)))
+    ids, weights = stage.encode(rows[0])
+    prompt = len(stage.tokenizer("12>", add_special_tokens=False)["input_ids"])
+    answer = len(stage.tokenizer("21", add_special_tokens=False)["input_ids"])
+    assert len(ids) == prompt + answer + 1 and ids[-1] == stage.tokenizer.eos_token_id
+    assert weights == [0.0] * prompt + [1.0] * (answer + 1)  # the reasoning segments are not trained
+
+
+def test_rl_logs_metrics_that_are_not_rewards(tmp_path, reasonrl_registry, register_plugin):
+    import json
+    import types
+
+    from reasonrl import hookimpl
+
+    class Length:
+        def __init__(self, params=None):
+            pass
+
+        def __call__(self, prompts, completions, examples):
+            return [{"chars": float(len(c)), "never": None} for c in completions]
+
+    plugin = types.ModuleType("metric_plugin")
+    plugin.register_reward_functions = hookimpl(lambda register: register("chars_metric", Length))
+    register_plugin(plugin, name="metric_plugin")
+    config = rl_config(tmp_path, steps=2, metrics=["chars_metric"], checkpoint_every=0)
+    run_pipeline(config, echo=lambda m: None)
+    history = json.loads((tmp_path / "r" / "rl" / "history.json").read_text())
+    assert all(h["metric/chars"] >= 0 and "metric/never" not in h for h in history)
+    assert all("reward/chars" not in h for h in history)  # never part of the reward

@@ -81,11 +81,15 @@ def test_engine_obeys_a_constraint_for_every_sample():
     out = engine.generate(model, tok, ["ab", "ca"], 3, generator=torch.Generator().manual_seed(0),
                           constraints=[AlwaysB(), AlwaysB()])
     assert out.texts == ["bbbbb"] * 6
-    # the recorded log-probs are the policy's own (unmasked), as the trainer's forward recomputes them
-    from reasonrl.plugins.rollout import completion_logprobs
+    # the recorded log-probs are of the distribution sampled from: one allowed token has probability 1,
+    # and the trainer, told what was allowed, scores the same; unmasked it would not
+    from reasonrl.plugins.rollout import completion_logprobs, replay_allowed
 
+    assert out.logprobs.abs().max() < 1e-6
+    allowed = [replay_allowed(AlwaysB(), row.tolist()) for row in out.completion_ids]
     with torch.no_grad():
-        recomputed, _ = completion_logprobs(model, out.prompt_ids, out.completion_ids, 3, tok.pad_token_id)
-    assert torch.allclose(recomputed * out.mask, out.logprobs, atol=1e-4) and (out.logprobs < -1e-3).all()
+        masked, _ = completion_logprobs(model, out.prompt_ids, out.completion_ids, 3, tok.pad_token_id, allowed=allowed)
+        unmasked, _ = completion_logprobs(model, out.prompt_ids, out.completion_ids, 3, tok.pad_token_id)
+    assert torch.allclose(masked * out.mask, out.logprobs, atol=1e-5) and (unmasked < -1e-3).all()
     free = engine.generate(model, tok, ["ab"], 4, generator=torch.Generator().manual_seed(0))
     assert any(t != "bbbbb" for t in free.texts)

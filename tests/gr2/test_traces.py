@@ -145,3 +145,35 @@ def test_no_accepted_trace_stops_with_the_rejection_counts(register_plugin, tmp_
     with pytest.raises(ReasonRLError, match=r"no trace accepted for 1 examples \(6 samples; rejections: \{'not_json': 6\}"):
         run_pipeline(resolve_config({"run_name": "g", "output_dir": str(tmp_path), "stages": [stage]},
                                     registry=registry), echo=lambda m: None)
+
+
+class RightTeacher:
+    def __init__(self, params):
+        pass
+
+    def generate(self, prompts, n=1):
+        return [[trace([2, 0, 1])] * n for _ in prompts]
+
+
+def test_keep_caps_the_sft_set_and_records_carry_the_answer_alone(register_plugin, tmp_path):
+    registry = register_teacher(register_plugin, tmp_path, "right", RightTeacher)
+    (tmp_path / "train.jsonl").write_text((json.dumps(EXAMPLE) + "\n") * 5)
+    stage = {"stage": "teacher_traces", "id": "traces", "teacher": "right", "keep": 3, "progress": False,
+             "dataset": {"name": "jsonl", "params": {"files": {"train": str(tmp_path / "train.jsonl")}}}}
+    summary = run_pipeline(resolve_config({"run_name": "k", "output_dir": str(tmp_path), "stages": [stage]},
+                                          registry=registry), echo=lambda m: None)["traces"]
+    assert summary["accepted"] == 5 and summary["kept"] == 3
+    records = [json.loads(line) for line in (tmp_path / "k" / "traces" / "sft.jsonl").read_text().splitlines()]
+    assert len(records) == 3
+    assert json.loads(records[0]["answer"])["recommendations"] == [CANDS[2], CANDS[0], CANDS[1]]
+    assert records[0]["segments"][1][0] == records[0]["answer"]  # the answer segment, without the reasoning
+
+
+def test_ranking_behaviour_metric():
+    from reasonrl.gr2_plugins.rewards import RankingBehaviour
+
+    first = dict(EXAMPLE, target_index=0)
+    got = RankingBehaviour()(None, [trace([0, 1, 2]), trace([1, 0, 2]), "nonsense", trace([0, 2, 1])],
+                             [first, first, first, EXAMPLE])
+    assert got == [{"identity_copy": 1.0, "kept_first": 1.0}, {"identity_copy": 0.0, "kept_first": 0.0},
+                   {"identity_copy": None, "kept_first": None}, {"identity_copy": 0.0, "kept_first": None}]
