@@ -81,8 +81,8 @@ def markdown_table(title: str, rows: dict[str, dict[str, Any]], n: int) -> str:
 
 
 def trace_lines(traces: dict[str, dict[str, Any]]) -> str:
-    lines = [f"- `{stage}` ({t['mode']}): {t['accepted']}/{t['examples']} accepted, {t.get('kept', t['accepted'])} kept "
-             f"({t['acceptance_rate']:.0%}), {t['tries_per_accepted']:.2f} samples per accepted trace"
+    lines = [f"- `{stage}` ({t['mode']}): {t['accepted']}/{t['examples']} accepted ({t['acceptance_rate']:.0%}), "
+             f"{t.get('kept', t['accepted'])} kept for SFT, {t['tries_per_accepted']:.2f} samples per accepted trace"
              for stage, t in traces.items()]
     return ("\n\nTeacher traces:\n" + "\n".join(lines)) if lines else ""
 
