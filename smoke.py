@@ -59,7 +59,7 @@ def gr2_pipeline(device_options: dict) -> list[dict]:
          "group_size": 2, **device_options},
         {"stage": "gr2_evaluate", "id": "evaluate", "dataset": _jsonl("prepare/test.jsonl"), "bootstrap_samples": 50,
          "variants": [{"name": "pre-ranker"}, {"name": "RL", "stage": "rl"}],
-         "sampling": {"top_k": 1, "max_new_tokens": 8}},
+         "sampling": {"top_k": 1, "max_new_tokens": 8, "prompt_batch_size": 4}, "constraint": {"name": "sid_trie"}},
     ]
 
 

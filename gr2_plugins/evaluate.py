@@ -89,6 +89,16 @@ def trace_lines(traces: dict[str, dict[str, Any]]) -> str:
 
 class GR2Evaluate(VariantEvaluation):
     bar_metrics = ("recall@1", "recall@5", "ndcg@5")
+    best_metric = "ndcg@5"
+
+    def decode_settings(self, variant: Variant):
+        from reasonrl.plugins.manifest import DecodeSettings
+
+        if variant.stage is None:
+            return None
+        p = self.params
+        return DecodeSettings(stage=variant.stage, chat_template=variant.chat_template, constraint=p.constraint,
+                              max_new_tokens=p.sampling.max_new_tokens, prompt_batch_size=p.sampling.prompt_batch_size)
 
     def score_variant(self, context: StageContext, variant: Variant, examples: list[dict]) -> dict[str, Any]:
         outputs = None if variant.stage is None else self.generate(context, variant, examples)

@@ -46,19 +46,35 @@ def read_items(path: Path) -> dict[str, dict]:
 class Reranker:
     """``Reranker.from_run(run_dir).rerank(history_ids, candidate_ids)``"""
 
-    def __init__(self, model, tokenizer, items: dict[str, dict], max_new_tokens: int = 256, history_items: int = 10):
+    def __init__(self, model, tokenizer, items: dict[str, dict], max_new_tokens: int | None = None,
+                 history_items: int = 10, settings=None):
+        """``settings``: a DecodeSettings (chat template, constraint, answer length), as the run's
+        evaluation decoded this model; ``max_new_tokens`` overrides its answer length."""
+        from reasonrl.plugins.manifest import DecodeSettings, constraint_for
+
         self.model, self.tokenizer, self.items = model.eval(), tokenizer, items
-        self.max_new_tokens, self.history_items = max_new_tokens, history_items
+        settings = settings or DecodeSettings(stage="?")
+        self.settings = settings if max_new_tokens is None else settings.model_copy(
+            update={"max_new_tokens": max_new_tokens})
+        self.constraint = constraint_for(self.settings)
+        self.history_items = history_items
+        self.why = ""
         self._by_title = {item["title"].lower(): item_id for item_id, item in items.items()}
 
     @classmethod
     def from_run(cls, run_dir: str | Path, stage: str | None = None, device: str | None = None, dtype: str = "auto",
                  **kwargs) -> "Reranker":
+        """The asked stage, else the best variant of the run's evaluation, decoded as evaluated."""
+        from reasonrl.plugins.manifest import choose_model
         from reasonrl.plugins.models import load_trained
 
         run_dir = Path(run_dir)
         items = read_items(find_items_file(run_dir))
-        return cls(*load_trained(run_dir, stage, device, dtype), items, **kwargs)
+        settings, why = choose_model(run_dir, stage)
+        kwargs.setdefault("history_items", prepared_history_items(run_dir))
+        reranker = cls(*load_trained(run_dir, settings.stage, device, dtype), items, settings=settings, **kwargs)
+        reranker.why = why
+        return reranker
 
     def resolve(self, refs: Sequence[str], role: str) -> list[str]:
         """Item ids for ids or exact titles; unknown items fail with suggestions."""
@@ -77,18 +93,38 @@ class Reranker:
 
     def rerank_many(self, requests: Sequence[tuple[Sequence[str], Sequence[str]]]) -> list[RerankResult]:
         """(history, candidates) pairs, decoded as one batch."""
-        from reasonrl.plugins.evaluation import greedy_texts
+        from reasonrl.plugins.manifest import decode
 
         resolved = [(self.resolve(h, "history")[-self.history_items:], self.resolve(c, "candidate"))
                     for h, c in requests]
         prompts = [student_prompt([self.items[i] for i in h], [self.items[i] for i in c]) for h, c in resolved]
-        texts = greedy_texts(self.model, self.tokenizer, prompts, self.max_new_tokens)
+        constraints = None if self.constraint is None else [
+            self.constraint.for_example(self.tokenizer, {"prompt": prompt, "candidates": [self.items[i]["sid"] for i in c]})
+            for prompt, (_, c) in zip(prompts, resolved)]
+        texts = decode(self.model, self.tokenizer, prompts, self.settings, constraints)
         results = []
         for (_, candidate_ids), text in zip(resolved, texts):
             parsed = parse_ranking(text, [self.items[i]["sid"] for i in candidate_ids])
             ranking = [candidate_ids[j] for j in parsed.order] if parsed.valid else None
             results.append(RerankResult(ranking, parsed.explanation, text, parsed.error))
         return results
+
+
+def prepared_history_items(run_dir: Path) -> int:
+    """How many history items the run's gr2_prepare stage put in each prompt."""
+    import yaml
+
+    from reasonrl.gr2_plugins.prepare import GR2PrepareParams
+
+    default = GR2PrepareParams.model_fields["history_items"].default
+    config = Path(run_dir) / "config.resolved.yaml"
+    if not config.exists():
+        return default
+    stages = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("stages", [])
+    for stage in stages:
+        if stage.get("stage") == "gr2_prepare":
+            return int(stage.get("history_items", stage.get("params", {}).get("history_items", default)))
+    return default
 
 
 def read_requests(path: Path) -> list[dict]:
@@ -118,18 +154,23 @@ class RerankCommand:
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("run_dir", help="a run folder with a gr2_prepare stage and a trained model")
-        parser.add_argument("--stage", help="which training stage's model (default: the newest)")
+        parser.add_argument("--stage", help="which training stage's model (default: the best variant of the "
+                                            "run's evaluation report, else the newest)")
         parser.add_argument("--history", nargs="+", default=[], help="item ids or exact titles, oldest first")
         parser.add_argument("--candidates", nargs="+", default=[], help="item ids or exact titles to rerank")
         parser.add_argument("--batch", help="JSONL with {history: [...], candidates: [...]} per line; "
                                             "writes one JSON result per line to stdout")
-        parser.add_argument("--max-new-tokens", type=int, default=256)
+        parser.add_argument("--max-new-tokens", type=int, default=None, help="default: what the evaluation used")
         add_inference_arguments(parser)
 
     def run(self, args) -> int:
+        import sys
+
         requests = read_requests(Path(args.batch)) if args.batch else None
         reranker = Reranker.from_run(args.run_dir, args.stage, device=args.device, dtype=args.dtype,
                                      max_new_tokens=args.max_new_tokens)
+        print(f"model: stage {reranker.settings.stage!r} ({reranker.why}); decoding as {reranker.settings.origin}",
+              file=sys.stderr)
         if requests is not None:
             return self.run_batch(reranker, requests)
         if not args.candidates:
@@ -188,6 +229,6 @@ class RerankEndpoint:
         return [{"model": served.name, **asdict(r)} for r in self.reranker(served).rerank_many(payloads)]
 
     def reranker(self, served) -> Reranker:
-        return served.shared("reranker", lambda: Reranker(served.model, served.tokenizer,
-                                                          read_items(find_items_file(served.run_dir)),
-                                                          max_new_tokens=served.options.max_new_tokens))
+        return served.shared("reranker", lambda: Reranker(
+            served.model, served.tokenizer, read_items(find_items_file(served.run_dir)),
+            history_items=prepared_history_items(served.run_dir), settings=served.settings))

@@ -135,6 +135,16 @@ def reliability_plot(path, rows: dict[str, dict[str, Any]]) -> None:
 
 class ModerationEvaluate(VariantEvaluation):
     bar_metrics = ("accuracy", "macro_f1", "roc_auc")
+    best_metric = "macro_f1"
+
+    def decode_settings(self, variant):
+        from reasonrl.plugins.manifest import DecodeSettings
+
+        if variant.stage is None:
+            return None
+        return DecodeSettings(stage=variant.stage, chat_template=variant.chat_template,
+                              max_new_tokens=self.params.sampling.max_new_tokens,
+                              prompt_batch_size=self.params.sampling.prompt_batch_size)
 
     def score_variant(self, context: StageContext, variant, examples: list[dict]) -> dict[str, Any]:
         if variant.baseline_stage:

@@ -28,16 +28,29 @@ class Classification:
 
 
 class Classifier:
-    def __init__(self, model, tokenizer, max_new_tokens: int = 256, chat_template: bool = True) -> None:
+    def __init__(self, model, tokenizer, max_new_tokens: int | None = None, chat_template: bool = True,
+                 settings=None) -> None:
+        """``settings``: a DecodeSettings as the run's evaluation decoded this model (it then decides
+        the chat template); ``max_new_tokens`` overrides its answer length."""
+        from reasonrl.plugins.manifest import DecodeSettings
+
         self.model, self.tokenizer = model.eval(), tokenizer
-        self.max_new_tokens, self.chat_template = max_new_tokens, chat_template
+        settings = settings or DecodeSettings(stage="?", chat_template=chat_template)
+        self.settings = settings if max_new_tokens is None else settings.model_copy(
+            update={"max_new_tokens": max_new_tokens})
+        self.why = ""
 
     @classmethod
     def from_run(cls, run_dir: str | Path, stage: str | None = None, device: str | None = None, dtype: str = "auto",
                  **kwargs) -> "Classifier":
+        """The asked stage, else the best variant of the run's evaluation, decoded as evaluated."""
+        from reasonrl.plugins.manifest import choose_model
         from reasonrl.plugins.models import load_trained
 
-        return cls(*load_trained(Path(run_dir), stage, device, dtype), **kwargs)
+        settings, why = choose_model(Path(run_dir), stage)
+        classifier = cls(*load_trained(Path(run_dir), settings.stage, device, dtype), settings=settings, **kwargs)
+        classifier.why = why
+        return classifier
 
     def classify(self, texts: Sequence[str], policy: str) -> list[Classification]:
         """Verdicts for ``texts`` under a policy file or built-in task name."""
@@ -47,13 +60,11 @@ class Classifier:
 
     def classify_with(self, texts: Sequence[str], meta: dict, policy_text: str) -> list[Classification]:
         """Verdicts under an already loaded policy (front matter with ``labels``, body text)."""
-        from reasonrl.plugins.evaluation import greedy_texts
-        from reasonrl.plugins.models import chat_prompt
+        from reasonrl.plugins.manifest import decode
 
         labels = meta["labels"]
-        prompts = [chat_prompt(self.tokenizer, classifier_prompt(policy_text, text, labels), self.chat_template)
-                   for text in texts]
-        texts = greedy_texts(self.model, self.tokenizer, prompts, self.max_new_tokens)
+        prompts = [classifier_prompt(policy_text, text, labels) for text in texts]
+        texts = decode(self.model, self.tokenizer, prompts, self.settings)
         return [Classification(**asdict(parse_verdict(text, labels))) for text in texts]
 
 
@@ -66,13 +77,16 @@ class ClassifyCommand:
     def add_arguments(self, parser) -> None:
         parser.add_argument("run_dir")
         parser.add_argument("--policy", required=True, help="a policy file, or a built-in task name")
-        parser.add_argument("--stage", help="which training stage's model (default: the newest)")
-        parser.add_argument("--max-new-tokens", type=int, default=256)
+        parser.add_argument("--stage", help="which training stage's model (default: the best variant of the "
+                                            "run's evaluation report, else the newest)")
+        parser.add_argument("--max-new-tokens", type=int, default=None, help="default: what the evaluation used")
         add_inference_arguments(parser)
 
     def run(self, args) -> int:
         classifier = Classifier.from_run(args.run_dir, args.stage, device=args.device, dtype=args.dtype,
                                          max_new_tokens=args.max_new_tokens)
+        print(f"model: stage {classifier.settings.stage!r} ({classifier.why}); decoding as "
+              f"{classifier.settings.origin}", file=sys.stderr)
         texts = []
         for number, line in enumerate(sys.stdin, 1):
             if line.strip():
@@ -111,8 +125,8 @@ class ClassifyEndpoint:
 
     def run_batch(self, served, key, payloads) -> list[dict]:
         """Requests under one policy: one ``Classifier`` call over all their texts, split back."""
-        classifier = served.shared("classifier", lambda: Classifier(
-            served.model, served.tokenizer, max_new_tokens=served.options.max_new_tokens))
+        classifier = served.shared("classifier", lambda: Classifier(served.model, served.tokenizer,
+                                                                    settings=served.settings))
         _, meta, text, name = payloads[0]
         verdicts = classifier.classify_with([t for p in payloads for t in p[0]], meta, text)
         out, start = [], 0

@@ -31,17 +31,6 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], sampling, samples: 
     return out
 
 
-def greedy_texts(model, tokenizer, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
-    """One greedy completion per (already formatted) prompt: what inference commands answer."""
-    import torch
-
-    from reasonrl.plugins.rollout import HFRolloutEngine, SamplingParams, model_device
-
-    engine = HFRolloutEngine(SamplingParams(top_k=1, max_new_tokens=max_new_tokens))
-    generator = torch.Generator(device=model_device(model)).manual_seed(0)
-    return engine.generate(model, tokenizer, list(prompts), 1, generator=generator).texts
-
-
 def write_outputs(folder: Path, variant: str, rows: Sequence[dict]) -> Path:
     """Every generated answer of one variant, as ``outputs_<variant>.jsonl`` (written atomically)."""
     from reasonrl.core.io import atomic_write_jsonl
@@ -94,7 +83,22 @@ class VariantEvaluation:
         rows = {variant.name: self.score_variant(context, variant, examples) for variant in p.variants}
         payload, table = self.report(context, rows, examples)
         write_report(context.stage_dir, payload, table, rows, self.bar_metrics)
+        self.write_manifest(context, rows)
         return {"report_markdown": table, "rows": self.summary_rows(rows)}
+
+    best_metric = ""  # the report column that picks the run's default model
+
+    def decode_settings(self, variant):
+        """How ``variant`` was decoded (a DecodeSettings), or None for a row without a trained stage."""
+        return None
+
+    def write_manifest(self, context, rows: dict[str, dict[str, Any]]) -> None:
+        """The settings each trained variant was evaluated with, and the best one (plugins/manifest.py)."""
+        from reasonrl.plugins.manifest import write_evaluation_manifest
+
+        settings = [s for v in self.params.variants if (s := self.decode_settings(v)) is not None]
+        names = {v.stage: v.name for v in self.params.variants if getattr(v, "stage", None)}
+        write_evaluation_manifest(context.stage_dir, context.stage_id, settings, self.best_metric, rows, names)
 
     def score_variant(self, context, variant, examples: list[dict]) -> dict[str, Any]:
         raise NotImplementedError

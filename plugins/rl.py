@@ -131,6 +131,11 @@ class RLStage(Trainer):
         self.save_model({"history": history})
         return self._summary(history)
 
+    def decode_settings(self):
+        settings = super().decode_settings()
+        answer = getattr(getattr(self.engine, "params", None), "max_new_tokens", settings.max_new_tokens)
+        return settings.model_copy(update={"constraint": self.params.constraint, "max_new_tokens": answer})
+
     def _history(self) -> list[dict[str, float]]:
         return list(getattr(self, "resumed_state", {}).get("history", []))
 

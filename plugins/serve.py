@@ -78,18 +78,25 @@ class ServedRun:
     """A trained run's model, with the packs' inference objects built on it when first asked."""
 
     def __init__(self, run_dir: Path, stage: str | None, model, tokenizer, options: ServeOptions) -> None:
-        self.run_dir, self.model, self.tokenizer, self.options = run_dir, model.eval(), tokenizer, options
-        from reasonrl.plugins.models import find_model_dir
+        from reasonrl.plugins.manifest import choose_model
 
-        self.stage = stage or find_model_dir(run_dir).parent.name
+        self.run_dir, self.model, self.tokenizer, self.options = run_dir, model.eval(), tokenizer, options
+        # how the packs' routes decode: as the run's evaluation measured this stage
+        settings, self.why = choose_model(run_dir, stage)
+        # the server's --max-new-tokens caps every answer, the packs' routes too
+        self.settings = settings.model_copy(update={"max_new_tokens": min(settings.max_new_tokens,
+                                                                          options.max_new_tokens)})
+        self.stage = self.settings.stage
         self.name = f"{run_dir.name}/{self.stage}"
         self._shared: dict[str, Any] = {}
 
     @classmethod
     def load(cls, run_dir: str | Path, stage: str | None, options: ServeOptions, device: str | None = None,
              dtype: str = "auto") -> "ServedRun":
+        from reasonrl.plugins.manifest import choose_model
         from reasonrl.plugins.models import load_trained
 
+        stage = choose_model(Path(run_dir), stage)[0].stage
         return cls(Path(run_dir), stage, *load_trained(Path(run_dir), stage, device, dtype), options)
 
     def shared(self, key: str, factory: Callable[[], Any]) -> Any:
@@ -399,7 +406,8 @@ class ServeCommand:
         from reasonrl.plugins.models import add_inference_arguments
 
         parser.add_argument("run_dir", help="a finished run folder")
-        parser.add_argument("--stage", help="which training stage's model (default: the newest)")
+        parser.add_argument("--stage", help="which training stage's model (default: the best variant of the "
+                                            "run's evaluation report, else the newest)")
         parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--max-new-tokens", type=int, default=256, help="the cap on max_tokens per request")

@@ -16,6 +16,7 @@ from reasonrl.core.contracts import StageContext
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.registry import Params
 from reasonrl.plugins.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from reasonrl.plugins.manifest import DecodeSettings, write_training_manifest
 from reasonrl.plugins.models import MODEL_DIR, ModelSpec, load_policy, save_policy
 
 
@@ -343,9 +344,16 @@ class Trainer:
         if not self.accelerator.is_main_process:
             return folder
         try:
-            return save_policy(model, self.tokenizer, folder)
+            saved = save_policy(model, self.tokenizer, folder)
+            write_training_manifest(saved, self.decode_settings())
+            return saved
         except OSError as exc:
             self._keep_finished_training(state, exc)
+
+    def decode_settings(self) -> DecodeSettings:
+        """How the saved model expects to be queried (a stage with rollouts adds its constraint)."""
+        return DecodeSettings(stage=self.context.stage_id, chat_template=getattr(self.params, "chat_template", False),
+                              origin=f"training {self.context.stage_id}")
 
     def _keep_finished_training(self, state: dict[str, Any] | None, exc: OSError) -> None:
         folder = self.context.stage_dir / MODEL_DIR

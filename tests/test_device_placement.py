@@ -72,14 +72,15 @@ def test_training_stages_create_every_tensor_on_an_explicit_device(tmp_path, opt
 
 def test_inference_and_judging_create_every_tensor_on_an_explicit_device(reasonrl_registry):
     from reasonrl.moderation_plugins.judges import HFJudge, HFJudgeParams
-    from reasonrl.plugins.evaluation import generate_texts, greedy_texts
+    from reasonrl.plugins.evaluation import generate_texts
+    from reasonrl.plugins.manifest import DecodeSettings, decode
     from reasonrl.plugins.models import ModelSpec, TinyModelParams, load_policy
     from reasonrl.plugins.rollout import SamplingParams
 
     model, tokenizer = load_policy(ModelSpec(source="tiny", tiny=TinyModelParams(hidden_size=32, intermediate_size=64)))
     recorder = ImplicitDeviceRecorder()
     with recorder:
-        greedy_texts(model, tokenizer, ["12"], 3)
+        decode(model, tokenizer, ["12"], DecodeSettings(stage="x", max_new_tokens=3))
         generate_texts(model, tokenizer, ["12", "3"], SamplingParams(max_new_tokens=3), samples=2, progress=False)
         judge = HFJudge(HFJudgeParams(model=ModelSpec(source="tiny"), chat_template=False))
         judge.probability_yes(["a? ", "b? "])

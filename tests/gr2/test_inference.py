@@ -61,3 +61,53 @@ def test_rerank_batch_file_problems_are_named(tmp_path, reasonrl_registry, capsy
     bad.write_text('{"history": [], "candidates": ["1", "2"]}\n{oops\n')
     assert main(["rerank", str(tmp_path), "--batch", str(bad)]) == 2
     assert f"{bad}:2: not JSON" in capsys.readouterr().err
+
+
+def test_rerank_answers_exactly_as_the_evaluation_measured(tmp_path, reasonrl_registry):
+    """Reranker.from_run (behind rerank and serve) picks the report's best variant and decodes it
+    with the evaluation's chat template, constraint, answer length and batching."""
+    import json
+
+    from reasonrl.gr2_plugins.inference import Reranker
+    from reasonrl.smoke import run_smoke
+
+    run_dir = run_smoke("gr2", tmp_path)["run_dir"]
+    reranker = Reranker.from_run(run_dir, device="cpu")
+    assert reranker.settings.stage == "rl" and "best ndcg@5" in reranker.why
+    assert reranker.settings.constraint.name == "sid_trie" and reranker.settings.max_new_tokens == 8
+    test = [json.loads(line) for line in (run_dir / "prepare" / "test.jsonl").read_text().splitlines()]
+    evaluated = [json.loads(line) for line in (run_dir / "evaluate" / "outputs_RL.jsonl").read_text().splitlines()]
+    answers = reranker.rerank_many([(e["history"], e["candidate_ids"]) for e in test])
+    assert [a.text for a in answers] == [e["output"] for e in evaluated]
+    trained = json.loads((run_dir / "rl" / "model" / "inference.json").read_text())  # travels with an export
+    assert trained["constraint"]["name"] == "sid_trie" and trained["max_new_tokens"] == 8
+    assert trained["origin"] == "training rl" and trained["chat_template"] is False
+
+
+def test_choose_model_prefers_the_asked_stage_then_the_best_variant_then_the_newest(tmp_path):
+    import os
+
+    from reasonrl.core.io import atomic_write_json
+    from reasonrl.plugins.manifest import DecodeSettings, choose_model, write_evaluation_manifest, \
+        write_training_manifest
+
+    for number, stage in enumerate(["sft", "rl"]):
+        model = tmp_path / stage / "model"
+        model.mkdir(parents=True)
+        (model / "config.json").write_text("{}")
+        write_training_manifest(model, DecodeSettings(stage=stage, max_new_tokens=10 + number, origin=f"training {stage}"))
+        os.utime(model / "config.json", (1000 + number, 1000 + number))
+    settings, why = choose_model(tmp_path)
+    assert settings.stage == "rl" and settings.max_new_tokens == 11 and "newest" in why
+    rows = {"SFT": {"ndcg@5": 0.4}, "RL": {"ndcg@5": 0.3}}
+    (tmp_path / "evaluate").mkdir()
+    write_evaluation_manifest(tmp_path / "evaluate", "evaluate", [DecodeSettings(stage="sft", max_new_tokens=50),
+                                                                  DecodeSettings(stage="rl", max_new_tokens=60)],
+                              "ndcg@5", rows, {"sft": "SFT", "rl": "RL"})
+    settings, why = choose_model(tmp_path)
+    assert settings.stage == "sft" and settings.max_new_tokens == 50 and settings.origin == "evaluation evaluate"
+    assert why == "best ndcg@5 in the report of 'evaluate'"
+    assert choose_model(tmp_path, "rl")[0].max_new_tokens == 60
+    atomic_write_json(tmp_path / "evaluate" / "inference.json", {"kind": "evaluation", "evaluation": "evaluate",
+                                                                 "metric": "ndcg@5", "best": None, "variants": []})
+    assert choose_model(tmp_path, "sft")[0].origin == "training sft"  # not evaluated: as trained
