@@ -30,12 +30,14 @@ def main() -> None:
                             [splits[u].test for u in users])
         print(f"| {name} | {m['recall@10']:.4f} | {m['ndcg@10']:.4f} |")
     vectors = embed_texts([data.items[i].text for i in catalog])
-    print("\n| tokenizer | levels x codebook | unique raw | unique after collision handling |\n|---|---|---|---|")
-    for levels, size in ((4, 64), (4, 256), (3, 256)):
-        report = RQKMeans(SemanticIdParams(levels=levels, codebook_size=size)).fit(vectors).report()
-        print(f"| rq_kmeans | {levels} x {size} | {report['uniqueness_raw']:.4f} | {report['uniqueness']:.4f} |")
-    report = RQVAE(RQVAEParams(levels=4, codebook_size=64)).fit(vectors).report()
-    print(f"| rq_vae | 4 x 64 | {report['uniqueness_raw']:.4f} | {report['uniqueness']:.4f} |")
+    print("\n| tokenizer | levels x codebook | unique raw | unique after collision handling | items moved |\n"
+          "|---|---|---|---|---|")
+    runs = [(RQKMeans, SemanticIdParams, "rq_kmeans", levels, size) for levels, size in ((4, 64), (4, 256), (3, 256))]
+    runs += [(RQVAE, RQVAEParams, "rq_vae", levels, size) for levels, size in ((4, 64), (4, 256))]
+    for tokenizer, params, name, levels, size in runs:
+        report = tokenizer(params(levels=levels, codebook_size=size)).fit(vectors).report()
+        print(f"| {name} | {levels} x {size} | {report['uniqueness_raw']:.4f} | {report['uniqueness']:.4f} | "
+              f"{report['moved_by_collision_handling']} of {report['items']} |", flush=True)
 
 
 if __name__ == "__main__":

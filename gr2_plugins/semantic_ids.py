@@ -243,6 +243,7 @@ class _SemanticIds:
             "items": int(len(raw)),
             "uniqueness_raw": uniqueness(raw),
             "uniqueness": uniqueness(self.codes),
+            "moved_by_collision_handling": int((raw != resolved).any(axis=1).sum()),
             "collision_handling": self.params.collision,
             "dedup_token": self.params.dedup_token,
             "levels": level_usage(self.codes, self.params.sizes()),

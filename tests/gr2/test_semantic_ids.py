@@ -45,6 +45,9 @@ def test_rq_kmeans_makes_unique_codes_and_encodes_new_items():
     report = tokenizer.report()
     assert report["items"] == 1500 and report["uniqueness"] == 1.0
     assert report["uniqueness_raw"] <= report["uniqueness"]
+    # every raw duplicate but one keeps its code; the rest were moved to a free code
+    distinct_raw = len({tuple(row) for row in tokenizer.raw_codes})
+    assert report["moved_by_collision_handling"] == 1500 - distinct_raw
     assert tokenizer.codes.shape == (1500, 3) and tokenizer.codes.max() < 16
     assert [lvl["size"] for lvl in report["levels"]] == [16, 16, 16]
     # new items follow the same codebooks: a training item encodes to its raw code
