@@ -32,6 +32,9 @@ class TasteTeacherParams(Params):
     """weight of the release-era match in a candidate's score"""
     prior_weight: float = Field(0.3, ge=0, description="bonus for the upstream ranker's early positions")
     explained_items: int = Field(3, ge=1, description="candidates the reasoning discusses")
+    copy_share: float = Field(0.0, ge=0, le=1, description=(
+        "probability that a sample keeps the input order, answer included (a teacher with a copying "
+        "habit: the start policy of the reward-hacking experiment)"))
     seed: int = 0
     """seed of the Gumbel noise"""
 
@@ -118,6 +121,8 @@ class TasteProfileTeacher:
         order = sorted(range(len(candidates)), key=lambda i: -noisy[i])
         if target is not None:
             order = sorted(order, key=lambda i: candidates[i].sid != target)
+        if self.params.copy_share and self.random.random() < self.params.copy_share:
+            order = list(range(len(candidates)))  # copies the pre-ranker, whatever the target
         return self.explain(history, candidates, order, profile)
 
     def explain(self, history, candidates, order, profile) -> str:

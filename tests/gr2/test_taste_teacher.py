@@ -59,3 +59,19 @@ def test_targeted_mode_puts_the_target_first_and_noise_varies_samples():
     assert again.generate([teacher_prompt(HISTORY, CANDS)], 20)[0] == \
         TasteProfileTeacher(TasteTeacherParams(temperature=5.0, seed=1)).generate([teacher_prompt(HISTORY, CANDS)], 20)[0]
     assert json.loads(trace.splitlines()[-1])["recommendations"][0] == CANDS[2]["sid"]
+
+
+def test_copy_share_makes_a_teacher_that_copies_the_input_order():
+    prompt = teacher_prompt(HISTORY, CANDS, target=CANDS[2])  # targeted: the honest answer puts Scream first
+    identity = list(range(len(CANDS)))
+
+    def orders(copy_share):
+        teacher = TasteProfileTeacher(TasteTeacherParams(temperature=1.0, copy_share=copy_share, seed=1))
+        return [parse_ranking(t, EXAMPLE["candidates"]).order for t in teacher.generate([prompt], 200)[0]]
+
+    assert all(order == identity for order in orders(1.0))
+    honest = orders(0.0)
+    assert all(order[0] == 2 for order in honest)  # never a copy: the target leads
+    half = orders(0.5)
+    copies = sum(order == identity for order in half)
+    assert 70 <= copies <= 130  # about half of 200 samples (binomial, 4.2 standard deviations)
