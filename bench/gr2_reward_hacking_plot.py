@@ -44,6 +44,7 @@ def main() -> None:
             values = series(args.run_dir, stage, metric)
             ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=name)
             print(f"| {name} | {metric} | {window_mean(values[:5]):.3f} | {window_mean(values[-5:]):.3f} |")
+        ax.set_ylim(-0.02, 1.02)  # both are rates in [0, 1]
         ax.set_xlabel("RL step")
         ax.set_title(label)
         ax.legend(fontsize=8)
