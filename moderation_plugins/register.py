@@ -24,6 +24,8 @@ def register_datasets(register):
 @hookimpl
 def register_reward_functions(register):
     register("label_accuracy", f"{M}.rewards:LabelAccuracy", summary="1 if the parsed label is the gold label")
+    register("verdict_labels", f"{M}.rewards:VerdictLabels",
+             summary="metric, not a reward: the share of answers per label (rl: metrics)")
     register("verdict_format", f"{M}.rewards:VerdictFormat",
              summary="1 if the answer has reasoning, a known label and a probability")
     register("reasoning_length", f"{M}.rewards:ReasoningLength", params=f"{M}.rewards:ReasoningLengthParams",

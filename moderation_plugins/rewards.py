@@ -45,6 +45,23 @@ class LabelAccuracy:
                 for c, e in zip(completions, examples)]
 
 
+class VerdictLabels:
+    """Not a reward: which label each answer gave (``label=<name>`` 1/0, ``label=none`` when
+    none parsed). Logged with the rl stage's ``metrics``, the per-step shares show a policy
+    collapsing onto one label long before accuracy says so."""
+
+    def __init__(self, params=None) -> None:
+        self.params = params
+
+    def __call__(self, prompts, completions, examples):
+        out = []
+        for completion, example in zip(completions, examples):
+            label = parse_verdict(completion, example["labels"]).label
+            out.append({f"label={name}": float(label == name) for name in example["labels"]}
+                       | {"label=none": float(label is None)})
+        return out
+
+
 class VerdictFormat:
     """1 when the answer has reasoning, a known label and a probability in [0, 1]."""
 

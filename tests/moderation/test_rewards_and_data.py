@@ -84,3 +84,14 @@ def test_tfidf_baseline_learns_a_keyword_rule(tmp_path, reasonrl_registry):
     summary = run_pipeline(resolve_config({"run_name": "b", "output_dir": str(tmp_path), "stages": [stage]}),
                            echo=lambda m: None)["b"]
     assert summary["test/accuracy"] == 1.0 and summary["test/roc_auc"] == 1.0 and summary["train_examples"] == 40
+
+
+def test_verdict_labels_metric_counts_each_answer_once():
+    from reasonrl.moderation_plugins.rewards import VerdictLabels
+    from reasonrl.plugins.rl import mean_components
+
+    answers = ["Label: spam", "Label: spam", "Label: ham", "no verdict here"]
+    rows = VerdictLabels()([""] * 4, answers, [EX] * 4)
+    assert all(sum(row.values()) == 1.0 for row in rows)
+    shares = mean_components(rows, "metric/")
+    assert shares == {"metric/label=spam": 0.5, "metric/label=ham": 0.25, "metric/label=none": 0.25}
