@@ -45,6 +45,9 @@ class LoraParams(Params):
     """dropout on the LoRA input"""
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     """module names that get adapters, e.g. [q_proj, v_proj]"""
+    trainable_tokens: str | None = Field(None, description=(
+        "file with one token per line (e.g. prepare/sid_tokens.txt, relative to the run folder) whose embedding "
+        "rows train next to the adapters: new tokens such as semantic IDs need their own embeddings"))
 
 
 class ModelSpec(Params):
@@ -187,7 +190,7 @@ def load_policy(spec: ModelSpec, run_dir: Path | None = None, seed: int = 0):
         add_tokens(model, tokenizer, _resolve(spec.add_tokens, run_dir))
     model = model.to(dtype)
     if spec.lora is not None:
-        model = _add_lora(model, spec)
+        model = _add_lora(model, spec, tokenizer, run_dir)
     return model, tokenizer
 
 
@@ -299,15 +302,31 @@ def load_gguf(gguf: Path, dtype):
     return model, tokenizer
 
 
-def _add_lora(model, spec: ModelSpec):
+def _add_lora(model, spec: ModelSpec, tokenizer, run_dir: Path | None):
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError as exc:
         raise ReasonRLError("model.lora needs peft: pip install 'reasonrl[lora]'") from exc
     lora = spec.lora
+    extra = {}
+    if lora.trainable_tokens:
+        extra["trainable_token_indices"] = {"embed_tokens": _token_ids(
+            tokenizer, _resolve(lora.trainable_tokens, run_dir, "model.lora.trainable_tokens"))}
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                        target_modules=lora.target_modules, task_type="CAUSAL_LM")
+                        target_modules=lora.target_modules, task_type="CAUSAL_LM", **extra)
     return get_peft_model(model, config)
+
+
+def _token_ids(tokenizer, token_file: Path) -> list[int]:
+    """Vocabulary ids of the file's tokens, each of which must be a single known token."""
+    tokens = [t for t in token_file.read_text(encoding="utf-8").split("\n") if t.strip()]
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in tokens if t not in vocab]
+    if missing:
+        raise ReasonRLError(f"model.lora.trainable_tokens: {len(missing)} tokens of {token_file} are not in the "
+                            f"tokenizer (first: {missing[0]!r}); add them with model.add_tokens in this stage or "
+                            f"the one the model comes from")
+    return [vocab[t] for t in tokens]
 
 
 def chat_prompt(tokenizer, text: str, enabled: bool = True, system: str | None = None) -> str:

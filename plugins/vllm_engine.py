@@ -62,6 +62,10 @@ def policy_weights(model) -> list[tuple[str, torch.Tensor]]:
     model = _unwrap(model)
     if not hasattr(model, "get_base_model"):
         return [(name, tensor.detach()) for name, tensor in model.state_dict().items()]
+    if any("trainable_tokens" in name for name, _ in model.named_parameters()):
+        # trained embedding rows live in their own layer: let peft fold everything into a copy
+        merged = copy.deepcopy(model).merge_and_unload()
+        return [(name, tensor.detach()) for name, tensor in merged.state_dict().items()]
     base = model.get_base_model()
     deltas = {f"{name}.weight": sum(module.get_delta_weight(a) for a in module.active_adapters)
               for name, module in base.named_modules()

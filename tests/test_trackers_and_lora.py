@@ -100,3 +100,40 @@ def test_every_tracker_records_the_resolved_config(tmp_path, reasonrl_registry, 
         hparams.update({k: v for k, v in data.session_start_info.hparams.items()})
     assert hparams["stages.rl.lr"].number_value == pytest.approx(3e-4)
     assert hparams["stages.rl.optimizer.name"].string_value == "dapo"
+
+
+def test_lora_trains_the_embedding_rows_of_listed_tokens_and_saves_them_merged(tmp_path, reasonrl_registry):
+    from safetensors.torch import load_file
+
+    from reasonrl.core.config import resolve_config
+    from reasonrl.core.pipeline import run_pipeline
+    from reasonrl.plugins.models import ModelSpec, TinyModelParams, load_policy
+
+    run = tmp_path / "runs" / "tok"
+    run.mkdir(parents=True)
+    (run / "new_tokens.txt").write_text("<s_a_1>\n<s_a_2>\n")
+    tiny = {"hidden_size": 32, "intermediate_size": 64}
+    stages = [{"stage": "sft", "id": "sft", "dataset": {"name": "sort_digits", "params": {"train_size": 16}},
+               "model": {"source": "tiny", "tiny": tiny, "add_tokens": "new_tokens.txt",
+                         "lora": {"r": 4, "alpha": 8, "trainable_tokens": "new_tokens.txt"}},
+               "batch_size": 4, "epochs": 1, "lr": 5e-2, "progress": False}]
+    run_pipeline(resolve_config({"run_name": "tok", "output_dir": str(tmp_path / "runs"), "trackers": [],
+                                 "stages": stages}), echo=lambda m: None)
+    start, tokenizer = load_policy(ModelSpec(source="tiny", tiny=TinyModelParams(**tiny), add_tokens="new_tokens.txt"),
+                                   run)
+    new_ids = [tokenizer.convert_tokens_to_ids(t) for t in ("<s_a_1>", "<s_a_2>")]
+    before = start.state_dict()["model.embed_tokens.weight"]
+    after = load_file(str(run / "sft" / "model" / "model.safetensors"))["model.embed_tokens.weight"]
+    others = [i for i in range(before.shape[0]) if i not in new_ids]
+    # the sorting data never shows the new tokens, but the output layer is tied: their logits get gradients
+    assert not torch.allclose(after[new_ids], before[new_ids])
+    assert torch.equal(after[others], before[others])  # the rest of the vocabulary is frozen
+
+
+def test_trainable_tokens_must_exist(tmp_path):
+    from reasonrl.core.errors import ReasonRLError
+    from reasonrl.plugins.models import LoraParams, ModelSpec, load_policy
+
+    (tmp_path / "t.txt").write_text("<never_added>\n")
+    with pytest.raises(ReasonRLError, match=r"1 tokens of .*t.txt are not in the tokenizer.*model.add_tokens"):
+        load_policy(ModelSpec(source="tiny", lora=LoraParams(trainable_tokens="t.txt")), tmp_path)

@@ -192,3 +192,21 @@ def test_real_vllm_logprobs_match_hf_rescoring_after_a_weight_push():
     with torch.no_grad():
         rescored, _ = completion_logprobs(model, out.prompt_ids, out.completion_ids, 3, tokenizer.pad_token_id)
     assert torch.allclose(rescored * out.mask, out.logprobs * out.mask, atol=2e-2)
+
+
+def test_trained_token_rows_reach_vllm_folded_in(tmp_path):
+    import copy
+
+    from reasonrl.plugins.models import LoraParams
+
+    (tmp_path / "t.txt").write_text("<s_a_1>\n")
+    model, _ = load_policy(ModelSpec(source="tiny", tiny=TINY, add_tokens="t.txt",
+                                     lora=LoraParams(r=4, alpha=8, trainable_tokens="t.txt")), tmp_path)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "trainable_tokens" in name or "lora_B" in name:
+                p.normal_(0, 0.5)
+    merged = copy.deepcopy(model).merge_and_unload().state_dict()
+    pushed = dict(policy_weights(model))
+    assert pushed.keys() == merged.keys()
+    assert all(torch.allclose(pushed[k], merged[k]) for k in merged)
