@@ -2,27 +2,51 @@
 
 Generative recommenders decode item codes under a trie of valid codes; here the trie is
 built per prompt from its candidates (and, in the reasoning, its history). Inside the
-``"recommendations"`` list an item already listed is removed from the trie, so a complete
-list is always a permutation. Outside SIDs the model writes freely.
+``"recommendations"`` list an item already listed is removed from the trie, and the list's
+punctuation is forced (``": ["``, ``", "`` between items, ``"]}`` and end-of-sequence after the
+last candidate), so an answer that reaches the list is a complete permutation in valid JSON.
+The reasoning before it is free text.
 """
 
 from __future__ import annotations
 
+import copy
 import re
+from functools import lru_cache
 from typing import Sequence
 
 CODE = re.compile(r"<s_[a-z]_\d+>")
+
+
+# what the answer list looks like between SIDs: '"recommendations": ["<sid>", "<sid>"]}'
+LIST_OPEN, LIST_NEXT, LIST_CLOSE = '": ["', '", "', '"]}'
 
 
 def sid_codes(sid: str) -> tuple[str, ...]:
     return tuple(CODE.findall(sid))
 
 
+@lru_cache(maxsize=8)
+def token_texts(tokenizer) -> tuple[str, ...]:
+    """Each token id's text alone (computed once per tokenizer)."""
+    return tuple(tokenizer.decode([i]) for i in range(len(tokenizer)))
+
+
+@lru_cache(maxsize=256)
+def _prefix_tokens(tokenizer, literal: str) -> tuple[int, ...]:
+    return tuple(i for i, text in enumerate(token_texts(tokenizer)) if text and literal.startswith(text))
+
+
+def prefix_tokens(tokenizer, literal: str) -> list[int]:
+    """Token ids whose text is a non-empty prefix of ``literal``: the tokens that keep writing it."""
+    return list(_prefix_tokens(tokenizer, literal))
+
+
 class SIDConstraint:
     """Per-row state machine fed one token at a time (``advance``); ``allowed`` lists the
     token ids the next position may take, or None when any token may follow."""
 
-    ANSWER_KEY = "recommendations"
+    ANSWER_KEY = '"recommendations'
 
     def __init__(self, tokenizer, candidates: Sequence[str], history: Sequence[str] = ()) -> None:
         from reasonrl.gr2_plugins.semantic_ids import SID_BEGIN, SID_END
@@ -33,18 +57,30 @@ class SIDConstraint:
         codes = {c for sid in self.citable for c in sid}
         self.ids = {c: tokenizer.convert_tokens_to_ids(c) for c in codes}
         self.codes = {i: c for c, i in self.ids.items()}
-        self.decode = lambda token: tokenizer.decode([token])
+        self.tokenizer = tokenizer
+        self.eos = tokenizer.eos_token_id
         self.inside: list[str] | None = None
         self.in_answer = False
         self.listed: set[tuple[str, ...]] = set()
         self.tail = ""
+        # inside the answer list: the punctuation still to write before the next special token
+        # (a SID's begin, or end-of-sequence); None once the model has left the expected shape
+        self.literal: str | None = None
+        self.then: int | None = None
+
+    def __deepcopy__(self, memo):
+        # one copy per sample; the tokenizer and the code tables are shared, read-only
+        clone = copy.copy(self)
+        clone.listed = set(self.listed)
+        clone.inside = None if self.inside is None else list(self.inside)
+        return clone
 
     def pool(self) -> set[tuple[str, ...]]:
         return self.candidates - self.listed if self.in_answer else self.citable
 
     def allowed(self) -> list[int] | None:
         if self.inside is None:
-            return None
+            return self._punctuation()
         depth = len(self.inside)
         matching = [sid for sid in self.pool() if sid[:depth] == tuple(self.inside)]
         if not matching:
@@ -53,21 +89,56 @@ class SIDConstraint:
             return [self.end]
         return sorted({self.ids[sid[depth]] for sid in matching})
 
+    def _punctuation(self) -> list[int] | None:
+        if self.literal is None:
+            return None
+        if self.literal:
+            return prefix_tokens(self.tokenizer, self.literal) or None
+        return [self.then]
+
     def advance(self, token: int) -> None:
         if token == self.begin:
             self.inside = []
+            if self.literal != "":  # a SID before the punctuation was written: off the expected shape
+                self.literal = None
         elif self.inside is not None:
-            if token == self.end:
-                if self.in_answer:
-                    self.listed.add(tuple(self.inside))
-                self.inside = None
-            elif token in self.codes:
-                self.inside.append(self.codes[token])
-            else:
-                self.inside = None  # the model broke off the SID; the parser will say so
-        elif not self.in_answer:
-            self.tail = (self.tail + self.decode(token))[-40:]
-            self.in_answer = self.ANSWER_KEY in self.tail
+            self._advance_in_sid(token)
+        elif self.in_answer:
+            self._advance_punctuation(token)
+        else:
+            self.tail = (self.tail + self._text(token))[-40:]
+            if self.ANSWER_KEY in self.tail:
+                self._enter_answer(self.tail.rsplit(self.ANSWER_KEY, 1)[1])
+
+    def _advance_in_sid(self, token: int) -> None:
+        if token == self.end:
+            if self.in_answer:
+                self.listed.add(tuple(self.inside))
+                if self.literal == "":
+                    done = not (self.candidates - self.listed)
+                    self.literal, self.then = (LIST_CLOSE, self.eos) if done else (LIST_NEXT, self.begin)
+            self.inside = None
+        elif token in self.codes:
+            self.inside.append(self.codes[token])
+        else:
+            self.inside = None  # the model broke off the SID; the parser will say so
+            self.literal = None
+
+    def _text(self, token: int) -> str:
+        texts = token_texts(self.tokenizer)
+        return texts[token] if token < len(texts) else ""  # a model row past the tokenizer's vocabulary
+
+    def _enter_answer(self, written: str) -> None:
+        """The key is written; ``written`` is what followed it in the same tokens."""
+        self.in_answer = True
+        self.literal, self.then = (LIST_OPEN[len(written):], self.begin) if LIST_OPEN.startswith(written) else (None, None)
+
+    def _advance_punctuation(self, token: int) -> None:
+        text = self._text(token)
+        if self.literal and text and self.literal.startswith(text):
+            self.literal = self.literal[len(text):]
+        else:
+            self.literal = None  # the model left the expected shape (possible only unconstrained)
 
 
 def prompt_sids(prompt: str) -> list[str]:

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from reasonrl.core.config import ConstraintRef, DatasetRef
 from reasonrl.core.contracts import StageContext
 from reasonrl.core.io import read_json
 from reasonrl.core.registry import Params
-from reasonrl.gr2_plugins.metrics import bootstrap_interval, identity_copy_rate, ndcg_at, rank_of, ranking_metrics
+from reasonrl.gr2_plugins.metrics import (bootstrap_interval, identity_copy_rate, ndcg_at, paired_bootstrap, rank_of,
+                                          ranking_metrics)
 from reasonrl.gr2_plugins.parsing import parse_ranking
 from reasonrl.plugins.evaluation import VariantEvaluation, report_table, write_outputs
 from reasonrl.plugins.rollout import SamplingParams
@@ -42,8 +43,20 @@ class GR2EvaluateParams(Params):
     constraint: ConstraintRef | None = Field(None, description="a decoding constraint, e.g. sid_trie")
     trace_stages: list[str] = Field(default_factory=list, description="teacher_traces stages whose acceptance "
                                     "rate and tries per accepted trace the report shows")
+    comparisons: list[tuple[str, str]] = Field(default_factory=list)
+    """pairs of variant names [baseline, variant]: the report gives variant - baseline NDCG@5 on the
+    same lists with a paired bootstrap 95% interval"""
     progress: bool = True
     """show progress bars"""
+
+    @model_validator(mode="after")
+    def _comparisons_name_variants(self):
+        names = {v.name for v in self.variants}
+        for pair in self.comparisons:
+            unknown = [name for name in pair if name not in names]
+            if unknown:
+                raise ValueError(f"comparisons: {unknown} is not a variant name; the variants are {sorted(names)}")
+        return self
 
 
 COLUMNS = ["recall@1", "recall@3", "recall@5", "ndcg@3", "ndcg@5", "ndcg@10"]
@@ -66,6 +79,7 @@ def score_variant(examples: list[dict], outputs: list[str] | None, samples: int)
     metrics = ranking_metrics(rankings, targets)
     ndcg5 = [ndcg_at(rank_of(r, t) if r is not None else None, 5) for r, t in zip(rankings, targets)]
     metrics["ndcg@5_ci95"] = bootstrap_interval(ndcg5, samples)
+    metrics["ndcg@5_per_list"] = ndcg5
     metrics["identity_copy_rate"] = identity_copy_rate(rankings, [e["candidate_ids"] for e in examples])
     metrics["parse_failure_rate"] = sum(failures.values()) / max(len(examples), 1)
     metrics["parse_failures"] = dict(failures)
@@ -78,6 +92,21 @@ def markdown_table(title: str, rows: dict[str, dict[str, Any]], n: int) -> str:
         "[{:.3f}, {:.3f}]".format(*m["ndcg@5_ci95"]), f"{m['identity_copy_rate']:.2f}", f"{m['parse_failure_rate']:.2f}"]
         for name, m in rows.items()}
     return report_table(title, f"{n} test lists", header, cells)
+
+
+def comparison_lines(rows: dict[str, dict[str, Any]], pairs, samples: int) -> tuple[list[dict], str]:
+    """Paired differences in NDCG@5 between variants on the same lists."""
+    results, lines = [], []
+    for baseline, variant in pairs:
+        result = paired_bootstrap(rows[baseline]["ndcg@5_per_list"], rows[variant]["ndcg@5_per_list"], samples)
+        results.append({"baseline": baseline, "variant": variant, **result})
+        lo, hi = result["ci95"]
+        verdict = "better" if lo > 0 else "worse" if hi < 0 else "no difference shown"
+        lines.append(f"| {variant} - {baseline} | {result['difference']:+.4f} | [{lo:+.3f}, {hi:+.3f}] | {verdict} |")
+    if not lines:
+        return results, ""
+    return results, ("\n\nPaired differences in NDCG@5 on the same lists (bootstrap over lists):\n\n"
+                     "| comparison | difference | 95% CI | verdict |\n|---|---|---|---|\n" + "\n".join(lines))
 
 
 def trace_lines(traces: dict[str, dict[str, Any]]) -> str:
@@ -111,8 +140,13 @@ class GR2Evaluate(VariantEvaluation):
     def report(self, context: StageContext, rows, examples):
         p = self.params
         traces = {stage: read_json(context.stage_output(stage) / "summary.json") for stage in p.trace_stages}
-        table = markdown_table(p.title, rows, len(examples)) + trace_lines(traces)
-        return {"title": p.title, "lists": len(examples), "rows": rows, "traces": traces}, table
+        comparisons, paired = comparison_lines(rows, p.comparisons, p.bootstrap_samples)
+        table = markdown_table(p.title, rows, len(examples)) + paired + trace_lines(traces)
+        return {"title": p.title, "lists": len(examples), "rows": rows, "comparisons": comparisons,
+                "traces": traces}, table
+
+    def summary_rows(self, rows):
+        return {name: {k: v for k, v in m.items() if k != "ndcg@5_per_list"} for name, m in rows.items()}
 
     def generate(self, context: StageContext, variant: Variant, examples: list[dict]) -> list[str]:
         from reasonrl.plugins.evaluation import generate_texts, load_model

@@ -46,6 +46,22 @@ def bootstrap_interval(values: Sequence[float], samples: int = 1000, level: floa
     return (lo, hi)
 
 
+def paired_bootstrap(baseline: Sequence[float], variant: Sequence[float], samples: int = 1000, level: float = 0.95,
+                     seed: int = 0) -> dict[str, float]:
+    """Mean of ``variant - baseline`` over the same lists, its percentile bootstrap interval
+    (lists resampled jointly, so list difficulty cancels) and the share of resamples <= 0."""
+    if len(baseline) != len(variant) or not baseline:
+        raise ValueError(f"paired_bootstrap needs two equally long, non-empty lists; got {len(baseline)} and "
+                         f"{len(variant)} values")
+    differences = [v - b for b, v in zip(baseline, variant)]
+    rng = random.Random(seed)
+    n = len(differences)
+    means = sorted(sum(differences[rng.randrange(n)] for _ in range(n)) / n for _ in range(samples))
+    return {"difference": sum(differences) / n, "ci95": (means[int((1 - level) / 2 * samples)],
+                                                          means[min(samples - 1, int((1 + level) / 2 * samples))]),
+            "share_at_or_below_zero": sum(m <= 0 for m in means) / samples, "lists": n}
+
+
 def identity_copy_rate(outputs: Sequence[Sequence | None], inputs: Sequence[Sequence]) -> float:
     """Share of valid outputs that return the input order unchanged."""
     pairs = [(o, i) for o, i in zip(outputs, inputs) if o is not None]

@@ -97,18 +97,21 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     return logits
 
 
+def exponential_noise(shape, generator=None, group_size: int = 1, device=None) -> torch.Tensor:
+    """E ~ Exp(1) per entry. ``generator`` may be a list with one generator per prompt (its
+    ``group_size`` rows in a row)."""
+    if isinstance(generator, (list, tuple)):
+        part = (group_size, shape[-1])
+        uniform = torch.cat([torch.rand(part, generator=g, device=device) for g in generator]).clamp_(min=1e-30)
+    else:
+        uniform = torch.rand(shape, generator=generator, device=device).clamp_(min=1e-30)
+    return uniform.log_().neg_()  # -log U ~ Exp(1); cheaper than exponential_ on CPU
+
+
 def sample_tokens(probs: torch.Tensor, generator=None, group_size: int = 1) -> torch.Tensor:
     """One token per row drawn from ``probs``: argmax(p / E) with E ~ Exp(1) picks token i with
-    probability p_i, and costs a fraction of torch.multinomial on large vocabularies.
-
-    ``generator`` may be a list with one generator per prompt (its ``group_size`` rows in a row)."""
-    if isinstance(generator, (list, tuple)):
-        shape = (group_size, probs.shape[-1])
-        uniform = torch.cat([torch.rand(shape, generator=g, device=probs.device) for g in generator]).clamp_(min=1e-30)
-    else:
-        uniform = torch.rand(probs.shape, generator=generator, device=probs.device).clamp_(min=1e-30)
-    noise = uniform.log_().neg_()  # -log U ~ Exp(1); cheaper than exponential_ on CPU
-    return (probs / noise).argmax(dim=-1)
+    probability p_i, and costs a fraction of torch.multinomial on large vocabularies."""
+    return (probs / exponential_noise(probs.shape, generator, group_size, probs.device)).argmax(dim=-1)
 
 
 def constrain(logits: torch.Tensor, rules: Sequence, finished: torch.Tensor) -> torch.Tensor:
@@ -159,46 +162,66 @@ class HFRolloutEngine:
         return Rollouts(prompt_ids, completion, mask, logprobs, truncated, texts, group_size)
 
     def _generate_chunk(self, model, tokenizer, prompts, group_size, generator, rules=None):
+        """Decode one chunk of prompts. A row that has finished leaves the batch (its KV cache
+        rows are dropped), so the long answers of a few samples do not make every row pay."""
         params = self.params
         pad_id, eos_ids = _pad_id(tokenizer), stop_token_ids(model, tokenizer)
         logits, cache, attention, _ = prefill(model, prompts, pad_id, group_size)
-        rows = logits.shape[0]
-        eos = torch.tensor(eos_ids, dtype=torch.long, device=logits.device)
-        finished = torch.zeros(rows, dtype=torch.bool, device=logits.device)
+        rows, device = logits.shape[0], logits.device
+        eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
+        live = torch.arange(rows, device=device)  # the rows still decoding
         position = attention.sum(dim=1)
-        tokens, masks, logps = [], [], []
+        tokens = torch.full((rows, params.max_new_tokens), pad_id, dtype=torch.long, device=device)
+        masks = torch.zeros((rows, params.max_new_tokens), dtype=torch.long, device=device)
+        logps = torch.zeros((rows, params.max_new_tokens), device=device)
         texts = [""] * rows
-        for _ in range(params.max_new_tokens):
+        used = 0
+        for step in range(params.max_new_tokens):
+            live_rules = None if rules is None else [rules[row] for row in live.tolist()]
             scaled = logits.float() / params.temperature
-            allowed = constrain(scaled.clone(), rules, finished) if rules is not None else scaled
-            probs = filter_logits(allowed, params.top_k, params.top_p).softmax(dim=-1)
-            token = sample_tokens(probs, generator, group_size)
-            if rules is not None:
-                for row in torch.nonzero(~finished).flatten().tolist():
-                    rules[row].advance(int(token[row]))
+            allowed = constrain(scaled.clone(), live_rules, torch.zeros_like(live, dtype=torch.bool)) \
+                if rules is not None else scaled
+            token = self._draw(allowed, generator, group_size, live, rows)
+            for rule, chosen in zip(live_rules or (), token.tolist()):
+                rule.advance(chosen)
             # the log-prob of the distribution the token was drawn from: under a constraint,
             # renormalised over the allowed tokens (the trainer scores the same, see replay_allowed)
-            logp = allowed.log_softmax(dim=-1).gather(1, token[:, None]).squeeze(1)
-            token = torch.where(finished, torch.full_like(token, pad_id), token)
-            tokens.append(token)
-            masks.append((~finished).long())
-            logps.append(torch.where(finished, torch.zeros_like(logp), logp))
-            finished = finished | torch.isin(token, eos) | self._hit_stop(tokenizer, texts, token, finished)
-            if bool(finished.all()):
+            tokens[live, step], masks[live, step] = token, 1
+            logps[live, step] = token_logprobs(allowed, token)
+            used = step + 1
+            done = torch.isin(token, eos) | self._hit_stop(tokenizer, texts, token, live)
+            if bool(done.all()):
+                live = live[:0]
                 break
-            attention = torch.cat([attention, torch.ones(rows, 1, dtype=attention.dtype, device=attention.device)], dim=1)
+            if bool(done.any()):
+                keep = torch.nonzero(~done).flatten()
+                cache.batch_select_indices(keep)
+                live, attention, position, token = live[keep], attention[keep], position[keep], token[keep]
+            attention = F.pad(attention, (0, 1), value=1)
             out, cache = forward_with_cache(model, cache, input_ids=token[:, None], attention_mask=attention,
                                             position_ids=position[:, None])
             logits, position = out.logits[:, -1], position + 1
-        return torch.stack(tokens, 1), torch.stack(masks, 1), torch.stack(logps, 1), ~finished
+        truncated = torch.zeros(rows, dtype=torch.bool, device=device)
+        truncated[live] = True
+        return tokens[:, :used], masks[:, :used], logps[:, :used], truncated
 
-    def _hit_stop(self, tokenizer, texts, token, finished) -> torch.Tensor:
+    def _draw(self, logits, generator, group_size, live, rows) -> torch.Tensor:
+        """The next token of each live row. Noise is drawn for every row of the chunk, finished or
+        not, so a sample's draws do not depend on when the other rows finished."""
+        params = self.params
+        if params.top_k == 1:
+            return logits.argmax(dim=-1)  # greedy: no softmax or noise over the vocabulary
+        probs = filter_logits(logits, params.top_k, params.top_p).softmax(dim=-1)
+        noise = exponential_noise((rows, probs.shape[-1]), generator, group_size, probs.device)
+        return (probs / noise[live]).argmax(dim=-1)
+
+    def _hit_stop(self, tokenizer, texts, token, live) -> torch.Tensor:
+        hit = torch.zeros(len(live), dtype=torch.bool, device=token.device)
         if not self.params.stop_strings:
-            return torch.zeros_like(finished)
-        hit = torch.zeros_like(finished)
-        for row in torch.nonzero(~finished).flatten().tolist():
-            texts[row] += tokenizer.decode([int(token[row])])
-            hit[row] = any(s in texts[row] for s in self.params.stop_strings)
+            return hit
+        for index, row in enumerate(live.tolist()):
+            texts[row] += tokenizer.decode([int(token[index])])
+            hit[index] = any(s in texts[row] for s in self.params.stop_strings)
         return hit
 
     def _text(self, tokenizer, ids, mask, eos_ids=()) -> str:

@@ -160,3 +160,38 @@ def test_constrained_rollouts_record_and_train_the_same_renormalised_logprobs(po
     assert torch.allclose(trained * out.mask, out.logprobs * out.mask, atol=1e-5)
     assert (unmasked * out.mask < trained * out.mask - 1e-3).any()  # the mask raised the constrained ones
     assert tokens.numel() > 0
+
+
+def test_finished_rows_leave_the_batch_and_the_others_sample_as_before(policy):
+    from reasonrl.plugins.rollout import HFRolloutEngine, SamplingParams
+
+    model, tokenizer = policy
+    eos = tokenizer.eos_token_id
+
+    class EndAfter:
+        """Free text for ``n`` tokens, then end-of-sequence."""
+
+        def __init__(self, n):
+            self.n = n
+
+        def allowed(self):
+            return [eos] if self.n == 0 else None
+
+        def advance(self, token):
+            self.n -= 1
+
+    batch_sizes = []
+    hook = model.register_forward_pre_hook(lambda module, args, kwargs: batch_sizes.append(kwargs["input_ids"].shape[0]),
+                                           with_kwargs=True)
+    engine = HFRolloutEngine(SamplingParams(max_new_tokens=10, temperature=1.0))
+    try:
+        out = engine.generate(model, tokenizer, ["12", "3"], 2, generator=[torch.Generator().manual_seed(s) for s in (1, 2)],
+                              constraints=[EndAfter(2), EndAfter(100)])
+    finally:
+        hook.remove()
+    assert out.mask.sum(dim=1).tolist()[:2] == [3, 3]  # two free tokens, then the forced end
+    assert batch_sizes[0] == 2 and batch_sizes[1:3] == [4, 4] and set(batch_sizes[3:]) == {2}  # prefill, then 4 rows, then 2
+    # the second prompt's samples are the same as when it decodes alone: its noise does not depend on the other rows
+    alone = engine.generate(model, tokenizer, ["3"], 2, generator=[torch.Generator().manual_seed(2)],
+                            constraints=[EndAfter(100)])
+    assert out.texts[2:] == alone.texts

@@ -34,14 +34,62 @@ def test_sid_trie_in_reasoning_and_in_the_answer_list():
     assert rule.allowed() == ids(tok, "<s_b_1>", "<s_b_2>")
     feed(rule, tok, "<s_b_2>")
     assert rule.allowed() == ids(tok, "<|sid_end|>")
-    feed(rule, tok, '<|sid_end|> fits. {"recommendations": [')
-    assert rule.in_answer and rule.allowed() is None
+    feed(rule, tok, '<|sid_end|> fits. {"recommendations')
+    assert rule.in_answer and rule.allowed() == ids(tok, '"')  # the list's opening is forced
+    feed(rule, tok, '": ["')
+    assert rule.allowed() == ids(tok, "<|sid_begin|>")
     feed(rule, tok, "<|sid_begin|>")
     assert rule.allowed() == ids(tok, "<s_a_1>", "<s_a_2>")  # candidates only
-    feed(rule, tok, '<s_a_1><s_b_2><|sid_end|>, <|sid_begin|><s_a_1>')
+    feed(rule, tok, '<s_a_1><s_b_2><|sid_end|>')
+    assert rule.allowed() == ids(tok, '"')  # then '", "' and the next SID
+    feed(rule, tok, '", "<|sid_begin|><s_a_1>')
     assert rule.allowed() == ids(tok, "<s_b_1>")  # <s_a_1><s_b_2> is listed already
     feed(rule, tok, "x")
     assert rule.inside is None and rule.allowed() is None  # broken SID: back to free text
+
+
+def test_the_list_closes_after_the_last_candidate_and_parses():
+    from reasonrl.gr2_plugins.parsing import parse_ranking
+
+    tok = tokenizer_with_sids()
+    rule = SIDConstraint(tok, SIDS, HISTORY)
+    text = '{"explanation": "x", "recommendations": ["'
+    feed(rule, tok, text)
+    for sid in (SIDS[2], SIDS[0]):
+        feed(rule, tok, sid)
+        assert rule.allowed() == ids(tok, '"')
+        feed(rule, tok, '", "')
+        text += sid + '", "'
+    feed(rule, tok, SIDS[1])
+    text += SIDS[1]
+    closing = []
+    while (allowed := rule.allowed()) != [tok.eos_token_id]:  # forced: one token at a time
+        assert len(allowed) == 1
+        closing.append(allowed[0])
+        rule.advance(allowed[0])
+    text += tok.decode(closing)
+    assert text.endswith('"]}') and parse_ranking(text, SIDS).order == [2, 0, 1]
+
+
+def test_a_word_in_the_reasoning_does_not_open_the_list():
+    tok = tokenizer_with_sids()
+    rule = SIDConstraint(tok, SIDS, HISTORY)
+    feed(rule, tok, "my recommendations are")
+    assert not rule.in_answer and rule.allowed() is None
+    feed(rule, tok, ' {"recommendations": {')  # a shape the parser will reject: no forcing
+    assert rule.in_answer and rule.literal is None and rule.allowed() is None
+
+
+def test_copies_per_sample_do_not_share_state():
+    import copy
+
+    tok = tokenizer_with_sids()
+    rule = SIDConstraint(tok, SIDS, HISTORY)
+    feed(rule, tok, '{"recommendations": ["')
+    first, second = copy.deepcopy(rule), copy.deepcopy(rule)
+    feed(first, tok, SIDS[0] + '", "<|sid_begin|><s_a_1>')
+    feed(second, tok, "<|sid_begin|><s_a_1>")
+    assert first.allowed() == ids(tok, "<s_b_2>") and second.allowed() == ids(tok, "<s_b_1>", "<s_b_2>")
 
 
 def test_prompt_sids_and_the_logit_mask():

@@ -34,7 +34,7 @@ def test_prepare_midtrain_traces_sft_rl_evaluate(tmp_path):
          "rollout": {"name": "hf", "params": {"max_new_tokens": 8}}, "steps": 1, "prompts_per_step": 2,
          "group_size": 2, "progress": False},
         {"stage": "gr2_evaluate", "id": "evaluate", "dataset": jsonl("prepare/test.jsonl"), "bootstrap_samples": 50,
-         "variants": [{"name": "pre-ranker"}, {"name": "RL"  , "stage": "rl"}],
+         "variants": [{"name": "pre-ranker"}, {"name": "RL"  , "stage": "rl"}], "comparisons": [["pre-ranker", "RL"]],
          "sampling": {"top_k": 1, "max_new_tokens": 8}, "trace_stages": ["traces"], "progress": False},
     ]
     config = resolve_config({"run_name": "gr2", "output_dir": str(tmp_path), "stages": stages})
@@ -56,3 +56,9 @@ def test_prepare_midtrain_traces_sft_rl_evaluate(tmp_path):
     assert (tmp_path / "gr2" / "evaluate" / "report.png").stat().st_size > 1000
     assert "| pre-ranker |" in outputs["evaluate"]["report_markdown"]
     assert "`traces` (rejection)" in outputs["evaluate"]["report_markdown"]
+    # the paired difference is the mean of the per-list differences (8 new tokens never finish an answer: RL scores 0)
+    rl_lists, pre_lists = report["rows"]["RL"]["ndcg@5_per_list"], pre["ndcg@5_per_list"]
+    [paired] = report["comparisons"]
+    assert paired["difference"] == pytest.approx(sum(rl_lists) / len(rl_lists) - sum(pre_lists) / len(pre_lists))
+    assert paired["lists"] == len(test) and "| RL - pre-ranker |" in outputs["evaluate"]["report_markdown"]
+    assert "ndcg@5_per_list" not in outputs["evaluate"]["rows"]["RL"]  # kept out of the stage summary

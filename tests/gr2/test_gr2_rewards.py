@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from reasonrl.gr2_plugins.metrics import bootstrap_interval, identity_copy_rate, ndcg_at, ranking_metrics
+from reasonrl.gr2_plugins.metrics import bootstrap_interval, identity_copy_rate, ndcg_at, paired_bootstrap, ranking_metrics
 from reasonrl.gr2_plugins.rewards import ConditionalRankParams, TopKParams
 from reasonrl.gr2_plugins.parsing import MISSING_ITEMS, NOT_JSON, NOT_PERMUTATION, UNKNOWN_SID, parse_ranking
 from reasonrl.gr2_plugins.rewards import AUCReward, ConditionalRank, FormatReward, NDCGReward, RankReward, TopKReward
@@ -87,3 +87,30 @@ def test_bootstrap_and_identity_copy():
 def test_ranking_metric_is_registered(reasonrl_registry):
     metric = reasonrl_registry.build("metrics", "ranking")
     assert metric([["a", "b"], ["b", "a"]], ["a", "a"])["recall@1"] == 0.5
+
+
+def test_paired_bootstrap_of_differences():
+    # differences [1, 1, 1, 0]: mean 0.75; a resample's mean is a multiple of 1/4 in [0, 1]
+    result = paired_bootstrap([0.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0], samples=400)
+    assert result["difference"] == 0.75 and result["lists"] == 4
+    lo, hi = result["ci95"]
+    assert 0.25 <= lo <= 0.75 <= hi <= 1.0 and result["share_at_or_below_zero"] < 0.05
+    # list difficulty cancels: the same shift on every list has a zero-width interval
+    shifted = paired_bootstrap([0.1, 0.9, 0.3], [0.2, 1.0, 0.4], samples=200)
+    assert shifted["ci95"] == pytest.approx((0.1, 0.1)) and shifted["share_at_or_below_zero"] == 0.0
+    same = paired_bootstrap([0.5, 0.2], [0.5, 0.2], samples=100)
+    assert same["difference"] == 0.0 and same["ci95"] == (0.0, 0.0) and same["share_at_or_below_zero"] == 1.0
+    with pytest.raises(ValueError, match="equally long"):
+        paired_bootstrap([1.0], [1.0, 0.0])
+
+
+def test_comparisons_must_name_variants():
+    from pydantic import ValidationError
+
+    from reasonrl.gr2_plugins.evaluate import GR2EvaluateParams
+
+    variants = [{"name": "pre-ranker"}, {"name": "RL", "stage": "rl"}]
+    dataset = {"name": "jsonl", "params": {"files": {"test": "t.jsonl"}}}
+    GR2EvaluateParams(dataset=dataset, variants=variants, comparisons=[["pre-ranker", "RL"]])
+    with pytest.raises(ValidationError, match="'SFT'.*not a variant name"):
+        GR2EvaluateParams(dataset=dataset, variants=variants, comparisons=[["SFT", "RL"]])
