@@ -47,16 +47,22 @@ def bootstrap_interval(values: Sequence[float], samples: int = 1000, level: floa
 
 
 def paired_bootstrap(baseline: Sequence[float], variant: Sequence[float], samples: int = 1000, level: float = 0.95,
-                     seed: int = 0) -> dict[str, float]:
+                     seed: int = 0, strata: Sequence | None = None) -> dict[str, float]:
     """Mean of ``variant - baseline`` over the same lists, its percentile bootstrap interval
-    (lists resampled jointly, so list difficulty cancels) and the share of resamples <= 0."""
+    (lists resampled jointly, so list difficulty cancels) and the share of resamples <= 0.
+
+    ``strata`` (one label per list, e.g. the training seed) resamples lists within each stratum,
+    so every resample keeps each seed's share of the lists."""
     if len(baseline) != len(variant) or not baseline:
         raise ValueError(f"paired_bootstrap needs two equally long, non-empty lists; got {len(baseline)} and "
                          f"{len(variant)} values")
     differences = [v - b for b, v in zip(baseline, variant)]
+    groups: dict = {}
+    for index, label in enumerate(strata if strata is not None else [0] * len(differences)):
+        groups.setdefault(label, []).append(differences[index])
     rng = random.Random(seed)
     n = len(differences)
-    means = sorted(sum(differences[rng.randrange(n)] for _ in range(n)) / n for _ in range(samples))
+    means = sorted(sum(sum(g[rng.randrange(len(g))] for _ in g) for g in groups.values()) / n for _ in range(samples))
     return {"difference": sum(differences) / n, "ci95": (means[int((1 - level) / 2 * samples)],
                                                           means[min(samples - 1, int((1 + level) / 2 * samples))]),
             "share_at_or_below_zero": sum(m <= 0 for m in means) / samples, "lists": n}

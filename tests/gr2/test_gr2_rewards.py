@@ -102,6 +102,10 @@ def test_paired_bootstrap_of_differences():
     assert same["difference"] == 0.0 and same["ci95"] == (0.0, 0.0) and same["share_at_or_below_zero"] == 1.0
     with pytest.raises(ValueError, match="equally long"):
         paired_bootstrap([1.0], [1.0, 0.0])
+    # within strata: seed "a" always gains 1, seed "b" always 0, so every resample's mean is exactly 0.5
+    strata = paired_bootstrap([0.0] * 4, [1.0, 1.0, 0.0, 0.0], samples=100, strata=["a", "a", "b", "b"])
+    assert strata["ci95"] == (0.5, 0.5)
+    assert paired_bootstrap([0.0] * 4, [1.0, 1.0, 0.0, 0.0], samples=100)["ci95"] != (0.5, 0.5)
 
 
 def test_comparisons_must_name_variants():
