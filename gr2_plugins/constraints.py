@@ -5,7 +5,8 @@ built per prompt from its candidates (and, in the reasoning, its history). Insid
 ``"recommendations"`` list an item already listed is removed from the trie, and the list's
 punctuation is forced (``": ["``, ``", "`` between items, ``"]}`` and end-of-sequence after the
 last candidate), so an answer that reaches the list is a complete permutation in valid JSON.
-The reasoning before it is free text.
+Once the explanation string is closed (``", "``), the only valid continuation is the
+``recommendations`` key, so that is forced too. The reasoning itself is free text.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Sequence
 CODE = re.compile(r"<s_[a-z]_\d+>")
 
 
-# what the answer list looks like between SIDs: '"recommendations": ["<sid>", "<sid>"]}'
+# what the answer looks like around SIDs: '{"explanation": "...", "recommendations": ["<sid>", "<sid>"]}'
 LIST_OPEN, LIST_NEXT, LIST_CLOSE = '": ["', '", "', '"]}'
+EXPLANATION_OPEN, EXPLANATION_END, KEY_AND_LIST_OPEN = '{"explanation": "', '", "', 'recommendations": ["'
 
 
 def sid_codes(sid: str) -> tuple[str, ...]:
@@ -63,6 +65,7 @@ class SIDConstraint:
         self.in_answer = False
         self.listed: set[tuple[str, ...]] = set()
         self.tail = ""
+        self.explaining = False  # inside the explanation string
         # inside the answer list: the punctuation still to write before the next special token
         # (a SID's begin, or end-of-sequence); None once the model has left the expected shape
         self.literal: str | None = None
@@ -106,9 +109,17 @@ class SIDConstraint:
         elif self.in_answer:
             self._advance_punctuation(token)
         else:
-            self.tail = (self.tail + self._text(token))[-40:]
-            if self.ANSWER_KEY in self.tail:
-                self._enter_answer(self.tail.rsplit(self.ANSWER_KEY, 1)[1])
+            self._advance_free(token)
+
+    def _advance_free(self, token: int) -> None:
+        self.tail = (self.tail + self._text(token))[-40:]
+        if EXPLANATION_OPEN in self.tail:
+            self.tail = self.tail.rsplit(EXPLANATION_OPEN, 1)[1]
+            self.explaining = True
+        if self.ANSWER_KEY in self.tail:
+            self._enter_answer(LIST_OPEN, self.tail.rsplit(self.ANSWER_KEY, 1)[1])
+        elif self.explaining and EXPLANATION_END in self.tail:
+            self._enter_answer(KEY_AND_LIST_OPEN, self.tail.rsplit(EXPLANATION_END, 1)[1])
 
     def _advance_in_sid(self, token: int) -> None:
         if token == self.end:
@@ -128,10 +139,11 @@ class SIDConstraint:
         texts = token_texts(self.tokenizer)
         return texts[token] if token < len(texts) else ""  # a model row past the tokenizer's vocabulary
 
-    def _enter_answer(self, written: str) -> None:
-        """The key is written; ``written`` is what followed it in the same tokens."""
+    def _enter_answer(self, expected: str, written: str) -> None:
+        """The answer list comes next: ``expected`` leads to its first SID, of which ``written``
+        is already there."""
         self.in_answer = True
-        self.literal, self.then = (LIST_OPEN[len(written):], self.begin) if LIST_OPEN.startswith(written) else (None, None)
+        self.literal, self.then = (expected[len(written):], self.begin) if expected.startswith(written) else (None, None)
 
     def _advance_punctuation(self, token: int) -> None:
         text = self._text(token)

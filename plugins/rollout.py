@@ -190,10 +190,11 @@ class HFRolloutEngine:
             logps[live, step] = token_logprobs(allowed, token)
             used = step + 1
             done = torch.isin(token, eos) | self._hit_stop(tokenizer, texts, token, live)
-            if bool(done.all()):
+            finished = int(done.sum())  # one host synchronisation per decoded token, as before
+            if finished == len(live):
                 live = live[:0]
                 break
-            if bool(done.any()):
+            if finished:
                 keep = torch.nonzero(~done).flatten()
                 cache.batch_select_indices(keep)
                 live, attention, position, token = live[keep], attention[keep], position[keep], token[keep]

@@ -141,3 +141,17 @@ def test_engine_obeys_a_constraint_for_every_sample():
     assert torch.allclose(masked * out.mask, out.logprobs, atol=1e-5) and (unmasked < -1e-3).all()
     free = engine.generate(model, tok, ["ab"], 4, generator=torch.Generator().manual_seed(0))
     assert any(t != "bbbbb" for t in free.texts)
+
+
+def test_closing_the_explanation_forces_the_recommendations_key():
+    tok = tokenizer_with_sids()
+    rule = SIDConstraint(tok, SIDS, HISTORY)
+    feed(rule, tok, 'tastes {"explanation": "fits, best')
+    assert not rule.in_answer and rule.allowed() is None  # free text inside the explanation
+    feed(rule, tok, '", "')
+    assert rule.in_answer and rule.allowed() == ids(tok, "r")  # the only valid key comes next
+    feed(rule, tok, 'recommendations": ["')
+    assert rule.allowed() == ids(tok, "<|sid_begin|>")
+    without = SIDConstraint(tok, SIDS, HISTORY)
+    feed(without, tok, 'fits, best", "')  # no explanation opened: nothing to close
+    assert not without.in_answer and without.allowed() is None
