@@ -11,6 +11,7 @@ from pydantic import Field
 from reasonrl.core.contracts import StageContext
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.plugins.models import chat_prompt
+from reasonrl.plugins.rollout import token_logprobs
 from reasonrl.plugins.training import Trainer, TrainingParams, step_seed
 
 
@@ -48,7 +49,8 @@ def weighted_nll(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tens
     With weights lambda_r on reasoning and lambda_o on the ranking this is GR2's
     weighted SFT loss; weight 0 marks prompt and padding tokens.
     """
-    logprobs = logits.float().log_softmax(dim=-1).gather(-1, labels.clamp(min=0)[..., None]).squeeze(-1)
+    # gather - logsumexp: no [batch, tokens, vocabulary] log-softmax is kept for the backward pass
+    logprobs = token_logprobs(logits, labels.clamp(min=0))
     trained = (weights > 0).sum().clamp(min=1)
     return -(logprobs * weights).sum() / trained
 

@@ -20,6 +20,17 @@ def test_weighted_nll_by_hand():
     assert masked.item() == pytest.approx(math.log(4))
 
 
+def test_weighted_nll_gradients_equal_the_log_softmax_formula():
+    # the loss never keeps a vocabulary-sized log-softmax; values and gradients are unchanged
+    logits = torch.randn(2, 5, 50, requires_grad=True)
+    labels, weights = torch.randint(0, 50, (2, 5)), torch.rand(2, 5)
+    reference = -(logits.log_softmax(-1).gather(-1, labels[..., None]).squeeze(-1) * weights).sum() / 10
+    (expected,) = torch.autograd.grad(reference, logits)
+    loss = weighted_nll(logits, labels, weights)
+    (got,) = torch.autograd.grad(loss, logits)
+    assert torch.allclose(loss, reference, atol=1e-6) and torch.allclose(got, expected, atol=1e-7)
+
+
 def test_pack_sequences():
     assert pack_sequences([[1, 2, 3], [4, 5]], seq_len=3, eos_id=0) == [[1, 2, 3], [0, 4, 5]]
 
