@@ -114,6 +114,13 @@ def sample_tokens(probs: torch.Tensor, generator=None, group_size: int = 1) -> t
     return (probs / exponential_noise(probs.shape, generator, group_size, probs.device)).argmax(dim=-1)
 
 
+def _to_all_rows(values: torch.Tensor, live: torch.Tensor, rows: int, fill) -> torch.Tensor:
+    """``values`` of the live rows spread over all ``rows`` (``fill`` for finished ones)."""
+    if len(values) == rows:
+        return values
+    return torch.full((rows,), fill, dtype=values.dtype, device=values.device).index_copy_(0, live, values)
+
+
 def constrain(logits: torch.Tensor, rules: Sequence, finished: torch.Tensor) -> torch.Tensor:
     """-inf outside each unfinished row's allowed tokens (rows whose rule allows anything stay)."""
     for row in torch.nonzero(~finished).flatten().tolist():
@@ -163,48 +170,50 @@ class HFRolloutEngine:
 
     def _generate_chunk(self, model, tokenizer, prompts, group_size, generator, rules=None):
         """Decode one chunk of prompts. A row that has finished leaves the batch (its KV cache
-        rows are dropped), so the long answers of a few samples do not make every row pay."""
+        rows are dropped), so the long answers of a few samples do not make every row pay; until
+        one finishes, a step does no more work than decoding without retirement."""
         params = self.params
         pad_id, eos_ids = _pad_id(tokenizer), stop_token_ids(model, tokenizer)
         logits, cache, attention, _ = prefill(model, prompts, pad_id, group_size)
         rows, device = logits.shape[0], logits.device
         eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
-        live = torch.arange(rows, device=device)  # the rows still decoding
+        live, live_rows = torch.arange(rows, device=device), list(range(rows))  # the rows still decoding
         position = attention.sum(dim=1)
-        tokens = torch.full((rows, params.max_new_tokens), pad_id, dtype=torch.long, device=device)
-        masks = torch.zeros((rows, params.max_new_tokens), dtype=torch.long, device=device)
-        logps = torch.zeros((rows, params.max_new_tokens), device=device)
+        tokens, masks, logps = [], [], []
         texts = [""] * rows
-        used = 0
-        for step in range(params.max_new_tokens):
-            live_rules = None if rules is None else [rules[row] for row in live.tolist()]
+        for _ in range(params.max_new_tokens):
+            live_rules = None if rules is None else [rules[row] for row in live_rows]
             scaled = logits.float() / params.temperature
-            allowed = constrain(scaled.clone(), live_rules, torch.zeros_like(live, dtype=torch.bool)) \
+            allowed = constrain(scaled.clone(), live_rules, torch.zeros(len(live_rows), dtype=torch.bool)) \
                 if rules is not None else scaled
             token = self._draw(allowed, generator, group_size, live, rows)
             for rule, chosen in zip(live_rules or (), token.tolist()):
                 rule.advance(chosen)
             # the log-prob of the distribution the token was drawn from: under a constraint,
             # renormalised over the allowed tokens (the trainer scores the same, see replay_allowed)
-            tokens[live, step], masks[live, step] = token, 1
-            logps[live, step] = token_logprobs(allowed, token)
-            used = step + 1
-            done = torch.isin(token, eos) | self._hit_stop(tokenizer, texts, token, live)
+            logp = allowed.log_softmax(dim=-1).gather(1, token[:, None]).squeeze(1)
+            tokens.append(_to_all_rows(token, live, rows, pad_id))
+            masks.append(_to_all_rows(torch.ones_like(token), live, rows, 0))
+            logps.append(_to_all_rows(logp, live, rows, 0.0))
+            done = torch.isin(token, eos)
+            if params.stop_strings:
+                done |= self._hit_stop(tokenizer, texts, token, live_rows)
             finished = int(done.sum())  # one host synchronisation per decoded token, as before
-            if finished == len(live):
-                live = live[:0]
+            if finished == len(live_rows):
+                live_rows = []
                 break
             if finished:
                 keep = torch.nonzero(~done).flatten()
                 cache.batch_select_indices(keep)
                 live, attention, position, token = live[keep], attention[keep], position[keep], token[keep]
+                live_rows = [live_rows[i] for i in keep.tolist()]
             attention = F.pad(attention, (0, 1), value=1)
             out, cache = forward_with_cache(model, cache, input_ids=token[:, None], attention_mask=attention,
                                             position_ids=position[:, None])
             logits, position = out.logits[:, -1], position + 1
         truncated = torch.zeros(rows, dtype=torch.bool, device=device)
-        truncated[live] = True
-        return tokens[:, :used], masks[:, :used], logps[:, :used], truncated
+        truncated[live_rows] = True
+        return torch.stack(tokens, 1), torch.stack(masks, 1), torch.stack(logps, 1), truncated
 
     def _draw(self, logits, generator, group_size, live, rows) -> torch.Tensor:
         """The next token of each live row. Noise is drawn for every row of the chunk, finished or
@@ -214,13 +223,11 @@ class HFRolloutEngine:
             return logits.argmax(dim=-1)  # greedy: no softmax or noise over the vocabulary
         probs = filter_logits(logits, params.top_k, params.top_p).softmax(dim=-1)
         noise = exponential_noise((rows, probs.shape[-1]), generator, group_size, probs.device)
-        return (probs / noise[live]).argmax(dim=-1)
+        return (probs / (noise if len(live) == rows else noise[live])).argmax(dim=-1)
 
-    def _hit_stop(self, tokenizer, texts, token, live) -> torch.Tensor:
-        hit = torch.zeros(len(live), dtype=torch.bool, device=token.device)
-        if not self.params.stop_strings:
-            return hit
-        for index, row in enumerate(live.tolist()):
+    def _hit_stop(self, tokenizer, texts, token, live_rows) -> torch.Tensor:
+        hit = torch.zeros(len(live_rows), dtype=torch.bool, device=token.device)
+        for index, row in enumerate(live_rows):
             texts[row] += tokenizer.decode([int(token[index])])
             hit[index] = any(s in texts[row] for s in self.params.stop_strings)
         return hit
