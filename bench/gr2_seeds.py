@@ -42,13 +42,12 @@ def mean_interval(values: list[float]) -> str:
     return f"{mean:.4f} [{mean - half:.3f}, {mean + half:.3f}]"
 
 
-def variant_table(reports: list[dict]) -> str:
-    names = list(reports[0]["rows"])
+def variant_table(reports: list[dict], metric: str = "ndcg@5", digits: int = 4) -> str:
     lines = ["| variant | " + " | ".join(f"seed {r['seed']}" for r in reports) + " | mean [95% t-CI over seeds] |",
              "|---|" + "---|" * (len(reports) + 1)]
-    for name in names:
-        values = [r["rows"][name]["ndcg@5"] for r in reports]
-        lines.append(f"| {name} | " + " | ".join(f"{v:.4f}" for v in values) + f" | {mean_interval(values)} |")
+    for name in reports[0]["order"]:
+        values = [r["rows"][name][metric] for r in reports]
+        lines.append(f"| {name} | " + " | ".join(f"{v:.{digits}f}" for v in values) + f" | {mean_interval(values)} |")
     return "\n".join(lines)
 
 
@@ -82,10 +81,14 @@ def main() -> None:
     reports = []
     for run in args.runs:
         report = load_report(run, args.stage)
-        report["seed"] = yaml.safe_load((run / "config.resolved.yaml").read_text()).get("seed", run.name)
+        config = yaml.safe_load((run / "config.resolved.yaml").read_text())
+        report["seed"] = config.get("seed", run.name)
+        stage = next(st for st in config["stages"] if st.get("id") == args.stage)
+        report["order"] = [v["name"] for v in stage["variants"]]  # the config's row order
         reports.append(report)
     lists = reports[0]["lists"]
     text = (f"NDCG@5 per training seed ({lists} test lists each):\n\n{variant_table(reports)}\n\n"
+            f"Parse failure rate per training seed:\n\n{variant_table(reports, 'parse_failure_rate', 2)}\n\n"
             f"Paired differences in NDCG@5, pooled over {len(reports)} seeds x {lists} lists (bootstrap within "
             f"seeds):\n\n{pooled_comparisons(reports, args.samples)}\n")
     print(text)
