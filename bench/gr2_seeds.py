@@ -91,9 +91,9 @@ def main() -> None:
             f"Parse failure rate per training seed:\n\n{variant_table(reports, 'parse_failure_rate', 2)}\n\n"
             f"Paired differences in NDCG@5, pooled over {len(reports)} seeds x {lists} lists (bootstrap within "
             f"seeds):\n\n{pooled_comparisons(reports, args.samples)}\n")
-    print(text)
     if args.out:
         args.out.write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":
