@@ -66,11 +66,10 @@ class Arithmetic:
         self.layers, self.hidden = config.num_hidden_layers, config.hidden_size
         heads = config.num_attention_heads
         self.kv_dim = getattr(config, "num_key_value_heads", heads) * self.hidden // heads
-        embedding = model.get_input_embeddings().weight.numel()
         self.total = sum(p.numel() for p in model.parameters())
-        # every weight used as a matrix product: all but the input embedding (the output head counts,
-        # tied or not)
-        self.linear = self.total - embedding + (embedding if config.tie_word_embeddings else 0)
+        # the weights used in matrix products: every linear layer, the output head included (tied
+        # or not); not the input embedding (a lookup) or the norms
+        self.linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
         self.weight_bytes = self.total * 4
 
     def forward_flops(self, tokens: int, context: float) -> float:
