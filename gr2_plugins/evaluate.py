@@ -11,8 +11,14 @@ from reasonrl.core.config import ConstraintRef, DatasetRef
 from reasonrl.core.contracts import StageContext
 from reasonrl.core.io import read_json
 from reasonrl.core.registry import Params
-from reasonrl.gr2_plugins.metrics import (bootstrap_interval, identity_copy_rate, ndcg_at, paired_bootstrap, rank_of,
-                                          ranking_metrics)
+from reasonrl.gr2_plugins.metrics import (
+    bootstrap_interval,
+    identity_copy_rate,
+    ndcg_at,
+    paired_bootstrap,
+    rank_of,
+    ranking_metrics,
+)
 from reasonrl.gr2_plugins.parsing import parse_ranking
 from reasonrl.plugins.evaluation import VariantEvaluation, report_table, write_outputs
 from reasonrl.plugins.rollout import SamplingParams

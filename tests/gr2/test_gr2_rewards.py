@@ -3,10 +3,24 @@ import math
 
 import pytest
 
-from reasonrl.gr2_plugins.metrics import bootstrap_interval, identity_copy_rate, ndcg_at, paired_bootstrap, ranking_metrics
-from reasonrl.gr2_plugins.rewards import ConditionalRankParams, TopKParams
+from reasonrl.gr2_plugins.metrics import (
+    bootstrap_interval,
+    identity_copy_rate,
+    ndcg_at,
+    paired_bootstrap,
+    ranking_metrics,
+)
 from reasonrl.gr2_plugins.parsing import MISSING_ITEMS, NOT_JSON, NOT_PERMUTATION, UNKNOWN_SID, parse_ranking
-from reasonrl.gr2_plugins.rewards import AUCReward, ConditionalRank, FormatReward, NDCGReward, RankReward, TopKReward
+from reasonrl.gr2_plugins.rewards import (
+    AUCReward,
+    ConditionalRank,
+    ConditionalRankParams,
+    FormatReward,
+    NDCGReward,
+    RankReward,
+    TopKParams,
+    TopKReward,
+)
 
 CANDIDATES = [f"<|sid_begin|><s_a_{i}><s_b_0><|sid_end|>" for i in range(10)]
 
