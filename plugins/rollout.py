@@ -97,21 +97,24 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     return logits
 
 
-def exponential_noise(shape, generator=None, group_size: int = 1, device=None) -> torch.Tensor:
-    """E ~ Exp(1) per entry. ``generator`` may be a list with one generator per prompt (its
-    ``group_size`` rows in a row)."""
-    if isinstance(generator, (list, tuple)):
-        part = (group_size, shape[-1])
-        uniform = torch.cat([torch.rand(part, generator=g, device=device) for g in generator]).clamp_(min=1e-30)
-    else:
-        uniform = torch.rand(shape, generator=generator, device=device).clamp_(min=1e-30)
-    return uniform.log_().neg_()  # -log U ~ Exp(1); cheaper than exponential_ on CPU
-
-
-def sample_tokens(probs: torch.Tensor, generator=None, group_size: int = 1) -> torch.Tensor:
+def sample_tokens(probs: torch.Tensor, generator=None, group_size: int = 1, live: torch.Tensor | None = None,
+                  rows: int | None = None) -> torch.Tensor:
     """One token per row drawn from ``probs``: argmax(p / E) with E ~ Exp(1) picks token i with
-    probability p_i, and costs a fraction of torch.multinomial on large vocabularies."""
-    return (probs / exponential_noise(probs.shape, generator, group_size, probs.device)).argmax(dim=-1)
+    probability p_i, and costs a fraction of torch.multinomial on large vocabularies.
+
+    ``generator`` may be a list with one generator per prompt (its ``group_size`` rows in a row).
+    When ``probs`` holds only the ``live`` rows of a batch of ``rows``, noise is still drawn for
+    all of them, so a row's draws do not depend on which other rows are still running."""
+    rows = rows or probs.shape[0]
+    shape = (group_size if isinstance(generator, (list, tuple)) else rows, probs.shape[-1])
+    if isinstance(generator, (list, tuple)):
+        uniform = torch.cat([torch.rand(shape, generator=g, device=probs.device) for g in generator])
+    else:
+        uniform = torch.rand(shape, generator=generator, device=probs.device)
+    noise = uniform.clamp_(min=1e-30).log_().neg_()  # -log U ~ Exp(1); cheaper than exponential_ on CPU
+    if live is not None and len(live) < rows:
+        noise = noise[live]
+    return (probs / noise).argmax(dim=-1)
 
 
 def _to_all_rows(values: torch.Tensor, live: torch.Tensor, rows: int, fill) -> torch.Tensor:
@@ -222,8 +225,7 @@ class HFRolloutEngine:
         if params.top_k == 1:
             return logits.argmax(dim=-1)  # greedy: no softmax or noise over the vocabulary
         probs = filter_logits(logits, params.top_k, params.top_p).softmax(dim=-1)
-        noise = exponential_noise((rows, probs.shape[-1]), generator, group_size, probs.device)
-        return (probs / (noise if len(live) == rows else noise[live])).argmax(dim=-1)
+        return sample_tokens(probs, generator, group_size, live, rows)
 
     def _hit_stop(self, tokenizer, texts, token, live_rows) -> torch.Tensor:
         hit = torch.zeros(len(live_rows), dtype=torch.bool, device=token.device)
