@@ -187,8 +187,8 @@ class HFRolloutEngine:
         for _ in range(params.max_new_tokens):
             live_rules = None if rules is None else [rules[row] for row in live_rows]
             scaled = logits.float() / params.temperature
-            allowed = constrain(scaled.clone(), live_rules, torch.zeros(len(live_rows), dtype=torch.bool)) \
-                if rules is not None else scaled
+            running = torch.zeros(len(live_rows), dtype=torch.bool, device=device)  # no finished rows in the batch
+            allowed = constrain(scaled.clone(), live_rules, running) if rules is not None else scaled
             token = self._draw(allowed, generator, group_size, live, rows)
             for rule, chosen in zip(live_rules or (), token.tolist()):
                 rule.advance(chosen)
