@@ -206,7 +206,8 @@ class RolloutEngine(Protocol):
     seeds the sampling (resumed runs replay it): one ``torch.Generator``, or a list with
     one per prompt, whose samples then draw only from their own prompt's generator.
     ``constraints`` holds one rule per prompt from a :class:`DecodingConstraint` (None:
-    unconstrained).
+    unconstrained); a rule with ``set_budget(max_new_tokens)`` is told the token budget
+    before decoding (``plugins.rollout.tell_budget``).
     """
 
     temperature: float

@@ -6,7 +6,10 @@ built per prompt from its candidates (and, in the reasoning, its history). Insid
 punctuation is forced (``": ["``, ``", "`` between items, ``"]}`` and end-of-sequence after the
 last candidate), so an answer that reaches the list is a complete permutation in valid JSON.
 Once the explanation string is closed (``", "``), the only valid continuation is the
-``recommendations`` key, so that is forced too. The reasoning itself is free text.
+``recommendations`` key, so that is forced too. The reasoning itself is free text, within a
+token budget: told the decoder's ``max_new_tokens``, the constraint keeps room for the whole
+list, and a reasoning that would leave less is closed there and the answer started
+(``", "recommendations": ["``, or a new ``{"explanation": "", ...`` outside the explanation).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ CODE = re.compile(r"<s_[a-z]_\d+>")
 # what the answer looks like around SIDs: '{"explanation": "...", "recommendations": ["<sid>", "<sid>"]}'
 LIST_OPEN, LIST_NEXT, LIST_CLOSE = '": ["', '", "', '"]}'
 EXPLANATION_OPEN, EXPLANATION_END, KEY_AND_LIST_OPEN = '{"explanation": "', '", "', 'recommendations": ["'
+# what closes a reasoning cut by the budget, inside the explanation string or outside it
+CLOSE_EXPLANATION, WHOLE_ANSWER_OPEN = EXPLANATION_END + KEY_AND_LIST_OPEN, '{"explanation": "", "recommendations": ["'
 
 
 def sid_codes(sid: str) -> tuple[str, ...]:
@@ -70,6 +75,9 @@ class SIDConstraint:
         # (a SID's begin, or end-of-sequence); None once the model has left the expected shape
         self.literal: str | None = None
         self.then: int | None = None
+        self.budget: int | None = None  # tokens the decoder may write (set_budget); None: no limit
+        self.written = 0
+        self.forced = False  # the budget closed the reasoning
 
     def __deepcopy__(self, memo):
         # one copy per sample; the tokenizer and the code tables are shared, read-only
@@ -77,6 +85,24 @@ class SIDConstraint:
         clone.listed = set(self.listed)
         clone.inside = None if self.inside is None else list(self.inside)
         return clone
+
+    def set_budget(self, max_new_tokens: int) -> None:
+        self.budget = max_new_tokens
+        self._close_if_out_of_room()
+
+    def answer_room(self) -> int:
+        """Tokens the longest answer from here may take: the opening, then each candidate (its SID
+        and a separator, one token per character at worst), the close and end-of-sequence."""
+        sid = 2 + max((len(c) for c in self.candidates), default=0)
+        return len(WHOLE_ANSWER_OPEN) + len(self.candidates) * (sid + len(LIST_NEXT)) + len(LIST_CLOSE) + 1
+
+    def _close_if_out_of_room(self) -> None:
+        if (self.budget is None or self.in_answer or self.inside is not None
+                or self.budget - self.written > self.answer_room()):
+            return
+        self.forced = True
+        self.in_answer = True
+        self.literal, self.then = (CLOSE_EXPLANATION if self.explaining else WHOLE_ANSWER_OPEN), self.begin
 
     def pool(self) -> set[tuple[str, ...]]:
         return self.candidates - self.listed if self.in_answer else self.citable
@@ -100,6 +126,11 @@ class SIDConstraint:
         return [self.then]
 
     def advance(self, token: int) -> None:
+        self.written += 1
+        self._advance_state(token)
+        self._close_if_out_of_room()
+
+    def _advance_state(self, token: int) -> None:
         if token == self.begin:
             self.inside = []
             if self.literal != "":  # a SID before the punctuation was written: off the expected shape

@@ -20,7 +20,13 @@ from reasonrl.gr2_plugins.metrics import (
     ranking_metrics,
 )
 from reasonrl.gr2_plugins.parsing import parse_ranking
-from reasonrl.plugins.evaluation import VariantEvaluation, report_table, write_outputs
+from reasonrl.plugins.evaluation import (
+    VariantEvaluation,
+    check_comparisons,
+    paired_lines,
+    report_table,
+    write_outputs,
+)
 from reasonrl.plugins.rollout import SamplingParams
 
 
@@ -57,11 +63,7 @@ class GR2EvaluateParams(Params):
 
     @model_validator(mode="after")
     def _comparisons_name_variants(self):
-        names = {v.name for v in self.variants}
-        for pair in self.comparisons:
-            unknown = [name for name in pair if name not in names]
-            if unknown:
-                raise ValueError(f"comparisons: {unknown} is not a variant name; the variants are {sorted(names)}")
+        check_comparisons(self.variants, self.comparisons)
         return self
 
 
@@ -102,17 +104,10 @@ def markdown_table(title: str, rows: dict[str, dict[str, Any]], n: int) -> str:
 
 def comparison_lines(rows: dict[str, dict[str, Any]], pairs, samples: int) -> tuple[list[dict], str]:
     """Paired differences in NDCG@5 between variants on the same lists."""
-    results, lines = [], []
-    for baseline, variant in pairs:
-        result = paired_bootstrap(rows[baseline]["ndcg@5_per_list"], rows[variant]["ndcg@5_per_list"], samples)
-        results.append({"baseline": baseline, "variant": variant, **result})
-        lo, hi = result["ci95"]
-        verdict = "better" if lo > 0 else "worse" if hi < 0 else "no difference shown"
-        lines.append(f"| {variant} - {baseline} | {result['difference']:+.4f} | [{lo:+.3f}, {hi:+.3f}] | {verdict} |")
-    if not lines:
-        return results, ""
-    return results, ("\n\nPaired differences in NDCG@5 on the same lists (bootstrap over lists):\n\n"
-                     "| comparison | difference | 95% CI | verdict |\n|---|---|---|---|\n" + "\n".join(lines))
+    results = [{"baseline": baseline, "variant": variant,
+                **paired_bootstrap(rows[baseline]["ndcg@5_per_list"], rows[variant]["ndcg@5_per_list"], samples)}
+               for baseline, variant in pairs]
+    return results, paired_lines(results, "NDCG@5", "lists")
 
 
 def trace_lines(traces: dict[str, dict[str, Any]]) -> str:

@@ -55,6 +55,7 @@ class TfidfBaseline:
         features = vectorizer.fit_transform([e["content"] for e in train])
         model = LogisticRegression(C=p.c, max_iter=2000).fit(features, [e["label"] for e in train])
         summary: dict[str, Any] = {"train_examples": len(train)}
+        predictions: dict[str, list[str]] = {}
         for split in ("validation", "test"):
             rows = splits.get(split) or []
             if not rows:
@@ -66,5 +67,8 @@ class TfidfBaseline:
             report = classification_report([e["label"] for e in rows], predicted, positive, labels,
                                            [float(row.max()) for row in probs])
             summary.update({f"{split}/{k}": v for k, v in report.items()})
+            predictions[split] = predicted
         atomic_write_json(context.stage_dir / "metrics.json", summary)
+        # per-example labels: evaluation stages compare other classifiers with this one on the same examples
+        atomic_write_json(context.stage_dir / "predictions.json", predictions)
         return summary

@@ -15,6 +15,7 @@ import json
 import random
 from collections import defaultdict
 from pathlib import Path
+from typing import Sequence
 
 from pydantic import Field
 
@@ -40,6 +41,9 @@ class SplitParams(Params):
                                "default: the task's own policy")
     reflect: bool = Field(False, description="ask the model to weigh the opposite label before answering")
     max_train: int | None = Field(None, gt=0, description="keep the first N training examples (data ladders)")
+    warm_start_examples: int = Field(0, ge=0, description=(
+        "move N training examples, the same number per label, into a separate 'warm_start' split before "
+        "max_train applies: a warm start trained on them is never counted in a ladder's n"))
     seed: int = Field(0, description="seed of the stratified split")
 
 
@@ -107,6 +111,25 @@ def stratified_splits(examples: list[dict], validation: float, test: float, seed
     return out
 
 
+def balanced_head(rows: list[dict], count: int, labels: Sequence[str]) -> tuple[list[dict], list[dict]]:
+    """The first ``count / len(labels)`` rows of each label (in order), and the rows left."""
+    per_label, extra = divmod(count, len(labels))
+    if extra:
+        raise ReasonRLError(f"warm_start_examples={count} does not split evenly over the {len(labels)} labels "
+                            f"{list(labels)}; use a multiple of {len(labels)}")
+    taken: dict[str, list[int]] = {label: [] for label in labels}
+    for index, row in enumerate(rows):
+        if len(taken[row["label"]]) < per_label:
+            taken[row["label"]].append(index)
+    short = {label: len(found) for label, found in taken.items() if len(found) < per_label}
+    if short:
+        raise ReasonRLError(f"warm_start_examples={count} needs {per_label} training examples per label; the "
+                            f"training split has only {short}. Lower warm_start_examples.")
+    chosen = sorted(i for found in taken.values() for i in found)
+    picked = set(chosen)
+    return [rows[i] for i in chosen], [row for i, row in enumerate(rows) if i not in picked]
+
+
 def email_content(raw: str, head: int, tail: int) -> str:
     """From and Subject headers plus a bounded head/tail of the plain-text body."""
     message = email.message_from_string(raw, policy=email.policy.compat32)
@@ -148,6 +171,8 @@ class _Task:
                 row.update(task=self.name, labels=labels, content=content, policy=p.policy or self.name,
                            prompt=classifier_prompt(policy, content, labels, p.reflect),
                            completion=sft_completion(row["label"], labels))
+        if p.warm_start_examples:
+            splits["warm_start"], splits["train"] = balanced_head(splits["train"], p.warm_start_examples, labels)
         splits["train"] = splits["train"][: p.max_train]
         return splits
 

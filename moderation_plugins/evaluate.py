@@ -14,11 +14,13 @@ from pydantic import Field, model_validator
 
 from reasonrl.core.config import DatasetRef
 from reasonrl.core.contracts import StageContext
+from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.io import read_json
 from reasonrl.core.registry import Params
 from reasonrl.moderation_plugins.baseline import classification_report
+from reasonrl.moderation_plugins.metrics import macro_f1, paired_metric_bootstrap
 from reasonrl.moderation_plugins.parsing import parse_verdict
-from reasonrl.plugins.evaluation import VariantEvaluation
+from reasonrl.plugins.evaluation import VariantEvaluation, check_comparisons, paired_lines
 from reasonrl.plugins.models import ModelSpec
 from reasonrl.plugins.rollout import SamplingParams
 
@@ -51,6 +53,16 @@ class ModerationEvalParams(Params):
                             "(use temperature > 0 and top_k 0 in sampling)")
     max_examples: int | None = Field(None, gt=0)
     """evaluate only the first N examples (default: all)"""
+    comparisons: list[tuple[str, str]] = Field(default_factory=list)
+    """pairs of variant names [baseline, variant]: the report gives variant - baseline macro-F1 on the
+    same examples with a paired bootstrap 95% interval"""
+    bootstrap_samples: int = Field(1000, ge=10)
+    """bootstrap resamples of the paired intervals"""
+
+    @model_validator(mode="after")
+    def _comparisons_name_variants(self):
+        check_comparisons(self.variants, self.comparisons)
+        return self
     title: str = "Moderation"
     """the report's title"""
     progress: bool = True
@@ -154,8 +166,25 @@ class ModerationEvaluate(VariantEvaluation):
     def report(self, context: StageContext, rows, examples):
         p = self.params
         reliability_plot(context.stage_dir / "reliability.png", rows)
-        payload = {"title": p.title, "examples": len(examples), "split": p.split, "rows": rows}
-        return payload, markdown_table(p.title, rows, len(examples))
+        comparisons, paired = self.comparisons(rows, examples)
+        payload = {"title": p.title, "examples": len(examples), "split": p.split, "rows": rows,
+                   "comparisons": comparisons}
+        return payload, markdown_table(p.title, rows, len(examples)) + paired
+
+    def comparisons(self, rows, examples) -> tuple[list[dict[str, Any]], str]:
+        """Paired differences in macro-F1 between variants on the same examples."""
+        p = self.params
+        gold, labels = [e["label"] for e in examples], examples[0]["labels"]
+        results = []
+        for baseline, variant in p.comparisons:
+            missing = [name for name in (baseline, variant) if rows[name].get("predictions") is None]
+            if missing:
+                raise ReasonRLError(f"comparisons: variant {missing[0]!r} has no per-example predictions (a "
+                                    f"tfidf_baseline stage from an older version); rerun that stage")
+            result = paired_metric_bootstrap(gold, rows[baseline]["predictions"], rows[variant]["predictions"],
+                                             lambda pred, g: macro_f1(pred, g, labels), p.bootstrap_samples)
+            results.append({"baseline": baseline, "variant": variant, **result})
+        return results, paired_lines(results, "macro-F1", "examples")
 
     def summary_rows(self, rows):
         return {k: {c: v.get(c) for c in COLUMNS} for k, v in rows.items()}
@@ -163,7 +192,11 @@ class ModerationEvaluate(VariantEvaluation):
     def baseline_row(self, context: StageContext, stage: str) -> dict[str, Any]:
         metrics = read_json(context.run_dir / stage / "metrics.json")
         prefix = f"{self.params.split}/"
-        return {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}
+        row = {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}
+        predictions = context.run_dir / stage / "predictions.json"
+        if predictions.exists():
+            row["predictions"] = read_json(predictions).get(self.params.split)
+        return row
 
     def model_row(self, context: StageContext, variant, examples: list[dict]) -> dict[str, Any]:
         from reasonrl.plugins.evaluation import generate_texts, load_model, write_outputs
@@ -177,4 +210,4 @@ class ModerationEvaluate(VariantEvaluation):
         outputs = [{"id": e.get("id"), "label": e["label"], "samples": s, **v}
                    for e, s, v in zip(examples, samples, verdicts)]
         write_outputs(context.stage_dir, variant.name, outputs)
-        return score_verdicts(examples, verdicts)
+        return {**score_verdicts(examples, verdicts), "predictions": [v["label"] for v in verdicts]}

@@ -66,3 +66,26 @@ def expected_calibration_error(confidences: Sequence[float], correct: Sequence[b
             conf = sum(confidences[i] for i in members) / len(members)
             total += len(members) / n * abs(acc - conf)
     return total
+
+
+def paired_metric_bootstrap(gold: Sequence[str], baseline: Sequence[str | None], variant: Sequence[str | None],
+                            metric, samples: int = 1000, seed: int = 0) -> dict[str, float]:
+    """``metric(predicted, gold)`` of variant minus baseline on the same examples, with a
+    percentile bootstrap 95% interval: examples are resampled jointly for both, so a metric
+    that does not average over examples (macro-F1) is recomputed on each resample."""
+    import random
+
+    if not (len(gold) == len(baseline) == len(variant)) or not gold:
+        raise ValueError(f"paired_metric_bootstrap needs equally long, non-empty predictions; got {len(gold)}, "
+                         f"{len(baseline)} and {len(variant)}")
+    rng = random.Random(seed)
+    n = len(gold)
+    differences = []
+    for _ in range(samples):
+        pick = [rng.randrange(n) for _ in range(n)]
+        g = [gold[i] for i in pick]
+        differences.append(metric([variant[i] for i in pick], g) - metric([baseline[i] for i in pick], g))
+    differences.sort()
+    return {"difference": metric(list(variant), list(gold)) - metric(list(baseline), list(gold)),
+            "ci95": (differences[int(0.025 * samples)], differences[min(samples - 1, int(0.975 * samples))]),
+            "examples": n}

@@ -24,8 +24,9 @@ def register_datasets(register):
 @hookimpl
 def register_reward_functions(register):
     register("label_accuracy", f"{M}.rewards:LabelAccuracy", summary="1 if the parsed label is the gold label")
-    register("verdict_labels", f"{M}.rewards:VerdictLabels",
-             summary="metric, not a reward: the share of answers per label (rl: metrics)")
+    register("verdict_labels", f"{M}.rewards:VerdictLabels", params=f"{M}.rewards:VerdictLabelsParams",
+             summary="metric, not a reward: the share of answers per label and their entropy (rl: metrics); "
+                     "stops on a constant starting policy")
     register("verdict_format", f"{M}.rewards:VerdictFormat",
              summary="1 if the answer has reasoning, a known label and a probability")
     register("reasoning_length", f"{M}.rewards:ReasoningLength", params=f"{M}.rewards:ReasoningLengthParams",
@@ -48,6 +49,9 @@ def register_stages(register):
              summary="reasoning-free floor: TF-IDF + logistic regression, accuracy / F1 / AUC / ECE")
     register("moderation_evaluate", f"{M}.evaluate:ModerationEvaluate", params=f"{M}.evaluate:ModerationEvalParams",
              summary="accuracy, macro-F1, ROC/PR-AUC, ECE, parse failures, reasoning length; MC aggregation; plots")
+    register("moderation_warm_start", f"{M}.warm_start:ModerationWarmStart", params=f"{M}.warm_start:WarmStartParams",
+             summary="label-only SFT on class-balanced batches; keeps the checkpoint with the best validation "
+                     "macro-F1; stops if it answers one label")
     register("moderation_study", f"{M}.study:ModerationStudy", params=f"{M}.study:StudyParams",
              summary="quality vs examples / rollouts / steps: resumable child runs, sigmoid fit, RL-vs-SFT efficiency")
 

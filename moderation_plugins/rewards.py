@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 from pydantic import Field
 
 from reasonrl.core.config import JudgeRef
+from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.registry import Params
 from reasonrl.moderation_plugins.parsing import parse_verdict
 
@@ -45,13 +48,19 @@ class LabelAccuracy:
                 for c, e in zip(completions, examples)]
 
 
+class VerdictLabelsParams(Params):
+    stop_if_constant: bool = True
+    """stop the rl stage when every rollout of its first step gives the same answer (one label, or none)"""
+
+
 class VerdictLabels:
     """Not a reward: which label each answer gave (``label=<name>`` 1/0, ``label=none`` when
     none parsed). Logged with the rl stage's ``metrics``, the per-step shares show a policy
-    collapsing onto one label long before accuracy says so."""
+    collapsing onto one label long before accuracy says so; ``label_entropy`` (bits) sums
+    them up, and a starting policy that answers one label for everything stops the stage."""
 
-    def __init__(self, params=None) -> None:
-        self.params = params
+    def __init__(self, params: VerdictLabelsParams | None = None) -> None:
+        self.params = params or VerdictLabelsParams()
 
     def __call__(self, prompts, completions, examples):
         out = []
@@ -60,6 +69,19 @@ class VerdictLabels:
             out.append({f"label={name}": float(label == name) for name in example["labels"]}
                        | {"label=none": float(label is None)})
         return out
+
+    def summarize(self, means: dict[str, float], step: int) -> dict[str, float]:
+        """Batch-level metrics from the step's shares; raises on a constant starting policy."""
+        shares = {k: v for k, v in means.items() if k.startswith("label=") and v > 0}
+        entropy = -sum(v * math.log2(v) for v in shares.values())
+        if step == 1 and self.params.stop_if_constant and len(shares) == 1:
+            answer = next(iter(shares))
+            raise ReasonRLError(
+                f"verdict_labels: every rollout of the first rl step answers {answer}: the starting policy gives "
+                f"one answer for everything, so each group's rewards are equal and RL has nothing to learn from. "
+                f"Fix: start from a moderation_warm_start stage (class-balanced, picked by validation macro-F1), "
+                f"raise the rollout temperature, or set verdict_labels' stop_if_constant: false to train anyway.")
+        return {"label_entropy": entropy}
 
 
 class VerdictFormat:

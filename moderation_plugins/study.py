@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
+import statistics
 import warnings
 from dataclasses import replace
 from typing import Any, Literal, Sequence
@@ -53,6 +55,12 @@ class StudyParams(Params):
     chat_template: bool = True
     """wrap prompts in the tokenizer's chat template"""
     match_tolerance: float = Field(0.01, ge=0, description="RL 'matches' SFT's best within this margin")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description=(
+        "training seeds per rung (added to the run's seed); the report gives the mean and a 95% t-interval"))
+    passes: float | None = Field(None, gt=0, description=(
+        "equal budget per rung on an examples ladder: sft trains this many epochs over the n examples and rl "
+        "takes ceil(passes * n / prompts_per_step) steps, so both see each example this many times; "
+        "null: the rl and sft params decide"))
     title: str = "Moderation study"
     """the report's title"""
     progress: bool = True
@@ -62,6 +70,8 @@ class StudyParams(Params):
     def _axis_fits_recipes(self):
         if self.axis != "examples" and "sft" in self.recipes:
             raise ValueError(f"axis {self.axis!r} is an RL knob; use recipes: [rl] (sft only ladders examples)")
+        if self.passes is not None and self.axis != "examples":
+            raise ValueError(f"passes sets the budget of an examples ladder; axis {self.axis!r} sets it itself")
         return self
 
 
@@ -96,6 +106,42 @@ def fit_sigmoid(xs: Sequence[float], ys: Sequence[float], r0: float) -> dict[str
     return {"R0": r0, "A": float(a), "B": float(b), "C_mid": float(c_mid), "R2": r2}
 
 
+def point_name(recipe: str, axis: str, value: int, seed: int) -> str:
+    return f"{recipe}_{axis}{value}" + (f"_seed{seed}" if seed else "")
+
+
+def rung_budget(recipe: str, n: int, passes: float, params: dict[str, Any]) -> dict[str, Any]:
+    """The child params that make a recipe see each of its n examples ``passes`` times."""
+    if recipe == "sft":
+        return {"epochs": passes}
+    return {"steps": max(1, math.ceil(passes * n / params.get("prompts_per_step", 8)))}
+
+
+def t_interval(scores: Sequence[float]) -> list[float] | None:
+    """95% Student-t interval of the mean over seeds (None with one seed)."""
+    from scipy.stats import t
+
+    if len(scores) < 2:
+        return None
+    mean, half = statistics.fmean(scores), t.ppf(0.975, len(scores) - 1) * statistics.stdev(scores) / len(scores) ** 0.5
+    return [mean - half, mean + half]
+
+
+def score_cell(point: dict[str, Any]) -> str:
+    ci = point.get("ci95")
+    return f"{point['score']:.4f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def budget_text(budget: dict[str, Any]) -> str:
+    return ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in budget.items() if v is not None)
+
+
+def warm_start_pool(context: StageContext, dataset: DatasetRef) -> int | None:
+    """Size of the dataset's separate warm-start split, when it keeps one."""
+    pool = context.build(dataset).splits().get("warm_start")
+    return len(pool) if pool else None
+
+
 def smallest_matching(rl_points: Sequence[tuple[int, float]], target: float, tolerance: float) -> int | None:
     """The smallest ladder value whose RL score is within ``tolerance`` of ``target``."""
     for value, score in sorted(rl_points):
@@ -111,19 +157,20 @@ class ModerationStudy:
     def run(self, context: StageContext) -> dict[str, Any]:
         p = self.params
         base = self.evaluate_point(context, "base", None)
-        points: dict[str, list[tuple[int, float]]] = {}
+        points: dict[str, list[tuple[int, list[float]]]] = {}
         for recipe in p.recipes:
             for value in p.values:
-                score = self.evaluate_point(context, f"{recipe}_{p.axis}{value}", (recipe, value))
-                points.setdefault(recipe, []).append((value, score))
-        report = self.report(base, points)
+                scores = [self.evaluate_point(context, point_name(recipe, p.axis, value, seed), (recipe, value, seed))
+                          for seed in p.seeds]
+                points.setdefault(recipe, []).append((value, scores))
+        report = self.report(base, points, warm_start_pool(context, p.dataset))
         atomic_write_json(context.stage_dir / "report.json", report)
         atomic_write_text(context.stage_dir / "report.md", self.markdown(report) + "\n")
         self.plot(context.stage_dir / "study.png", report)
         return {k: v for k, v in report.items() if k != "points"}
 
     # ------------------------------------------------------------------ one point
-    def evaluate_point(self, context: StageContext, name: str, job: tuple[str, int] | None) -> float:
+    def evaluate_point(self, context: StageContext, name: str, job: tuple[str, int, int] | None) -> float:
         """Train (unless ``job`` is None: the starting model), evaluate, remember the score."""
         folder = context.stage_dir / name
         done = folder / "point.json"
@@ -143,12 +190,14 @@ class ModerationStudy:
             dataset["params"]["max_train"] = value
         elif recipe == "rl":
             params[AXIS_FIELD[p.axis]] = value
+        if p.passes is not None:
+            params.update(rung_budget(recipe, value, p.passes, params))
         params.setdefault("model", p.model.model_dump())
         params["dataset"] = dataset
         params.setdefault("progress", p.progress)
         return params
 
-    def train_child(self, context: StageContext, name: str, recipe: str, value: int) -> None:
+    def train_child(self, context: StageContext, name: str, recipe: str, value: int, seed: int) -> None:
         folder = context.stage_dir / name
         if (folder / MARKER).exists():
             return
@@ -156,7 +205,8 @@ class ModerationStudy:
         params = self.child_params(recipe, value)
         # the study's own fingerprint already covers the ladder; a rung adds which one it is
         fingerprint = hashlib.sha256(f"{context.fingerprint}/{name}".encode()).hexdigest()
-        child = replace(context, stage_dir=folder, stage_id=f"{context.stage_id}/{name}", fingerprint=fingerprint)
+        child = replace(context, stage_dir=folder, stage_id=f"{context.stage_id}/{name}", fingerprint=fingerprint,
+                        seed=context.seed + seed)
         run_stage(child, recipe, params, echo=lambda message: None)
 
     def score_model(self, context: StageContext, child: str | None) -> tuple[float, dict[str, Any]]:
@@ -174,29 +224,57 @@ class ModerationStudy:
         return float(metrics[p.metric]), metrics
 
     # ------------------------------------------------------------------ report
-    def report(self, base: float, points: dict[str, list[tuple[int, float]]]) -> dict[str, Any]:
+    def report(self, base: float, points: dict[str, list[tuple[int, list[float]]]],
+               warm_start: int | None) -> dict[str, Any]:
         p = self.params
-        fits = {recipe: fit_sigmoid([v for v, _ in pts], [s for _, s in pts], base) for recipe, pts in points.items()}
-        report: dict[str, Any] = {"axis": p.axis, "metric": p.metric, "eval_split": p.eval_split, "untrained": base,
-                                  "points": {r: [{"value": v, "score": s} for v, s in pts] for r, pts in points.items()},
-                                  "fits": fits}
-        if "rl" in points and "sft" in points:
-            sft_best = max(s for _, s in points["sft"])
+        means = {recipe: [(v, statistics.fmean(scores)) for v, scores in pts] for recipe, pts in points.items()}
+        fits = {recipe: fit_sigmoid([v for v, _ in pts], [s for _, s in pts], base) for recipe, pts in means.items()}
+        report: dict[str, Any] = {
+            "axis": p.axis, "metric": p.metric, "eval_split": p.eval_split, "untrained": base, "seeds": p.seeds,
+            "warm_start_examples": warm_start, "passes": p.passes,
+            "points": {recipe: [{"value": v, "score": statistics.fmean(scores), "scores": scores,
+                                 "ci95": t_interval(scores), "budget": self.budget(recipe, v)} for v, scores in pts]
+                       for recipe, pts in points.items()},
+            "fits": fits}
+        if "rl" in means and "sft" in means:
+            sft_best = max(s for _, s in means["sft"])
             report["sft_best"] = sft_best
-            report["rl_matches_sft_best_at"] = smallest_matching(points["rl"], sft_best, p.match_tolerance)
+            report["rl_matches_sft_best_at"] = smallest_matching(means["rl"], sft_best, p.match_tolerance)
         return report
+
+    def budget(self, recipe: str, value: int) -> dict[str, float]:
+        """What one rung trained on: optimiser steps and examples (sft) or rollouts (rl) seen."""
+        params = self.child_params(recipe, value)
+        n = value if self.params.axis == "examples" else None
+        if recipe == "sft":
+            batch, epochs = params.get("batch_size", 8), params.get("epochs", 1.0)
+            steps = max(1, int((n or 0) * epochs / batch)) if n else None
+            return {"steps": steps, "examples_seen": steps * batch if steps else None}
+        steps, prompts, group = params.get("steps", 50), params.get("prompts_per_step", 8), params.get("group_size", 8)
+        return {"steps": steps, "prompts_seen": steps * prompts, "rollouts": steps * prompts * group}
 
     def markdown(self, report: dict[str, Any]) -> str:
         p = self.params
+        seeds = len(report["seeds"])
         lines = [f"### {p.title}: {p.metric} vs {p.axis} ({p.eval_split} split)", "",
-                 f"starting model (R0 of the fit): {report['untrained']:.4f}", "",
+                 f"starting model (R0 of the fit): {report['untrained']:.4f}; "
+                 + (f"mean of {seeds} seeds [95% t-interval]" if seeds > 1 else "one seed"), "",
                  "| recipe | " + " | ".join(str(v) for v in p.values) + " | A | B | C_mid | R^2 |",
                  "|---" * (len(p.values) + 5) + "|"]
         for recipe, pts in report["points"].items():
             fit = report["fits"].get(recipe)
             fit_cells = [f"{fit[k]:.3f}" for k in ("A", "B", "C_mid", "R2")] if fit else ["-"] * 4
-            lines.append(f"| {recipe} | " + " | ".join(f"{pt['score']:.4f}" for pt in pts) + " | " +
+            lines.append(f"| {recipe} | " + " | ".join(score_cell(pt) for pt in pts) + " | " +
                          " | ".join(fit_cells) + " |")
+        lines += ["", "Budget per rung: " + "; ".join(
+            f"{recipe} " + ", ".join(f"{pt['value']}: {budget_text(pt['budget'])}" for pt in pts)
+            for recipe, pts in report["points"].items()) + "."]
+        if report.get("passes") is not None:
+            lines.append(f"Both recipes see each of the n examples {report['passes']:g} time(s) per rung.")
+        if report.get("warm_start_examples"):
+            lines.append(f"The starting model's warm start used {report['warm_start_examples']} further labelled "
+                         f"examples, kept apart from every rung's n: a rung of n used n + "
+                         f"{report['warm_start_examples']} labels in all.")
         if "sft_best" in report:
             at = report["rl_matches_sft_best_at"]
             lines += ["", f"SFT's best: {report['sft_best']:.4f}; RL matches it (within {p.match_tolerance}) "
@@ -213,7 +291,11 @@ class ModerationStudy:
         fig, ax = plt.subplots(figsize=(6, 4))
         for recipe, pts in report["points"].items():
             xs = [pt["value"] for pt in pts]
-            line = ax.plot(xs, [pt["score"] for pt in pts], "o", label=f"{recipe} (measured)")[0]
+            ys = [pt["score"] for pt in pts]
+            # 95% intervals over seeds as error bars (zero-length with one seed)
+            errors = [[y - (pt["ci95"] or [y, y])[0] for y, pt in zip(ys, pts)],
+                      [(pt["ci95"] or [y, y])[1] - y for y, pt in zip(ys, pts)]]
+            line = ax.errorbar(xs, ys, yerr=errors, fmt="o", capsize=3, label=f"{recipe} (measured)").lines[0]
             fit = report["fits"].get(recipe)
             if fit:
                 grid = np.geomspace(min(xs) / 2, max(xs) * 2, 100)

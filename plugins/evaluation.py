@@ -50,6 +50,29 @@ def evaluation_examples(context, dataset_ref, split: str, limit: int | None = No
     return splits[split][:limit]
 
 
+def check_comparisons(variants, comparisons) -> None:
+    """Every name of every [baseline, variant] pair must be a variant of the stage."""
+    names = {v.name for v in variants}
+    for pair in comparisons:
+        unknown = [name for name in pair if name not in names]
+        if unknown:
+            raise ValueError(f"comparisons: {unknown} is not a variant name; the variants are {sorted(names)}")
+
+
+def paired_lines(results: Sequence[dict[str, Any]], metric: str, unit: str) -> str:
+    """Markdown for paired differences (``baseline``, ``variant``, ``difference``, ``ci95`` per result)."""
+    lines = []
+    for result in results:
+        lo, hi = result["ci95"]
+        verdict = "better" if lo > 0 else "worse" if hi < 0 else "no difference shown"
+        lines.append(f"| {result['variant']} - {result['baseline']} | {result['difference']:+.4f} | "
+                     f"[{lo:+.3f}, {hi:+.3f}] | {verdict} |")
+    if not lines:
+        return ""
+    return (f"\n\nPaired differences in {metric} on the same {unit} (bootstrap over {unit}):\n\n"
+            "| comparison | difference | 95% CI | verdict |\n|---|---|---|---|\n" + "\n".join(lines))
+
+
 def report_table(title: str, counted: str, header: Sequence[str], rows: dict[str, Sequence[str]]) -> str:
     """A Markdown table with one row per variant, under a title that says what was counted."""
     columns = ["variant", *header]

@@ -217,7 +217,18 @@ class RLStage(Trainer):
         kept = kept[:min(self._all_ranks(len(kept)))]  # equal batches on every rank
         info = self._across_ranks({**self._rollout_metrics(all_rewards, components, dropped, kept),
                                    **mean_components(observed, "metric/")})
+        info.update(self._summaries(info, step))
         return (self._batch(kept) if kept else None), info
+
+    def _summaries(self, info: dict[str, float], step: int) -> dict[str, float]:
+        """Batch-level metrics: a ``metrics`` function may define ``summarize(means, step)`` over
+        the step's component means (e.g. the entropy of label shares); it may also stop the run."""
+        means = {k.removeprefix("metric/"): v for k, v in info.items() if k.startswith("metric/")}
+        out = {}
+        for _, fn in self.metric_fns:
+            if hasattr(fn, "summarize"):
+                out.update({f"metric/{k}": v for k, v in fn.summarize(means, step + 1).items()})
+        return out
 
     def _observe(self, prompts, texts, examples) -> list[dict[str, float | None]]:
         """The ``metrics`` functions' components per sample (not part of the reward)."""

@@ -150,7 +150,8 @@ class HFRolloutEngine:
                  constraints: Sequence | None = None) -> Rollouts:
         """``generator``: one, or a list with one per prompt. ``constraints``: one per prompt (or None),
         each with ``allowed() -> token ids or None`` and ``advance(token_id)``; every sample of the
-        prompt gets its own copy."""
+        prompt gets its own copy (after ``tell_budget``)."""
+        tell_budget(constraints, self.params.max_new_tokens)
         device = model_device(model)
         prompt_ids = [torch.tensor(tokenizer(p, add_special_tokens=False)["input_ids"], dtype=torch.long, device=device)
                       for p in prompts]
@@ -332,6 +333,14 @@ def renormalise_constrained(logprobs, logits_at, completion_ids, allowed, temper
     subset = scaled.gather(1, ids).masked_fill(~valid, float("-inf"))
     chosen = scaled.gather(1, completion_ids[rows, positions][:, None]).squeeze(1)
     return logprobs.index_put((rows, positions), chosen - torch.logsumexp(subset, dim=1))
+
+
+def tell_budget(constraints: Sequence | None, max_new_tokens: int) -> None:
+    """Give each constraint with ``set_budget`` the token budget, so it can keep room to finish an
+    answer. The caller's objects are told (not copies): a replay of the same rule sees the same budget."""
+    for rule in constraints or ():
+        if rule is not None and hasattr(rule, "set_budget"):
+            rule.set_budget(max_new_tokens)
 
 
 def replay_allowed(constraint, tokens: Sequence[int]) -> dict[int, list[int]]:

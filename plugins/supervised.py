@@ -41,6 +41,9 @@ class SFTParams(TrainingParams):
     """examples per step"""
     epochs: float = Field(1.0, gt=0)
     """passes over the data (fractions allowed)"""
+    balance_field: str | None = Field(None, description=(
+        "class-balanced batches: each example of a batch first draws a value of this field (e.g. label) "
+        "uniformly, then a row with that value; null: rows are drawn uniformly"))
 
 
 def weighted_nll(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -71,21 +74,32 @@ class SFTStage(Trainer):
         self.setup(context, steps)
         encoded = [self.encode(e) for e in examples]
         self._check_lengths(encoded)
-        losses = list(getattr(self, "resumed_state", {}).get("losses", []))
+        draw = row_sampler(examples, params.balance_field, context.stage_id)
+        # what the next checkpoint stores besides the step (a subclass adds its own entries)
+        self.state = {k: v for k, v in getattr(self, "resumed_state", {}).items() if k not in ("step", "fingerprint")}
+        losses = self.state.setdefault("losses", [])
         bar = self.progress("sft")
         for step in range(self.start_step, steps):
             rng = random.Random(step_seed(self.seed, step))
-            batch = [encoded[rng.randrange(len(encoded))] for _ in range(params.batch_size)]
-            loss = self.train_on(batch)
+            loss = self.train_on([encoded[draw(rng)] for _ in range(params.batch_size)])
             losses.append(loss)
             context.log(step + 1, {"loss": loss, "lr": self.scheduler.get_last_lr()[0]})
             bar.set_postfix(loss=f"{loss:.4f}")
             bar.update(1)
-            self.maybe_checkpoint(step + 1, {"losses": losses})
+            self.after_step(step + 1)
+            self.maybe_checkpoint(step + 1, self.state)
         bar.close()
-        self.save_model({"losses": losses})
+        summary = self.before_save()
+        self.save_model(self.state)
         return {"steps": steps, "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
-                "model_dir": str(context.stage_dir / "model")}
+                "model_dir": str(context.stage_dir / "model"), **summary}
+
+    def after_step(self, step: int) -> None:
+        """Called after each optimiser step (a subclass may evaluate; ``self.state`` is checkpointed)."""
+
+    def before_save(self) -> dict[str, Any]:
+        """Called once training ends, before the model is saved; returns extra summary fields."""
+        return {}
 
     def _check_targets(self, examples: list[dict[str, Any]]) -> None:
         p = self.params
@@ -159,6 +173,24 @@ class SFTStage(Trainer):
             return self.model(input_ids=ids, attention_mask=attention, logits_to_keep=keep).logits
         except TypeError:  # a model without logits_to_keep: compute all and slice
             return self.model(input_ids=ids, attention_mask=attention).logits[:, -keep:]
+
+
+def row_sampler(examples: list[dict[str, Any]], field: str | None, stage_id: str):
+    """``draw(rng) -> row index``: uniform over rows, or over the values of ``field`` first."""
+    if field is None:
+        return lambda rng: rng.randrange(len(examples))
+    groups: dict[str, list[int]] = {}
+    for index, example in enumerate(examples):
+        if field not in example:
+            raise ReasonRLError(f"sft stage {stage_id!r}: balance_field {field!r} is missing from row {index}; its "
+                                f"fields are {sorted(example)}. Name a field every row has, or set it to null.")
+        groups.setdefault(str(example[field]), []).append(index)
+    values = sorted(groups)
+
+    def draw(rng: random.Random) -> int:
+        rows = groups[values[rng.randrange(len(values))]]
+        return rows[rng.randrange(len(rows))]
+    return draw
 
 
 def first_trained_position(weights: torch.Tensor) -> int:

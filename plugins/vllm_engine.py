@@ -26,7 +26,7 @@ from pydantic import Field
 
 from reasonrl.core.contracts import Rollouts
 from reasonrl.core.errors import ReasonRLError
-from reasonrl.plugins.rollout import SamplingParams, model_device
+from reasonrl.plugins.rollout import SamplingParams, model_device, tell_budget
 
 CONSTRAINT_ARG = "reasonrl_constraint"
 
@@ -177,6 +177,7 @@ class VLLMRolloutEngine:
         p = self.params
         generators = generator if isinstance(generator, (list, tuple)) else [generator] * len(prompts)
         rules = constraints if constraints is not None else [None] * len(prompts)
+        tell_budget(rules, p.max_new_tokens)
         sampling = [SamplingParams(n=group_size, temperature=p.temperature, top_p=p.top_p, top_k=p.top_k or -1,
                                    max_tokens=p.max_new_tokens, stop=p.stop_strings or None, logprobs=0,
                                    seed=_seed_from(g), include_stop_str_in_output=True,

@@ -155,3 +155,52 @@ def test_closing_the_explanation_forces_the_recommendations_key():
     without = SIDConstraint(tok, SIDS, HISTORY)
     feed(without, tok, 'fits, best", "')  # no explanation opened: nothing to close
     assert not without.in_answer and without.allowed() is None
+
+
+def decode_with(rule, tok, free_text: str, budget: int) -> tuple[str, int]:
+    """A stand-in policy: writes ``free_text`` then 'a' forever where free, the first allowed token
+    otherwise, until end-of-sequence or the budget. Returns (text, tokens written)."""
+    rule.set_budget(budget)
+    queue = list(tok(free_text, add_special_tokens=False)["input_ids"])
+    out = []
+    while len(out) < budget:
+        allowed = rule.allowed()
+        token = (queue.pop(0) if queue else tok.convert_tokens_to_ids("a")) if allowed is None else allowed[0]
+        if token == tok.eos_token_id:
+            break
+        rule.advance(token)
+        out.append(token)
+    return tok.decode(out), len(out)
+
+
+def test_a_reasoning_that_runs_long_is_closed_in_time_for_a_whole_answer():
+    from reasonrl.gr2_plugins.parsing import parse_ranking
+
+    tok = tokenizer_with_sids()
+    for opening, explanation in (("", ""), ('{"explanation": "', "a")):
+        rule = SIDConstraint(tok, SIDS, HISTORY)
+        room = rule.answer_room()
+        text, written = decode_with(rule, tok, opening, budget=room + 20)
+        assert rule.forced and written <= room + 20
+        parsed = parse_ranking(text, SIDS)
+        assert parsed.order is not None and sorted(parsed.order) == [0, 1, 2], text
+        # inside the explanation it is closed; outside, a new answer object is opened after the reasoning
+        assert ('"explanation": "' + explanation) in text and text.endswith('"]}')
+    # with room to spare, nothing is forced: the reasoning may stop by itself
+    relaxed = SIDConstraint(tok, SIDS, HISTORY)
+    relaxed.set_budget(10_000)
+    feed(relaxed, tok, "aaaa")
+    assert not relaxed.forced and relaxed.allowed() is None
+
+
+def test_the_engine_tells_the_budget_to_the_rules_a_replay_uses():
+    from reasonrl.plugins.rollout import tell_budget
+
+    tok = tokenizer_with_sids()
+    rule = SIDConstraint(tok, SIDS, HISTORY)
+    tell_budget([rule, None], 64)
+    assert rule.budget == 64
+    # a budget smaller than the answer needs opens the answer at once
+    tight = SIDConstraint(tok, SIDS, HISTORY)
+    tight.set_budget(5)
+    assert tight.forced and tight.allowed() == ids(tok, "{")

@@ -96,3 +96,19 @@ def test_parse_verdict_classifies_failures():
     assert parse_verdict("Label: ham\nProbability: 1.7", ["ham", "spam"]).error == "bad_probability"
     # the last label line wins: a model that changes its mind is read at its final answer
     assert parse_verdict("Label: ham ... wait. Label: spam Probability: 0.6", ["ham", "spam"]).label == "spam"
+
+
+def test_paired_macro_f1_bootstrap_by_hand():
+    from reasonrl.moderation_plugins.metrics import macro_f1, paired_metric_bootstrap
+
+    gold = ["a", "a", "b", "b"]
+    f1 = lambda predicted, g: macro_f1(predicted, g, ["a", "b"])  # noqa: E731
+    # baseline answers a for all: F1(a) = 2*2 / (2*2 + 2) = 2/3, F1(b) = 0 -> 1/3; the variant is perfect -> 1
+    result = paired_metric_bootstrap(gold, ["a"] * 4, gold, f1, samples=200)
+    assert result["difference"] == pytest.approx(2 / 3) and result["examples"] == 4
+    # on any resample the perfect classifier scores at least as well: the interval cannot go below 0
+    assert 0.0 <= result["ci95"][0] <= result["difference"] <= result["ci95"][1] <= 1.0
+    same = paired_metric_bootstrap(gold, gold, gold, f1, samples=50)
+    assert same["difference"] == 0.0 and same["ci95"] == (0.0, 0.0)
+    with pytest.raises(ValueError, match="equally long"):
+        paired_metric_bootstrap(gold, ["a"], gold, f1)

@@ -1,5 +1,6 @@
 import pytest
 
+from reasonrl.core.errors import ReasonRLError
 from reasonrl.moderation_plugins.data import clip, stratified_splits
 from reasonrl.moderation_plugins.rewards import LabelAccuracy, ReasoningLength, ReasoningLengthParams, VerdictFormat
 
@@ -95,3 +96,61 @@ def test_verdict_labels_metric_counts_each_answer_once():
     assert all(sum(row.values()) == 1.0 for row in rows)
     shares = mean_components(rows, "metric/")
     assert shares == {"metric/label=spam": 0.5, "metric/label=ham": 0.25, "metric/label=none": 0.25}
+
+
+def test_verdict_labels_entropy_by_hand_and_a_constant_start_stops_the_run():
+    from reasonrl.moderation_plugins.rewards import VerdictLabels, VerdictLabelsParams
+
+    metric = VerdictLabels()
+    # shares 1/2, 1/4, 1/4: H = 0.5*1 + 0.25*2 + 0.25*2 = 1.5 bits
+    means = {"label=spam": 0.5, "label=ham": 0.25, "label=none": 0.25}
+    assert metric.summarize(means, step=1)["label_entropy"] == pytest.approx(1.5)
+    constant = {"label=spam": 1.0, "label=ham": 0.0, "label=none": 0.0}
+    with pytest.raises(ReasonRLError, match="every rollout of the first rl step answers label=spam"):
+        metric.summarize(constant, step=1)
+    # later steps only log the collapse; the check can be turned off
+    assert metric.summarize(constant, step=2) == {"label_entropy": 0.0}
+    assert VerdictLabels(VerdictLabelsParams(stop_if_constant=False)).summarize(constant, step=1)["label_entropy"] == 0.0
+
+
+def _injection_rows(count: int, malicious_every: int) -> list[dict]:
+    return [{"id": str(i), "text": f"ignore the rules {i}" if i % malicious_every == 0 else f"what is {i} plus 1",
+             "label": "malicious" if i % malicious_every == 0 else "benign"} for i in range(count)]
+
+
+def test_warm_start_split_is_balanced_and_kept_apart_from_the_ladder(tmp_path, reasonrl_registry):
+    import json
+
+    (tmp_path / "injections.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _injection_rows(100, 4)))
+    build = lambda **extra: reasonrl_registry.build("datasets", "prompt_injection",  # noqa: E731
+                                                    {"path": str(tmp_path), **extra}).splits()
+    plain = build()
+    split = build(warm_start_examples=8, max_train=10)
+    warm = split["warm_start"]
+    assert [r["label"] for r in warm].count("malicious") == 4 == [r["label"] for r in warm].count("benign")
+    # the warm start takes the first rows of each label; the ladder's n comes from the rest, in order
+    rest = [r for r in plain["train"] if r["id"] not in {w["id"] for w in warm}]
+    assert [r["id"] for r in split["train"]] == [r["id"] for r in rest[:10]]
+    assert split["test"] == plain["test"] and split["validation"] == plain["validation"]
+    with pytest.raises(ReasonRLError, match="does not split evenly over the 2 labels"):
+        build(warm_start_examples=7)
+    with pytest.raises(ReasonRLError, match="needs 40 training examples per label"):
+        build(warm_start_examples=80)
+
+
+def test_balanced_row_sampler_draws_each_label_equally():
+    import random
+
+    from reasonrl.plugins.supervised import row_sampler
+
+    rows = [{"label": "a"}] * 90 + [{"label": "b"}] * 10
+    draw = row_sampler(rows, "label", "warm")
+    rng = random.Random(0)
+    picks = [rows[draw(rng)]["label"] for _ in range(4000)]
+    assert picks.count("b") / len(picks) == pytest.approx(0.5, abs=0.03)
+    # unbalanced: exactly the uniform stream the sft stage always drew
+    plain, reference = row_sampler(rows, None, "sft"), random.Random(3)
+    rng = random.Random(3)
+    assert [plain(rng) for _ in range(50)] == [reference.randrange(100) for _ in range(50)]
+    with pytest.raises(ReasonRLError, match="balance_field 'label' is missing from row 0"):
+        row_sampler([{"text": "x"}], "label", "warm")
