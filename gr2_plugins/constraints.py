@@ -5,8 +5,9 @@ built per prompt from its candidates (and, in the reasoning, its history). Insid
 ``"recommendations"`` list an item already listed is removed from the trie, and the list's
 punctuation is forced (``": ["``, ``", "`` between items, ``"]}`` and end-of-sequence after the
 last candidate), so an answer that reaches the list is a complete permutation in valid JSON.
-Once the explanation string is closed (``", "``), the only valid continuation is the
-``recommendations`` key, so that is forced too. The reasoning itself is free text, within a
+Inside the explanation string no token may break the JSON (a stray quote, a backslash, a
+control character), and its closing quote leads to the ``recommendations`` key, which is forced
+too; no answer may end before its list is closed. The reasoning itself is free text, within a
 token budget: told the decoder's ``max_new_tokens``, the constraint keeps room for the whole
 list, and a reasoning that would leave less is closed there and the answer started
 (``", "recommendations": ["``, or a new ``{"explanation": "", ...`` outside the explanation).
@@ -18,6 +19,8 @@ import copy
 import re
 from functools import lru_cache
 from typing import Sequence
+
+from reasonrl.plugins.rollout import Excluding
 
 CODE = re.compile(r"<s_[a-z]_\d+>")
 
@@ -42,6 +45,19 @@ def token_texts(tokenizer) -> tuple[str, ...]:
 @lru_cache(maxsize=256)
 def _prefix_tokens(tokenizer, literal: str) -> tuple[int, ...]:
     return tuple(i for i, text in enumerate(token_texts(tokenizer)) if text and literal.startswith(text))
+
+
+@lru_cache(maxsize=8)
+def string_breakers(tokenizer) -> tuple[int, ...]:
+    """Tokens that would break the explanation's JSON string: a control character, a backslash,
+    or a quote that does not start the string's close (``", "recommendations": ["``)."""
+    out = []
+    for token, text in enumerate(token_texts(tokenizer)):
+        quote = text.find('"')
+        stray_quote = quote >= 0 and not CLOSE_EXPLANATION.startswith(text[quote:])
+        if stray_quote or "\\" in text or any(ord(c) < 32 for c in text):
+            out.append(token)
+    return tuple(out)
 
 
 def prefix_tokens(tokenizer, literal: str) -> list[int]:
@@ -118,7 +134,9 @@ class SIDConstraint:
             return [self.end]
         return sorted({self.ids[sid[depth]] for sid in matching})
 
-    def _punctuation(self) -> list[int] | None:
+    def _punctuation(self) -> list[int] | Excluding | None:
+        if not self.in_answer:  # free text: it may not end before the answer, nor break the explanation
+            return Excluding(string_breakers(self.tokenizer) + (self.eos,) if self.explaining else (self.eos,))
         if self.literal is None:
             return None
         if self.literal:
@@ -149,8 +167,8 @@ class SIDConstraint:
             self.explaining = True
         if self.ANSWER_KEY in self.tail:
             self._enter_answer(LIST_OPEN, self.tail.rsplit(self.ANSWER_KEY, 1)[1])
-        elif self.explaining and EXPLANATION_END in self.tail:
-            self._enter_answer(KEY_AND_LIST_OPEN, self.tail.rsplit(EXPLANATION_END, 1)[1])
+        elif self.explaining and '"' in self.tail:  # string_breakers leave only the string's close
+            self._enter_answer(CLOSE_EXPLANATION, self.tail[self.tail.index('"'):])
 
     def _advance_in_sid(self, token: int) -> None:
         if token == self.end:

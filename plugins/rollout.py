@@ -124,14 +124,27 @@ def _to_all_rows(values: torch.Tensor, live: torch.Tensor, rows: int, fill) -> t
     return torch.full((rows,), fill, dtype=values.dtype, device=values.device).index_copy_(0, live, values)
 
 
+class Excluding(tuple):
+    """What a constraint's ``allowed()`` returns to forbid a few token ids and allow the rest
+    (a plain list of ids allows those only)."""
+
+
+def mask_logits(logits: torch.Tensor, allowed) -> torch.Tensor:
+    """``logits`` (one row) with -inf outside ``allowed`` ids, or on the ids of an ``Excluding``."""
+    if not allowed:
+        return logits
+    if isinstance(allowed, Excluding):
+        return logits.index_fill(-1, torch.tensor(allowed, device=logits.device), float("-inf"))
+    keep = torch.full_like(logits, float("-inf"))
+    keep[list(allowed)] = 0.0
+    return logits + keep
+
+
 def constrain(logits: torch.Tensor, rules: Sequence, finished: torch.Tensor) -> torch.Tensor:
-    """-inf outside each unfinished row's allowed tokens (rows whose rule allows anything stay)."""
+    """Each unfinished row masked by its rule's ``allowed()`` (rows whose rule allows anything stay)."""
     for row in torch.nonzero(~finished).flatten().tolist():
-        allowed = rules[row].allowed() if rules[row] is not None else None
-        if allowed:
-            keep = torch.full_like(logits[row], float("-inf"))
-            keep[list(allowed)] = 0.0
-            logits[row] = logits[row] + keep
+        if rules[row] is not None:
+            logits[row] = mask_logits(logits[row], rules[row].allowed())
     return logits
 
 
@@ -292,9 +305,9 @@ def completion_logprobs(model, prompt_ids, completion_ids, group_size, pad_id, t
     logprobs = torch.cat([token_logprobs(first_logits[:, None], completion_ids[:, :1], temperature),
                           token_logprobs(out.logits[:, :-1], completion_ids[:, 1:], temperature)], dim=1)
     if allowed:
-        def logits_at(rows, positions):  # position p is predicted by the prompt's end (p = 0) or token p - 1
-            later = out.logits[rows, (positions - 1).clamp(min=0)]
-            return torch.where((positions == 0)[:, None], first_logits[rows], later)
+        def logits_at(rows, positions, ids):  # position p is predicted by the prompt's end (p = 0) or token p - 1
+            later = out.logits[rows[:, None], (positions - 1).clamp(min=0)[:, None], ids]
+            return torch.where((positions == 0)[:, None], first_logits[rows[:, None], ids], later)
 
         logprobs = renormalise_constrained(logprobs, logits_at, completion_ids, allowed, temperature)
     if not want_hidden:
@@ -317,9 +330,14 @@ def recomputes_activations(model) -> bool:
 
 def renormalise_constrained(logprobs, logits_at, completion_ids, allowed, temperature):
     """``logprobs`` with each constrained position's value replaced by the token's log-prob
-    under softmax over the allowed tokens only; ``logits_at(rows, positions)`` gives the
-    logits that predicted those positions. Out of place, so gradients flow through both."""
-    cells = [(row, pos, ids) for row, positions in enumerate(allowed) for pos, ids in positions.items()
+    under softmax over the tokens the constraint allowed there; ``logits_at(rows, positions, ids)``
+    gives the logits at ``ids`` ([cells, k]) of the positions that predicted those cells.
+    Out of place, so gradients flow through both.
+
+    An allowed list: chosen - logsumexp(allowed). An ``Excluding``: the full-vocabulary log-prob
+    (in ``logprobs``) minus log(1 - the excluded probability mass), so no [cells, vocabulary]
+    tensor is made."""
+    cells = [(row, pos, list(ids)) for row, positions in enumerate(allowed) for pos, ids in positions.items()
              if pos < completion_ids.shape[1]]
     if not cells:
         return logprobs
@@ -329,10 +347,15 @@ def renormalise_constrained(logprobs, logits_at, completion_ids, allowed, temper
     width = max(len(c[2]) for c in cells)
     ids = torch.tensor([c[2] + [c[2][0]] * (width - len(c[2])) for c in cells], device=device)
     valid = torch.tensor([[True] * len(c[2]) + [False] * (width - len(c[2])) for c in cells], device=device)
-    scaled = logits_at(rows, positions).float() / temperature
-    subset = scaled.gather(1, ids).masked_fill(~valid, float("-inf"))
-    chosen = scaled.gather(1, completion_ids[rows, positions][:, None]).squeeze(1)
-    return logprobs.index_put((rows, positions), chosen - torch.logsumexp(subset, dim=1))
+    subset = (logits_at(rows, positions, ids).float() / temperature).masked_fill(~valid, float("-inf"))
+    chosen = logits_at(rows, positions, completion_ids[rows, positions][:, None]).squeeze(1).float() / temperature
+    mass = torch.logsumexp(subset, dim=1)
+    excluding = torch.tensor([isinstance(allowed[c[0]][c[1]], Excluding) for c in cells], device=device)
+    full = logprobs[rows, positions]
+    # log(1 - p_excluded), p_excluded = exp(mass - logsumexp(all)); the sampled token is not excluded, so < 1
+    kept_share = torch.log1p(-torch.exp(mass - (chosen - full)).clamp(max=1 - 1e-7))
+    renormalised = torch.where(excluding, full - kept_share, chosen - mass)
+    return logprobs.index_put((rows, positions), renormalised)
 
 
 def tell_budget(constraints: Sequence | None, max_new_tokens: int) -> None:
@@ -350,7 +373,7 @@ def replay_allowed(constraint, tokens: Sequence[int]) -> dict[int, list[int]]:
     for position, token in enumerate(tokens):
         ids = state.allowed()
         if ids:
-            allowed[position] = list(ids)
+            allowed[position] = ids if isinstance(ids, Excluding) else list(ids)
         state.advance(int(token))
     return allowed
 
@@ -367,7 +390,8 @@ def _full_sequence_logprobs(model, prompt_ids, completion_ids, group_size, pad_i
     # position t predicts token t + 1: the last prompt position predicts the first completion token
     logprobs = token_logprobs(out.logits[:, width - 1:-1], completion_ids, temperature)
     if allowed:
-        logprobs = renormalise_constrained(logprobs, lambda rows, pos: out.logits[rows, width - 1 + pos],
+        logprobs = renormalise_constrained(logprobs, lambda rows, pos, ids: out.logits[rows[:, None],
+                                                                                       (width - 1 + pos)[:, None], ids],
                                            completion_ids, allowed, temperature)
     if value_head is None:
         return logprobs, None

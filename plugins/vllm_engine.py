@@ -26,7 +26,7 @@ from pydantic import Field
 
 from reasonrl.core.contracts import Rollouts
 from reasonrl.core.errors import ReasonRLError
-from reasonrl.plugins.rollout import SamplingParams, model_device, tell_budget
+from reasonrl.plugins.rollout import SamplingParams, mask_logits, model_device, tell_budget
 
 CONSTRAINT_ARG = "reasonrl_constraint"
 
@@ -86,7 +86,7 @@ def constraint_processor_class():
     """vLLM's batch-level logits processor that runs a reasonrl decoding constraint per request.
 
     Each request (each of the G samples) gets its own copy of the prompt's constraint, which
-    ``SamplingParams.extra_args`` carries; tokens outside ``allowed()`` get -inf."""
+    ``SamplingParams.extra_args`` carries; it masks the logits as ``allowed()`` says."""
     from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
 
     class ConstraintProcessor(AdapterLogitsProcessor):
@@ -110,12 +110,7 @@ class RequestConstraint:
         for token in output_ids[self.seen:]:
             self.constraint.advance(int(token))
         self.seen = len(output_ids)
-        allowed = self.constraint.allowed()
-        if allowed:
-            keep = torch.full_like(logits, float("-inf"))
-            keep[list(allowed)] = 0.0
-            logits = logits + keep
-        return logits
+        return mask_logits(logits, self.constraint.allowed())
 
 
 class VLLMRolloutEngine:

@@ -162,6 +162,44 @@ def test_constrained_rollouts_record_and_train_the_same_renormalised_logprobs(po
     assert tokens.numel() > 0
 
 
+class ExcludeOddThenAllowEven:
+    """Forbids odd ids at even positions (an Excluding) and allows even ids only at odd ones."""
+
+    def __init__(self):
+        self.position = 0
+
+    def allowed(self):
+        from reasonrl.plugins.rollout import Excluding
+
+        return Excluding(range(1, 30, 2)) if self.position % 2 == 0 else list(range(2, 30, 2))
+
+    def advance(self, token):
+        self.position += 1
+
+
+def test_excluded_tokens_are_renormalised_alike_when_sampled_and_trained(policy):
+    from reasonrl.plugins.rollout import Excluding, _full_sequence_logprobs, replay_allowed
+
+    model, tokenizer = policy
+    engine = HFRolloutEngine(SamplingParams(max_new_tokens=6, temperature=0.8))
+    rules = [ExcludeOddThenAllowEven(), ExcludeOddThenAllowEven()]
+    out = engine.generate(model, tokenizer, ["4713>", "12>"], 3, generator=torch.Generator().manual_seed(1),
+                          constraints=rules)
+    allowed = [replay_allowed(rules[row // 3], out.completion_ids[row, :int(out.mask[row].sum())].tolist())
+               for row in range(6)]
+    assert any(isinstance(ids, Excluding) for a in allowed for ids in a.values())
+    sampled = out.completion_ids[out.mask.bool()]
+    assert all(int(t) % 2 == 0 or int(t) >= 30 for t in sampled)  # no odd id below 30 anywhere
+    args = (model, out.prompt_ids, out.completion_ids, 3, tokenizer.pad_token_id)
+    with torch.no_grad():
+        cached, _ = completion_logprobs(*args, temperature=0.8, allowed=allowed)
+        whole, _ = _full_sequence_logprobs(*args, 0.8, None, allowed)
+        unmasked, _ = completion_logprobs(*args, temperature=0.8)
+    for trained in (cached, whole):
+        assert torch.allclose(trained * out.mask, out.logprobs * out.mask, atol=1e-5)
+    assert (unmasked * out.mask < cached * out.mask - 1e-4).any()
+
+
 def test_finished_rows_leave_the_batch_and_the_others_sample_as_before(policy):
     from reasonrl.plugins.rollout import HFRolloutEngine, SamplingParams
 

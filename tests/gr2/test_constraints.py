@@ -2,7 +2,7 @@ import torch
 
 from reasonrl.gr2_plugins.constraints import SIDConstraint, prompt_sids
 from reasonrl.plugins.models import char_tokenizer
-from reasonrl.plugins.rollout import HFRolloutEngine, constrain
+from reasonrl.plugins.rollout import Excluding, HFRolloutEngine, constrain
 
 SIDS = ["<|sid_begin|><s_a_1><s_b_1><|sid_end|>", "<|sid_begin|><s_a_1><s_b_2><|sid_end|>",
         "<|sid_begin|><s_a_2><s_b_1><|sid_end|>"]
@@ -27,7 +27,7 @@ def ids(tok, *tokens):
 def test_sid_trie_in_reasoning_and_in_the_answer_list():
     tok = tokenizer_with_sids()
     rule = SIDConstraint(tok, SIDS, HISTORY)
-    assert rule.allowed() is None  # free text
+    assert rule.allowed() == Excluding((tok.eos_token_id,))  # free text, but it may not end before the answer
     feed(rule, tok, "<|sid_begin|>")
     assert rule.allowed() == ids(tok, "<s_a_1>", "<s_a_2>", "<s_a_3>")  # reasoning may cite the history
     feed(rule, tok, "<s_a_1>")
@@ -45,7 +45,7 @@ def test_sid_trie_in_reasoning_and_in_the_answer_list():
     feed(rule, tok, '", "<|sid_begin|><s_a_1>')
     assert rule.allowed() == ids(tok, "<s_b_1>")  # <s_a_1><s_b_2> is listed already
     feed(rule, tok, "x")
-    assert rule.inside is None and rule.allowed() is None  # broken SID: back to free text
+    assert rule.inside is None and rule.allowed() is None  # broken SID (possible only unconstrained): off shape
 
 
 def test_the_list_closes_after_the_last_candidate_and_parses():
@@ -75,7 +75,7 @@ def test_a_word_in_the_reasoning_does_not_open_the_list():
     tok = tokenizer_with_sids()
     rule = SIDConstraint(tok, SIDS, HISTORY)
     feed(rule, tok, "my recommendations are")
-    assert not rule.in_answer and rule.allowed() is None
+    assert not rule.in_answer and rule.allowed() == Excluding((tok.eos_token_id,))
     feed(rule, tok, ' {"recommendations": {')  # a shape the parser will reject: no forcing
     assert rule.in_answer and rule.literal is None and rule.allowed() is None
 
@@ -147,14 +147,15 @@ def test_closing_the_explanation_forces_the_recommendations_key():
     tok = tokenizer_with_sids()
     rule = SIDConstraint(tok, SIDS, HISTORY)
     feed(rule, tok, 'tastes {"explanation": "fits, best')
-    assert not rule.in_answer and rule.allowed() is None  # free text inside the explanation
+    # free text inside the explanation: no token that would break the JSON string, and no end
+    assert rule.allowed() == Excluding((tok.eos_token_id,))  # a lone quote may start the close
     feed(rule, tok, '", "')
     assert rule.in_answer and rule.allowed() == ids(tok, "r")  # the only valid key comes next
     feed(rule, tok, 'recommendations": ["')
     assert rule.allowed() == ids(tok, "<|sid_begin|>")
     without = SIDConstraint(tok, SIDS, HISTORY)
     feed(without, tok, 'fits, best", "')  # no explanation opened: nothing to close
-    assert not without.in_answer and without.allowed() is None
+    assert not without.in_answer and without.allowed() == Excluding((tok.eos_token_id,))
 
 
 def decode_with(rule, tok, free_text: str, budget: int) -> tuple[str, int]:
@@ -165,7 +166,8 @@ def decode_with(rule, tok, free_text: str, budget: int) -> tuple[str, int]:
     out = []
     while len(out) < budget:
         allowed = rule.allowed()
-        token = (queue.pop(0) if queue else tok.convert_tokens_to_ids("a")) if allowed is None else allowed[0]
+        free = allowed is None or isinstance(allowed, Excluding)
+        token = (queue.pop(0) if queue else tok.convert_tokens_to_ids("a")) if free else allowed[0]
         if token == tok.eos_token_id:
             break
         rule.advance(token)
@@ -190,7 +192,7 @@ def test_a_reasoning_that_runs_long_is_closed_in_time_for_a_whole_answer():
     relaxed = SIDConstraint(tok, SIDS, HISTORY)
     relaxed.set_budget(10_000)
     feed(relaxed, tok, "aaaa")
-    assert not relaxed.forced and relaxed.allowed() is None
+    assert not relaxed.forced and relaxed.allowed() == Excluding((tok.eos_token_id,))
 
 
 def test_the_engine_tells_the_budget_to_the_rules_a_replay_uses():
@@ -204,3 +206,19 @@ def test_the_engine_tells_the_budget_to_the_rules_a_replay_uses():
     tight = SIDConstraint(tok, SIDS, HISTORY)
     tight.set_budget(5)
     assert tight.forced and tight.allowed() == ids(tok, "{")
+
+
+def test_tokens_that_would_break_the_explanation_string_are_excluded_there():
+    from reasonrl.gr2_plugins.constraints import string_breakers
+
+    tok = tokenizer_with_sids()
+    added = ['"]}', "a\nb", "\\", '", "', 'x"']  # stray quote, control character, backslash; two fine ones
+    tok.add_tokens(added)
+    stray, newline, backslash, close, ends_word = tok.convert_tokens_to_ids(added)
+    breakers = set(string_breakers(tok))
+    assert {stray, newline, backslash} <= breakers and not {close, ends_word} & breakers
+    rule = SIDConstraint(tok, SIDS, HISTORY)
+    feed(rule, tok, '{"explanation": "fits')
+    assert set(rule.allowed()) == breakers | {tok.eos_token_id}
+    rule.advance(ends_word)  # 'x"': the quote closes the string, the rest of the close is forced
+    assert rule.in_answer and rule.literal == ', "recommendations": ["'
