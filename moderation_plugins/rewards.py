@@ -50,7 +50,9 @@ class LabelAccuracy:
 
 class VerdictLabelsParams(Params):
     stop_if_constant: bool = True
-    """stop the rl stage when every rollout of its first step gives the same answer (one label, or none)"""
+    """stop the rl stage when every rollout of its first check_steps steps gives the same answer (one label, or none)"""
+    check_steps: int = Field(2, gt=0)
+    """how many first steps the check pools (more rollouts: fewer false alarms on a confident policy)"""
 
 
 class VerdictLabels:
@@ -61,6 +63,7 @@ class VerdictLabels:
 
     def __init__(self, params: VerdictLabelsParams | None = None) -> None:
         self.params = params or VerdictLabelsParams()
+        self.answers_at_start: set[str] = set()
 
     def __call__(self, prompts, completions, examples):
         out = []
@@ -74,14 +77,19 @@ class VerdictLabels:
         """Batch-level metrics from the step's shares; raises on a constant starting policy."""
         shares = {k: v for k, v in means.items() if k.startswith("label=") and v > 0}
         entropy = -sum(v * math.log2(v) for v in shares.values())
-        if step == 1 and self.params.stop_if_constant and len(shares) == 1:
-            answer = next(iter(shares))
-            raise ReasonRLError(
-                f"verdict_labels: every rollout of the first rl step answers {answer}: the starting policy gives "
-                f"one answer for everything, so each group's rewards are equal and RL has nothing to learn from. "
-                f"Fix: start from a moderation_warm_start stage (class-balanced, picked by validation macro-F1), "
-                f"raise the rollout temperature, or set verdict_labels' stop_if_constant: false to train anyway.")
+        if step <= self.params.check_steps:
+            self.answers_at_start |= set(shares)
+            if step == self.params.check_steps and self.params.stop_if_constant and len(self.answers_at_start) == 1:
+                self.stop(next(iter(self.answers_at_start)))
         return {"label_entropy": entropy}
+
+    def stop(self, answer: str) -> None:
+        steps = self.params.check_steps
+        raise ReasonRLError(
+            f"verdict_labels: every rollout of the first {steps} rl step(s) answers {answer}: the starting policy "
+            f"gives one answer for everything, so each group's rewards are equal and RL has nothing to learn from. "
+            f"Fix: start from a moderation_warm_start stage (class-balanced, picked by validation macro-F1), raise "
+            f"the rollout temperature, or set verdict_labels' stop_if_constant: false to train anyway.")
 
 
 class VerdictFormat:

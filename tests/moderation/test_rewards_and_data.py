@@ -101,16 +101,21 @@ def test_verdict_labels_metric_counts_each_answer_once():
 def test_verdict_labels_entropy_by_hand_and_a_constant_start_stops_the_run():
     from reasonrl.moderation_plugins.rewards import VerdictLabels, VerdictLabelsParams
 
-    metric = VerdictLabels()
     # shares 1/2, 1/4, 1/4: H = 0.5*1 + 0.25*2 + 0.25*2 = 1.5 bits
     means = {"label=spam": 0.5, "label=ham": 0.25, "label=none": 0.25}
-    assert metric.summarize(means, step=1)["label_entropy"] == pytest.approx(1.5)
+    assert VerdictLabels().summarize(means, step=1)["label_entropy"] == pytest.approx(1.5)
     constant = {"label=spam": 1.0, "label=ham": 0.0, "label=none": 0.0}
-    with pytest.raises(ReasonRLError, match="every rollout of the first rl step answers label=spam"):
-        metric.summarize(constant, step=1)
-    # later steps only log the collapse; the check can be turned off
-    assert metric.summarize(constant, step=2) == {"label_entropy": 0.0}
-    assert VerdictLabels(VerdictLabelsParams(stop_if_constant=False)).summarize(constant, step=1)["label_entropy"] == 0.0
+    metric = VerdictLabels()  # pools the first 2 steps by default
+    assert metric.summarize(constant, step=1) == {"label_entropy": 0.0}
+    with pytest.raises(ReasonRLError, match="every rollout of the first 2 rl step.s. answers label=spam"):
+        metric.summarize(constant, step=2)
+    # one other answer in the pooled steps is enough; later steps only log a collapse
+    varied = VerdictLabels()
+    varied.summarize({"label=ham": 1.0}, step=1)
+    assert varied.summarize(constant, step=2) == {"label_entropy": 0.0}
+    assert varied.summarize(constant, step=3) == {"label_entropy": 0.0}
+    off = VerdictLabels(VerdictLabelsParams(stop_if_constant=False, check_steps=1))
+    assert off.summarize(constant, step=1)["label_entropy"] == 0.0
 
 
 def _injection_rows(count: int, malicious_every: int) -> list[dict]:

@@ -74,5 +74,5 @@ def test_rl_from_a_policy_that_answers_one_thing_stops_at_its_first_step(tmp_pat
         "rewards": ["label_accuracy"], "metrics": ["verdict_labels"], "steps": 2, "prompts_per_step": 2,
         "group_size": 2, "rollout": {"name": "hf", "params": {"max_new_tokens": 6}}}]}
     # the untrained tiny model never writes a label: every rollout answers "none"
-    with pytest.raises(ReasonRLError, match="every rollout of the first rl step answers label=none"):
+    with pytest.raises(ReasonRLError, match="every rollout of the first 2 rl step.s. answers label=none"):
         run_pipeline(resolve_config(config), echo=lambda *_: None)
