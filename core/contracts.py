@@ -148,7 +148,8 @@ class Judge(Protocol):
 @runtime_checkable
 class DecodingConstraint(Protocol):
     """Builds a per-sample rule: ``allowed()`` -> the token ids the next position may take (None:
-    any), ``advance(token_id)`` after each sampled token. The rollout engine masks the rest."""
+    any; an ``Excluding`` tuple from ``plugins.rollout``: any but those), ``advance(token_id)``
+    after each sampled token. The rollout engine masks the rest."""
 
     def for_example(self, tokenizer: Any, example: Mapping[str, Any]) -> Any: ...
 

@@ -126,30 +126,41 @@ def test_gradient_checkpointing_gives_the_same_logprobs_values_and_gradients():
         assert torch.allclose(a, b, atol=1e-5)
 
 
-class EvenTokensAfterFirst:
-    """Allows only even token ids from the second position on (a stateful toy constraint)."""
+class PositionRule:
+    """A toy stateful constraint whose allowed tokens depend on the position only."""
 
     def __init__(self):
         self.position = 0
-
-    def allowed(self):
-        return list(range(2, 30, 2)) if self.position >= 1 else None
 
     def advance(self, token):
         self.position += 1
 
 
-def test_constrained_rollouts_record_and_train_the_same_renormalised_logprobs(policy):
+class EvenTokensAfterFirst(PositionRule):
+    """Allows only even token ids from the second position on."""
+
+    def allowed(self):
+        return list(range(2, 30, 2)) if self.position >= 1 else None
+
+
+def constrained_rollouts(policy, rule, max_new_tokens: int, seed: int):
+    """3 samples for each of 2 prompts under ``rule()``, and what it allowed, replayed per sample."""
     from reasonrl.plugins.rollout import replay_allowed
 
     model, tokenizer = policy
-    engine = HFRolloutEngine(SamplingParams(max_new_tokens=5, temperature=0.8))
-    rules = [EvenTokensAfterFirst(), EvenTokensAfterFirst()]
-    out = engine.generate(model, tokenizer, ["4713>", "12>"], 3, generator=torch.Generator().manual_seed(0),
+    engine = HFRolloutEngine(SamplingParams(max_new_tokens=max_new_tokens, temperature=0.8))
+    rules = [rule(), rule()]
+    out = engine.generate(model, tokenizer, ["4713>", "12>"], 3, generator=torch.Generator().manual_seed(seed),
                           constraints=rules)
-    tokens = out.completion_ids[out.mask.bool()]
     allowed = [replay_allowed(rules[row // 3], out.completion_ids[row, :int(out.mask[row].sum())].tolist())
                for row in range(6)]
+    return out, allowed
+
+
+def test_constrained_rollouts_record_and_train_the_same_renormalised_logprobs(policy):
+    model, tokenizer = policy
+    out, allowed = constrained_rollouts(policy, EvenTokensAfterFirst, 5, seed=0)
+    tokens = out.completion_ids[out.mask.bool()]
     assert all(pos >= 1 for a in allowed for pos in a) and any(allowed)
     assert all(int(out.completion_ids[row, pos]) % 2 == 0 for row, a in enumerate(allowed) for pos in a)
     with torch.no_grad():
@@ -162,31 +173,20 @@ def test_constrained_rollouts_record_and_train_the_same_renormalised_logprobs(po
     assert tokens.numel() > 0
 
 
-class ExcludeOddThenAllowEven:
+class ExcludeOddThenAllowEven(PositionRule):
     """Forbids odd ids at even positions (an Excluding) and allows even ids only at odd ones."""
-
-    def __init__(self):
-        self.position = 0
 
     def allowed(self):
         from reasonrl.plugins.rollout import Excluding
 
         return Excluding(range(1, 30, 2)) if self.position % 2 == 0 else list(range(2, 30, 2))
 
-    def advance(self, token):
-        self.position += 1
-
 
 def test_excluded_tokens_are_renormalised_alike_when_sampled_and_trained(policy):
-    from reasonrl.plugins.rollout import Excluding, _full_sequence_logprobs, replay_allowed
+    from reasonrl.plugins.rollout import Excluding, _full_sequence_logprobs
 
     model, tokenizer = policy
-    engine = HFRolloutEngine(SamplingParams(max_new_tokens=6, temperature=0.8))
-    rules = [ExcludeOddThenAllowEven(), ExcludeOddThenAllowEven()]
-    out = engine.generate(model, tokenizer, ["4713>", "12>"], 3, generator=torch.Generator().manual_seed(1),
-                          constraints=rules)
-    allowed = [replay_allowed(rules[row // 3], out.completion_ids[row, :int(out.mask[row].sum())].tolist())
-               for row in range(6)]
+    out, allowed = constrained_rollouts(policy, ExcludeOddThenAllowEven, 6, seed=1)
     assert any(isinstance(ids, Excluding) for a in allowed for ids in a.values())
     sampled = out.completion_ids[out.mask.bool()]
     assert all(int(t) % 2 == 0 or int(t) >= 30 for t in sampled)  # no odd id below 30 anywhere
