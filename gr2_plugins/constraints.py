@@ -20,6 +20,7 @@ import re
 from functools import lru_cache
 from typing import Sequence
 
+from reasonrl.core.registry import Params
 from reasonrl.plugins.rollout import Excluding
 
 CODE = re.compile(r"<s_[a-z]_\d+>")
@@ -91,6 +92,7 @@ class SIDConstraint:
         # (a SID's begin, or end-of-sequence); None once the model has left the expected shape
         self.literal: str | None = None
         self.then: int | None = None
+        self.close_at_budget = True  # SIDTrie sets its param; a rule built directly keeps room
         self.budget: int | None = None  # tokens the decoder may write (set_budget); None: no limit
         self.written = 0
         self.forced = False  # the budget closed the reasoning
@@ -103,8 +105,9 @@ class SIDConstraint:
         return clone
 
     def set_budget(self, max_new_tokens: int) -> None:
-        self.budget = max_new_tokens
-        self._close_if_out_of_room()
+        if self.close_at_budget:
+            self.budget = max_new_tokens
+            self._close_if_out_of_room()
 
     def answer_room(self) -> int:
         """Tokens the longest answer from here may take: the opening, then each candidate (its SID
@@ -207,11 +210,26 @@ def prompt_sids(prompt: str) -> list[str]:
     return re.findall(r"<\|sid_begin\|>.*?<\|sid_end\|>", prompt)
 
 
+class SIDTrieParams(Params):
+    close_at_budget: bool = False
+    """keep room for the answer list and close a reasoning that would leave less (evaluation,
+    inference). Off for RL rollouts: there a rollout that never answers must score as one, or
+    the policy learns that rambling until the budget is as good as answering"""
+
+
+def budget_opened(text: str) -> bool:
+    """True when the answer object was opened by the budget: the model never began its answer
+    (closes inside a too-long explanation leave no such mark and are not counted)."""
+    return WHOLE_ANSWER_OPEN in text
+
+
 class SIDTrie:
     """The ``sid_trie`` decoding constraint: a :class:`SIDConstraint` per example."""
 
-    def __init__(self, params=None) -> None:
-        self.params = params
+    def __init__(self, params: SIDTrieParams | None = None) -> None:
+        self.params = params or SIDTrieParams()
 
     def for_example(self, tokenizer, example) -> SIDConstraint:
-        return SIDConstraint(tokenizer, example["candidates"], prompt_sids(example.get("prompt", "")))
+        rule = SIDConstraint(tokenizer, example["candidates"], prompt_sids(example.get("prompt", "")))
+        rule.close_at_budget = self.params.close_at_budget
+        return rule

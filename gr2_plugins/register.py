@@ -59,8 +59,9 @@ def register_teacher_generators(register):
 
 @hookimpl
 def register_decoding_constraints(register):
-    register("sid_trie", f"{G}.constraints:SIDTrie",
-             summary="SIDs decode under a trie of the prompt's items; the answer lists each candidate once")
+    register("sid_trie", f"{G}.constraints:SIDTrie", params=f"{G}.constraints:SIDTrieParams",
+             summary="SIDs decode under a trie of the prompt's items; the answer lists each candidate once and "
+                     "always parses once begun; close_at_budget: the answer is begun in time")
 
 
 @hookimpl

@@ -222,3 +222,18 @@ def test_tokens_that_would_break_the_explanation_string_are_excluded_there():
     assert set(rule.allowed()) == breakers | {tok.eos_token_id}
     rule.advance(ends_word)  # 'x"': the quote closes the string, the rest of the close is forced
     assert rule.in_answer and rule.literal == ', "recommendations": ["'
+
+
+def test_the_budget_begins_answers_only_where_the_config_asks():
+    from reasonrl.gr2_plugins.constraints import SIDTrie, SIDTrieParams, budget_opened
+
+    tok = tokenizer_with_sids()
+    example = {"candidates": SIDS, "prompt": " ".join(HISTORY)}
+    rollout_rule = SIDTrie().for_example(tok, example)  # rl default: a rollout that never answers must fail
+    rollout_rule.set_budget(5)
+    assert rollout_rule.budget is None and not rollout_rule.forced
+    evaluation_rule = SIDTrie(SIDTrieParams(close_at_budget=True)).for_example(tok, example)
+    evaluation_rule.set_budget(5)
+    assert evaluation_rule.forced
+    text, _ = decode_with(SIDTrie(SIDTrieParams(close_at_budget=True)).for_example(tok, example), tok, "", 60)
+    assert budget_opened(text) and not budget_opened('{"explanation": "fits", "recommendations": ["x"]}')
