@@ -46,6 +46,8 @@ def variant_table(reports: list[dict], metric: str = "ndcg@5", digits: int = 4) 
     lines = ["| variant | " + " | ".join(f"seed {r['seed']}" for r in reports) + " | mean [95% t-CI over seeds] |",
              "|---|" + "---|" * (len(reports) + 1)]
     for name in reports[0]["order"]:
+        if any(metric not in r["rows"][name] for r in reports):
+            continue  # e.g. the pre-ranker has no generated answers to count
         values = [r["rows"][name][metric] for r in reports]
         lines.append(f"| {name} | " + " | ".join(f"{v:.{digits}f}" for v in values) + f" | {mean_interval(values)} |")
     return "\n".join(lines)
@@ -89,6 +91,8 @@ def main() -> None:
     lists = reports[0]["lists"]
     text = (f"NDCG@5 per training seed ({lists} test lists each):\n\n{variant_table(reports)}\n\n"
             f"Parse failure rate per training seed:\n\n{variant_table(reports, 'parse_failure_rate', 2)}\n\n"
+            f"Share of answers begun by the token budget (the model never started its answer; "
+            f"`sid_trie` with `close_at_budget`):\n\n{variant_table(reports, 'budget_opened_rate', 2)}\n\n"
             f"Paired differences in NDCG@5, pooled over {len(reports)} seeds x {lists} lists (bootstrap within "
             f"seeds):\n\n{pooled_comparisons(reports, args.samples)}\n")
     if args.out:
