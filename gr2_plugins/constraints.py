@@ -7,7 +7,9 @@ punctuation is forced (``": ["``, ``", "`` between items, ``"]}`` and end-of-seq
 last candidate), so an answer that reaches the list is a complete permutation in valid JSON.
 Inside the explanation string no token may break the JSON (a stray quote, a backslash, a
 control character), and its closing quote leads to the ``recommendations`` key, which is forced
-too; no answer may end before its list is closed. The reasoning itself is free text, within a
+too; a ``"recommendations`` key written outside any opened object starts a proper answer object
+after it (the parser reads the first object that parses); no answer may end before its list is
+closed. The reasoning itself is free text, within a
 token budget: told the decoder's ``max_new_tokens``, the constraint keeps room for the whole
 list, and a reasoning that would leave less is closed there and the answer started
 (``", "recommendations": ["``, or a new ``{"explanation": "", ...`` outside the explanation).
@@ -169,7 +171,11 @@ class SIDConstraint:
             self.tail = self.tail.rsplit(EXPLANATION_OPEN, 1)[1]
             self.explaining = True
         if self.ANSWER_KEY in self.tail:
-            self._enter_answer(LIST_OPEN, self.tail.rsplit(self.ANSWER_KEY, 1)[1])
+            before, written = self.tail.rsplit(self.ANSWER_KEY, 1)
+            if self.explaining or before.rstrip().endswith("{"):
+                self._enter_answer(LIST_OPEN, written)
+            else:  # the key of an object never opened: no JSON can follow, so a proper answer object begins
+                self.in_answer, self.literal, self.then = True, WHOLE_ANSWER_OPEN, self.begin
         elif self.explaining and '"' in self.tail:  # string_breakers leave only the string's close
             self._enter_answer(CLOSE_EXPLANATION, self.tail[self.tail.index('"'):])
 
@@ -217,9 +223,10 @@ class SIDTrieParams(Params):
     the policy learns that rambling until the budget is as good as answering"""
 
 
-def budget_opened(text: str) -> bool:
-    """True when the answer object was opened by the budget: the model never began its answer
-    (closes inside a too-long explanation leave no such mark and are not counted)."""
+def constraint_opened(text: str) -> bool:
+    """True when the constraint opened the answer object: the model never opened one (its budget
+    ran low, or it wrote the answer key outside an object). Closes inside a too-long
+    explanation leave no such mark and are not counted."""
     return WHOLE_ANSWER_OPEN in text
 
 

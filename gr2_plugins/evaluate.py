@@ -11,7 +11,7 @@ from reasonrl.core.config import ConstraintRef, DatasetRef
 from reasonrl.core.contracts import StageContext
 from reasonrl.core.io import read_json
 from reasonrl.core.registry import Params
-from reasonrl.gr2_plugins.constraints import budget_opened
+from reasonrl.gr2_plugins.constraints import constraint_opened
 from reasonrl.gr2_plugins.metrics import (
     bootstrap_interval,
     identity_copy_rate,
@@ -93,15 +93,15 @@ def score_variant(examples: list[dict], outputs: list[str] | None, samples: int)
     metrics["parse_failure_rate"] = sum(failures.values()) / max(len(examples), 1)
     metrics["parse_failures"] = dict(failures)
     if outputs is not None:
-        metrics["budget_opened_rate"] = sum(map(budget_opened, outputs)) / max(len(examples), 1)
+        metrics["constraint_opened_rate"] = sum(map(constraint_opened, outputs)) / max(len(examples), 1)
     return metrics
 
 
 def markdown_table(title: str, rows: dict[str, dict[str, Any]], n: int) -> str:
-    header = [*COLUMNS, "NDCG@5 95% CI", "copies input", "parse failures", "answer begun by the budget"]
+    header = [*COLUMNS, "NDCG@5 95% CI", "copies input", "parse failures", "answer opened by the constraint"]
     cells = {name: [f"{m[c]:.4f}" for c in COLUMNS] + [
         "[{:.3f}, {:.3f}]".format(*m["ndcg@5_ci95"]), f"{m['identity_copy_rate']:.2f}", f"{m['parse_failure_rate']:.2f}",
-        f"{m['budget_opened_rate']:.2f}" if "budget_opened_rate" in m else "-"]
+        f"{m['constraint_opened_rate']:.2f}" if "constraint_opened_rate" in m else "-"]
         for name, m in rows.items()}
     return report_table(title, f"{n} test lists", header, cells)
 

@@ -225,7 +225,7 @@ def test_tokens_that_would_break_the_explanation_string_are_excluded_there():
 
 
 def test_the_budget_begins_answers_only_where_the_config_asks():
-    from reasonrl.gr2_plugins.constraints import SIDTrie, SIDTrieParams, budget_opened
+    from reasonrl.gr2_plugins.constraints import SIDTrie, SIDTrieParams, constraint_opened
 
     tok = tokenizer_with_sids()
     example = {"candidates": SIDS, "prompt": " ".join(HISTORY)}
@@ -236,4 +236,20 @@ def test_the_budget_begins_answers_only_where_the_config_asks():
     evaluation_rule.set_budget(5)
     assert evaluation_rule.forced
     text, _ = decode_with(SIDTrie(SIDTrieParams(close_at_budget=True)).for_example(tok, example), tok, "", 60)
-    assert budget_opened(text) and not budget_opened('{"explanation": "fits", "recommendations": ["x"]}')
+    assert constraint_opened(text) and not constraint_opened('{"explanation": "fits", "recommendations": ["x"]}')
+
+
+def test_an_answer_key_outside_any_object_begins_a_proper_answer_object():
+    from reasonrl.gr2_plugins.parsing import parse_ranking
+
+    tok = tokenizer_with_sids()
+    rule = SIDConstraint(tok, SIDS, HISTORY)
+    text, _ = decode_with(rule, tok, 'fits best", "recommendations', budget=400)
+    # the model skipped '{"explanation": "': a new object follows its stray key, and the answer parses
+    assert '"recommendations{"explanation": "", "recommendations": ["' in text
+    parsed = parse_ranking(text, SIDS)
+    assert parsed.valid and sorted(parsed.order) == [0, 1, 2]
+    # an object the model did open keeps its own key
+    opened = SIDConstraint(tok, SIDS, HISTORY)
+    feed(opened, tok, 'fits. {"recommendations')
+    assert opened.in_answer and opened.literal == '": ["'

@@ -12,7 +12,7 @@ def fake_run(folder: Path, seed: int, base: list[float], rl: list[float]) -> Pat
     (folder / "evaluate").mkdir(parents=True)
     rows = {name: {"ndcg@5": sum(v) / len(v), "parse_failure_rate": 0.0, "ndcg@5_per_list": v}
             for name, v in (("SFT", base), ("RL", rl))}
-    rows["RL"]["budget_opened_rate"] = 0.1 * (seed + 1)  # the SFT row stands for one without answers to count
+    rows["RL"]["constraint_opened_rate"] = 0.1 * (seed + 1)  # the SFT row stands for one without answers to count
     report = {"lists": len(base), "rows": rows, "comparisons": [{"baseline": "SFT", "variant": "RL"}]}
     (folder / "evaluate" / "report.json").write_text(json.dumps(report))
     stage = {"id": "evaluate", "variants": [{"name": "SFT"}, {"name": "RL"}]}
@@ -30,7 +30,7 @@ def test_seeds_report_pools_paired_differences_within_seeds(tmp_path):
     assert "| SFT | 0.2500 | 0.2500 | 0.2500 [0.250, 0.250] |" in out
     rl_row = next(line for line in out.splitlines() if line.startswith("| RL | 0.7500 | 0.2500 |"))
     assert "0.5000 [" in rl_row  # the mean over seeds with a t interval over 2 seeds
-    budget = out.split("begun by the token budget")[1].split("Paired differences")[0]
+    budget = out.split("whose JSON object `sid_trie` opened")[1].split("Paired differences")[0]
     assert "| RL | 0.10 | 0.20 | 0.1500 [" in budget and "| SFT |" not in budget
 
 
