@@ -69,8 +69,9 @@ def prefix_tokens(tokenizer, literal: str) -> list[int]:
 
 
 class SIDConstraint:
-    """Per-row state machine fed one token at a time (``advance``); ``allowed`` lists the
-    token ids the next position may take, or None when any token may follow."""
+    """Per-row state machine fed one token at a time (``advance``); ``allowed`` gives the token
+    ids the next position may take, an ``Excluding`` of the few it may not (free text), or None
+    when any token may follow."""
 
     ANSWER_KEY = '"recommendations'
 
@@ -128,7 +129,7 @@ class SIDConstraint:
     def pool(self) -> set[tuple[str, ...]]:
         return self.candidates - self.listed if self.in_answer else self.citable
 
-    def allowed(self) -> list[int] | None:
+    def allowed(self) -> list[int] | Excluding | None:
         if self.inside is None:
             return self._punctuation()
         depth = len(self.inside)
