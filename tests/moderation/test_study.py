@@ -125,3 +125,12 @@ def test_study_gives_both_recipes_the_same_passes_over_seeds_and_counts_the_warm
     assert rl4["ci95"] == pytest.approx([rl4["score"] - half, rl4["score"] + half])
     text = (folder / "report.md").read_text()
     assert "mean of 2 seeds" in text and "n + 4 labels in all" in text and "2 time(s) per rung" in text
+
+
+def test_t_interval_by_hand():
+    from reasonrl.moderation_plugins.study import t_interval
+
+    # scores 0.4, 0.5, 0.6: mean 0.5, sd 0.1, t(0.975, 2) = 4.3027 -> half-width 4.3027 * 0.1 / sqrt(3) = 0.24842
+    low, high = t_interval([0.4, 0.5, 0.6])
+    assert low == pytest.approx(0.5 - 0.24842, abs=1e-4) and high == pytest.approx(0.5 + 0.24842, abs=1e-4)
+    assert t_interval([0.7]) is None
