@@ -253,3 +253,18 @@ def test_an_answer_key_outside_any_object_begins_a_proper_answer_object():
     opened = SIDConstraint(tok, SIDS, HISTORY)
     feed(opened, tok, 'fits. {"recommendations')
     assert opened.in_answer and opened.literal == '": ["'
+
+
+def test_rollouts_get_no_repair_for_an_answer_key_outside_any_object():
+    from reasonrl.gr2_plugins.constraints import SIDTrie, constraint_opened
+
+    tok = tokenizer_with_sids()
+    rollout_rule = SIDTrie().for_example(tok, {"candidates": SIDS, "prompt": " ".join(HISTORY)})
+    feed(rollout_rule, tok, 'fits best", "recommendations')
+    # nothing is forced: RL must see this answer fail rather than learn that the decoder fixes it
+    assert not rollout_rule.in_answer and rollout_rule.allowed() == Excluding((tok.eos_token_id,))
+    text, _ = decode_with(rollout_rule, tok, "", budget=40)
+    assert not constraint_opened(text)
+    # the model may still open a proper object itself, and then its list is constrained as usual
+    feed(rollout_rule, tok, ' {"recommendations')
+    assert rollout_rule.in_answer and rollout_rule.literal == '": ["'
