@@ -32,6 +32,10 @@ class EvalVariant(Params):
     baseline_stage: str | None = Field(None, description="or a tfidf_baseline stage whose test numbers to show")
     chat_template: bool = True
     """wrap the prompt in the tokenizer's chat template"""
+    sampling: SamplingParams | None = None
+    """this row's decoding (default: the stage's ``sampling``), e.g. greedy and sampled rows of one model"""
+    mc_samples: int | None = Field(None, ge=1, description="this row's k sampled traces per example "
+                                   "(default: the stage's mc_samples)")
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -154,9 +158,12 @@ class ModerationEvaluate(VariantEvaluation):
 
         if variant.stage is None:
             return None
+        sampling = self.row_sampling(variant)
         return DecodeSettings(stage=variant.stage, chat_template=variant.chat_template,
-                              max_new_tokens=self.params.sampling.max_new_tokens,
-                              prompt_batch_size=self.params.sampling.prompt_batch_size)
+                              max_new_tokens=sampling.max_new_tokens, prompt_batch_size=sampling.prompt_batch_size)
+
+    def row_sampling(self, variant) -> SamplingParams:
+        return variant.sampling or self.params.sampling
 
     def score_variant(self, context: StageContext, variant, examples: list[dict]) -> dict[str, Any]:
         if variant.baseline_stage:
@@ -203,8 +210,8 @@ class ModerationEvaluate(VariantEvaluation):
 
         p = self.params
         model, tokenizer = load_model(variant.stage or variant.model, context.run_dir)
-        samples = generate_texts(model, tokenizer, [e["prompt"] for e in examples], p.sampling, p.mc_samples,
-                                 seed=context.seed, chat_template=variant.chat_template,
+        samples = generate_texts(model, tokenizer, [e["prompt"] for e in examples], self.row_sampling(variant),
+                                 variant.mc_samples or p.mc_samples, seed=context.seed, chat_template=variant.chat_template,
                                  desc=f"eval {variant.name}", progress=p.progress)
         verdicts = [aggregate_samples(s, e["labels"]) for s, e in zip(samples, examples)]
         outputs = [{"id": e.get("id"), "label": e["label"], "samples": s, **v}

@@ -119,8 +119,13 @@ class VariantEvaluation:
         """The settings each trained variant was evaluated with, and the best one (plugins/manifest.py)."""
         from reasonrl.plugins.manifest import write_evaluation_manifest
 
-        settings = [s for v in self.params.variants if (s := self.decode_settings(v)) is not None]
-        names = {v.stage: v.name for v in self.params.variants if getattr(v, "stage", None)}
+        # a stage evaluated in several rows (greedy, then sampled) answers as its first row does
+        names: dict[str, str] = {}
+        settings = []
+        for variant in self.params.variants:
+            if (decoded := self.decode_settings(variant)) is not None and decoded.stage not in names:
+                names[decoded.stage] = variant.name
+                settings.append(decoded)
         write_evaluation_manifest(context.stage_dir, context.stage_id, settings, self.best_metric, rows, names)
 
     def score_variant(self, context, variant, examples: list[dict]) -> dict[str, Any]:
