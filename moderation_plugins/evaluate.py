@@ -73,11 +73,12 @@ class ModerationEvalParams(Params):
     """show progress bars"""
 
 
-COLUMNS = ["accuracy", "macro_f1", "roc_auc", "pr_auc", "ece", "parse_failure_rate", "reasoning_words"]
+COLUMNS = ["accuracy", "macro_f1", "roc_auc", "pr_auc", "ece", "parse_failure_rate", "cut_rate", "reasoning_words"]
 
 
-def aggregate_samples(samples: Sequence[str], labels: Sequence[str]) -> dict[str, Any]:
-    """One example's verdict from k traces: majority label, mean positive-label probability.
+def aggregate_samples(samples: Sequence[str], labels: Sequence[str], cut: Sequence[bool] = ()) -> dict[str, Any]:
+    """One example's verdict from k traces: majority label, mean positive-label probability, and
+    the share of traces ``cut`` by the token budget.
 
     A trace with a label but no probability counts as 1.0 / 0.0 for the positive label; a
     trace without a label counts as 0.5 and does not vote.
@@ -90,6 +91,7 @@ def aggregate_samples(samples: Sequence[str], labels: Sequence[str]) -> dict[str
     return {"label": votes.most_common(1)[0][0] if votes else None,
             "p_positive": sum(probabilities) / len(probabilities),
             "failures": sum(v.error is not None for v in parsed) / len(parsed),
+            "cut": sum(cut) / len(cut) if cut else 0.0,
             "reasoning_words": sum(len(v.reasoning.split()) for v in parsed) / len(parsed)}
 
 
@@ -103,6 +105,7 @@ def score_verdicts(examples: list[dict], verdicts: list[dict]) -> dict[str, Any]
         if len(labels) == 2 else None
     report = classification_report(gold, predicted, p_pos, labels, confidence)
     report["parse_failure_rate"] = sum(v["failures"] for v in verdicts) / len(verdicts)
+    report["cut_rate"] = sum(v.get("cut", 0.0) for v in verdicts) / len(verdicts)
     report["reasoning_words"] = sum(v["reasoning_words"] for v in verdicts) / len(verdicts)
     if confidence is not None:
         report["reliability"] = reliability_bins(confidence, [p == g for p, g in zip(predicted, gold)])
@@ -206,15 +209,16 @@ class ModerationEvaluate(VariantEvaluation):
         return row
 
     def model_row(self, context: StageContext, variant, examples: list[dict]) -> dict[str, Any]:
-        from reasonrl.plugins.evaluation import generate_texts, load_model, write_outputs
+        from reasonrl.plugins.evaluation import generate_samples, load_model, write_outputs
 
         p = self.params
         model, tokenizer = load_model(variant.stage or variant.model, context.run_dir)
-        samples = generate_texts(model, tokenizer, [e["prompt"] for e in examples], self.row_sampling(variant),
-                                 variant.mc_samples or p.mc_samples, seed=context.seed, chat_template=variant.chat_template,
-                                 desc=f"eval {variant.name}", progress=p.progress)
-        verdicts = [aggregate_samples(s, e["labels"]) for s, e in zip(samples, examples)]
+        generated = generate_samples(model, tokenizer, [e["prompt"] for e in examples], self.row_sampling(variant),
+                                     variant.mc_samples or p.mc_samples, seed=context.seed,
+                                     chat_template=variant.chat_template, desc=f"eval {variant.name}",
+                                     progress=p.progress)
+        verdicts = [aggregate_samples(s, e["labels"], cut) for s, cut, e in zip(generated.texts, generated.cut, examples)]
         outputs = [{"id": e.get("id"), "label": e["label"], "samples": s, **v}
-                   for e, s, v in zip(examples, samples, verdicts)]
+                   for e, s, v in zip(examples, generated.texts, verdicts)]
         write_outputs(context.stage_dir, variant.name, outputs)
         return {**score_verdicts(examples, verdicts), "predictions": [v["label"] for v in verdicts]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -9,8 +10,25 @@ from typing import Any, Sequence
 def generate_texts(model, tokenizer, prompts: Sequence[str], sampling, samples: int = 1, seed: int = 0,
                    chat_template: bool = False, desc: str = "generate", progress: bool = True,
                    constraints: Sequence | None = None) -> list[list[str]]:
+    """``samples`` completions per prompt (see :func:`generate_samples`)."""
+    return generate_samples(model, tokenizer, prompts, sampling, samples, seed, chat_template, desc, progress,
+                            constraints).texts
+
+
+@dataclass
+class Generations:
+    texts: list[list[str]]
+    """``samples`` completions per prompt"""
+    cut: list[list[bool]]
+    """True where a completion reached ``max_new_tokens`` without ending"""
+
+
+def generate_samples(model, tokenizer, prompts: Sequence[str], sampling, samples: int = 1, seed: int = 0,
+                     chat_template: bool = False, desc: str = "generate", progress: bool = True,
+                     constraints: Sequence | None = None) -> Generations:
     """``samples`` completions per prompt, batched by ``sampling.prompt_batch_size`` with a progress
-    bar; ``constraints`` (one per prompt) restrict tokens as the rollout engine documents."""
+    bar, and which of them the token budget cut; ``constraints`` (one per prompt) restrict tokens as
+    the rollout engine documents."""
     import torch
     from tqdm.auto import tqdm
 
@@ -22,12 +40,15 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], sampling, samples: 
     formatted = [chat_prompt(tokenizer, p, chat_template) for p in prompts]
     size = sampling.prompt_batch_size
     generator = torch.Generator(device=model_device(model)).manual_seed(seed)
-    out: list[list[str]] = []
+    out = Generations([], [])
     for start in tqdm(range(0, len(formatted), size), desc=desc, disable=not progress):
         rules = None if constraints is None else constraints[start:start + size]
-        texts = engine.generate(model, tokenizer, formatted[start:start + size], samples, generator=generator,
-                                constraints=rules).texts
-        out += [texts[i:i + samples] for i in range(0, len(texts), samples)]
+        rollouts = engine.generate(model, tokenizer, formatted[start:start + size], samples, generator=generator,
+                                   constraints=rules)
+        cut = rollouts.truncated.tolist()
+        for i in range(0, len(rollouts.texts), samples):
+            out.texts.append(rollouts.texts[i:i + samples])
+            out.cut.append(cut[i:i + samples])
     return out
 
 

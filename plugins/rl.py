@@ -382,10 +382,13 @@ class RLStage(Trainer):
             values = [c[name] for c in components if c.get(name) is not None and (name == INVALID or not c[INVALID])]
             if values:
                 metrics[f"reward/{name}"] = statistics.fmean(values)
-        lengths = [float(r.mask[i * self.params.group_size:(i + 1) * self.params.group_size].sum(dim=1).float().mean())
-                   for r, i, _ in kept]
+        g = self.params.group_size
+        lengths = [float(r.mask[i * g:(i + 1) * g].sum(dim=1).float().mean()) for r, i, _ in kept]
         if lengths:
             metrics["completion/length"] = statistics.fmean(lengths)
+            # answers the token budget cut: a reward computed on a cut answer says little about the policy
+            metrics["completion/cut"] = statistics.fmean(float(r.truncated[i * g:(i + 1) * g].float().mean())
+                                                         for r, i, _ in kept)
         return metrics
 
     def _summary(self, history: list[dict[str, float]]) -> dict[str, Any]:

@@ -145,6 +145,7 @@ def test_rl_and_sft_stages_run_third_party_components(tmp_path, stubs):
     assert outputs["sft"]["steps"] == 2 and outputs["rl"]["steps"] == 2
     history = json.loads((tmp_path / "r" / "rl" / "history.json").read_text())
     assert [h["optim/stub"] for h in history] == [1.0, 1.0] and all(h["completion/length"] == 4 for h in history)
+    assert all(h["completion/cut"] == 1.0 for h in history)  # the stub engine reports every answer cut
 
 
 @pytest.mark.slow

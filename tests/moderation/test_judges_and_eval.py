@@ -97,6 +97,9 @@ def test_monte_carlo_aggregation_by_hand():
     # probabilities 0.9, 1.0 (spam without one), 0.2, 0.5 (unparsed) -> mean 0.65; votes spam 2, ham 1
     assert out["label"] == "spam" and out["p_positive"] == pytest.approx(0.65)
     assert out["failures"] == pytest.approx(0.5) and out["reasoning_words"] == pytest.approx((2 + 1 + 1 + 4) / 4)
+    # one trace of four reached the token budget: the report shows it, so a cut answer is not read as a choice
+    assert aggregate_samples(samples, LABELS, [False, True, False, False])["cut"] == 0.25
+    assert aggregate_samples(samples, LABELS)["cut"] == 0.0
 
 
 def test_scores_and_reliability_bins_by_hand():

@@ -115,6 +115,9 @@ def test_rows_of_one_model_decode_their_own_way_and_inference_follows_the_first(
     greedy, one, three = samples("greedy"), samples("mc_1"), samples("mc_3")
     assert {len(s) for s in greedy} == {len(s) for s in one} == {1} and {len(s) for s in three} == {3}
     assert greedy != one  # the sampled row did not decode greedily
+    report = json.loads((folder / "report.json").read_text())
+    cut = [json.loads(line)["cut"] for line in (folder / "outputs_mc_3.jsonl").read_text().splitlines()]
+    assert report["rows"]["mc 3"]["cut_rate"] == pytest.approx(sum(cut) / len(cut)) and set(cut) <= {0, 1 / 3, 2 / 3, 1}
     manifest = json.loads((folder / "inference.json").read_text())
     assert [v["stage"] for v in manifest["variants"]] == ["sft"] and manifest["best"] == "sft"
 
