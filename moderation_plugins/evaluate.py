@@ -95,6 +95,17 @@ def aggregate_samples(samples: Sequence[str], labels: Sequence[str], cut: Sequen
             "reasoning_words": sum(len(v.reasoning.split()) for v in parsed) / len(parsed)}
 
 
+def classify_examples(model, tokenizer, examples: list[dict], sampling, samples: int = 1, seed: int = 0,
+                      chat_template: bool = True, desc: str = "classify", progress: bool = True) -> list[dict]:
+    """Each example's verdict (:func:`aggregate_samples`) and its ``samples`` traces."""
+    from reasonrl.plugins.evaluation import generate_samples
+
+    generated = generate_samples(model, tokenizer, [e["prompt"] for e in examples], sampling, samples, seed=seed,
+                                 chat_template=chat_template, desc=desc, progress=progress)
+    return [{**aggregate_samples(texts, e["labels"], cut), "samples": texts}
+            for texts, cut, e in zip(generated.texts, generated.cut, examples)]
+
+
 def score_verdicts(examples: list[dict], verdicts: list[dict]) -> dict[str, Any]:
     labels = examples[0]["labels"]
     gold = [e["label"] for e in examples]
@@ -209,16 +220,14 @@ class ModerationEvaluate(VariantEvaluation):
         return row
 
     def model_row(self, context: StageContext, variant, examples: list[dict]) -> dict[str, Any]:
-        from reasonrl.plugins.evaluation import generate_samples, load_model, write_outputs
+        from reasonrl.plugins.evaluation import load_model, write_outputs
 
         p = self.params
         model, tokenizer = load_model(variant.stage or variant.model, context.run_dir)
-        generated = generate_samples(model, tokenizer, [e["prompt"] for e in examples], self.row_sampling(variant),
+        verdicts = classify_examples(model, tokenizer, examples, self.row_sampling(variant),
                                      variant.mc_samples or p.mc_samples, seed=context.seed,
                                      chat_template=variant.chat_template, desc=f"eval {variant.name}",
                                      progress=p.progress)
-        verdicts = [aggregate_samples(s, e["labels"], cut) for s, cut, e in zip(generated.texts, generated.cut, examples)]
-        outputs = [{"id": e.get("id"), "label": e["label"], "samples": s, **v}
-                   for e, s, v in zip(examples, generated.texts, verdicts)]
+        outputs = [{"id": e.get("id"), "label": e["label"], **v} for e, v in zip(examples, verdicts)]
         write_outputs(context.stage_dir, variant.name, outputs)
         return {**score_verdicts(examples, verdicts), "predictions": [v["label"] for v in verdicts]}

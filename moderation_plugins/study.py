@@ -210,16 +210,16 @@ class ModerationStudy:
         run_stage(child, recipe, params, echo=lambda message: None)
 
     def score_model(self, context: StageContext, child: str | None) -> tuple[float, dict[str, Any]]:
-        from reasonrl.moderation_plugins.evaluate import aggregate_samples, score_verdicts
-        from reasonrl.plugins.evaluation import generate_texts, load_model
+        from reasonrl.moderation_plugins.evaluate import classify_examples, score_verdicts
+        from reasonrl.plugins.evaluation import load_model
 
         p = self.params
         examples = context.build(p.dataset).splits()[p.eval_split][: p.eval_examples]
         source = f"{context.stage_id}/{child}" if child else p.model
         model, tokenizer = load_model(source, context.run_dir)
-        samples = generate_texts(model, tokenizer, [e["prompt"] for e in examples], p.sampling, seed=context.seed,
-                                 chat_template=p.chat_template, desc=f"score {child or 'base'}", progress=p.progress)
-        metrics = score_verdicts(examples, [aggregate_samples(s, e["labels"]) for s, e in zip(samples, examples)])
+        verdicts = classify_examples(model, tokenizer, examples, p.sampling, seed=context.seed,
+                                     chat_template=p.chat_template, desc=f"score {child or 'base'}", progress=p.progress)
+        metrics = score_verdicts(examples, verdicts)
         metrics.pop("reliability", None)
         return float(metrics[p.metric]), metrics
 

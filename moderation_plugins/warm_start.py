@@ -64,22 +64,20 @@ class ModerationWarmStart(SFTStage):
             self.keep_best(step)
 
     def score(self) -> dict[str, Any]:
-        from reasonrl.moderation_plugins.evaluate import aggregate_samples, score_verdicts
-        from reasonrl.plugins.evaluation import generate_texts
+        from reasonrl.moderation_plugins.evaluate import classify_examples, score_verdicts
 
         p = self.params
         model = self.accelerator.unwrap_model(self.model)
-        samples = generate_texts(model, self.tokenizer, [e["prompt"] for e in self.scoring], p.sampling,
-                                 seed=self.seed, chat_template=p.chat_template, desc="score warm start",
-                                 progress=False)
+        verdicts = classify_examples(model, self.tokenizer, self.scoring, p.sampling, seed=self.seed,
+                                     chat_template=p.chat_template, desc="score warm start", progress=False)
         model.train()
-        verdicts = [aggregate_samples(s, e["labels"]) for s, e in zip(samples, self.scoring)]
         metrics = score_verdicts(self.scoring, verdicts)
         if p.metric not in metrics:
             raise ReasonRLError(f"stage {self.context.stage_id!r}: metric {p.metric!r} is not reported; choose one "
                                 f"of {sorted(k for k, v in metrics.items() if isinstance(v, float))}")
         return {p.metric: float(metrics[p.metric]), "roc_auc": metrics.get("roc_auc"),
-                "parse_failure_rate": metrics["parse_failure_rate"], "label_shares": label_shares(verdicts)}
+                "parse_failure_rate": metrics["parse_failure_rate"], "cut_rate": metrics["cut_rate"],
+                "label_shares": label_shares(verdicts)}
 
     def keep_best(self, step: int) -> None:
         """Write the trainable weights of ``step`` (small with LoRA) atomically: a resume keeps them."""
