@@ -73,7 +73,8 @@ class ModerationEvalParams(Params):
     """show progress bars"""
 
 
-COLUMNS = ["accuracy", "macro_f1", "roc_auc", "pr_auc", "ece", "parse_failure_rate", "cut_rate", "reasoning_words"]
+COLUMNS = ["accuracy", "macro_f1", "roc_auc", "pr_auc", "ece", "parse_failure_rate", "cut_rate", "reasoning_words",
+           "grounded_words", "cites_content"]
 
 
 def aggregate_samples(samples: Sequence[str], labels: Sequence[str], cut: Sequence[bool] = ()) -> dict[str, Any]:
@@ -102,8 +103,22 @@ def classify_examples(model, tokenizer, examples: list[dict], sampling, samples:
 
     generated = generate_samples(model, tokenizer, [e["prompt"] for e in examples], sampling, samples, seed=seed,
                                  chat_template=chat_template, desc=desc, progress=progress)
-    return [{**aggregate_samples(texts, e["labels"], cut), "samples": texts}
+    return [{**aggregate_samples(texts, e["labels"], cut), **grounding(texts, e), "samples": texts}
             for texts, cut, e in zip(generated.texts, generated.cut, examples)]
+
+
+def grounding(texts: Sequence[str], example: dict) -> dict[str, float | None]:
+    """:func:`reasoning_grounding` averaged over an example's traces (None where no trace has words)."""
+    from reasonrl.moderation_plugins.metrics import reasoning_grounding
+
+    parts = [reasoning_grounding(parse_verdict(t, example["labels"]).reasoning, example.get("content", ""),
+                                 example.get("prompt", "")) for t in texts]
+    return {key: mean_of([p[key] for p in parts]) for key in ("grounded_words", "cites_content")}
+
+
+def mean_of(values: Sequence[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return sum(kept) / len(kept) if kept else None
 
 
 def score_verdicts(examples: list[dict], verdicts: list[dict]) -> dict[str, Any]:
@@ -117,6 +132,8 @@ def score_verdicts(examples: list[dict], verdicts: list[dict]) -> dict[str, Any]
     report = classification_report(gold, predicted, p_pos, labels, confidence)
     report["parse_failure_rate"] = sum(v["failures"] for v in verdicts) / len(verdicts)
     report["cut_rate"] = sum(v.get("cut", 0.0) for v in verdicts) / len(verdicts)
+    for key in ("grounded_words", "cites_content"):
+        report[key] = mean_of([v.get(key) for v in verdicts])
     report["reasoning_words"] = sum(v["reasoning_words"] for v in verdicts) / len(verdicts)
     if confidence is not None:
         report["reliability"] = reliability_bins(confidence, [p == g for p, g in zip(predicted, gold)])

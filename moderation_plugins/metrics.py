@@ -3,6 +3,7 @@ inputs, ties and constant scores included (tests/moderation/test_metrics_and_par
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 
@@ -89,3 +90,30 @@ def paired_metric_bootstrap(gold: Sequence[str], baseline: Sequence[str | None],
     return {"difference": metric(list(variant), list(gold)) - metric(list(baseline), list(gold)),
             "ci95": (differences[int(0.025 * samples)], differences[min(samples - 1, int(0.975 * samples))]),
             "examples": n}
+
+
+# a stated proxy for made-up reasons: the substantive words of a reasoning, and where they come from
+STOPWORDS = frozenset("""about above after again against because been before being below between both could does
+doing down during each from further have having here into itself just more most much must only other over same
+should some such than that their them then there these they this those through under until very what when where
+which while whom with would your yours content label policy probability reason reasoning therefore""".split())
+WORD = re.compile(r"[a-z]{4,}")
+
+
+def substantive_words(text: str) -> list[str]:
+    """Lowercase words of 4+ letters that are not function words (or the answer format's own words)."""
+    return [w for w in WORD.findall(text.lower()) if w not in STOPWORDS]
+
+
+def reasoning_grounding(reasoning: str, content: str, prompt: str) -> dict[str, float | None]:
+    """``grounded_words``: the share of the reasoning's substantive words found in the prompt
+    (policy, instructions and content); words from nowhere suggest invented reasons. None for a
+    reasoning without such words. ``cites_content``: 1 when the reasoning uses a word of the
+    content that the rest of the prompt does not contain, i.e. it talks about this content."""
+    words = substantive_words(reasoning)
+    if not words:
+        return {"grounded_words": None, "cites_content": 0.0}
+    prompt_words, content_words = set(substantive_words(prompt)), set(substantive_words(content))
+    rest = set(substantive_words(prompt.replace(content, " "))) if content else prompt_words
+    return {"grounded_words": sum(w in prompt_words for w in words) / len(words),
+            "cites_content": float(any(w in content_words and w not in rest for w in words))}

@@ -31,6 +31,9 @@ def register_reward_functions(register):
              summary="1 if the answer has reasoning, a known label and a probability")
     register("reasoning_length", f"{M}.rewards:ReasoningLength", params=f"{M}.rewards:ReasoningLengthParams",
              summary="penalty for reasoning outside [min_words, max_words] (against length collapse)")
+    register("reasoning_grounding", f"{M}.rewards:ReasoningGrounding",
+             summary="metric (rl: metrics): share of the reasoning's words found in the prompt, and whether it "
+                     "cites the content (a proxy for made-up reasons)")
     register("rubric_judge", f"{M}.rewards:RubricJudge", params=f"{M}.rewards:RubricJudgeParams",
              summary="LLM-as-judge: mean P(yes) over rubric questions on the reasoning (grounded, faithful, supports)")
 

@@ -9,6 +9,7 @@ from pydantic import Field
 from reasonrl.core.config import JudgeRef
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.registry import Params
+from reasonrl.moderation_plugins.metrics import reasoning_grounding
 from reasonrl.moderation_plugins.parsing import parse_verdict
 
 
@@ -90,6 +91,19 @@ class VerdictLabels:
             f"gives one answer for everything, so each group's rewards are equal and RL has nothing to learn from. "
             f"Fix: start from a moderation_warm_start stage (class-balanced, picked by validation macro-F1), raise "
             f"the rollout temperature, or set verdict_labels' stop_if_constant: false to train anyway.")
+
+
+class ReasoningGrounding:
+    """Not a reward by default (rl: ``metrics``): a stated proxy for made-up reasons, from the
+    reasoning before the label: ``grounded_words``, the share of its substantive words found in
+    the prompt, and ``cites_content``, 1 when it uses a word only the content has."""
+
+    def __init__(self, params=None) -> None:
+        self.params = params
+
+    def __call__(self, prompts, completions, examples):
+        return [reasoning_grounding(parse_verdict(c, e["labels"]).reasoning, e.get("content", ""), e.get("prompt", p))
+                for p, c, e in zip(prompts, completions, examples)]
 
 
 class VerdictFormat:

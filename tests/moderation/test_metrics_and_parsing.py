@@ -112,3 +112,21 @@ def test_paired_macro_f1_bootstrap_by_hand():
     assert same["difference"] == 0.0 and same["ci95"] == (0.0, 0.0)
     with pytest.raises(ValueError, match="equally long"):
         paired_metric_bootstrap(gold, ["a"], gold, f1)
+
+
+def test_reasoning_grounding_by_hand():
+    from reasonrl.moderation_plugins.metrics import reasoning_grounding
+    from reasonrl.moderation_plugins.rewards import ReasoningGrounding
+
+    content = "WIN a free cruise today"
+    prompt = f"Policy: spam is bulk mail.\nContent:\n<<<\n{content}\n>>>"
+    # substantive words: cruise, offer, looks, like, bulk, mail, strangers; in the prompt: cruise, bulk, mail
+    got = reasoning_grounding("The cruise offer looks like bulk mail from strangers", content, prompt)
+    assert got == {"grounded_words": pytest.approx(3 / 7), "cites_content": 1.0}
+    # words of the policy only: grounded, but it says nothing about this content
+    assert reasoning_grounding("It is bulk mail.", content, prompt) == {"grounded_words": 1.0, "cites_content": 0.0}
+    assert reasoning_grounding("", content, prompt) == {"grounded_words": None, "cites_content": 0.0}
+    # as an rl metric: the reasoning is what comes before the label
+    example = {"content": content, "prompt": prompt, "labels": ["ham", "spam"], "label": "spam"}
+    (row,) = ReasoningGrounding()([prompt], ["A free cruise.\nLabel: spam\nProbability: 0.9"], [example])
+    assert row == {"grounded_words": 1.0, "cites_content": 1.0}

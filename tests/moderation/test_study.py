@@ -118,6 +118,9 @@ def test_rows_of_one_model_decode_their_own_way_and_inference_follows_the_first(
     report = json.loads((folder / "report.json").read_text())
     cut = [json.loads(line)["cut"] for line in (folder / "outputs_mc_3.jsonl").read_text().splitlines()]
     assert report["rows"]["mc 3"]["cut_rate"] == pytest.approx(sum(cut) / len(cut)) and set(cut) <= {0, 1 / 3, 2 / 3, 1}
+    grounded = [json.loads(line)["grounded_words"] for line in (folder / "outputs_mc_3.jsonl").read_text().splitlines()]
+    kept = [g for g in grounded if g is not None]
+    assert report["rows"]["mc 3"]["grounded_words"] == (pytest.approx(sum(kept) / len(kept)) if kept else None)
     manifest = json.loads((folder / "inference.json").read_text())
     assert [v["stage"] for v in manifest["variants"]] == ["sft"] and manifest["best"] == "sft"
 
