@@ -1,4 +1,4 @@
-"""Identity-copy rate and NDCG of the rollouts per RL step, naive vs conditional reward.
+"""Identity-copy rate, kept-first share and NDCG of the rollouts per RL step, naive vs conditional reward.
 
     python bench/gr2_reward_hacking_plot.py runs/gr2_reward_hacking --out docs/results/gr2_reward_hacking.png
 
@@ -9,22 +9,16 @@ metric and prints the means over the first and last five steps.
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
+import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from rl_curves import plot_curves  # noqa: E402
+
 STAGES = {"naive reward": "rl_naive_copy", "conditional reward": "rl_conditional_copy"}
-METRICS = {"metric/identity_copy": "copies the input order (valid rollouts)", "metric/ndcg": "NDCG of the rollouts"}
-
-
-def series(run_dir: Path, stage: str, metric: str) -> list[float]:
-    history = json.loads((run_dir / stage / "history.json").read_text())
-    return [h.get(metric, float("nan")) for h in history]
-
-
-def window_mean(values: list[float]) -> float:
-    present = [v for v in values if v == v]
-    return statistics.fmean(present) if present else float("nan")
+METRICS = {"metric/identity_copy": "copies the input order (valid rollouts)",
+           "metric/kept_first": "keeps the input's first item first",
+           "metric/ndcg": "NDCG of the rollouts"}
 
 
 def main() -> None:
@@ -32,26 +26,8 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(10, 3.8))
-    print("| reward | metric | steps 1-5 | last 5 steps |\n|---|---|---|---|")
-    for ax, (metric, label) in zip(axes, METRICS.items()):
-        for name, stage in STAGES.items():
-            values = series(args.run_dir, stage, metric)
-            ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=name)
-            print(f"| {name} | {metric} | {window_mean(values[:5]):.3f} | {window_mean(values[-5:]):.3f} |")
-        ax.set_ylim(-0.02, 1.02)  # both are rates in [0, 1]
-        ax.set_xlabel("RL step")
-        ax.set_title(label)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+    print(plot_curves(args.run_dir, STAGES, METRICS, args.out, rates=True))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(args.out, dpi=120)
         print(f"\nwrote {args.out}")
 
 

@@ -96,14 +96,19 @@ class VerdictLabels:
 class ReasoningGrounding:
     """Not a reward by default (rl: ``metrics``): a stated proxy for made-up reasons, from the
     reasoning before the label: ``grounded_words``, the share of its substantive words found in
-    the prompt, and ``cites_content``, 1 when it uses a word only the content has."""
+    the prompt, and ``cites_content``, 1 when it uses a word only the content has; also
+    ``reasoning_words``, to follow length collapse step by step."""
 
     def __init__(self, params=None) -> None:
         self.params = params
 
     def __call__(self, prompts, completions, examples):
-        return [reasoning_grounding(parse_verdict(c, e["labels"]).reasoning, e.get("content", ""), e.get("prompt", p))
-                for p, c, e in zip(prompts, completions, examples)]
+        out = []
+        for prompt, completion, example in zip(prompts, completions, examples):
+            reasoning = parse_verdict(completion, example["labels"]).reasoning
+            out.append({**reasoning_grounding(reasoning, example.get("content", ""), example.get("prompt", prompt)),
+                        "reasoning_words": float(len(reasoning.split()))})
+        return out
 
 
 class VerdictFormat:

@@ -129,4 +129,4 @@ def test_reasoning_grounding_by_hand():
     # as an rl metric: the reasoning is what comes before the label
     example = {"content": content, "prompt": prompt, "labels": ["ham", "spam"], "label": "spam"}
     (row,) = ReasoningGrounding()([prompt], ["A free cruise.\nLabel: spam\nProbability: 0.9"], [example])
-    assert row == {"grounded_words": 1.0, "cites_content": 1.0}
+    assert row == {"grounded_words": 1.0, "cites_content": 1.0, "reasoning_words": 3.0}
