@@ -1,24 +1,54 @@
-"""Identity-copy rate, kept-first share and NDCG of the rollouts per RL step, naive vs conditional reward.
+"""How much of the input order the policy keeps, per RL step, naive vs conditional reward.
 
     python bench/gr2_reward_hacking_plot.py runs/gr2_reward_hacking --out docs/results/gr2_reward_hacking.png
 
 Reads the two rl stages' history.json (examples/gr2_reward_hacking.yaml), draws one panel per
-metric and prints the means over the first and last five steps.
+logged metric and prints the means over the first and last five steps; then, on the
+evaluation's test lists, each variant's share of answers that keep the input's first item
+first and the mean Kendall tau between its order and the input order.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from rl_curves import plot_curves  # noqa: E402
+from rl_curves import plot_curves, series  # noqa: E402
 
 STAGES = {"naive reward": "rl_naive_copy", "conditional reward": "rl_conditional_copy"}
 METRICS = {"metric/identity_copy": "copies the input order (valid rollouts)",
-           "metric/kept_first": "keeps the input's first item first",
+           "metric/first_kept": "keeps the input's first item first",
+           "metric/input_tau": "Kendall tau with the input order",
            "metric/ndcg": "NDCG of the rollouts"}
+
+
+def logged(run_dir: Path, metric: str) -> bool:
+    return any(v == v for stage in STAGES.values() for v in series(run_dir, stage, metric))
+
+
+def test_list_table(run_dir: Path, evaluation: str = "evaluate_copy") -> str:
+    """First-item-kept share and mean input tau of every model variant on the test lists."""
+    from reasonrl.gr2_plugins.parsing import parse_ranking
+    from reasonrl.gr2_plugins.rewards import input_order_behaviour
+
+    lists = {row["user"]: row for row in map(json.loads, (run_dir / "prepare" / "test.jsonl").open())}
+    report = json.loads((run_dir / evaluation / "report.json").read_text())
+    lines = ["| variant | valid answers | keeps the first item first | Kendall tau with the input order |",
+             "|---|---|---|---|"]
+    for name in report["rows"]:
+        path = run_dir / evaluation / f"outputs_{''.join(c if c.isalnum() else '_' for c in name)}.jsonl"
+        if not path.exists():
+            continue
+        parsed = [parse_ranking(r["output"], lists[r["user"]]["candidates"]) for r in map(json.loads, path.open())]
+        kept = [input_order_behaviour(p.order) for p in parsed if p.valid]
+        if kept:
+            lines.append(f"| {name} | {len(kept)} | {statistics.fmean(k['first_kept'] for k in kept):.2f} | "
+                         f"{statistics.fmean(k['input_tau'] for k in kept):+.3f} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -26,7 +56,9 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    print(plot_curves(args.run_dir, STAGES, METRICS, args.out, rates=True))
+    metrics = {m: title for m, title in METRICS.items() if logged(args.run_dir, m)}
+    print(plot_curves(args.run_dir, STAGES, metrics, args.out, rates=False))
+    print("\n" + test_list_table(args.run_dir))
     if args.out:
         print(f"\nwrote {args.out}")
 

@@ -7,7 +7,7 @@ Every reward reads ``example["candidates"]`` (SIDs in the pre-ranker's order) an
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from pydantic import Field
 
@@ -58,10 +58,21 @@ class RankReward:
         return out
 
 
+def input_order_behaviour(order: Sequence[int]) -> dict[str, float]:
+    """How much of the input order a valid answer keeps: all of it (identity_copy), its first
+    item first (first_kept), and Kendall's tau between the answer and the input order
+    (input_tau: 1 a copy, -1 the reverse) - partial copying shows in the last two first."""
+    from scipy.stats import kendalltau
+
+    n = len(order)
+    return {"identity_copy": float(list(order) == list(range(n))), "first_kept": float(order[0] == 0),
+            "input_tau": float(kendalltau(range(n), order).statistic) if n > 1 else 1.0}
+
+
 class RankingBehaviour:
-    """Not a reward: per valid answer, whether it copies the input order (identity_copy) and
-    whether a target that was first stays first (kept_first, None when it was not first).
-    Log it with the rl stage's ``metrics`` to watch the copying the conditional reward targets."""
+    """Not a reward: per valid answer, :func:`input_order_behaviour` and whether a target that
+    was first stays first (kept_first, None when it was not first). Log it with the rl stage's
+    ``metrics`` to watch the copying the conditional reward targets."""
 
     def __init__(self, params=None) -> None:
         self.params = params
@@ -71,10 +82,10 @@ class RankingBehaviour:
         for completion, example in zip(completions, examples):
             parsed = parse_ranking(completion, example["candidates"])
             if not parsed.valid:
-                out.append({"identity_copy": None, "kept_first": None})
+                out.append({"identity_copy": None, "first_kept": None, "input_tau": None, "kept_first": None})
                 continue
             first = example["target_index"] == 0
-            out.append({"identity_copy": float(list(parsed.order) == list(range(len(parsed.order)))),
+            out.append({**input_order_behaviour(parsed.order),
                         "kept_first": float(parsed.order[0] == 0) if first else None})
         return out
 

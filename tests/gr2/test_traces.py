@@ -175,5 +175,12 @@ def test_ranking_behaviour_metric():
     first = dict(EXAMPLE, target_index=0)
     got = RankingBehaviour()(None, [trace([0, 1, 2]), trace([1, 0, 2]), "nonsense", trace([0, 2, 1])],
                              [first, first, first, EXAMPLE])
-    assert got == [{"identity_copy": 1.0, "kept_first": 1.0}, {"identity_copy": 0.0, "kept_first": 0.0},
-                   {"identity_copy": None, "kept_first": None}, {"identity_copy": 0.0, "kept_first": None}]
+    # Kendall's tau against the input order by hand: [1, 0, 2] and [0, 2, 1] have 2 concordant
+    # pairs of 3 and 1 discordant -> (2 - 1) / 3
+    assert got == [{"identity_copy": 1.0, "first_kept": 1.0, "input_tau": 1.0, "kept_first": 1.0},
+                   {"identity_copy": 0.0, "first_kept": 0.0, "input_tau": pytest.approx(1 / 3), "kept_first": 0.0},
+                   {"identity_copy": None, "first_kept": None, "input_tau": None, "kept_first": None},
+                   {"identity_copy": 0.0, "first_kept": 1.0, "input_tau": pytest.approx(1 / 3), "kept_first": None}]
+    from reasonrl.gr2_plugins.rewards import input_order_behaviour
+
+    assert input_order_behaviour([2, 1, 0])["input_tau"] == pytest.approx(-1.0)
