@@ -7,7 +7,9 @@ repeats (or resumes) that stage while skipping the finished ones.
 Every stage has a fingerprint: its resolved config, the run seed and the output ids of
 the earlier stages it names (its inputs). A finished stage is skipped only when its
 marker holds the same fingerprint; otherwise the run stops and says how to go on, so
-an edited config never skips or resumes silently. ``--force STAGE`` reruns that stage
+an edited config never skips or resumes silently. One difference is not an edit: options a
+newer reasonrl added, left at their defaults (the marker records which option names the stage
+ran with), so upgrading does not make finished runs stale. ``--force STAGE`` reruns that stage
 from scratch, and every later stage that takes it as an input, directly or not.
 """
 
@@ -137,7 +139,8 @@ def plan_stages(config: ResolvedConfig, force: Iterable[str] = ()) -> dict[str, 
             plan[stage.id] = "fresh"
         elif marker is None:
             plan[stage.id] = "run"
-        elif marker.get("fingerprint") != stage_fingerprint(config, stage, inputs[stage.id]):
+        elif marker.get("fingerprint") != stage_fingerprint(config, stage, inputs[stage.id]) \
+                and not adopt_newer_defaults(config, stage, inputs[stage.id], marker):
             plan[stage.id] = "stale"
             edited.append(stage.id)
         else:
@@ -156,12 +159,62 @@ def _stale_message(config: ResolvedConfig, stale: list[str], edited: list[str]) 
             f"(e.g. --set run_name={config.run.run_name}_2).")
 
 
-def stage_fingerprint(config: ResolvedConfig, stage: ResolvedStage, inputs: list[str]) -> str:
+def stage_fingerprint(config: ResolvedConfig, stage: ResolvedStage, inputs: list[str],
+                      params: dict[str, Any] | None = None) -> str:
     """sha256 of what decides a stage's outputs: its name and params, the seed, its inputs' output ids."""
     input_ids = {s: (_read_marker(config.run_dir / s) or {}).get("output_id") for s in inputs}
-    payload = {"stage": stage.name, "params": stage.params.model_dump(mode="json"), "seed": config.run.seed,
-               "inputs": input_ids}
+    payload = {"stage": stage.name, "params": stage.params.model_dump(mode="json") if params is None else params,
+               "seed": config.run.seed, "inputs": input_ids}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def param_keys(params: dict[str, Any], prefix: str = "") -> set[str]:
+    """Dotted paths of every key in a params dump (lists are values, not descended into)."""
+    keys = set()
+    for key, value in params.items():
+        keys.add(prefix + key)
+        if isinstance(value, dict):
+            keys |= param_keys(value, f"{prefix}{key}.")
+    return keys
+
+
+def adopt_newer_defaults(config: ResolvedConfig, stage: ResolvedStage, inputs: list[str], marker: dict) -> bool:
+    """True, and the marker takes today's fingerprint, when a finished stage differs from today's
+    config only by params that a newer reasonrl added, at their defaults: without this, every new
+    option would make every finished run stale. The keys the stage ran with come from its marker
+    (``param_keys``), or for older markers from the run's config.resolved.yaml; the old fingerprint
+    must equal today's params without the added keys, so nothing else changed."""
+    recorded = marker.get("param_keys")
+    if recorded is None:
+        saved = config.run_dir / "config.resolved.yaml"
+        entries = (yaml_stages(saved) if saved.exists() else {}).get(stage.id)
+        if entries is None:
+            return False
+        recorded = param_keys({k: v for k, v in entries.items() if k not in ("stage", "id")})
+    current = stage.params.model_dump(mode="json")
+    added = param_keys(current) - set(recorded)
+    explicit = param_keys(stage.params.model_dump(mode="json", exclude_defaults=True))
+    if not added or added & explicit:
+        return False
+    if marker.get("fingerprint") != stage_fingerprint(config, stage, inputs, _without(current, added)):
+        return False
+    if is_main_process():
+        atomic_write_json(config.run_dir / stage.id / MARKER, {
+            **marker, "fingerprint": stage_fingerprint(config, stage, inputs), "param_keys": sorted(param_keys(current)),
+            "adopted_defaults": sorted(added)})
+    return True
+
+
+def yaml_stages(path: Path) -> dict[str, dict[str, Any]]:
+    import yaml
+
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return {entry.get("id"): entry for entry in data.get("stages", []) if isinstance(entry, dict)}
+
+
+def _without(params: dict[str, Any], paths: set[str], prefix: str = "") -> dict[str, Any]:
+    return {k: _without(v, paths, f"{prefix}{k}.") if isinstance(v, dict) else v
+            for k, v in params.items() if prefix + k not in paths}
 
 
 def _read_marker(stage_dir: Path) -> dict[str, Any] | None:
@@ -251,6 +304,9 @@ def run_stage(context: StageContext, name: str, params: Any, echo=print) -> dict
     atomic_write_json(context.stage_dir / MARKER, {
         "stage": name, "id": context.stage_id, "seconds": seconds, "summary": summary,
         "fingerprint": context.fingerprint, "output_id": uuid.uuid4().hex, "attempt": _ATTEMPT.get(),
+        # which params existed (names only, no values: they may hold secrets), so a newer version's
+        # added params at their defaults do not make this stage stale (adopt_newer_defaults)
+        "param_keys": sorted(param_keys(params.model_dump(mode="json"))) if hasattr(params, "model_dump") else None,
     })
     echo(f"    done in {seconds:.1f}s")
     return summary

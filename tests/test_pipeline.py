@@ -14,6 +14,7 @@ CALLS = []
 
 class CountParams(BaseModel):
     fail: bool = False
+    extra: int = 3  # plays the option a newer version added
 
 
 class CountingStage:
@@ -42,10 +43,48 @@ def counting(register_plugin):
     return register_plugin(plugin, name="counting_pack")
 
 
-def config(run_dir, registry, fail_second=False):
+def config(run_dir, registry, fail_second=False, **first):
     data = {"run_name": "r", "output_dir": str(run_dir),
-            "stages": [{"stage": "count", "id": "a"}, {"stage": "count", "id": "b", "fail": fail_second}]}
+            "stages": [{"stage": "count", "id": "a", **first}, {"stage": "count", "id": "b", "fail": fail_second}]}
     return resolve_config(data, registry=registry)
+
+
+def made_by_an_older_version(resolved, stage_id="a", legacy=False):
+    """Rewrite a finished stage's marker as a version without the ``extra`` option would have:
+    its fingerprint from params without it, and no ``extra`` among its keys (or no keys at all,
+    as markers before param_keys, with the saved config lacking it instead)."""
+    from reasonrl.core.pipeline import stage_fingerprint, stage_inputs
+
+    stage = next(s for s in resolved.stages if s.id == stage_id)
+    old_params = {k: v for k, v in stage.params.model_dump(mode="json").items() if k != "extra"}
+    path = resolved.run_dir / stage_id / MARKER
+    marker = json.loads(path.read_text())
+    marker["fingerprint"] = stage_fingerprint(resolved, stage, stage_inputs(resolved)[stage_id], old_params)
+    if legacy:
+        del marker["param_keys"]
+        saved = resolved.run_dir / "config.resolved.yaml"
+        saved.write_text("".join(line for line in saved.read_text().splitlines(True) if line.strip() != "extra: 3"))
+    else:
+        marker["param_keys"] = sorted(old_params)
+    path.write_text(json.dumps(marker))
+    return marker
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["param_keys", "saved_config"])
+def test_options_a_newer_version_added_at_their_defaults_do_not_make_a_run_stale(counting, run_dir, legacy):
+    from reasonrl.core.pipeline import StaleStageError
+
+    run_pipeline(config(run_dir, counting), echo=lambda m: None)
+    old = made_by_an_older_version(config(run_dir, counting), legacy=legacy)
+    run_pipeline(config(run_dir, counting), echo=lambda m: None)
+    assert CALLS == ["a", "b"]  # nothing reran: the new option is at its default
+    marker = json.loads((run_dir / "r" / "a" / MARKER).read_text())
+    assert marker["adopted_defaults"] == ["extra"] and marker["output_id"] == old["output_id"]
+    assert marker["fingerprint"] != old["fingerprint"] and "extra" in marker["param_keys"]
+    # set to anything but its default, the new option is an edit like any other
+    made_by_an_older_version(config(run_dir, counting), legacy=legacy)
+    with pytest.raises(StaleStageError, match=r"stage\(s\) \['a'\]"):
+        run_pipeline(config(run_dir, counting, extra=5), echo=lambda m: None)
 
 
 def test_stages_run_in_order_and_are_skipped_when_finished(counting, run_dir):
