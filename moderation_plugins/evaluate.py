@@ -108,11 +108,10 @@ def classify_examples(model, tokenizer, examples: list[dict], sampling, samples:
 
 
 def grounding(texts: Sequence[str], example: dict) -> dict[str, float | None]:
-    """:func:`reasoning_grounding` averaged over an example's traces (None where no trace has words)."""
-    from reasonrl.moderation_plugins.metrics import reasoning_grounding
+    """The ``reasoning_grounding`` metric averaged over an example's traces (None where no trace has words)."""
+    from reasonrl.moderation_plugins.rewards import ReasoningGrounding
 
-    parts = [reasoning_grounding(parse_verdict(t, example["labels"]).reasoning, example.get("content", ""),
-                                 example.get("prompt", "")) for t in texts]
+    parts = ReasoningGrounding()([example.get("prompt", "")] * len(texts), texts, [example] * len(texts))
     return {key: mean_of([p[key] for p in parts]) for key in ("grounded_words", "cites_content")}
 
 
