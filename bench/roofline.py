@@ -130,6 +130,15 @@ def rl_phases(model, tokenizer, arithmetic: Arithmetic) -> list[tuple]:
         logprobs, _ = completion_logprobs(model, out.prompt_ids, out.completion_ids, s["group"], pad)
         (logprobs * out.mask).sum().backward()
 
+    linears = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    inputs = {w.shape[1]: torch.randn(rows, w.shape[1]) for w in linears}
+
+    def matrix_products():  # every weight once, in model order, as one decode step reads them
+        with torch.no_grad():
+            for weight in linears:
+                torch.nn.functional.linear(inputs[weight.shape[1]], weight)
+
+    t_products = median_seconds(matrix_products)
     t_score = median_seconds(score)
     t_train = median_seconds(forward_backward)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-9)
@@ -141,6 +150,8 @@ def rl_phases(model, tokenizer, arithmetic: Arithmetic) -> list[tuple]:
         ("prefill", t_prefill, arithmetic.forward_flops(prompt_tokens, s["prompt_len"] / 2), arithmetic.weight_bytes),
         (f"decode (1 step, batch {rows})", t_decode, arithmetic.forward_flops(rows, context),
          arithmetic.weight_bytes + arithmetic.kv_bytes(rows, context)),
+        (f"... its matrix products alone (batch {rows})", t_products, 2 * arithmetic.linear * rows,
+         4 * arithmetic.linear),
         ("scoring (old log-probs)", t_score, score_flops, arithmetic.weight_bytes),
         ("forward+backward", t_train, 3 * score_flops, 3 * arithmetic.weight_bytes),
         ("optimizer (AdamW)", t_optim, 10 * arithmetic.total, arithmetic.adamw_bytes()),
@@ -149,7 +160,7 @@ def rl_phases(model, tokenizer, arithmetic: Arithmetic) -> list[tuple]:
 
 def train_phases(model, arithmetic: Arithmetic) -> list[tuple]:
     """(phase, seconds, flops, bytes, tokens) of one sft step (loss on the second half) and one lm step."""
-    from reasonrl.plugins.supervised import weighted_nll
+    from reasonrl.plugins.supervised import label_logprobs, weighted_mean_nll
 
     batch, length = TRAIN["batch"], TRAIN["seq_len"]
     ids = torch.randint(0, model.config.vocab_size, (batch, length), generator=torch.Generator().manual_seed(0))
@@ -157,8 +168,8 @@ def train_phases(model, arithmetic: Arithmetic) -> list[tuple]:
     keep = length // 2
 
     def sft_step():
-        logits = model(input_ids=ids, logits_to_keep=keep + 1).logits
-        weighted_nll(logits[:, :-1], ids[:, -keep:], torch.ones(batch, keep)).backward()
+        logprobs = label_logprobs(model, ids, torch.ones_like(ids), length - keep - 1)  # what the sft stage runs
+        weighted_mean_nll(logprobs, torch.ones(batch, keep)).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 

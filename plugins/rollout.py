@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,7 @@ from pydantic import Field
 
 from reasonrl.core.contracts import Rollouts
 from reasonrl.core.registry import Params
+from reasonrl.plugins.logits import chosen_logits, chosen_logprobs, split_policy
 
 
 class SamplingParams(Params):
@@ -57,11 +58,16 @@ def _inner(model):
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
-def _cache_key(model) -> str:
-    """transformers 5.x renamed ``past_key_values`` to ``cache``; support both."""
+def _accepts(model, argument: str) -> bool:
+    """Whether the underlying transformers model's forward takes ``argument``."""
     base = _inner(model)
     base = base.get_base_model() if hasattr(base, "get_base_model") else base
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    return argument in inspect.signature(base.forward).parameters
+
+
+def _cache_key(model) -> str:
+    """transformers 5.x renamed ``past_key_values`` to ``cache``; support both."""
+    return "cache" if _accepts(model, "cache") else "past_key_values"
 
 
 def forward_with_cache(model, cache, **inputs):
@@ -77,8 +83,9 @@ def prefill(model, prompts: Sequence[torch.Tensor], pad_id: int, group_size: int
     from transformers import DynamicCache
 
     ids, attention = left_pad([p.to(model_device(model)) for p in prompts], pad_id)
+    last_only = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}  # no [rows, prompt, V] logits
     out, cache = forward_with_cache(model, DynamicCache(config=_inner(model).config), input_ids=ids, attention_mask=attention,
-                                    position_ids=_positions(attention), output_hidden_states=want_hidden)
+                                    position_ids=_positions(attention), output_hidden_states=want_hidden, **last_only)
     cache.batch_repeat_interleave(group_size)
     last_hidden = out.hidden_states[-1][:, -1] if want_hidden else None
     return (out.logits[:, -1].repeat_interleave(group_size, dim=0), cache,
@@ -281,6 +288,34 @@ def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, temperature: float =
     return logits.gather(-1, ids[..., None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
+class CompletionScores(NamedTuple):
+    """What scores a completion: ``first`` [rows, V], the logits that predict its token 0, and
+    ``after`` [rows, W, .], the outputs at its tokens (position t predicts token t + 1): logits,
+    or hidden states that ``head`` projects chunk by chunk (see ``plugins/logits.py``).
+    ``states`` [rows, W, H]: the hidden state where each token is predicted (a value head's input)."""
+    first: torch.Tensor
+    after: torch.Tensor
+    head: torch.nn.Module | None = None
+    states: torch.Tensor | None = None
+
+    def logprobs(self, ids: torch.Tensor, temperature: float) -> torch.Tensor:
+        first = token_logprobs(self.first[:, None], ids[:, :1], temperature)
+        if self.head is None:
+            later = token_logprobs(self.after[:, :-1], ids[:, 1:], temperature)
+        else:
+            later = chosen_logprobs(self.head, self.after[:, :-1], ids[:, 1:], temperature)
+        return torch.cat([first, later], dim=1)
+
+    def logits_at(self, rows: torch.Tensor, positions: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """[cells, k] logits of ``ids`` at the positions that predict completion ``positions``."""
+        before = (positions - 1).clamp(min=0)
+        if self.head is None:
+            later = self.after[rows[:, None], before[:, None], ids]
+        else:
+            later = chosen_logits(self.head, self.after[rows, before], ids)
+        return torch.where((positions == 0)[:, None], self.first[rows[:, None], ids], later)
+
+
 def completion_logprobs(model, prompt_ids, completion_ids, group_size, pad_id, temperature=1.0, value_head=None,
                         allowed=None):
     """Log-probs of the completion tokens (and values if ``value_head``), prompt run once per group.
@@ -291,30 +326,32 @@ def completion_logprobs(model, prompt_ids, completion_ids, group_size, pad_id, t
     constraint allowed, the distribution the engine sampled from.
     """
     want_hidden = value_head is not None
-    if recomputes_activations(model):
-        return _full_sequence_logprobs(model, prompt_ids, completion_ids, group_size, pad_id, temperature, value_head,
-                                       allowed)
+    split = split_policy(model)
+    score = _full_sequence_scores if recomputes_activations(model) else _shared_prompt_scores
+    scores = score(model, split, prompt_ids, completion_ids, group_size, pad_id, want_hidden)
+    logprobs = scores.logprobs(completion_ids, temperature)
+    if allowed:
+        logprobs = renormalise_constrained(logprobs, scores.logits_at, completion_ids, allowed, temperature)
+    return logprobs, (value_head(scores.states).squeeze(-1) if want_hidden else None)
+
+
+def _shared_prompt_scores(model, split, prompt_ids, completion_ids, group_size, pad_id, want_hidden):
     first_logits, cache, attention, last_prompt_hidden = prefill(model, prompt_ids, pad_id, group_size, want_hidden)
     rows, width = completion_ids.shape
     attention = torch.cat([attention, torch.ones(rows, width, dtype=attention.dtype, device=attention.device)], dim=1)
     start = attention[:, :-width].sum(dim=1, keepdim=True)
-    positions = start + torch.arange(width, device=attention.device)[None, :]
-    out, _ = forward_with_cache(model, cache, input_ids=completion_ids, attention_mask=attention,
-                                position_ids=positions, output_hidden_states=want_hidden)
-    # the first completion token is predicted by the prompt's last position; no [N, T, V] copy is made
-    logprobs = torch.cat([token_logprobs(first_logits[:, None], completion_ids[:, :1], temperature),
-                          token_logprobs(out.logits[:, :-1], completion_ids[:, 1:], temperature)], dim=1)
-    if allowed:
-        def logits_at(rows, positions, ids):  # position p is predicted by the prompt's end (p = 0) or token p - 1
-            later = out.logits[rows[:, None], (positions - 1).clamp(min=0)[:, None], ids]
-            return torch.where((positions == 0)[:, None], first_logits[rows[:, None], ids], later)
-
-        logprobs = renormalise_constrained(logprobs, logits_at, completion_ids, allowed, temperature)
-    if not want_hidden:
-        return logprobs, None
-    # the value of state t is read where token t is predicted: last prompt position, then completions
-    hidden = torch.cat([last_prompt_hidden.repeat_interleave(group_size, dim=0)[:, None], out.hidden_states[-1][:, :-1]], dim=1)
-    return logprobs, value_head(hidden).squeeze(-1)
+    inputs = dict(input_ids=completion_ids, attention_mask=attention,
+                  position_ids=start + torch.arange(width, device=attention.device)[None, :])
+    if split is not None:
+        after, _ = split.hidden(**inputs, cache=cache)
+        hidden = after
+    else:
+        out, _ = forward_with_cache(model, cache, **inputs, output_hidden_states=want_hidden)
+        after, hidden = out.logits, (out.hidden_states[-1] if want_hidden else None)
+    states = None
+    if want_hidden:  # the value of state t is read where token t is predicted: last prompt position, then completions
+        states = torch.cat([last_prompt_hidden.repeat_interleave(group_size, dim=0)[:, None], hidden[:, :-1]], dim=1)
+    return CompletionScores(first_logits, after, split.head if split else None, states)
 
 
 def recomputes_activations(model) -> bool:
@@ -378,21 +415,21 @@ def replay_allowed(constraint, tokens: Sequence[int]) -> dict[int, list[int]]:
     return allowed
 
 
-def _full_sequence_logprobs(model, prompt_ids, completion_ids, group_size, pad_id, temperature, value_head,
-                            allowed=None):
-    """completion_logprobs without a cache: each sample runs its prompt and completion in one pass."""
+def _full_sequence_scores(model, split, prompt_ids, completion_ids, group_size, pad_id, want_hidden):
+    """Scores without a cache: each sample runs its prompt and completion in one pass."""
     ids, attention = left_pad([p.to(model_device(model)) for p in prompt_ids], pad_id)
     ids, attention = ids.repeat_interleave(group_size, dim=0), attention.repeat_interleave(group_size, dim=0)
     width = ids.shape[1]
     attention = torch.cat([attention, torch.ones_like(completion_ids, dtype=attention.dtype)], dim=1)
-    out = model(input_ids=torch.cat([ids, completion_ids], dim=1), attention_mask=attention,
-                position_ids=_positions(attention), use_cache=False, output_hidden_states=value_head is not None)
+    inputs = dict(input_ids=torch.cat([ids, completion_ids], dim=1), attention_mask=attention,
+                  position_ids=_positions(attention))
     # position t predicts token t + 1: the last prompt position predicts the first completion token
-    logprobs = token_logprobs(out.logits[:, width - 1:-1], completion_ids, temperature)
-    if allowed:
-        logprobs = renormalise_constrained(logprobs, lambda rows, pos, ids: out.logits[rows[:, None],
-                                                                                       (width - 1 + pos)[:, None], ids],
-                                           completion_ids, allowed, temperature)
-    if value_head is None:
-        return logprobs, None
-    return logprobs, value_head(out.hidden_states[-1][:, width - 1:-1]).squeeze(-1)
+    if split is not None:
+        hidden, _ = split.hidden(**inputs)
+        first, after = split.head(hidden[:, width - 1]), hidden[:, width:]
+    else:
+        out = model(**inputs, use_cache=False, output_hidden_states=want_hidden)
+        first, after = out.logits[:, width - 1], out.logits[:, width:]
+        hidden = out.hidden_states[-1] if want_hidden else None
+    states = hidden[:, width - 1:-1] if want_hidden else None
+    return CompletionScores(first, after, split.head if split else None, states)

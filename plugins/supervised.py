@@ -10,6 +10,7 @@ from pydantic import Field
 
 from reasonrl.core.contracts import StageContext
 from reasonrl.core.errors import ReasonRLError
+from reasonrl.plugins.logits import chosen_logprobs, split_policy
 from reasonrl.plugins.models import chat_prompt
 from reasonrl.plugins.rollout import token_logprobs
 from reasonrl.plugins.training import Trainer, TrainingParams, step_seed
@@ -53,9 +54,12 @@ def weighted_nll(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tens
     weighted SFT loss; weight 0 marks prompt and padding tokens.
     """
     # gather - logsumexp: no [batch, tokens, vocabulary] log-softmax is kept for the backward pass
-    logprobs = token_logprobs(logits, labels.clamp(min=0))
-    trained = (weights > 0).sum().clamp(min=1)
-    return -(logprobs * weights).sum() / trained
+    return weighted_mean_nll(token_logprobs(logits, labels.clamp(min=0)), weights)
+
+
+def weighted_mean_nll(logprobs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum_t w_t * -logprobs_t / #trained tokens (weight > 0)."""
+    return -(logprobs * weights).sum() / (weights > 0).sum().clamp(min=1)
 
 
 class SFTStage(Trainer):
@@ -163,16 +167,24 @@ class SFTStage(Trainer):
         attention = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in batch], device=device)
         first = first_trained_position(weights)
         with self.accelerator.autocast():
-            logits = self.logits_from(ids, attention, width - first)
-            return weighted_nll(logits[:, :-1], ids[:, first + 1:], weights[:, first + 1:])
+            return weighted_mean_nll(label_logprobs(self.model, ids, attention, first), weights[:, first + 1:])
 
-    def logits_from(self, ids: torch.Tensor, attention: torch.Tensor, keep: int) -> torch.Tensor:
-        """Logits of the last ``keep`` positions: the vocabulary projection of untrained prompt
-        positions is skipped, which dominates the cost of small models with large vocabularies."""
-        try:
-            return self.model(input_ids=ids, attention_mask=attention, logits_to_keep=keep).logits
-        except TypeError:  # a model without logits_to_keep: compute all and slice
-            return self.model(input_ids=ids, attention_mask=attention).logits[:, -keep:]
+
+def label_logprobs(model, ids: torch.Tensor, attention: torch.Tensor, first: int) -> torch.Tensor:
+    """log p(ids[:, t]) for t > ``first``. Through the chunked vocabulary projection when the model
+    allows it (no [batch, tokens, vocabulary] logits tensor); else the logits of the kept positions
+    only: the vocabulary projection of untrained prompt positions is skipped."""
+    labels = ids[:, first + 1:].clamp(min=0)
+    split = split_policy(model)
+    if split is not None:
+        hidden, _ = split.hidden(input_ids=ids, attention_mask=attention)
+        return chosen_logprobs(split.head, hidden[:, first:-1], labels)
+    keep = ids.shape[1] - first
+    try:
+        logits = model(input_ids=ids, attention_mask=attention, logits_to_keep=keep).logits
+    except TypeError:  # a model without logits_to_keep: compute all and slice
+        logits = model(input_ids=ids, attention_mask=attention).logits[:, -keep:]
+    return token_logprobs(logits[:, :-1], labels)
 
 
 def row_sampler(examples: list[dict[str, Any]], field: str | None, stage_id: str):

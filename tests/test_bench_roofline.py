@@ -14,7 +14,8 @@ def test_roofline_table_on_the_tiny_model(monkeypatch):
     table = roofline.model_table("tiny", rate=1e11, bw=5e10)
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| phase")]
     phases = [row.split(" | ")[0].lstrip("| ") for row in rows]
-    assert phases == ["prefill", "decode (1 step, batch 4)", "scoring (old log-probs)", "forward+backward",
+    assert phases == ["prefill", "decode (1 step, batch 4)", "... its matrix products alone (batch 4)",
+                      "scoring (old log-probs)", "forward+backward",
                       "optimizer (AdamW)", "sft step (2 x 16, loss on 8)", "lm step (2 x 16)"]
     for row in rows:
         cells = row.strip("| ").split(" | ")

@@ -52,12 +52,14 @@ def test_bpe_tokenizer_from_a_run_corpus_round_trips_and_keeps_added_tokens(tmp_
     assert len(tokenizer("The movie number 5 is a drama", add_special_tokens=False)["input_ids"]) < 12
 
 
-def test_sft_loss_on_kept_logits_equals_the_loss_on_all_logits():
+@pytest.mark.parametrize("split", [True, False])
+def test_sft_loss_on_kept_logits_equals_the_loss_on_all_logits(split, monkeypatch):
     import contextlib
     import types
 
     import torch
 
+    from reasonrl.plugins import logits, supervised
     from reasonrl.plugins.models import TinyModelParams, tiny_model
     from reasonrl.plugins.supervised import SFTStage, first_trained_position, weighted_nll
 
@@ -65,7 +67,9 @@ def test_sft_loss_on_kept_logits_equals_the_loss_on_all_logits():
     batch = [(list(range(5, 17)), [0.0] * 6 + [0.5] * 3 + [1.0] * 3), (list(range(7, 15)), [0.0] * 4 + [1.0] * 4)]
     stage = types.SimpleNamespace(model=model, tokenizer=tokenizer,
                                   accelerator=types.SimpleNamespace(autocast=contextlib.nullcontext, device=torch.device("cpu")))
-    stage.logits_from = lambda *args: SFTStage.logits_from(stage, *args)
+    monkeypatch.setattr(logits, "CHUNK_BYTES", 1)  # the smallest chunks (16 tokens)
+    if not split:
+        monkeypatch.setattr(supervised, "split_policy", lambda model: None)
     sliced = SFTStage._micro_loss(stage, batch)
     ids = torch.tensor([batch[0][0], batch[1][0] + [tokenizer.pad_token_id] * 4])
     weights = torch.tensor([batch[0][1], batch[1][1] + [0.0] * 4])

@@ -182,8 +182,9 @@ class ExcludeOddThenAllowEven(PositionRule):
         return Excluding(range(1, 30, 2)) if self.position % 2 == 0 else list(range(2, 30, 2))
 
 
-def test_excluded_tokens_are_renormalised_alike_when_sampled_and_trained(policy):
-    from reasonrl.plugins.rollout import Excluding, _full_sequence_logprobs
+def test_excluded_tokens_are_renormalised_alike_when_sampled_and_trained(policy, monkeypatch):
+    from reasonrl.plugins import rollout
+    from reasonrl.plugins.rollout import Excluding
 
     model, tokenizer = policy
     out, allowed = constrained_rollouts(policy, ExcludeOddThenAllowEven, 6, seed=1)
@@ -193,8 +194,9 @@ def test_excluded_tokens_are_renormalised_alike_when_sampled_and_trained(policy)
     args = (model, out.prompt_ids, out.completion_ids, 3, tokenizer.pad_token_id)
     with torch.no_grad():
         cached, _ = completion_logprobs(*args, temperature=0.8, allowed=allowed)
-        whole, _ = _full_sequence_logprobs(*args, 0.8, None, allowed)
         unmasked, _ = completion_logprobs(*args, temperature=0.8)
+        monkeypatch.setattr(rollout, "recomputes_activations", lambda model: True)  # the path without a cache
+        whole, _ = completion_logprobs(*args, temperature=0.8, allowed=allowed)
     for trained in (cached, whole):
         assert torch.allclose(trained * out.mask, out.logprobs * out.mask, atol=1e-5)
     assert (unmasked * out.mask < cached * out.mask - 1e-4).any()
