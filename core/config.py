@@ -96,6 +96,10 @@ class RunConfig(BaseModel):
     """The folder that holds runs."""
     seed: int = 0
     """The run's seed; stages derive theirs from it."""
+    threads: int | None = Field(None, gt=0)
+    """torch threads for this run (unset: torch's default, every core). On a shared CPU, give
+    each process that runs at the same time a share, e.g. a local judge server started with
+    ``reasonrl serve --threads``: two processes with all cores each slow each other down."""
     trackers: list[TrackerRef] = Field(default_factory=lambda: [TrackerRef(name="jsonl")])
     """Where metrics go: jsonl, tensorboard, wandb, mlflow."""
     stages: list[StageEntry] = Field(min_length=1)

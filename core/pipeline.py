@@ -70,6 +70,7 @@ def run_pipeline(
         registry = get_registry()
     run_dir = config.run_dir
     plan = plan_stages(config, force)
+    share_cores(config, echo)
     attempt = _start_attempt(config, plan) if is_main_process() else 0
     # under a multi-process launch only the main process writes files and reports metrics
     trackers = [registry.build("trackers", ref.name, ref.params) for ref in config.run.trackers] \
@@ -320,6 +321,42 @@ def environment_versions() -> dict[str, Any]:
             packages[name] = dist.version
     return {"python": sys.version, "platform": platform.platform(), "threads": thread_settings(),
             "packages": dict(sorted(packages.items()))}
+
+
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
+
+
+def share_cores(config: ResolvedConfig, echo=print) -> None:
+    """Apply the config's ``threads``; without it, warn when a stage calls a server on this
+    machine (a judge or teacher) while the run trains on the CPU: both would use every core."""
+    threads = config.run.threads
+    import torch  # a stage imports it anyway
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+        return
+    local = loopback_urls(config.raw)
+    if local and not torch.cuda.is_available():
+        where, url = local[0]
+        echo(f"warning: {where} = {url} is served on this machine, and this run trains on its CPU with every "
+             f"core ({os.cpu_count()}). Two torch processes with every core each slow each other down (measured: "
+             f"40x on 2 cores). Fix: set `threads:` at the top of the config and start the server with "
+             f"`reasonrl serve ... --threads N` so that the two add up to the cores.")
+
+
+def loopback_urls(value: Any, path: str = "") -> list[tuple[str, str]]:
+    """(config path, url) of every ``base_url`` that points at this machine."""
+    from urllib.parse import urlparse
+
+    found = []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        where = f"{path}.{key}" if isinstance(key, str) else f"{path}[{key}]"
+        if key == "base_url" and isinstance(item, str) and urlparse(item).hostname in LOOPBACK_HOSTS:
+            found.append((where.lstrip("."), item))
+        else:
+            found += loopback_urls(item, where)
+    return found
 
 
 def thread_settings() -> dict[str, Any]:

@@ -410,6 +410,8 @@ class ServeCommand:
                                             "run's evaluation report, else the newest)")
         parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
         parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--threads", type=int, default=None, help="torch threads (default: every core); on a "
+                            "CPU shared with a training run, give each its share (the run's config: `threads:`)")
         parser.add_argument("--max-new-tokens", type=int, default=256, help="the cap on max_tokens per request")
         parser.add_argument("--max-batch-size", type=int, default=8, help="requests generated together")
         parser.add_argument("--batch-wait-ms", type=float, default=10.0,
@@ -427,6 +429,12 @@ class ServeCommand:
         require_web_stack()
         import uvicorn
 
+        if args.threads is not None:
+            import torch
+
+            if args.threads < 1:
+                raise ReasonRLError(f"reasonrl serve --threads {args.threads}: give at least 1 thread")
+            torch.set_num_threads(args.threads)
         options = ServeOptions(args.max_new_tokens, args.max_batch_size, args.batch_wait_ms, args.max_concurrency,
                                tuple(args.policy), args.api_key_env)
         served = ServedRun.load(args.run_dir, args.stage, options, args.device, args.dtype)

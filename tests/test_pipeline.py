@@ -113,3 +113,42 @@ def test_failed_stage_leaves_no_marker_and_keeps_earlier_work(counting, run_dir)
 def test_force_unknown_stage(counting, run_dir):
     with pytest.raises(ReasonRLError, match=r"no such stage id; this config's stages are \['a', 'b'\]"):
         run_pipeline(config(run_dir, counting), force=["c"], echo=lambda m: None)
+
+
+def test_threads_are_applied_and_recorded(counting, run_dir):
+    import torch
+
+    before = torch.get_num_threads()
+    data = {"run_name": "r", "output_dir": str(run_dir), "threads": 1, "stages": [{"stage": "count", "id": "a"}]}
+    try:
+        run_pipeline(resolve_config(data, registry=counting), echo=lambda m: None)
+        recorded = json.loads((run_dir / "r" / "versions.json").read_text())["threads"]
+        assert torch.get_num_threads() == 1 and recorded["torch_threads"] == 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ReasonRLError, match="threads"):
+        resolve_config(dict(data, threads=0), registry=counting)
+
+
+def test_a_server_on_this_machine_without_a_thread_split_is_warned_about(counting, run_dir, monkeypatch):
+    import torch
+
+    from reasonrl.core.pipeline import loopback_urls
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    raw = {"stages": [{"judge": {"params": {"base_url": "http://127.0.0.1:8000/v1"}}},
+                      {"base_url": "https://api.example.com/v1"}]}
+    assert loopback_urls(raw) == [("stages[0].judge.params.base_url", "http://127.0.0.1:8000/v1")]
+    for threads, warned in ((None, True), (2, False)):
+        messages = []
+        before = torch.get_num_threads()
+        local = {"base_url": "http://localhost:8000/v1"}
+        data = {"run_name": "r", "output_dir": str(run_dir / str(threads)), "threads": threads,
+                "stages": [{"stage": "count", "id": "a", **local}]}
+        try:
+            run_pipeline(resolve_config(data, registry=counting), echo=messages.append)
+        finally:
+            torch.set_num_threads(before)
+        warnings = [m for m in messages if m.startswith("warning: stages[0].base_url = http://localhost:8000/v1")]
+        assert bool(warnings) == warned
+        assert all("reasonrl serve ... --threads" in m for m in warnings)

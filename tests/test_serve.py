@@ -274,3 +274,24 @@ def test_a_third_party_endpoint_is_served_with_batching(run_dir, register_plugin
         assert client.post("/v1/length", json={}).status_code == 400
     finally:
         server.should_exit = True
+
+
+def test_serve_threads_are_set_before_the_model_loads(monkeypatch, tmp_path, capsys):
+    from reasonrl.core.errors import ReasonRLError
+    from reasonrl.plugins import serve
+
+    before = torch.get_num_threads()
+    assert main(["serve", str(tmp_path), "--threads", "0"]) == 2
+    assert "--threads 0: give at least 1 thread" in capsys.readouterr().err
+    seen = []
+
+    def load(*args):
+        seen.append(torch.get_num_threads())
+        raise ReasonRLError("stop here")
+
+    monkeypatch.setattr(serve.ServedRun, "load", load)
+    try:
+        assert main(["serve", str(tmp_path), "--threads", "1"]) == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1] and "stop here" in capsys.readouterr().err
