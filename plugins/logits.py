@@ -41,18 +41,21 @@ class SplitPolicy(NamedTuple):
 
 def split_policy(model) -> SplitPolicy | None:
     """The policy as (decoder, head) when its logits are ``head(decoder(...))`` and calling the
-    decoder directly bypasses nothing: no parallel wrapper (DDP prepares its gradient reduction
-    in its own forward) and no prompt-learning adapter. Otherwise None: use the plain forward."""
-    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
-        return None
+    decoder directly bypasses nothing: a transformers model itself (not inside DDP, FSDP or
+    DeepSpeed, whose own forward gathers weights or prepares gradient reduction), no sharded
+    weights (FSDP2 gathers the top-level ones in the model's forward) and no prompt-learning
+    adapter. Otherwise None: use the plain forward."""
+    from transformers import PreTrainedModel
+
     base = model
     if hasattr(model, "get_base_model"):
         config = getattr(model, "active_peft_config", None)
         if config is not None and getattr(config, "is_prompt_learning", False):
             return None
         base = model.get_base_model()
-    model_type = getattr(getattr(base, "config", None), "model_type", None)
-    if model_type not in PLAIN_HEAD_TYPES or not hasattr(base, "get_decoder"):
+    if not isinstance(base, PreTrainedModel) or base.config.model_type not in PLAIN_HEAD_TYPES:
+        return None
+    if any(type(p).__name__ == "DTensor" for p in base.parameters()):
         return None
     return SplitPolicy(base.get_decoder(), base.get_output_embeddings())
 
@@ -75,7 +78,7 @@ def _chunk_gather(head, hidden, ids):
 def _by_chunks(fn, head, hidden, ids, *args) -> torch.Tensor:
     """``fn`` over chunks of rows of ``hidden`` [N, H] / ``ids`` [N, ...], checkpointed when
     gradients are on so that no chunk's logits are kept for the backward pass."""
-    size = chunk_tokens(head.weight.shape[0])
+    size = chunk_tokens(getattr(head, "out_features", None) or head.weight.shape[0])
     pieces = []
     for start in range(0, hidden.shape[0], size):
         part = (head, hidden[start:start + size], ids[start:start + size], *args)

@@ -83,3 +83,44 @@ def test_completion_scores_split_equal_plain(checkpointed, monkeypatch):
         plain = score(tiny_model(TinyModelParams(), seed=3)[0], checkpointed, True, monkeypatch, constraint)
         for a, b in zip(split, plain):
             assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_split_policy_keeps_the_plain_forward_inside_wrappers():
+    model, _ = tiny_model(TinyModelParams(), seed=0)
+
+    class Wrapper(torch.nn.Module):  # what DDP, FSDP and DeepSpeed look like from outside
+        def __init__(self, inner):
+            super().__init__()
+            self.module = inner
+
+        def __getattr__(self, name):
+            try:
+                return super().__getattr__(name)
+            except AttributeError:
+                return getattr(self.module, name)
+
+    wrapped = Wrapper(model)
+    assert wrapped.config.model_type == "llama" and split_policy(wrapped) is None
+
+
+def test_lora_policy_scores_alike_split_or_plain(monkeypatch):
+    peft = pytest.importorskip("peft")
+
+    def run(plain):
+        model, _ = tiny_model(TinyModelParams(), seed=3)
+        torch.manual_seed(0)
+        model = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                           init_lora_weights=False, task_type="CAUSAL_LM"))
+        assert split_policy(model) is not None
+        if plain:
+            monkeypatch.setattr(rollout, "split_policy", lambda model: None)
+        prompts, completions = [torch.tensor([5, 9, 14]), torch.tensor([7, 2])], torch.tensor([[5, 6, 7, 8]] * 4)
+        logprobs, _ = completion_logprobs(model.train(), prompts, completions, 2, 0)
+        logprobs.sum().backward()
+        monkeypatch.undo()
+        grads = [p.grad.clone() for n, p in model.named_parameters() if "lora_" in n]
+        return logprobs.detach(), grads
+
+    (split, split_grads), (plain, plain_grads) = run(False), run(True)
+    assert torch.allclose(split, plain, atol=1e-5) and len(split_grads) == 8  # 2 layers x q, v x A, B
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(split_grads, plain_grads))
