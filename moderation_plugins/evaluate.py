@@ -7,6 +7,8 @@ gets a usable score for ROC/PR curves and calibration.
 
 from __future__ import annotations
 
+import json
+
 from collections import Counter
 from typing import Any, Sequence
 
@@ -35,7 +37,8 @@ class EvalVariant(Params):
     sampling: SamplingParams | None = None
     """this row's decoding (default: the stage's ``sampling``), e.g. greedy and sampled rows of one model"""
     mc_samples: int | None = Field(None, ge=1, description="this row's k sampled traces per example "
-                                   "(default: the stage's mc_samples)")
+                                   "(default: the stage's mc_samples); rows of one model and sampling "
+                                   "take the first k of the same traces")
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -103,8 +106,13 @@ def classify_examples(model, tokenizer, examples: list[dict], sampling, samples:
 
     generated = generate_samples(model, tokenizer, [e["prompt"] for e in examples], sampling, samples, seed=seed,
                                  chat_template=chat_template, desc=desc, progress=progress)
-    return [{**aggregate_samples(texts, e["labels"], cut), **grounding(texts, e), "samples": texts}
-            for texts, cut, e in zip(generated.texts, generated.cut, examples)]
+    return verdicts_from(generated, examples, samples)
+
+
+def verdicts_from(generated, examples: list[dict], samples: int) -> list[dict]:
+    """Each example's verdict from the first ``samples`` of its generated traces."""
+    return [{**aggregate_samples(texts[:samples], e["labels"], cut[:samples]), **grounding(texts[:samples], e),
+             "samples": texts[:samples]} for texts, cut, e in zip(generated.texts, generated.cut, examples)]
 
 
 def grounding(texts: Sequence[str], example: dict) -> dict[str, float | None]:
@@ -235,15 +243,31 @@ class ModerationEvaluate(VariantEvaluation):
             row["predictions"] = read_json(predictions).get(self.params.split)
         return row
 
+    def run(self, context: StageContext) -> dict[str, Any]:
+        self.traces: dict[str, Any] = {}  # generations shared by rows of one model and decoding
+        return super().run(context)
+
+    def trace_key(self, variant) -> str:
+        """Rows with the same key decode the same way from the same model, so they share traces."""
+        source = variant.stage or variant.model.model_dump_json()
+        return json.dumps([source, self.row_sampling(variant).model_dump(mode="json"), variant.chat_template])
+
     def model_row(self, context: StageContext, variant, examples: list[dict]) -> dict[str, Any]:
-        from reasonrl.plugins.evaluation import load_model, write_outputs
+        from reasonrl.plugins.evaluation import generate_samples, load_model, write_outputs
 
         p = self.params
-        model, tokenizer = load_model(variant.stage or variant.model, context.run_dir)
-        verdicts = classify_examples(model, tokenizer, examples, self.row_sampling(variant),
-                                     variant.mc_samples or p.mc_samples, seed=context.seed,
-                                     chat_template=variant.chat_template, desc=f"eval {variant.name}",
-                                     progress=p.progress)
+        key, samples = self.trace_key(variant), variant.mc_samples or p.mc_samples
+        if key not in self.traces:
+            # the most traces any row of this key asks for, drawn once: a k = 1, 5, 10 ladder costs one
+            # pass at k = 10 and its rows are nested, so their comparison is paired
+            most = max(v.mc_samples or p.mc_samples for v in p.variants
+                       if v.baseline_stage is None and self.trace_key(v) == key)
+            model, tokenizer = load_model(variant.stage or variant.model, context.run_dir)
+            self.traces[key] = generate_samples(model, tokenizer, [e["prompt"] for e in examples],
+                                                self.row_sampling(variant), most, seed=context.seed,
+                                                chat_template=variant.chat_template, desc=f"eval {variant.name}",
+                                                progress=p.progress)
+        verdicts = verdicts_from(self.traces[key], examples, samples)
         outputs = [{"id": e.get("id"), "label": e["label"], **v} for e, v in zip(examples, verdicts)]
         write_outputs(context.stage_dir, variant.name, outputs)
         return {**score_verdicts(examples, verdicts), "predictions": [v["label"] for v in verdicts]}

@@ -99,7 +99,8 @@ def test_rows_of_one_model_decode_their_own_way_and_inference_follows_the_first(
          "sampling": {"top_k": 1, "max_new_tokens": 6},
          "variants": [{"name": "greedy", "stage": "sft", "chat_template": False},
                       {"name": "mc 1", "stage": "sft", "chat_template": False, "sampling": sampled},
-                      {"name": "mc 3", "stage": "sft", "chat_template": False, "sampling": sampled, "mc_samples": 3}]}]
+                      {"name": "mc 3", "stage": "sft", "chat_template": False, "sampling": sampled, "mc_samples": 3},
+                      {"name": "mc 2", "stage": "sft", "chat_template": False, "sampling": sampled, "mc_samples": 2}]}]
     resolved = resolve_config({"run_name": "cal", "output_dir": str(tmp_path / "runs"), "stages": stages})
     run_pipeline(resolved, echo=lambda *_: None)
     folder = resolved.run_dir / "evaluate"
@@ -110,6 +111,9 @@ def test_rows_of_one_model_decode_their_own_way_and_inference_follows_the_first(
     greedy, one, three = (outputs(name, "samples") for name in ("greedy", "mc_1", "mc_3"))
     assert {len(s) for s in greedy} == {len(s) for s in one} == {1} and {len(s) for s in three} == {3}
     assert greedy != one  # the sampled row did not decode greedily
+    two = outputs("mc_2", "samples")
+    # rows of one model and sampling share traces: k = 1 and k = 2 are the first traces of k = 3
+    assert one == [s[:1] for s in three] and two == [s[:2] for s in three]
     report = json.loads((folder / "report.json").read_text())
     cut = outputs("mc_3", "cut")
     assert report["rows"]["mc 3"]["cut_rate"] == pytest.approx(sum(cut) / len(cut)) and set(cut) <= {0, 1 / 3, 2 / 3, 1}
