@@ -6,7 +6,7 @@
         --out docs/results/moderation_reasons.png
 
 Reads each stage's history.json, draws the panels and prints the means over the first and the
-last five steps as a Markdown table.
+last five steps (fewer for stages under ten steps) as a Markdown table.
 """
 
 from __future__ import annotations
@@ -37,12 +37,15 @@ def plot_curves(run_dir: Path, stages: dict[str, str], metrics: dict[str, str], 
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.8), squeeze=False)
-    lines = ["| stage | metric | steps 1-5 | last 5 steps |", "|---|---|---|---|"]
+    # five steps at each end, fewer when a stage is short, so that the two windows never overlap
+    window = max(1, min(5, min(len(series(run_dir, stage, next(iter(metrics)))) for stage in stages.values()) // 2))
+    lines = [f"| stage | metric | first {window} steps | last {window} steps |", "|---|---|---|---|"]
     for ax, (metric, label) in zip(axes[0], metrics.items()):
         for name, stage in stages.items():
             values = series(run_dir, stage, metric)
             ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=name)
-            lines.append(f"| {name} | {metric} | {window_mean(values[:5]):.3f} | {window_mean(values[-5:]):.3f} |")
+            lines.append(f"| {name} | {metric} | {window_mean(values[:window]):.3f} | "
+                         f"{window_mean(values[-window:]):.3f} |")
         if rates:
             ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("RL step")

@@ -18,9 +18,10 @@ def test_curves_table_by_hand_and_the_figure(tmp_path):
     out = tmp_path / "plots" / "curves.png"
     table = plot_curves(tmp_path, {"label only": "rl_a", "+ length": "rl_b"},
                         {"metric/reasoning_words": "reasoning words"}, out)
-    # rl_a: steps 2-5 -> (8 + 6 + 4 + 2) / 4 = 5; last five 6, 4, 2, 1, 1 -> 2.8
-    assert "| label only | metric/reasoning_words | 5.000 | 2.800 |" in table
-    assert "| + length | metric/reasoning_words | 15.000 | 18.000 |" in table
+    # 7 steps: windows of 3 at each end. rl_a: steps 2-3 -> (8 + 6) / 2 = 7; last three 2, 1, 1 -> 1.333
+    assert "| stage | metric | first 3 steps | last 3 steps |" in table
+    assert "| label only | metric/reasoning_words | 7.000 | 1.333 |" in table
+    assert "| + length | metric/reasoning_words | 13.000 | 20.000 |" in table
     assert out.stat().st_size > 1000
     assert pairs(["a + b=rl_x", "metric/ndcg=NDCG"], "--stage") == {"a + b": "rl_x", "metric/ndcg": "NDCG"}
     with pytest.raises(SystemExit, match="write LABEL=VALUE"):
