@@ -263,10 +263,10 @@ class ModerationEvaluate(VariantEvaluation):
             most = max(v.mc_samples or p.mc_samples for v in p.variants
                        if v.baseline_stage is None and self.trace_key(v) == key)
             model, tokenizer = load_model(variant.stage or variant.model, context.run_dir)
+            desc = f"eval {variant.name}" + (f" ({most} traces per example, shared)" if most > 1 else "")
             self.traces[key] = generate_samples(model, tokenizer, [e["prompt"] for e in examples],
                                                 self.row_sampling(variant), most, seed=context.seed,
-                                                chat_template=variant.chat_template, desc=f"eval {variant.name}",
-                                                progress=p.progress)
+                                                chat_template=variant.chat_template, desc=desc, progress=p.progress)
         verdicts = verdicts_from(self.traces[key], examples, samples)
         outputs = [{"id": e.get("id"), "label": e["label"], **v} for e, v in zip(examples, verdicts)]
         write_outputs(context.stage_dir, variant.name, outputs)
