@@ -27,6 +27,18 @@ def window_mean(values: list[float]) -> float:
     return statistics.fmean(present) if present else float("nan")
 
 
+def slope_cell(values: list[float]) -> str:
+    """Least-squares slope over the steps that have the metric, with its 95% t-interval."""
+    from scipy import stats
+
+    points = [(step, v) for step, v in enumerate(values, 1) if v == v]
+    if len(points) < 3:
+        return "-"
+    fit = stats.linregress(*zip(*points))
+    half = stats.t.ppf(0.975, len(points) - 2) * fit.stderr
+    return f"{fit.slope:+.3f} [{fit.slope - half:+.3f}, {fit.slope + half:+.3f}]"
+
+
 def plot_curves(run_dir: Path, stages: dict[str, str], metrics: dict[str, str], out: Path | None,
                 rates: bool = False) -> str:
     """Draw the panels (to ``out`` when given); return the first-5 / last-5 table. ``rates``: the
@@ -39,13 +51,14 @@ def plot_curves(run_dir: Path, stages: dict[str, str], metrics: dict[str, str], 
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.8), squeeze=False)
     # five steps at each end, fewer when a stage is short, so that the two windows never overlap
     window = max(1, min(5, min(len(series(run_dir, stage, next(iter(metrics)))) for stage in stages.values()) // 2))
-    lines = [f"| stage | metric | first {window} steps | last {window} steps |", "|---|---|---|---|"]
+    lines = [f"| stage | metric | first {window} steps | last {window} steps | slope per step [95% CI] |",
+             "|---|---|---|---|---|"]
     for ax, (metric, label) in zip(axes[0], metrics.items()):
         for name, stage in stages.items():
             values = series(run_dir, stage, metric)
             ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=name)
             lines.append(f"| {name} | {metric} | {window_mean(values[:window]):.3f} | "
-                         f"{window_mean(values[-window:]):.3f} |")
+                         f"{window_mean(values[-window:]):.3f} | {slope_cell(values)} |")
         if rates:
             ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("RL step")

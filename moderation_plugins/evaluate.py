@@ -268,6 +268,7 @@ class ModerationEvaluate(VariantEvaluation):
                                                 self.row_sampling(variant), most, seed=context.seed,
                                                 chat_template=variant.chat_template, desc=desc, progress=p.progress)
         verdicts = verdicts_from(self.traces[key], examples, samples)
-        outputs = [{"id": e.get("id"), "label": e["label"], **v} for e, v in zip(examples, verdicts)]
+        # "label" is the verdict's; the example's own label is kept as "gold" (the verdict used to overwrite it)
+        outputs = [{"id": e.get("id"), "gold": e["label"], **v} for e, v in zip(examples, verdicts)]
         write_outputs(context.stage_dir, variant.name, outputs)
         return {**score_verdicts(examples, verdicts), "predictions": [v["label"] for v in verdicts]}

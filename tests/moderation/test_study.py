@@ -77,6 +77,9 @@ def test_evaluate_stage_reports_models_and_the_floor_with_mc_aggregation(tmp_pat
     assert 0 <= sft["accuracy"] <= 1 and "parse_failure_rate" in sft and "ece" in sft
     lines = (resolved.run_dir / "evaluate" / "outputs_sft.jsonl").read_text().splitlines()
     assert len(lines) == report["examples"] and all(len(json.loads(line)["samples"]) == 3 for line in lines)
+    rows = [json.loads(line) for line in lines]  # the gold label next to the verdict's, which is the prediction
+    assert [r["label"] for r in rows] == sft["predictions"]
+    assert sum(r["gold"] == r["label"] for r in rows) / len(rows) == pytest.approx(sft["accuracy"])
     # the paired difference is the two rows' macro-F1 difference, on the same examples
     (paired,) = report["comparisons"]
     assert paired["difference"] == pytest.approx(sft["macro_f1"] - report["rows"]["floor"]["macro_f1"])
