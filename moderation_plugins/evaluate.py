@@ -8,7 +8,6 @@ gets a usable score for ROC/PR curves and calibration.
 from __future__ import annotations
 
 import json
-
 from collections import Counter
 from typing import Any, Sequence
 
