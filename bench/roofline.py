@@ -188,11 +188,17 @@ def train_phases(model, arithmetic: Arithmetic) -> list[tuple]:
 
 
 # ---------------------------------------------------------------- report
+def milliseconds(seconds: float) -> str:
+    """One decimal from 10 ms up, three below: the share stays readable back from the cells."""
+    ms = seconds * 1e3
+    return f"{ms:.1f}" if ms >= 10 else f"{ms:.3f}"
+
+
 def floor_cells(seconds: float, flops: float, nbytes: float, rate: float, bw: float) -> list[str]:
     compute, memory = flops / rate, nbytes / bw
     floor = max(compute, memory)
     bound = "compute" if compute >= memory else "memory"
-    return [f"{seconds * 1e3:.1f}", f"{compute * 1e3:.1f}", f"{memory * 1e3:.1f}", bound, f"{100 * floor / seconds:.0f}%"]
+    return [milliseconds(seconds), milliseconds(compute), milliseconds(memory), bound, f"{100 * floor / seconds:.0f}%"]
 
 
 def model_table(kind: str, rate: float, bw: float) -> str:
