@@ -31,6 +31,7 @@ from rl_step_vs_trl import make_prompts, model_dir  # noqa: E402
 SHAPE = {"prompts": 4, "group": 4, "prompt_len": 32, "new_tokens": 64}  # short prompt + long answer
 TRAIN = {"batch": 4, "seq_len": 256}
 REPEATS = 3
+CHUNKED = True  # the stages' chunked_logits option, with which bench/results/roofline.md was measured
 
 
 # ---------------------------------------------------------------- machine limits
@@ -124,10 +125,10 @@ def rl_phases(model, tokenizer, arithmetic: Arithmetic) -> list[tuple]:
 
     def score():
         with torch.no_grad():
-            completion_logprobs(model, out.prompt_ids, out.completion_ids, s["group"], pad)
+            completion_logprobs(model, out.prompt_ids, out.completion_ids, s["group"], pad, chunked=CHUNKED)
 
     def forward_backward():
-        logprobs, _ = completion_logprobs(model, out.prompt_ids, out.completion_ids, s["group"], pad)
+        logprobs, _ = completion_logprobs(model, out.prompt_ids, out.completion_ids, s["group"], pad, chunked=CHUNKED)
         (logprobs * out.mask).sum().backward()
 
     linears = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
@@ -168,7 +169,7 @@ def train_phases(model, arithmetic: Arithmetic) -> list[tuple]:
     keep = length // 2
 
     def sft_step():
-        logprobs = label_logprobs(model, ids, torch.ones_like(ids), length - keep - 1)  # what the sft stage runs
+        logprobs = label_logprobs(model, ids, torch.ones_like(ids), length - keep - 1, chunked=CHUNKED)
         weighted_mean_nll(logprobs, torch.ones(batch, keep)).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

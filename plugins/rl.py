@@ -314,6 +314,7 @@ class RLStage(Trainer):
             model, batch.prompt_ids, batch.completion_ids, batch.group_size, self._pad_id(),
             temperature=self.engine.temperature,
             value_head=self.extra.get("value_head") if with_values else None, allowed=batch.allowed,
+            chunked=self.params.chunked_logits,
         )
 
     def _pad_id(self) -> int:

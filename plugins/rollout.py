@@ -77,15 +77,17 @@ def forward_with_cache(model, cache, **inputs):
     return out, getattr(out, key)
 
 
-def prefill(model, prompts: Sequence[torch.Tensor], pad_id: int, group_size: int, want_hidden: bool = False):
+def prefill(model, prompts: Sequence[torch.Tensor], pad_id: int, group_size: int, want_hidden: bool = False,
+            last_only: bool = False):
     """Run the prompts once; return last logits, cache and attention expanded G times,
     and the last prompt hidden state (per prompt) when ``want_hidden``."""
     from transformers import DynamicCache
 
     ids, attention = left_pad([p.to(model_device(model)) for p in prompts], pad_id)
-    last_only = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}  # no [rows, prompt, V] logits
+    # last_only: no [rows, prompt, V] logits (its rounding can differ from the full projection's)
+    keep = {"logits_to_keep": 1} if last_only and _accepts(model, "logits_to_keep") else {}
     out, cache = forward_with_cache(model, DynamicCache(config=_inner(model).config), input_ids=ids, attention_mask=attention,
-                                    position_ids=_positions(attention), output_hidden_states=want_hidden, **last_only)
+                                    position_ids=_positions(attention), output_hidden_states=want_hidden, **keep)
     cache.batch_repeat_interleave(group_size)
     last_hidden = out.hidden_states[-1][:, -1] if want_hidden else None
     return (out.logits[:, -1].repeat_interleave(group_size, dim=0), cache,
@@ -317,16 +319,17 @@ class CompletionScores(NamedTuple):
 
 
 def completion_logprobs(model, prompt_ids, completion_ids, group_size, pad_id, temperature=1.0, value_head=None,
-                        allowed=None):
+                        allowed=None, chunked=False):
     """Log-probs of the completion tokens (and values if ``value_head``), prompt run once per group.
 
     Differentiable: the prompt's KV cache is expanded across the group inside the
     graph, so the backward pass also covers each prompt once. ``allowed`` (per sample
     {position: token ids}) renormalises those positions over the tokens a decoding
-    constraint allowed, the distribution the engine sampled from.
+    constraint allowed, the distribution the engine sampled from. ``chunked``: through the chunked
+    vocabulary projection where the model allows it (``plugins/logits.py``).
     """
     want_hidden = value_head is not None
-    split = split_policy(model)
+    split = split_policy(model) if chunked else None
     score = _full_sequence_scores if recomputes_activations(model) else _shared_prompt_scores
     scores = score(model, split, prompt_ids, completion_ids, group_size, pad_id, want_hidden)
     logprobs = scores.logprobs(completion_ids, temperature)
@@ -336,7 +339,8 @@ def completion_logprobs(model, prompt_ids, completion_ids, group_size, pad_id, t
 
 
 def _shared_prompt_scores(model, split, prompt_ids, completion_ids, group_size, pad_id, want_hidden):
-    first_logits, cache, attention, last_prompt_hidden = prefill(model, prompt_ids, pad_id, group_size, want_hidden)
+    first_logits, cache, attention, last_prompt_hidden = prefill(model, prompt_ids, pad_id, group_size, want_hidden,
+                                                                 last_only=split is not None)
     rows, width = completion_ids.shape
     attention = torch.cat([attention, torch.ones(rows, width, dtype=attention.dtype, device=attention.device)], dim=1)
     start = attention[:, :-width].sum(dim=1, keepdim=True)

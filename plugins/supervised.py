@@ -167,15 +167,16 @@ class SFTStage(Trainer):
         attention = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in batch], device=device)
         first = first_trained_position(weights)
         with self.accelerator.autocast():
-            return weighted_mean_nll(label_logprobs(self.model, ids, attention, first), weights[:, first + 1:])
+            return weighted_mean_nll(label_logprobs(self.model, ids, attention, first, self.params.chunked_logits),
+                                     weights[:, first + 1:])
 
 
-def label_logprobs(model, ids: torch.Tensor, attention: torch.Tensor, first: int) -> torch.Tensor:
-    """log p(ids[:, t]) for t > ``first``. Through the chunked vocabulary projection when the model
+def label_logprobs(model, ids: torch.Tensor, attention: torch.Tensor, first: int, chunked: bool = False) -> torch.Tensor:
+    """log p(ids[:, t]) for t > ``first``. ``chunked``: through the chunked vocabulary projection when the model
     allows it (no [batch, tokens, vocabulary] logits tensor); else the logits of the kept positions
     only: the vocabulary projection of untrained prompt positions is skipped."""
     labels = ids[:, first + 1:].clamp(min=0)
-    split = split_policy(model)
+    split = split_policy(model) if chunked else None
     if split is not None:
         hidden, _ = split.hidden(input_ids=ids, attention_mask=attention)
         return chosen_logprobs(split.head, hidden[:, first:-1], labels)

@@ -47,6 +47,10 @@ class TrainingParams(Params):
     """the model to train"""
     dataset: DatasetRef
     """the dataset to train on"""
+    chunked_logits: bool = Field(False, description=(
+        "project to the vocabulary in chunks, recomputed in backward: no [rows, tokens, vocabulary] logits "
+        "tensor (-26% peak memory with 256-token answers on SmolLM2, about +4% time); off by default because "
+        "its float rounding differs, and small models amplify that into different runs"))
     split: str = "train"
     """the dataset split to train on"""
     lr: float = Field(1e-5, gt=0)

@@ -65,7 +65,7 @@ def score(model, checkpointed, plain, monkeypatch, allowed=None):
     completions = torch.tensor([[5, 6, 7, 8, 9, 10, 11], [8, 9, 2, 4, 4, 4, 4], [10, 11, 12, 13, 14, 15, 16],
                                 [13, 2, 0, 0, 0, 0, 0]])
     logprobs, values = completion_logprobs(model, prompts, completions, 2, 0, 0.7, value_head=value_head,
-                                           allowed=allowed)
+                                           allowed=allowed, chunked=True)
     (logprobs.sum() + values.sum()).backward()
     monkeypatch.undo()
     return logprobs.detach(), values.detach(), model.model.embed_tokens.weight.grad.clone(), \
@@ -115,7 +115,7 @@ def test_lora_policy_scores_alike_split_or_plain(monkeypatch):
         if plain:
             monkeypatch.setattr(rollout, "split_policy", lambda model: None)
         prompts, completions = [torch.tensor([5, 9, 14]), torch.tensor([7, 2])], torch.tensor([[5, 6, 7, 8]] * 4)
-        logprobs, _ = completion_logprobs(model.train(), prompts, completions, 2, 0)
+        logprobs, _ = completion_logprobs(model.train(), prompts, completions, 2, 0, chunked=True)
         logprobs.sum().backward()
         monkeypatch.undo()
         grads = [p.grad.clone() for n, p in model.named_parameters() if "lora_" in n]
@@ -124,3 +124,16 @@ def test_lora_policy_scores_alike_split_or_plain(monkeypatch):
     (split, split_grads), (plain, plain_grads) = run(False), run(True)
     assert torch.allclose(split, plain, atol=1e-5) and len(split_grads) == 8  # 2 layers x q, v x A, B
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(split_grads, plain_grads))
+
+
+def test_the_chunked_projection_is_opt_in(monkeypatch):
+    from reasonrl.plugins import supervised
+
+    def refuse(model):
+        raise AssertionError("the default path must not split the policy")
+
+    monkeypatch.setattr(rollout, "split_policy", refuse)
+    monkeypatch.setattr(supervised, "split_policy", refuse)
+    model, _ = tiny_model(TinyModelParams(), seed=3)
+    completion_logprobs(model, [torch.tensor([5, 9])], torch.tensor([[5, 6]]), 1, 0)
+    supervised.label_logprobs(model, torch.tensor([[5, 9, 14, 3]]), torch.ones(1, 4, dtype=torch.long), 1)

@@ -65,7 +65,7 @@ def test_sft_loss_on_kept_logits_equals_the_loss_on_all_logits(split, monkeypatc
 
     model, tokenizer = tiny_model(TinyModelParams(), seed=0)
     batch = [(list(range(5, 17)), [0.0] * 6 + [0.5] * 3 + [1.0] * 3), (list(range(7, 15)), [0.0] * 4 + [1.0] * 4)]
-    stage = types.SimpleNamespace(model=model, tokenizer=tokenizer,
+    stage = types.SimpleNamespace(model=model, tokenizer=tokenizer, params=types.SimpleNamespace(chunked_logits=True),
                                   accelerator=types.SimpleNamespace(autocast=contextlib.nullcontext, device=torch.device("cpu")))
     monkeypatch.setattr(logits, "CHUNK_BYTES", 1)  # the smallest chunks (16 tokens)
     if not split:
