@@ -6,6 +6,7 @@ weights. Prints milliseconds per decoded token step (prefill included once per c
 ratio, medians of 3 calls after one warm-up.
 
     python bench/decode_speed.py                                          # SmolLM2-135M (packaged weights)
+    python bench/decode_speed.py --rows 16,32,64,128                      # tokens/s as the batch grows
     python bench/decode_speed.py --model .gpu_smoke/smollm2-config --random-init   # a folder with config + tokenizer
 """
 
@@ -22,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from rl_step_vs_trl import make_prompts  # noqa: E402
 
-BATCHES = [(4, 4), (16, 4)]  # (prompts, samples per prompt)
+GROUP = 4  # samples per prompt; rows per step = prompts x GROUP
 PROMPT_TOKENS, NEW_TOKENS, REPEATS = 32, 64, 3
 
 
@@ -70,23 +71,47 @@ def ours(model, tokenizer, prompts, group):
     return call
 
 
-def peer(model, tokenizer, prompts, group):
+def peer(model, tokenizer, prompts, group, **generate_options):
     tokenizer.padding_side = "left"
     batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
 
     @torch.no_grad()
     def call():
         out = model.generate(**batch, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=NEW_TOKENS,
-                             min_new_tokens=NEW_TOKENS, num_return_sequences=group, pad_token_id=tokenizer.pad_token_id)
+                             min_new_tokens=NEW_TOKENS, num_return_sequences=group, pad_token_id=tokenizer.pad_token_id,
+                             **generate_options)
         assert out.shape[1] - batch["input_ids"].shape[1] == NEW_TOKENS
 
     return call
+
+
+def rows_per_step(text: str) -> list[int]:
+    rows = [int(r) for r in text.split(",") if r]
+    bad = [r for r in rows if r <= 0 or r % GROUP]
+    if bad:
+        raise SystemExit(f"--rows {text!r}: {bad} are not positive multiples of {GROUP} (prompts x {GROUP} samples); "
+                         f"use e.g. --rows 16,32,64,128")
+    return rows
+
+
+def compiled_peer(model, tokenizer, prompts, group):
+    """``model.generate`` with a static KV cache and its forward compiled (transformers compiles on CPU only
+    when asked); the warm-up call of ``median_call`` pays the compilation."""
+    from transformers import CompileConfig
+
+    config = CompileConfig()
+    config._compile_all_devices = True  # transformers' switch for auto-compilation off CUDA/XPU
+    return peer(model, tokenizer, prompts, group, cache_implementation="static", compile_config=config)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2", help="smollm2 (the packaged weights) or a model folder")
     parser.add_argument("--random-init", action="store_true", help="build the model from the folder's config only")
+    parser.add_argument("--rows", default="16,64",
+                        help="comma-separated rows per decode step (multiples of 4: prompts x 4 samples)")
+    parser.add_argument("--compiled-peer", action="store_true",
+                        help="also time model.generate with a static KV cache and torch.compile (compilation excluded)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -96,13 +121,19 @@ def main() -> None:
     tokenizer.eos_token_id = None
     lines = [f"Device: {torch.cuda.get_device_name() if device == 'cuda' else 'CPU'}, torch {torch.__version__}, "
              f"model {args.model}, {PROMPT_TOKENS}-token prompts, {NEW_TOKENS} new tokens, medians of {REPEATS}.", "",
-             "| rows | reasonrl ms/token step | model.generate ms/token step | speed-up |", "|---|---|---|---|"]
+             "| rows | reasonrl ms/token step | model.generate ms/token step | speed-up | reasonrl tokens/s "
+             "| model.generate tokens/s |" + (" generate, static cache + compile, ms/token step |" if args.compiled_peer else ""),
+             "|---|---|---|---|---|---|" + ("---|" if args.compiled_peer else "")]
     try:
-        for count, group in BATCHES:
-            prompts = make_prompts(tokenizer, count, PROMPT_TOKENS)
-            mine = median_call(ours(model, tokenizer, prompts, group)) / NEW_TOKENS
-            theirs = median_call(peer(model, tokenizer, prompts, group)) / NEW_TOKENS
-            lines.append(f"| {count * group} | {mine * 1e3:.2f} | {theirs * 1e3:.2f} | {theirs / mine:.2f}x |")
+        for rows in rows_per_step(args.rows):
+            prompts = make_prompts(tokenizer, rows // GROUP, PROMPT_TOKENS)
+            mine = median_call(ours(model, tokenizer, prompts, GROUP)) / NEW_TOKENS
+            theirs = median_call(peer(model, tokenizer, prompts, GROUP)) / NEW_TOKENS
+            line = (f"| {rows} | {mine * 1e3:.2f} | {theirs * 1e3:.2f} | {theirs / mine:.2f}x | "
+                    f"{rows / mine:.0f} | {rows / theirs:.0f} |")
+            if args.compiled_peer:
+                line += f" {median_call(compiled_peer(model, tokenizer, prompts, GROUP)) / NEW_TOKENS * 1e3:.2f} |"
+            lines.append(line)
             print(lines[-1], flush=True)
     finally:
         tokenizer.eos_token_id = eos

@@ -6,6 +6,7 @@ measurement runs in its own subprocess so peak RSS is per configuration.
 
     python bench/rl_step_vs_trl.py                 # tiny 2-layer model (SmolLM2 vocabulary), all shapes
     python bench/rl_step_vs_trl.py --models tiny,smollm2 --out bench/results/rl_step_vs_trl.md
+    python bench/rl_step_vs_trl.py --models smollm2 --chunked-logits   # vocabulary projection in chunks
 
 Needs: pip install "trl==1.16.*" datasets (TRL is a benchmark peer, not a dependency).
 """
@@ -127,6 +128,7 @@ def run_reasonrl(spec: dict) -> dict:
              "steps": steps, "prompts_per_step": spec["prompts"], "group_size": spec["group"],
              "micro_batch_prompts": spec["prompts"], "lr": 1e-6, "progress": False,
              "gradient_checkpointing": spec.get("gradient_checkpointing", False),
+             "chunked_logits": spec.get("chunked_logits", False),
              "save_model": False}  # TRL runs with save_strategy="no"
     with tempfile.TemporaryDirectory() as tmp:
         config = resolve_config({"run_name": "bench", "output_dir": tmp, "trackers": [], "stages": [stage]})
@@ -215,6 +217,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--sweeps", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--shapes", default="short,long", help="which of the two main shapes to run")
+    parser.add_argument("--chunked-logits", action="store_true",
+                        help="run reasonrl with the rl stage's chunked_logits option (TRL runs as always)")
     parser.add_argument("--out", default=None)
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -226,7 +230,7 @@ def main() -> None:
     for kind in args.models.split(","):
         folder = model_dir(kind)
         lines += [f"\n### {kind} ({folder})\n", HEADER]
-        base = {"model": folder, "steps": args.steps, "warmup": args.warmup}
+        base = {"model": folder, "steps": args.steps, "warmup": args.warmup, "chunked_logits": args.chunked_logits}
         wanted = args.shapes.split(",")
         plan = [(name, dict(base, prompts=p, group=g, prompt_len=pl, new_tokens=nt))
                 for name, (p, g, pl, nt) in SHAPES.items() if name.split()[0] in wanted]

@@ -131,15 +131,7 @@ def rl_phases(model, tokenizer, arithmetic: Arithmetic) -> list[tuple]:
         logprobs, _ = completion_logprobs(model, out.prompt_ids, out.completion_ids, s["group"], pad, chunked=CHUNKED)
         (logprobs * out.mask).sum().backward()
 
-    linears = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    inputs = {w.shape[1]: torch.randn(rows, w.shape[1]) for w in linears}
-
-    def matrix_products():  # every weight once, in model order, as one decode step reads them
-        with torch.no_grad():
-            for weight in linears:
-                torch.nn.functional.linear(inputs[weight.shape[1]], weight)
-
-    t_products = median_seconds(matrix_products)
+    t_products = median_seconds(weight_products(model, rows))
     t_score = median_seconds(score)
     t_train = median_seconds(forward_backward)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-9)
@@ -157,6 +149,36 @@ def rl_phases(model, tokenizer, arithmetic: Arithmetic) -> list[tuple]:
         ("forward+backward", t_train, 3 * score_flops, 3 * arithmetic.weight_bytes),
         ("optimizer (AdamW)", t_optim, 10 * arithmetic.total, arithmetic.adamw_bytes()),
     ]
+
+
+def weight_products(model, rows: int):
+    """Every linear weight once, in model order, on ``rows`` rows: what one decode step multiplies."""
+    linears = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    inputs = {w.shape[1]: torch.randn(rows, w.shape[1]) for w in linears}
+
+    def products():
+        with torch.no_grad():
+            for weight in linears:
+                torch.nn.functional.linear(inputs[weight.shape[1]], weight)
+
+    return products
+
+
+def rows_table(model, arithmetic: Arithmetic, rate: float, bw: float, row_counts: list[int]) -> str:
+    """The weights' matrix products per decode step at several batch sizes: the kernel's own ceiling.
+
+    At few rows a product reads its whole weight for little arithmetic, so both its FLOP rate and
+    the rate at which it reads the weights are given against the machine's measured limits.
+    """
+    lines = ["| rows per step | ms | GFLOP/s | share of the matmul rate | weights read GB/s | share of the bandwidth "
+             "| tokens/s ceiling |", "|---|---|---|---|---|---|---|"]
+    for rows in row_counts:
+        seconds = median_seconds(weight_products(model, rows))
+        flops, nbytes = 2 * arithmetic.linear * rows, 4 * arithmetic.linear
+        lines.append(f"| {rows} | {milliseconds(seconds)} | {flops / seconds / 1e9:.0f} | "
+                     f"{100 * flops / seconds / rate:.0f}% | {nbytes / seconds / 1e9:.1f} | "
+                     f"{100 * nbytes / seconds / bw:.0f}% | {rows / seconds:.0f} |")
+    return "\n".join(lines)
 
 
 def train_phases(model, arithmetic: Arithmetic) -> list[tuple]:
@@ -202,7 +224,7 @@ def floor_cells(seconds: float, flops: float, nbytes: float, rate: float, bw: fl
     return [milliseconds(seconds), milliseconds(compute), milliseconds(memory), bound, f"{100 * floor / seconds:.0f}%"]
 
 
-def model_table(kind: str, rate: float, bw: float) -> str:
+def model_table(kind: str, rate: float, bw: float, row_counts: list[int] = ()) -> str:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = model_dir(kind)
@@ -218,6 +240,9 @@ def model_table(kind: str, rate: float, bw: float) -> str:
         cells = floor_cells(seconds, flops, nbytes, rate, bw)
         lines.append("| " + " | ".join([phase, *cells, f"{tokens / seconds:.0f}", f"{100 * flops / seconds / rate:.0f}%"])
                      + " |")
+    if row_counts:
+        lines += ["", f"Matrix products of one decode step by rows per step ({kind}; `--rows`):", "",
+                  rows_table(model, arithmetic, rate, bw, row_counts)]
     return "\n".join(lines)
 
 
@@ -225,14 +250,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="tiny,smollm2", help="comma-separated: tiny, smollm2")
     parser.add_argument("--out", type=Path, default=None, help="also write the tables to this markdown file")
+    parser.add_argument("--rows", default="1,16,64,128",
+                        help="comma-separated rows per step for the matrix-product table ('' to skip it)")
     args = parser.parse_args()
+    row_counts = [int(r) for r in args.rows.split(",") if r]
     torch.manual_seed(0)
     rate, bw = matmul_rate(), bandwidth()
     header = (f"Machine: {cpu_name()}, {torch.get_num_threads()} threads, torch "
               f"{torch.__version__}. Measured now: fp32 matrix product {rate / 1e9:.0f} GFLOP/s, memory read "
               f"{bw / 1e9:.1f} GB/s. Shape: {SHAPE['prompts']} prompts x {SHAPE['group']} samples, "
               f"{SHAPE['prompt_len']}-token prompts, {SHAPE['new_tokens']} new tokens; medians of {REPEATS} runs.")
-    tables = [model_table(kind, rate, bw) for kind in args.models.split(",")]
+    tables = [model_table(kind, rate, bw, row_counts) for kind in args.models.split(",")]
     text = header + "\n\n" + "\n\n".join(tables) + "\n"
     print(text)
     if args.out:

@@ -37,3 +37,26 @@ def test_arithmetic_counts_the_output_head_once_tied_or_not():
         assert arithmetic.linear == per_layer + 100 * 16  # the head, not the input embedding
         # 2 FLOPs per multiply-add per token, plus attention: 4 * layers * hidden * context per token
         assert arithmetic.forward_flops(3, 5) == 2 * arithmetic.linear * 3 + 4 * 1 * 16 * 3 * 5
+
+
+def test_rows_table_cells_follow_from_the_measured_time(monkeypatch):
+    roofline = pytest.importorskip("roofline")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    monkeypatch.setattr(roofline, "REPEATS", 1)
+    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2)
+    model = LlamaForCausalLM(config)
+    arithmetic = roofline.Arithmetic(model)
+    table = roofline.rows_table(model, arithmetic, rate=1e11, bw=5e10, row_counts=[1, 8])
+    rows = [line.strip("| ").split(" | ") for line in table.splitlines()[2:]]
+    assert [int(r[0]) for r in rows] == [1, 8]
+    for cells in rows:
+        count, seconds = int(cells[0]), float(cells[1]) / 1e3
+        rel = 0.01 + 0.0006 / float(cells[1])  # the ms cell is rounded to 3 decimals below 10 ms
+        gflops = 2 * arithmetic.linear * count / seconds / 1e9
+        assert float(cells[2]) == pytest.approx(gflops, rel=rel, abs=0.6)
+        assert int(cells[3][:-1]) == pytest.approx(100 * gflops * 1e9 / 1e11, abs=1)
+        gbytes = 4 * arithmetic.linear / seconds / 1e9
+        assert float(cells[4]) == pytest.approx(gbytes, rel=rel, abs=0.06)
+        assert float(cells[6]) == pytest.approx(count / seconds, rel=rel, abs=0.6)
