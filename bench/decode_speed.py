@@ -6,7 +6,7 @@ weights. Prints milliseconds per decoded token step (prefill included once per c
 ratio, medians of 3 calls after one warm-up.
 
     python bench/decode_speed.py                                          # SmolLM2-135M (packaged weights)
-    python bench/decode_speed.py --rows 16,32,64,128                      # tokens/s as the batch grows
+    python bench/decode_speed.py --rows 16,32,64,128 --compiled-peer      # tokens/s as the batch grows; + generate compiled
     python bench/decode_speed.py --model .gpu_smoke/smollm2-config --random-init   # a folder with config + tokenizer
 """
 
@@ -104,6 +104,14 @@ def compiled_peer(model, tokenizer, prompts, group):
     return peer(model, tokenizer, prompts, group, cache_implementation="static", compile_config=config)
 
 
+def header(args, device: str) -> list[str]:
+    columns = ["rows", "reasonrl ms/token step", "model.generate ms/token step", "speed-up", "reasonrl tokens/s",
+               "model.generate tokens/s"] + (["generate, static cache + compile, ms/token step"] if args.compiled_peer else [])
+    return [f"Device: {torch.cuda.get_device_name() if device == 'cuda' else 'CPU'}, torch {torch.__version__}, "
+            f"model {args.model}, {PROMPT_TOKENS}-token prompts, {NEW_TOKENS} new tokens, medians of {REPEATS}.", "",
+            "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2", help="smollm2 (the packaged weights) or a model folder")
@@ -119,11 +127,7 @@ def main() -> None:
     eos = tokenizer.eos_token_id
     model.generation_config.eos_token_id = None  # every row decodes NEW_TOKENS steps on both sides
     tokenizer.eos_token_id = None
-    lines = [f"Device: {torch.cuda.get_device_name() if device == 'cuda' else 'CPU'}, torch {torch.__version__}, "
-             f"model {args.model}, {PROMPT_TOKENS}-token prompts, {NEW_TOKENS} new tokens, medians of {REPEATS}.", "",
-             "| rows | reasonrl ms/token step | model.generate ms/token step | speed-up | reasonrl tokens/s "
-             "| model.generate tokens/s |" + (" generate, static cache + compile, ms/token step |" if args.compiled_peer else ""),
-             "|---|---|---|---|---|---|" + ("---|" if args.compiled_peer else "")]
+    lines = header(args, device)
     try:
         for rows in rows_per_step(args.rows):
             prompts = make_prompts(tokenizer, rows // GROUP, PROMPT_TOKENS)
