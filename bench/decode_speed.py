@@ -144,7 +144,8 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
-        args.out.write_text(text)
+        command = " ".join(["python bench/decode_speed.py"] + sys.argv[1:])
+        args.out.write_text(f"Command: {command}\n\n{text}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Same model, prompts, group size, batch, lengths, precision (float32 on CPU; float32 weights with
 bf16 autocast on CUDA), no gradient checkpointing (TRL's default turns it on), same machine, one run. Each
-measurement runs in its own subprocess so peak RSS is per configuration.
+measurement runs in its own subprocess so peak RSS is per configuration; step times are medians
+of the measured steps (after the warm-up ones).
 
     python bench/rl_step_vs_trl.py                 # tiny 2-layer model (SmolLM2 vocabulary), all shapes
     python bench/rl_step_vs_trl.py --models tiny,smollm2 --out bench/results/rl_step_vs_trl.md
@@ -141,7 +142,7 @@ def run_reasonrl(spec: dict) -> dict:
         history = json.loads((context.stage_dir / "history.json").read_text())
     times = [h["step_seconds"] for h in history[spec["warmup"]:]]
     lengths = [h["completion/length"] for h in history[spec["warmup"]:]]
-    return {"step_s": statistics.fmean(times), "completion_len": statistics.fmean(lengths), "rss_mb": peak_rss_mb(),
+    return {"step_s": statistics.median(times), "completion_len": statistics.fmean(lengths), "rss_mb": peak_rss_mb(),
             "gpu_mb": peak_gpu_mb()}
 
 
@@ -183,7 +184,7 @@ def run_trl(spec: dict) -> dict:
                               train_dataset=Dataset.from_dict({"prompt": prompts}), callbacks=[Timer()])
         trainer.train()
     measured = times[spec["warmup"]:]
-    return {"step_s": statistics.fmean(measured), "completion_len": statistics.fmean(lengths), "rss_mb": peak_rss_mb(),
+    return {"step_s": statistics.median(measured), "completion_len": statistics.fmean(lengths), "rss_mb": peak_rss_mb(),
             "gpu_mb": peak_gpu_mb()}
 
 
@@ -205,7 +206,7 @@ def row(label: str, spec: dict, ours: dict, theirs: dict) -> str:
             f"{ours['completion_len']:.0f} / {theirs['completion_len']:.0f} |")
 
 
-HEADER = ("| workload | reasonrl s/step | TRL s/step | reasonrl samples/s | TRL samples/s | speed-up | "
+HEADER = ("| workload | reasonrl median s/step | TRL median s/step | reasonrl samples/s | TRL samples/s | speed-up | "
           "reasonrl peak MB | TRL peak MB | memory ratio | answer tokens (ours / TRL) |\n"
           "|---|---|---|---|---|---|---|---|---|---|")
 
