@@ -86,12 +86,12 @@ def peak_gpu_mb() -> float:
 def run_reasonrl(spec: dict) -> dict:
     import types
 
+    from transformers import AutoTokenizer
+
     from reasonrl import hookimpl
     from reasonrl.core import manager
     from reasonrl.core.config import resolve_config
     from reasonrl.core.contracts import StageContext
-
-    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(spec["model"])
     prompts = make_prompts(tokenizer, spec["prompts"] * (spec["steps"] + spec["warmup"]), spec["prompt_len"])
