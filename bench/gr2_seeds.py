@@ -69,7 +69,7 @@ def pooled_comparisons(reports: list[dict], samples: int) -> str:
         lo, hi = result["ci95"]
         verdict = "better" if lo > 0 else "worse" if hi < 0 else "no difference shown"
         lines.append(f"| {variant} - {baseline} | " + " | ".join(f"{d:+.4f}" for d in per_seed) +
-                     f" | {result['difference']:+.4f} | [{lo:+.3f}, {hi:+.3f}] | {verdict} |")
+                     f" | {result['difference']:+.4f} | [{lo:+.4f}, {hi:+.4f}] | {verdict} |")
     return "\n".join(lines)
 
 
