@@ -30,24 +30,46 @@ def logged(run_dir: Path, metric: str) -> bool:
     return any(v == v for stage in STAGES.values() for v in series(run_dir, stage, metric))
 
 
-def test_list_table(run_dir: Path, evaluation: str = "evaluate_copy") -> str:
-    """First-item-kept share and mean input tau of every model variant on the test lists."""
+def test_list_behaviour(run_dir: Path, evaluation: str) -> dict[str, dict[str, dict]]:
+    """variant -> user -> {first_kept, input_tau} on the evaluation's test lists (valid answers only)."""
     from reasonrl.gr2_plugins.parsing import parse_ranking
     from reasonrl.gr2_plugins.rewards import input_order_behaviour
 
     lists = {row["user"]: row for row in map(json.loads, (run_dir / "prepare" / "test.jsonl").open())}
     report = json.loads((run_dir / evaluation / "report.json").read_text())
-    lines = ["| variant | valid answers | keeps the first item first | Kendall tau with the input order |",
-             "|---|---|---|---|"]
+    behaviour = {}
     for name in report["rows"]:
         path = run_dir / evaluation / f"outputs_{''.join(c if c.isalnum() else '_' for c in name)}.jsonl"
         if not path.exists():
             continue
-        parsed = [parse_ranking(r["output"], lists[r["user"]]["candidates"]) for r in map(json.loads, path.open())]
-        kept = [input_order_behaviour(p.order) for p in parsed if p.valid]
-        if kept:
-            lines.append(f"| {name} | {len(kept)} | {statistics.fmean(k['first_kept'] for k in kept):.2f} | "
-                         f"{statistics.fmean(k['input_tau'] for k in kept):+.3f} |")
+        answers = {r["user"]: parse_ranking(r["output"], lists[r["user"]]["candidates"]) for r in map(json.loads, path.open())}
+        behaviour[name] = {user: input_order_behaviour(p.order) for user, p in answers.items() if p.valid}
+    return behaviour
+
+
+def test_list_table(run_dir: Path, evaluation: str = "evaluate_copy") -> str:
+    """First-item-kept share and mean input tau of every model variant on the test lists, then the
+    paired differences (same lists) between consecutive variants."""
+    from reasonrl.gr2_plugins.metrics import paired_bootstrap
+
+    behaviour = {name: rows for name, rows in test_list_behaviour(run_dir, evaluation).items() if rows}
+    lines = ["| variant | valid answers | keeps the first item first | Kendall tau with the input order |",
+             "|---|---|---|---|"]
+    for name, rows in behaviour.items():
+        lines.append(f"| {name} | {len(rows)} | {statistics.fmean(k['first_kept'] for k in rows.values()):.2f} | "
+                     f"{statistics.fmean(k['input_tau'] for k in rows.values()):+.3f} |")
+    names = list(behaviour)
+    if len(names) > 1:
+        lines += ["", "| paired difference (same lists) | lists | keeps the first item first [95% CI] | "
+                  "input tau [95% CI] |", "|---|---|---|---|"]
+    for base, variant in zip(names, names[1:]):
+        users = sorted(set(behaviour[base]) & set(behaviour[variant]))
+        cells = []
+        for key in ("first_kept", "input_tau"):
+            result = paired_bootstrap([float(behaviour[base][u][key]) for u in users],
+                                      [float(behaviour[variant][u][key]) for u in users], samples=2000)
+            cells.append(f"{result['difference']:+.3f} [{result['ci95'][0]:+.3f}, {result['ci95'][1]:+.3f}]")
+        lines.append(f"| {variant} - {base} | {len(users)} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
 
