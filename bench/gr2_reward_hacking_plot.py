@@ -47,22 +47,33 @@ def test_list_behaviour(run_dir: Path, evaluation: str) -> dict[str, dict[str, d
     return behaviour
 
 
+def evaluated_order(run_dir: Path, evaluation: str) -> list[str]:
+    """The evaluation's variant names in its config's order (the start first, then the RL runs)."""
+    import yaml
+
+    config = yaml.safe_load((run_dir / "config.resolved.yaml").read_text())
+    stage = next(s for s in config["stages"] if s["id"] == evaluation)
+    return [variant["name"] for variant in stage["variants"]]
+
+
 def test_list_table(run_dir: Path, evaluation: str = "evaluate_copy") -> str:
     """First-item-kept share and mean input tau of every model variant on the test lists, then the
     paired differences (same lists) between consecutive variants."""
     from reasonrl.gr2_plugins.metrics import paired_bootstrap
 
     behaviour = {name: rows for name, rows in test_list_behaviour(run_dir, evaluation).items() if rows}
+    names = [name for name in evaluated_order(run_dir, evaluation) if name in behaviour]
     lines = ["| variant | valid answers | keeps the first item first | Kendall tau with the input order |",
              "|---|---|---|---|"]
-    for name, rows in behaviour.items():
+    for name in names:
+        rows = behaviour[name]
         lines.append(f"| {name} | {len(rows)} | {statistics.fmean(k['first_kept'] for k in rows.values()):.2f} | "
                      f"{statistics.fmean(k['input_tau'] for k in rows.values()):+.3f} |")
-    names = list(behaviour)
-    if len(names) > 1:
+    pairs = [(base, variant) for i, base in enumerate(names) for variant in names[i + 1:]]
+    if pairs:
         lines += ["", "| paired difference (same lists) | lists | keeps the first item first [95% CI] | "
                   "input tau [95% CI] |", "|---|---|---|---|"]
-    for base, variant in zip(names, names[1:]):
+    for base, variant in pairs:
         users = sorted(set(behaviour[base]) & set(behaviour[variant]))
         cells = []
         for key in ("first_kept", "input_tau"):
