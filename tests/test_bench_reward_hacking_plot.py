@@ -26,7 +26,10 @@ def fake_run(tmp_path: Path) -> Path:
     for name, texts in outputs.items():
         (tmp_path / "evaluate_copy" / f"outputs_{name}.jsonl").write_text(
             "\n".join(json.dumps({"user": u, "output": t}) for u, t in zip(users, texts)))
-    report = {"rows": {"pre-ranker": {}, "start": {}, "RL": {}}}
+    report = {"rows": {"RL": {}, "pre-ranker": {}, "start": {}}}  # not the config's order
+    (tmp_path / "config.resolved.yaml").write_text(
+        "stages:\n- id: evaluate_copy\n  variants:\n  - {name: pre-ranker}\n  - {name: start, stage: s}\n"
+        "  - {name: RL, stage: r}\n")
     (tmp_path / "evaluate_copy" / "report.json").write_text(json.dumps(report))
     return tmp_path
 
