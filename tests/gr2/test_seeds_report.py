@@ -26,7 +26,7 @@ def test_seeds_report_pools_paired_differences_within_seeds(tmp_path):
     second = fake_run(tmp_path / "b", 1, [0.2, 0.3], [0.2, 0.3])
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "gr2_seeds.py"), str(first), str(second),
                           "--samples", "200"], capture_output=True, text=True, check=True).stdout
-    assert "| RL - SFT | +0.5000 | +0.0000 | +0.2500 | [+0.250, +0.250] | better |" in out
+    assert "| RL - SFT | +0.5000 | +0.0000 | +0.2500 | [+0.2500, +0.2500] | better |" in out
     assert "| SFT | 0.2500 | 0.2500 | 0.2500 [0.250, 0.250] |" in out
     rl_row = next(line for line in out.splitlines() if line.startswith("| RL | 0.7500 | 0.2500 |"))
     assert "0.5000 [" in rl_row  # the mean over seeds with a t interval over 2 seeds
