@@ -5,7 +5,8 @@
 Reads the two rl stages' history.json (examples/gr2_reward_hacking.yaml), draws one panel per
 logged metric and prints the means over the first and last five steps; then, on the
 evaluation's test lists, each variant's share of answers that keep the input's first item
-first and the mean Kendall tau between its order and the input order.
+first and the mean Kendall tau between its order and the input order, and the paired
+differences of both between every two variants on the same lists.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def test_list_behaviour(run_dir: Path, evaluation: str) -> dict[str, dict[str, d
         path = run_dir / evaluation / f"outputs_{''.join(c if c.isalnum() else '_' for c in name)}.jsonl"
         if not path.exists():
             continue
-        answers = {r["user"]: parse_ranking(r["output"], lists[r["user"]]["candidates"]) for r in map(json.loads, path.open())}
+        answers = {r["user"]: parse_ranking(r["output"], lists[r["user"]]["candidates"])
+                   for r in map(json.loads, path.open())}
         behaviour[name] = {user: input_order_behaviour(p.order) for user, p in answers.items() if p.valid}
     return behaviour
 
@@ -58,7 +60,7 @@ def evaluated_order(run_dir: Path, evaluation: str) -> list[str]:
 
 def test_list_table(run_dir: Path, evaluation: str = "evaluate_copy") -> str:
     """First-item-kept share and mean input tau of every model variant on the test lists, then the
-    paired differences (same lists) between consecutive variants."""
+    paired differences (same lists) between every two variants, in the evaluation's order."""
     from reasonrl.gr2_plugins.metrics import paired_bootstrap
 
     behaviour = {name: rows for name, rows in test_list_behaviour(run_dir, evaluation).items() if rows}
