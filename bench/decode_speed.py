@@ -6,7 +6,7 @@ weights. Prints milliseconds per decoded token step (prefill included once per c
 ratio, medians of 3 calls after one warm-up.
 
     python bench/decode_speed.py                                          # SmolLM2-135M (packaged weights)
-    python bench/decode_speed.py --rows 16,32,64,128 --compiled-peer      # tokens/s as the batch grows; + generate compiled
+    python bench/decode_speed.py --rows 16,32,64,128 --compiled-peer      # by batch; + compiled generate
     python bench/decode_speed.py --model .gpu_smoke/smollm2-config --random-init   # a folder with config + tokenizer
 """
 
@@ -106,7 +106,9 @@ def compiled_peer(model, tokenizer, prompts, group):
 
 def header(args, device: str) -> list[str]:
     columns = ["rows", "reasonrl ms/token step", "model.generate ms/token step", "speed-up", "reasonrl tokens/s",
-               "model.generate tokens/s"] + (["generate, static cache + compile, ms/token step"] if args.compiled_peer else [])
+               "model.generate tokens/s"]
+    if args.compiled_peer:
+        columns.append("generate, static cache + compile, ms/token step")
     return [f"Device: {torch.cuda.get_device_name() if device == 'cuda' else 'CPU'}, torch {torch.__version__}, "
             f"model {args.model}, {PROMPT_TOKENS}-token prompts, {NEW_TOKENS} new tokens, medians of {REPEATS}.", "",
             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
