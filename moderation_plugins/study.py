@@ -2,7 +2,9 @@
 
 Each point of the ladder is a child run (an ``sft`` or ``rl`` stage) in its own folder
 under the study's folder, with its own ``stage_done.json``: an interrupted study resumes
-at the first unfinished point. The study fits
+at the first unfinished point, seed by seed. Each point stores the fingerprint of what
+decides it, so rungs and seeds can be added to an unfinished study without retraining the
+finished points, and a point trained under other settings stops the run. The study fits
 
     perf(C) = R0 + (A - R0) / (1 + (C_mid / C) ** B)
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import math
 import statistics
 import warnings
@@ -24,6 +27,7 @@ from pydantic import Field, model_validator
 
 from reasonrl.core.config import DatasetRef
 from reasonrl.core.contracts import StageContext
+from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.io import atomic_write_json, atomic_write_text, read_json
 from reasonrl.core.pipeline import MARKER, run_stage
 from reasonrl.core.registry import Params
@@ -76,6 +80,25 @@ class StudyParams(Params):
 
 
 AXIS_FIELD = {"rollouts": "group_size", "steps": "steps"}
+# child params that change how a point runs, not what it produces
+RESULT_NEUTRAL = frozenset({"progress", "checkpoint_every"})
+
+
+class StalePointError(ReasonRLError):
+    def __init__(self, stage_id: str, name: str, folder) -> None:
+        super().__init__(
+            f"stage {stage_id!r}: point {name!r} in {folder} was trained or scored under other settings than the "
+            f"config's (its rl/sft params, seed, starting model or evaluation changed); reusing it would mix two "
+            f"setups in one ladder. Move that folder away to redo the point, rerun with --force {stage_id} to "
+            f"redo the whole study, or give the config a new run_name.")
+
+
+def starting_output_id(context: StageContext, model: ModelSpec) -> str | None:
+    """The output id of the earlier stage the study's model comes from (None for other sources)."""
+    if model.source != "stage" or not model.stage:
+        return None
+    marker = context.run_dir / model.stage / MARKER
+    return read_json(marker).get("output_id") if marker.exists() else None
 
 
 def sigmoid_curve(c, r0: float, a: float, b: float, c_mid: float):
@@ -157,12 +180,15 @@ class ModerationStudy:
     def run(self, context: StageContext) -> dict[str, Any]:
         p = self.params
         base = self.evaluate_point(context, "base", None)
-        points: dict[str, list[tuple[int, list[float]]]] = {}
-        for recipe in p.recipes:
+        scores: dict[tuple[str, int, int], float] = {}
+        # seed-major: an interrupted study has whole ladders (every rung, every recipe) of its first seeds
+        for seed in p.seeds:
             for value in p.values:
-                scores = [self.evaluate_point(context, point_name(recipe, p.axis, value, seed), (recipe, value, seed))
-                          for seed in p.seeds]
-                points.setdefault(recipe, []).append((value, scores))
+                for recipe in p.recipes:
+                    job = (recipe, value, seed)
+                    scores[job] = self.evaluate_point(context, point_name(recipe, p.axis, value, seed), job)
+        points = {recipe: [(value, [scores[recipe, value, seed] for seed in p.seeds]) for value in p.values]
+                  for recipe in p.recipes}
         report = self.report(base, points, warm_start_pool(context, p.dataset))
         atomic_write_json(context.stage_dir / "report.json", report)
         atomic_write_text(context.stage_dir / "report.md", self.markdown(report) + "\n")
@@ -174,13 +200,32 @@ class ModerationStudy:
         """Train (unless ``job`` is None: the starting model), evaluate, remember the score."""
         folder = context.stage_dir / name
         done = folder / "point.json"
+        fingerprint = self.point_fingerprint(context, job)
         if done.exists():  # the stored metrics let a changed ``metric`` re-report without retraining
-            return float(read_json(done)["metrics"][self.params.metric])
+            stored = read_json(done)
+            if stored.get("fingerprint", fingerprint) != fingerprint:
+                raise StalePointError(context.stage_id, name, folder)
+            return float(stored["metrics"][self.params.metric])
         if job is not None:
-            self.train_child(context, name, *job)
+            self.train_child(context, name, fingerprint, *job)
         score, metrics = self.score_model(context, name if job is not None else None)
-        atomic_write_json(done, {"score": score, "metrics": metrics})
+        atomic_write_json(done, {"score": score, "metrics": metrics, "fingerprint": fingerprint})
         return score
+
+    def point_fingerprint(self, context: StageContext, job: tuple[str, int, int] | None) -> str:
+        """sha256 of what decides one point: its child's params and seed, the starting model's
+        run output and how it is scored. Not the rest of the ladder, so adding a rung or a seed
+        keeps every finished point; not settings that change no result (progress, checkpoints)."""
+        p = self.params
+        scoring = {"dataset": p.dataset.model_dump(mode="json"), "split": p.eval_split, "examples": p.eval_examples,
+                   "sampling": p.sampling.model_dump(mode="json"), "chat_template": p.chat_template}
+        payload: dict[str, Any] = {"scoring": scoring, "model": p.model.model_dump(mode="json"),
+                                   "model_output": starting_output_id(context, p.model)}
+        if job is not None:
+            recipe, value, seed = job
+            child = {k: v for k, v in self.child_params(recipe, value).items() if k not in RESULT_NEUTRAL}
+            payload.update(recipe=recipe, child=child, seed=context.seed + seed)
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
     def child_params(self, recipe: str, value: int) -> dict[str, Any]:
         p = self.params
@@ -197,14 +242,14 @@ class ModerationStudy:
         params.setdefault("progress", p.progress)
         return params
 
-    def train_child(self, context: StageContext, name: str, recipe: str, value: int, seed: int) -> None:
+    def train_child(self, context: StageContext, name: str, fingerprint: str, recipe: str, value: int,
+                    seed: int) -> None:
         folder = context.stage_dir / name
         if (folder / MARKER).exists():
             return
         folder.mkdir(parents=True, exist_ok=True)
         params = self.child_params(recipe, value)
-        # the study's own fingerprint already covers the ladder; a rung adds which one it is
-        fingerprint = hashlib.sha256(f"{context.fingerprint}/{name}".encode()).hexdigest()
+        # the point's fingerprint: a resume checkpoint of this child is kept when other rungs change
         child = replace(context, stage_dir=folder, stage_id=f"{context.stage_id}/{name}", fingerprint=fingerprint,
                         seed=context.seed + seed)
         run_stage(child, recipe, params, echo=lambda message: None)

@@ -167,3 +167,46 @@ def test_t_interval_by_hand():
     low, high = t_interval([0.4, 0.5, 0.6])
     assert low == pytest.approx(0.5 - 0.24842, abs=1e-4) and high == pytest.approx(0.5 + 0.24842, abs=1e-4)
     assert t_interval([0.7]) is None
+
+
+def ladder_config(tmp_path, values, **study) -> dict:
+    return {"run_name": "study", "output_dir": str(tmp_path / "runs"), "stages": [{
+        "stage": "moderation_study", "id": "ladder", "dataset": injection_task(tmp_path), "model": TINY,
+        "values": values, "recipes": ["rl", "sft"], "eval_examples": 4, "progress": False, "chat_template": False,
+        "sampling": {"top_k": 1, "max_new_tokens": 8},
+        "rl": {"rewards": ["label_accuracy"], "steps": 1, "prompts_per_step": 2, "group_size": 2,
+               "rollout": {"name": "hf", "params": {"max_new_tokens": 8}}},
+        "sft": {"epochs": 1, "batch_size": 2}, **study}]}
+
+
+def test_study_points_survive_a_new_rung_and_stop_on_changed_settings(tmp_path):
+    from reasonrl.moderation_plugins.study import StalePointError
+
+    resolved = resolve_config(ladder_config(tmp_path, [2], seeds=[0, 1]))
+    run_pipeline(resolved, echo=lambda *_: None)
+    folder = resolved.run_dir / "ladder"
+    # seed-major: both recipes of seed 0 were scored before anything of seed 1
+    finished = {name: (folder / name / "point.json").stat().st_mtime_ns
+                for name in ("rl_examples2", "sft_examples2", "rl_examples2_seed1", "sft_examples2_seed1")}
+    assert max(finished["rl_examples2"], finished["sft_examples2"]) < min(
+        finished["rl_examples2_seed1"], finished["sft_examples2_seed1"])
+    before = {name: json.loads((folder / name / "point.json").read_text()) for name in finished}
+    assert len({p["fingerprint"] for p in before.values()}) == 4
+
+    # an unfinished study (its marker gone) given a new rung and a checkpoint setting, which
+    # changes no result, keeps every finished point
+    (folder / "stage_done.json").unlink()
+    grown = ladder_config(tmp_path, [2, 4], seeds=[0, 1])
+    grown["stages"][0]["rl"]["checkpoint_every"] = 1
+    run_pipeline(resolve_config(grown), echo=lambda *_: None)
+    for name, point in before.items():
+        assert json.loads((folder / name / "point.json").read_text()) == point
+        assert (folder / name / "point.json").stat().st_mtime_ns == finished[name]
+    assert (folder / "rl_examples4_seed1" / "point.json").exists()
+
+    # a changed recipe setting makes its points stale: the run stops and says how to go on
+    (folder / "stage_done.json").unlink()
+    changed = ladder_config(tmp_path, [2, 4], seeds=[0, 1])
+    changed["stages"][0]["rl"]["group_size"] = 4
+    with pytest.raises(StalePointError, match=r"point 'rl_examples2'.*--force ladder"):
+        run_pipeline(resolve_config(changed), echo=lambda *_: None)
