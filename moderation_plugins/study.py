@@ -18,9 +18,13 @@ import copy
 import hashlib
 import json
 import math
+import os
+import socket
 import statistics
+import time
 import warnings
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Literal, Sequence
 
 from pydantic import Field, model_validator
@@ -80,6 +84,8 @@ class StudyParams(Params):
 
 
 AXIS_FIELD = {"rollouts": "group_size", "steps": "steps"}
+CLAIM = "claim.json"
+WORKER_POLL_SECONDS = 30.0
 # child params that change how a point runs, not what it produces
 RESULT_NEUTRAL = frozenset({"progress", "checkpoint_every"})
 
@@ -91,6 +97,43 @@ class StalePointError(ReasonRLError):
             f"config's (its rl/sft params, seed, starting model or evaluation changed); reusing it would mix two "
             f"setups in one ladder. Move that folder away to redo the point, rerun with --force {stage_id} to "
             f"redo the whole study, or give the config a new run_name.")
+
+
+def claim_point(folder: Path) -> bool:
+    """Take the point in ``folder`` for this process: True unless a live worker holds it.
+
+    Several ``reasonrl run`` processes on one study share its points this way: each trains the
+    first point nobody holds. A claim left by a process that died (same host, no such pid) is
+    taken over; one from another host is trusted until it is removed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / CLAIM
+    mine = json.dumps({"pid": os.getpid(), "host": socket.gethostname()})
+    for _ in range(2):
+        try:
+            with open(path, "x", encoding="utf-8") as handle:
+                handle.write(mine)
+            return True
+        except FileExistsError:
+            if not claim_is_dead(path):
+                return False
+            path.unlink(missing_ok=True)
+    return False
+
+
+def claim_is_dead(path: Path) -> bool:
+    try:
+        holder = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # being written, or removed just now: look again next time
+        return False
+    if holder.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(holder["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def starting_output_id(context: StageContext, model: ModelSpec) -> str | None:
@@ -129,7 +172,7 @@ def fit_sigmoid(xs: Sequence[float], ys: Sequence[float], r0: float) -> dict[str
     return {"R0": r0, "A": float(a), "B": float(b), "C_mid": float(c_mid), "R2": r2}
 
 
-def point_name(recipe: str, axis: str, value: int, seed: int) -> str:
+def point_name(axis: str, recipe: str, value: int, seed: int) -> str:
     return f"{recipe}_{axis}{value}" + (f"_seed{seed}" if seed else "")
 
 
@@ -179,14 +222,14 @@ class ModerationStudy:
 
     def run(self, context: StageContext) -> dict[str, Any]:
         p = self.params
-        base = self.evaluate_point(context, "base", None)
-        scores: dict[tuple[str, int, int], float] = {}
         # seed-major: an interrupted study has whole ladders (every rung, every recipe) of its first seeds
-        for seed in p.seeds:
-            for value in p.values:
-                for recipe in p.recipes:
-                    job = (recipe, value, seed)
-                    scores[job] = self.evaluate_point(context, point_name(recipe, p.axis, value, seed), job)
+        jobs = [None] + [(recipe, value, seed) for seed in p.seeds for value in p.values for recipe in p.recipes]
+        scores = {job: self.evaluate_point(context, self.name(job), job) for job in jobs}
+        while any(score is None for score in scores.values()):  # points other workers hold
+            time.sleep(WORKER_POLL_SECONDS)
+            scores = {job: self.evaluate_point(context, self.name(job), job) if score is None else score
+                      for job, score in scores.items()}
+        base = scores.pop(None)
         points = {recipe: [(value, [scores[recipe, value, seed] for seed in p.seeds]) for value in p.values]
                   for recipe in p.recipes}
         report = self.report(base, points, warm_start_pool(context, p.dataset))
@@ -196,21 +239,36 @@ class ModerationStudy:
         return {k: v for k, v in report.items() if k != "points"}
 
     # ------------------------------------------------------------------ one point
-    def evaluate_point(self, context: StageContext, name: str, job: tuple[str, int, int] | None) -> float:
-        """Train (unless ``job`` is None: the starting model), evaluate, remember the score."""
+    def name(self, job: tuple[str, int, int] | None) -> str:
+        return "base" if job is None else point_name(self.params.axis, *job)
+
+    def evaluate_point(self, context: StageContext, name: str, job: tuple[str, int, int] | None) -> float | None:
+        """Train (unless ``job`` is None: the starting model), evaluate, remember the score; None
+        while another live worker holds the point."""
         folder = context.stage_dir / name
         done = folder / "point.json"
         fingerprint = self.point_fingerprint(context, job)
         if done.exists():  # the stored metrics let a changed ``metric`` re-report without retraining
-            stored = read_json(done)
-            if stored.get("fingerprint", fingerprint) != fingerprint:
-                raise StalePointError(context.stage_id, name, folder)
-            return float(stored["metrics"][self.params.metric])
-        if job is not None:
-            self.train_child(context, name, fingerprint, *job)
-        score, metrics = self.score_model(context, name if job is not None else None)
-        atomic_write_json(done, {"score": score, "metrics": metrics, "fingerprint": fingerprint})
-        return score
+            return self.stored_score(context, name, fingerprint)
+        if not claim_point(folder):
+            return None
+        try:
+            if done.exists():  # finished by the worker whose claim just ended
+                return self.stored_score(context, name, fingerprint)
+            if job is not None:
+                self.train_child(context, name, fingerprint, *job)
+            score, metrics = self.score_model(context, name if job is not None else None)
+            atomic_write_json(done, {"score": score, "metrics": metrics, "fingerprint": fingerprint})
+            return score
+        finally:
+            (folder / CLAIM).unlink(missing_ok=True)
+
+    def stored_score(self, context: StageContext, name: str, fingerprint: str) -> float:
+        folder = context.stage_dir / name
+        stored = read_json(folder / "point.json")
+        if stored.get("fingerprint", fingerprint) != fingerprint:
+            raise StalePointError(context.stage_id, name, folder)
+        return float(stored["metrics"][self.params.metric])
 
     def point_fingerprint(self, context: StageContext, job: tuple[str, int, int] | None) -> str:
         """sha256 of what decides one point: its child's params and seed, the starting model's

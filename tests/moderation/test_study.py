@@ -210,3 +210,45 @@ def test_study_points_survive_a_new_rung_and_stop_on_changed_settings(tmp_path):
     changed["stages"][0]["rl"]["group_size"] = 4
     with pytest.raises(StalePointError, match=r"point 'rl_examples2'.*--force ladder"):
         run_pipeline(resolve_config(changed), echo=lambda *_: None)
+
+
+def test_claims_let_workers_share_points_and_dead_workers_hand_theirs_over(tmp_path):
+    import os
+    import socket
+    import subprocess
+
+    from reasonrl.moderation_plugins.study import CLAIM, claim_point
+
+    folder = tmp_path / "point"
+    assert claim_point(folder) and not claim_point(folder)  # held by a live process (this one)
+    dead = subprocess.Popen(["true"])  # a pid that no longer runs (waited for, so not even a zombie)
+    dead.wait()
+    (folder / CLAIM).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    assert claim_point(folder)
+    assert json.loads((folder / CLAIM).read_text())["pid"] == os.getpid()
+    (folder / CLAIM).write_text(json.dumps({"pid": dead.pid, "host": "another-host"}))
+    assert not claim_point(folder)  # another host's worker cannot be checked: it is trusted
+
+
+def test_study_waits_for_a_point_another_worker_holds_and_takes_it_over_when_it_dies(tmp_path, monkeypatch):
+    import socket
+    import subprocess
+    import threading
+
+    from reasonrl.moderation_plugins import study
+
+    monkeypatch.setattr(study, "WORKER_POLL_SECONDS", 0.2)
+    resolved = resolve_config(ladder_config(tmp_path, [2]))
+    worker = subprocess.Popen(["sleep", "60"])
+    held = resolved.run_dir / "ladder" / "sft_examples2"
+    held.mkdir(parents=True)
+    (held / study.CLAIM).write_text(json.dumps({"pid": worker.pid, "host": socket.gethostname()}))
+    threading.Timer(3.0, lambda: (worker.kill(), worker.wait())).start()
+    try:
+        run_pipeline(resolved, echo=lambda *_: None)
+    finally:
+        worker.kill()
+    report = json.loads((resolved.run_dir / "ladder" / "report.json").read_text())
+    assert [p["value"] for p in report["points"]["sft"]] == [2]
+    assert (held / "point.json").exists() and not (held / study.CLAIM).exists()
+    assert not (resolved.run_dir / "ladder" / "rl_examples2" / study.CLAIM).exists()
