@@ -35,7 +35,7 @@ from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.io import atomic_write_json, atomic_write_text, read_json
 from reasonrl.core.pipeline import MARKER, run_stage
 from reasonrl.core.registry import Params
-from reasonrl.plugins.models import ModelSpec
+from reasonrl.plugins.models import MODEL_DIR, ModelSpec
 from reasonrl.plugins.rollout import SamplingParams
 
 
@@ -87,7 +87,8 @@ AXIS_FIELD = {"rollouts": "group_size", "steps": "steps"}
 CLAIM = "claim.json"
 WORKER_POLL_SECONDS = 30.0
 # child params that change how a point runs, not what it produces
-RESULT_NEUTRAL = frozenset({"progress", "checkpoint_every"})
+RESULT_NEUTRAL = frozenset({"progress", "checkpoint_every", "snapshots"})
+WAIT = object()  # a point that needs another worker's point first
 
 
 class StalePointError(ReasonRLError):
@@ -223,7 +224,9 @@ class ModerationStudy:
     def run(self, context: StageContext) -> dict[str, Any]:
         p = self.params
         # seed-major: an interrupted study has whole ladders (every rung, every recipe) of its first seeds
-        jobs = [None] + [(recipe, value, seed) for seed in p.seeds for value in p.values for recipe in p.recipes]
+        # a steps ladder that shares prefixes trains its longest rung first; the others score its snapshots
+        ladder = sorted(p.values, reverse=True) if self.shares_prefixes() else p.values
+        jobs = [None] + [(recipe, value, seed) for seed in p.seeds for value in ladder for recipe in p.recipes]
         scores = {job: self.evaluate_point(context, self.name(job), job) for job in jobs}
         while any(score is None for score in scores.values()):  # points other workers hold
             time.sleep(WORKER_POLL_SECONDS)
@@ -255,13 +258,39 @@ class ModerationStudy:
         try:
             if done.exists():  # finished by the worker whose claim just ended
                 return self.stored_score(context, name, fingerprint)
+            source = None
             if job is not None:
-                self.train_child(context, name, fingerprint, *job)
-            score, metrics = self.score_model(context, name if job is not None else None)
+                source = self.prefix_source(context, job)
+                if source is WAIT:
+                    return None
+                if source is None:
+                    self.train_child(context, name, fingerprint, *job)
+                    source = name
+            score, metrics = self.score_model(context, source)
             atomic_write_json(done, {"score": score, "metrics": metrics, "fingerprint": fingerprint})
             return score
         finally:
             (folder / CLAIM).unlink(missing_ok=True)
+
+    def shares_prefixes(self) -> bool:
+        """True when rung k of a steps ladder is exactly the first k steps of its longest rung: RL
+        steps draw their prompts and samples from (seed, step) alone, so only a learning rate that
+        depends on the total (linear, cosine) tells them apart."""
+        return self.params.axis == "steps" and self.params.rl.get("schedule", "constant") == "constant"
+
+    def prefix_source(self, context: StageContext, job: tuple[str, int, int]) -> str | None | object:
+        """Where a shorter steps rung's model is: the longest rung's snapshot (its stage id under the
+        study), None to train the rung itself, or WAIT while another worker trains the longest."""
+        recipe, value, seed = job
+        longest = max(self.params.values)
+        if not self.shares_prefixes() or value == longest:
+            return None
+        owner = self.name((recipe, longest, seed))
+        snapshot = f"{owner}/snapshots/step{value}"
+        if (context.stage_dir / snapshot / MODEL_DIR / "config.json").exists():
+            return snapshot
+        # the longest rung finished without this snapshot (the ladder grew): train the rung alone
+        return None if (context.stage_dir / owner / MARKER).exists() else WAIT
 
     def stored_score(self, context: StageContext, name: str, fingerprint: str) -> float:
         folder = context.stage_dir / name
@@ -295,6 +324,8 @@ class ModerationStudy:
             params[AXIS_FIELD[p.axis]] = value
         if p.passes is not None:
             params.update(rung_budget(recipe, value, p.passes, params))
+        if self.shares_prefixes() and value == max(p.values):
+            params["snapshots"] = sorted(v for v in p.values if v < value)
         params.setdefault("model", p.model.model_dump())
         params["dataset"] = dataset
         params.setdefault("progress", p.progress)

@@ -50,6 +50,9 @@ class RLParams(TrainingParams):
     """prompts per RL step, across all processes"""
     group_size: int = Field(8, gt=0)
     """completions sampled per prompt (the group advantages compare)"""
+    snapshots: list[int] = Field(default_factory=list, description=(
+        "steps after which the policy is also saved to snapshots/step<k>/model: a steps ladder scores one run's "
+        "prefixes instead of training each rung from the start"))
     max_sampling_rounds: int = Field(3, ge=1, description="generation rounds allowed to fill a batch under dynamic sampling")
     updates_per_batch: int = Field(1, gt=0)
     """optimizer updates per rollout batch (more than 1 goes off-policy, ratio clipped)"""
@@ -126,6 +129,8 @@ class RLStage(Trainer):
             context.log(step + 1, metrics)
             bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", loss=f"{metrics['loss']:.4f}")
             bar.update(1)
+            if step + 1 in params.snapshots:
+                self.save_snapshot(step + 1)
             self.maybe_checkpoint(step + 1, {"history": history})
         bar.close()
         self.save_model({"history": history})

@@ -33,6 +33,9 @@ class SamplingParams(Params):
     prompt_batch_size: int = Field(8, gt=0, description="prompts prefilled together")
 
 
+MIN_SHARED_PREFIX = 16  # prompts sharing fewer leading tokens are run whole
+
+
 def model_device(model) -> torch.device:
     """Where the model's weights are: every tensor it consumes is created there."""
     return next(model.parameters()).device
@@ -77,17 +80,39 @@ def forward_with_cache(model, cache, **inputs):
     return out, getattr(out, key)
 
 
+def shared_prefix_length(prompts: Sequence[torch.Tensor]) -> int:
+    """Tokens every prompt starts with (each keeps at least one of its own), 0 when too few to pay."""
+    if len(prompts) < 2:
+        return 0
+    shortest = min(len(p) for p in prompts)
+    first = prompts[0][:shortest]
+    same = torch.stack([p[:shortest] == first for p in prompts[1:]]).all(dim=0)
+    length = min(int(same.int().cumprod(0).sum()), shortest - 1)
+    return length if length >= MIN_SHARED_PREFIX else 0
+
+
 def prefill(model, prompts: Sequence[torch.Tensor], pad_id: int, group_size: int, want_hidden: bool = False,
             last_only: bool = False):
     """Run the prompts once; return last logits, cache and attention expanded G times,
-    and the last prompt hidden state (per prompt) when ``want_hidden``."""
+    and the last prompt hidden state (per prompt) when ``want_hidden``.
+
+    Prompts that start alike (a classifier's instructions and policy before each content) run
+    their common prefix once, on one row; each row then holds [prefix, padding, own tokens]."""
     from transformers import DynamicCache
 
-    ids, attention = left_pad([p.to(model_device(model)) for p in prompts], pad_id)
+    prompts = [p.to(model_device(model)) for p in prompts]
+    cache = DynamicCache(config=_inner(model).config)
+    shared = shared_prefix_length(prompts)
+    if shared:
+        _, cache = forward_with_cache(model, cache, input_ids=prompts[0][None, :shared])
+        cache.batch_repeat_interleave(len(prompts))
+    ids, attention = left_pad([p[shared:] for p in prompts], pad_id)
+    attention = torch.cat([attention.new_ones(len(prompts), shared), attention], dim=1)
     # last_only: no [rows, prompt, V] logits (its rounding can differ from the full projection's)
     keep = {"logits_to_keep": 1} if last_only and _accepts(model, "logits_to_keep") else {}
-    out, cache = forward_with_cache(model, DynamicCache(config=_inner(model).config), input_ids=ids, attention_mask=attention,
-                                    position_ids=_positions(attention), output_hidden_states=want_hidden, **keep)
+    out, cache = forward_with_cache(model, cache, input_ids=ids, attention_mask=attention,
+                                    position_ids=_positions(attention)[:, shared:], output_hidden_states=want_hidden,
+                                    **keep)
     cache.batch_repeat_interleave(group_size)
     last_hidden = out.hidden_states[-1][:, -1] if want_hidden else None
     return (out.logits[:, -1].repeat_interleave(group_size, dim=0), cache,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any, Literal
 
@@ -353,6 +354,18 @@ class Trainer:
             return saved
         except OSError as exc:
             self._keep_finished_training(state, exc)
+
+    def save_snapshot(self, step: int) -> Path:
+        """The policy after ``step`` steps as a loadable model (stage id ``<stage>/snapshots/step<k>``),
+        moved into place whole, so a kill never leaves half a snapshot."""
+        folder = self.context.stage_dir / "snapshots" / f"step{step}"
+        model = self.full_model()
+        if self.accelerator.is_main_process and not folder.exists():
+            partial = folder.with_name(folder.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            write_training_manifest(save_policy(model, self.tokenizer, partial / MODEL_DIR), self.decode_settings())
+            partial.rename(folder)
+        return folder
 
     def decode_settings(self) -> DecodeSettings:
         """How the saved model expects to be queried (a stage with rollouts adds its constraint)."""

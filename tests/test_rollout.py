@@ -235,3 +235,47 @@ def test_finished_rows_leave_the_batch_and_the_others_sample_as_before(policy):
     alone = engine.generate(model, tokenizer, ["3"], 2, generator=[torch.Generator().manual_seed(2)],
                             constraints=[EndAfter(100)])
     assert out.texts[2:] == alone.texts
+
+
+COMMON = "0123456789 abc 0123456789 xyz>"  # more leading tokens than MIN_SHARED_PREFIX
+
+
+def test_prompts_that_start_alike_run_their_prefix_once_and_score_as_full_forwards(policy, monkeypatch):
+    from reasonrl.plugins import rollout
+
+    model, tokenizer = policy
+    prompts = [torch.tensor(tokenizer(COMMON + tail)["input_ids"]) for tail in ("47>", "1>", "123456>")]
+    shared = rollout.shared_prefix_length(prompts)
+    assert shared >= rollout.MIN_SHARED_PREFIX and all(torch.equal(p[:shared], prompts[0][:shared]) for p in prompts)
+    completions = torch.tensor([[5, 6, 7], [8, 9, 2], [10, 11, 12], [13, 2, 0], [7, 7, 7], [3, 4, 5]])
+
+    def scored(minimum):
+        monkeypatch.setattr(rollout, "MIN_SHARED_PREFIX", minimum)
+        model.zero_grad()
+        got, _ = completion_logprobs(model, prompts, completions, group_size=2, pad_id=0, temperature=0.7)
+        got.sum().backward()
+        return got.detach(), [p.grad.clone() for p in model.parameters()]
+
+    with_prefix, grads = scored(16)
+    for row in range(6):
+        expected = naive_logprobs(model, prompts[row // 2], completions[row], temperature=0.7)
+        assert torch.allclose(with_prefix[row], expected, atol=1e-5), row
+    whole, whole_grads = scored(10**9)  # every prompt run whole
+    assert torch.allclose(with_prefix, whole, atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads, whole_grads))
+    model.zero_grad()
+
+
+def test_a_shared_prefix_decodes_like_whole_prompts(policy, monkeypatch):
+    from reasonrl.plugins import rollout
+
+    model, tokenizer = policy
+    engine = HFRolloutEngine(SamplingParams(max_new_tokens=6, top_k=1, prompt_batch_size=4))
+    prompts = [COMMON + tail for tail in ("47>", "1>", "123456>", "9>")]
+    assert rollout.shared_prefix_length([torch.tensor([1] * 20), torch.tensor([1] * 20)]) == 19  # each keeps one
+    assert rollout.shared_prefix_length([torch.tensor([1] * 20)]) == 0
+    shared = engine.generate(model, tokenizer, prompts, group_size=2)
+    monkeypatch.setattr(rollout, "MIN_SHARED_PREFIX", 10**9)
+    whole = engine.generate(model, tokenizer, prompts, group_size=2)
+    assert shared.texts == whole.texts and torch.equal(shared.completion_ids, whole.completion_ids)
+    assert torch.allclose(shared.logprobs, whole.logprobs, atol=1e-5)

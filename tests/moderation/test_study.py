@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 
 from reasonrl.core.config import resolve_config
 from reasonrl.core.pipeline import run_pipeline
@@ -252,3 +253,31 @@ def test_study_waits_for_a_point_another_worker_holds_and_takes_it_over_when_it_
     assert [p["value"] for p in report["points"]["sft"]] == [2]
     assert (held / "point.json").exists() and not (held / study.CLAIM).exists()
     assert not (resolved.run_dir / "ladder" / "rl_examples2" / study.CLAIM).exists()
+
+
+def test_steps_ladder_scores_prefixes_of_its_longest_run_which_equal_shorter_runs(tmp_path):
+    from safetensors.torch import load_file
+
+    def steps_ladder(name, values):
+        config = ladder_config(tmp_path, values, axis="steps", recipes=["rl"], metric="parse_failure_rate")
+        config["run_name"] = name
+        # a reward that differs within groups on a random model, so every step updates the policy
+        config["stages"][0]["rl"]["rewards"] = [{"name": "reasoning_length", "params": {"min_words": 6}}]
+        config["stages"][0]["rl"]["optimizer"] = "grpo"
+        resolved = resolve_config(config)
+        run_pipeline(resolved, echo=lambda *_: None)
+        return resolved.run_dir / "ladder"
+
+    shared = steps_ladder("shared", [1, 3])
+    alone = steps_ladder("alone", [1])
+    snapshot = shared / "rl_steps3" / "snapshots" / "step1" / "model"
+    assert not (shared / "rl_steps1" / "model").exists()  # the short rung trained nothing itself
+    ours = load_file(snapshot / "model.safetensors")
+    theirs = load_file(alone / "rl_steps1" / "model" / "model.safetensors")
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert any(not torch.equal(ours[k], load_file(shared / "rl_steps3" / "model" / "model.safetensors")[k])
+               for k in ours)  # and the snapshot is not the finished model
+    score = json.loads((shared / "rl_steps1" / "point.json").read_text())
+    assert score["metrics"] == json.loads((alone / "rl_steps1" / "point.json").read_text())["metrics"]
+    report = json.loads((shared / "report.json").read_text())
+    assert [p["value"] for p in report["points"]["rl"]] == [1, 3]
