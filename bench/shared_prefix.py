@@ -5,7 +5,8 @@ harmful_response); the content differs. Two measurements on SmolLM2-135M (packag
 the same validation prompts as ``examples/moderation_data_efficiency.yaml``, one process:
 
 1. greedy classification (the studies' scoring) of ``--rows`` prompts in one batch, 64 new tokens;
-2. one RL training pass: log-probs of 4 prompts x 4 sampled completions, forward + backward.
+2. one RL training pass: log-probs of 4 prompts x 4 sampled completions, forward + backward;
+3. one SFT pass: the loss of 4 examples (prompt + the label answer), forward + backward.
 
     python bench/shared_prefix.py                  # prints the table
     python bench/shared_prefix.py --out bench/results/shared_prefix_cpu.md
@@ -21,8 +22,10 @@ from pathlib import Path
 import torch
 
 from reasonrl.core.manager import get_registry
+from reasonrl.moderation_plugins.prompts import sft_completion
 from reasonrl.plugins import rollout
 from reasonrl.plugins.models import ModelSpec, chat_prompt, load_policy
+from reasonrl.plugins.supervised import label_logprobs
 
 DATA = {"max_chars": 400, "validation_fraction": 0.16, "warm_start_examples": 32}
 REPEATS = 3
@@ -77,7 +80,23 @@ def main() -> None:
         (logprobs * sampled.mask).sum().backward()
         return logprobs.detach()
 
+    sft_rows = [tokenizer(p + sft_completion(r["label"], r["labels"]), add_special_tokens=False)["input_ids"]
+                for p, r in zip(prompts[:4], rows[:4])]
+    width = max(len(r) for r in sft_rows)
+    sft_ids = torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in sft_rows])
+    sft_mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in sft_rows])
+    first = min(len(i) for i in ids[:4]) - 1
+
+    def sft_pass():
+        model.zero_grad()
+        shared_here = min(rollout.shared_prefix_length([torch.tensor(r) for r in sft_rows]), first)
+        logprobs = label_logprobs(model, sft_ids, sft_mask, first, False, shared_here)
+        (logprobs * sft_mask[:, first + 1:]).sum().backward()
+        return logprobs.detach()
+
     (gen_shared, texts_shared), (gen_whole, texts_whole) = both_ways(classify)
+    (sft_shared, out_shared), (sft_whole, out_whole) = both_ways(sft_pass)
+    sft_gap = float(((out_shared - out_whole) * sft_mask[:, first + 1:]).abs().max())
     (train_shared, lp_shared), (train_whole, lp_whole) = both_ways(train_pass)
     same = sum(a == b for a, b in zip(texts_shared, texts_whole))
     gap = float(((lp_shared - lp_whole) * sampled.mask).abs().max())
@@ -88,7 +107,9 @@ def main() -> None:
              f"| greedy classification, {args.rows} prompts x 64 new tokens | {gen_shared:.2f} | {gen_whole:.2f} | "
              f"{gen_whole / gen_shared:.2f}x | {same}/{len(texts_shared)} identical answers |",
              f"| RL log-probs, 4 prompts x 4 completions, forward + backward | {train_shared:.2f} | {train_whole:.2f} | "
-             f"{train_whole / train_shared:.2f}x | largest log-prob gap {gap:.1e} |"]
+             f"{train_whole / train_shared:.2f}x | largest log-prob gap {gap:.1e} |",
+             f"| SFT loss, 4 examples (prompt + label answer), forward + backward | {sft_shared:.2f} | "
+             f"{sft_whole:.2f} | {sft_whole / sft_shared:.2f}x | largest log-prob gap {sft_gap:.1e} |"]
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -91,6 +91,16 @@ def shared_prefix_length(prompts: Sequence[torch.Tensor]) -> int:
     return length if length >= MIN_SHARED_PREFIX else 0
 
 
+def shared_prefix_cache(model, prefix: torch.Tensor, rows: int):
+    """The KV cache of one row's ``prefix`` [1, L], expanded to ``rows`` rows inside the graph
+    (the backward pass runs the prefix once too)."""
+    from transformers import DynamicCache
+
+    _, cache = forward_with_cache(model, DynamicCache(config=_inner(model).config), input_ids=prefix)
+    cache.batch_repeat_interleave(rows)
+    return cache
+
+
 def prefill(model, prompts: Sequence[torch.Tensor], pad_id: int, group_size: int, want_hidden: bool = False,
             last_only: bool = False):
     """Run the prompts once; return last logits, cache and attention expanded G times,
@@ -101,11 +111,9 @@ def prefill(model, prompts: Sequence[torch.Tensor], pad_id: int, group_size: int
     from transformers import DynamicCache
 
     prompts = [p.to(model_device(model)) for p in prompts]
-    cache = DynamicCache(config=_inner(model).config)
     shared = shared_prefix_length(prompts)
-    if shared:
-        _, cache = forward_with_cache(model, cache, input_ids=prompts[0][None, :shared])
-        cache.batch_repeat_interleave(len(prompts))
+    cache = shared_prefix_cache(model, prompts[0][None, :shared], len(prompts)) if shared else \
+        DynamicCache(config=_inner(model).config)
     ids, attention = left_pad([p[shared:] for p in prompts], pad_id)
     attention = torch.cat([attention.new_ones(len(prompts), shared), attention], dim=1)
     # last_only: no [rows, prompt, V] logits (its rounding can differ from the full projection's)

@@ -12,7 +12,7 @@ from reasonrl.core.contracts import StageContext
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.plugins.logits import chosen_logprobs, split_policy
 from reasonrl.plugins.models import chat_prompt
-from reasonrl.plugins.rollout import token_logprobs
+from reasonrl.plugins.rollout import forward_with_cache, shared_prefix_cache, shared_prefix_length, token_logprobs
 from reasonrl.plugins.training import Trainer, TrainingParams, step_seed
 
 
@@ -166,25 +166,37 @@ class SFTStage(Trainer):
         weights = torch.tensor([w + [0.0] * (width - len(w)) for _, w in batch], device=device)
         attention = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in batch], device=device)
         first = first_trained_position(weights)
+        shared = min(shared_prefix_length([torch.tensor(i) for i, _ in batch]), first)
         with self.accelerator.autocast():
-            return weighted_mean_nll(label_logprobs(self.model, ids, attention, first, self.params.chunked_logits),
-                                     weights[:, first + 1:])
+            logprobs = label_logprobs(self.model, ids, attention, first, self.params.chunked_logits, shared)
+            return weighted_mean_nll(logprobs, weights[:, first + 1:])
 
 
-def label_logprobs(model, ids: torch.Tensor, attention: torch.Tensor, first: int, chunked: bool = False) -> torch.Tensor:
+def label_logprobs(model, ids: torch.Tensor, attention: torch.Tensor, first: int, chunked: bool = False,
+                   shared: int = 0) -> torch.Tensor:
     """log p(ids[:, t]) for t > ``first``. ``chunked``: through the chunked vocabulary projection when the model
     allows it (no [batch, tokens, vocabulary] logits tensor); else the logits of the kept positions
-    only: the vocabulary projection of untrained prompt positions is skipped."""
+    only: the vocabulary projection of untrained prompt positions is skipped. ``shared`` (<= ``first``):
+    leading tokens every row has, run once on one row (rows are right-padded, so positions stay)."""
     labels = ids[:, first + 1:].clamp(min=0)
     split = split_policy(model) if chunked else None
+    inputs = {"input_ids": ids, "attention_mask": attention}
+    cache = None
+    if shared:
+        cache = shared_prefix_cache(model, ids[:1, :shared], len(ids))
+        inputs.update(input_ids=ids[:, shared:],
+                      position_ids=torch.arange(shared, ids.shape[1], device=ids.device)[None].expand(len(ids), -1))
     if split is not None:
-        hidden, _ = split.hidden(input_ids=ids, attention_mask=attention)
-        return chosen_logprobs(split.head, hidden[:, first:-1], labels)
+        hidden, _ = split.hidden(**inputs, cache=cache)
+        return chosen_logprobs(split.head, hidden[:, first - shared:-1], labels)
     keep = ids.shape[1] - first
+    if shared:
+        out, _ = forward_with_cache(model, cache, **inputs, logits_to_keep=keep)
+        return token_logprobs(out.logits[:, :-1], labels)
     try:
-        logits = model(input_ids=ids, attention_mask=attention, logits_to_keep=keep).logits
+        logits = model(**inputs, logits_to_keep=keep).logits
     except TypeError:  # a model without logits_to_keep: compute all and slice
-        logits = model(input_ids=ids, attention_mask=attention).logits[:, -keep:]
+        logits = model(**inputs).logits[:, -keep:]
     return token_logprobs(logits[:, :-1], labels)
 
 

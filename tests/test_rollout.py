@@ -279,3 +279,28 @@ def test_a_shared_prefix_decodes_like_whole_prompts(policy, monkeypatch):
     whole = engine.generate(model, tokenizer, prompts, group_size=2)
     assert shared.texts == whole.texts and torch.equal(shared.completion_ids, whole.completion_ids)
     assert torch.allclose(shared.logprobs, whole.logprobs, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_sft_log_probs_with_a_shared_prefix_equal_whole_rows_with_their_gradients(chunked):
+    from reasonrl.plugins.supervised import label_logprobs
+
+    model, tokenizer = tiny_model(TinyModelParams(), seed=5)
+    model.train()
+    rows = [tokenizer(COMMON + tail)["input_ids"] for tail in ("47>123", "1>4", "123456>78")]
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])
+    attention = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    first = len(tokenizer(COMMON)["input_ids"]) + 1
+
+    def scored(shared):
+        model.zero_grad()
+        logprobs = label_logprobs(model, ids, attention, first, chunked, shared)
+        (logprobs * attention[:, first + 1:]).sum().backward()
+        return logprobs.detach(), [p.grad.clone() for p in model.parameters()]
+
+    whole, whole_grads = scored(0)
+    shared, grads = scored(first - 1)
+    assert shared.shape == whole.shape
+    assert torch.allclose(shared * attention[:, first + 1:], whole * attention[:, first + 1:], atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(grads, whole_grads))
