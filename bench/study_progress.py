@@ -1,0 +1,80 @@
+"""The finished points of a ``moderation_study`` that is still running (or was cut short).
+
+A study writes its report when every point is done; a long ladder (hours on CPU, over
+several sittings) has finished points long before that. This prints them as a table: per
+recipe and rung, the seeds done, their scores, the mean and a 95% t-interval, and the
+RL - SFT difference per seed where both are done.
+
+    python bench/study_progress.py runs/moderation_data_efficiency harmful_response
+    python bench/study_progress.py runs/moderation_scaling steps --metric accuracy
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import yaml
+
+from reasonrl.moderation_plugins.study import StudyParams, point_name, t_interval
+
+
+def study_params(run_dir: Path, stage_id: str) -> StudyParams:
+    config = run_dir / "config.resolved.yaml"
+    if not config.exists():
+        raise SystemExit(f"{config} does not exist: give the folder of a run (runs/<run_name>)")
+    stages = {s.get("id"): s for s in (yaml.safe_load(config.read_text()) or {}).get("stages", [])}
+    if stages.get(stage_id, {}).get("stage") != "moderation_study":
+        studies = [i for i, s in stages.items() if s.get("stage") == "moderation_study"]
+        raise SystemExit(f"{run_dir} has no moderation_study stage {stage_id!r}; its studies: {studies}")
+    return StudyParams.model_validate({k: v for k, v in stages[stage_id].items() if k not in ("stage", "id")})
+
+
+def finished(folder: Path, metric: str) -> float | None:
+    point = folder / "point.json"
+    return float(json.loads(point.read_text())["metrics"][metric]) if point.exists() else None
+
+
+def progress_table(run_dir: Path, stage_id: str, metric: str | None = None) -> str:
+    params = study_params(run_dir, stage_id)
+    metric = metric or params.metric
+    folder = run_dir / stage_id
+    base = finished(folder / "base", metric)
+    lines = [f"{params.title}: {metric} on the {params.eval_split} split, finished points only "
+             f"(starting model: {'not scored yet' if base is None else f'{base:.4f}'})", "",
+             f"| recipe | {params.axis} | seeds done | scores | mean [95% t-interval] |", "|---|---|---|---|---|"]
+    scores = {}
+    for recipe in params.recipes:
+        for value in params.values:
+            done = {s: finished(folder / point_name(params.axis, recipe, value, s), metric) for s in params.seeds}
+            done = {s: v for s, v in done.items() if v is not None}
+            scores.update({(recipe, value, s): v for s, v in done.items()})
+            if not done:
+                lines.append(f"| {recipe} | {value} | 0 of {len(params.seeds)} | - | - |")
+                continue
+            ci = t_interval(list(done.values()))
+            mean = f"{statistics.fmean(done.values()):.4f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+            lines.append(f"| {recipe} | {value} | {len(done)} of {len(params.seeds)} | "
+                         f"{', '.join(f'{v:.4f}' for v in done.values())} | {mean} |")
+    pairs = [(value, seed, scores[("rl", value, seed)] - scores[("sft", value, seed)])
+             for value in params.values for seed in params.seeds
+             if ("rl", value, seed) in scores and ("sft", value, seed) in scores]
+    if pairs:
+        lines += ["", "RL - SFT, same rung and seed: " + "; ".join(f"{params.axis} {v} seed {s}: {d:+.4f}"
+                                                                  for v, s, d in pairs)]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("stage", help="the study's stage id")
+    parser.add_argument("--metric", default=None, help="a metric the points stored (default: the study's)")
+    args = parser.parse_args()
+    print(progress_table(args.run_dir, args.stage, args.metric))
+
+
+if __name__ == "__main__":
+    main()
