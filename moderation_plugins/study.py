@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import socket
 import statistics
 import time
@@ -37,6 +38,7 @@ from reasonrl.core.pipeline import MARKER, run_stage
 from reasonrl.core.registry import Params
 from reasonrl.plugins.models import MODEL_DIR, ModelSpec
 from reasonrl.plugins.rollout import SamplingParams
+from reasonrl.plugins.training import CHECKPOINT_DIR
 
 
 class StudyParams(Params):
@@ -69,6 +71,10 @@ class StudyParams(Params):
         "equal budget per rung on an examples ladder: sft trains this many epochs over the n examples and rl "
         "takes ceil(passes * n / prompts_per_step) steps, so both see each example this many times; "
         "null: the rl and sft params decide"))
+    keep_models: bool = Field(True, description=(
+        "keep each point's trained model once its score is stored (about 0.5 GB per point for SmolLM2-135M); "
+        "false deletes it (and a steps ladder's snapshots) after scoring; finished points' resume checkpoints "
+        "are always deleted"))
     title: str = "Moderation study"
     """the report's title"""
     progress: bool = True
@@ -268,9 +274,17 @@ class ModerationStudy:
                     source = name
             score, metrics = self.score_model(context, source)
             atomic_write_json(done, {"score": score, "metrics": metrics, "fingerprint": fingerprint})
+            if source and not self.params.keep_models:
+                self.drop_model(context, source)
             return score
         finally:
             (folder / CLAIM).unlink(missing_ok=True)
+
+    def drop_model(self, context: StageContext, source: str) -> None:
+        """Delete a scored point's model: a trained child's model folder, or the snapshot of the
+        longest steps rung that a shorter rung was scored from."""
+        folder = context.stage_dir / source
+        shutil.rmtree(folder / MODEL_DIR if (folder / MARKER).exists() else folder, ignore_errors=True)
 
     def shares_prefixes(self) -> bool:
         """True when rung k of a steps ladder is exactly the first k steps of its longest rung: RL
@@ -342,6 +356,7 @@ class ModerationStudy:
         child = replace(context, stage_dir=folder, stage_id=f"{context.stage_id}/{name}", fingerprint=fingerprint,
                         seed=context.seed + seed)
         run_stage(child, recipe, params, echo=lambda message: None)
+        shutil.rmtree(folder / CHECKPOINT_DIR, ignore_errors=True)  # a finished child never resumes
 
     def score_model(self, context: StageContext, child: str | None) -> tuple[float, dict[str, Any]]:
         from reasonrl.moderation_plugins.evaluate import classify_examples, score_verdicts

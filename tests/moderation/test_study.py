@@ -258,12 +258,13 @@ def test_study_waits_for_a_point_another_worker_holds_and_takes_it_over_when_it_
 def test_steps_ladder_scores_prefixes_of_its_longest_run_which_equal_shorter_runs(tmp_path):
     from safetensors.torch import load_file
 
-    def steps_ladder(name, values):
-        config = ladder_config(tmp_path, values, axis="steps", recipes=["rl"], metric="parse_failure_rate")
+    def steps_ladder(name, values, **study):
+        config = ladder_config(tmp_path, values, axis="steps", recipes=["rl"], metric="parse_failure_rate", **study)
         config["run_name"] = name
         # a reward that differs within groups on a random model, so every step updates the policy
         config["stages"][0]["rl"]["rewards"] = [{"name": "reasoning_length", "params": {"min_words": 6}}]
         config["stages"][0]["rl"]["optimizer"] = "grpo"
+        config["stages"][0]["rl"]["checkpoint_every"] = 1  # a resume checkpoint after every step but the last
         resolved = resolve_config(config)
         run_pipeline(resolved, echo=lambda *_: None)
         return resolved.run_dir / "ladder"
@@ -281,3 +282,11 @@ def test_steps_ladder_scores_prefixes_of_its_longest_run_which_equal_shorter_run
     assert score["metrics"] == json.loads((alone / "rl_steps1" / "point.json").read_text())["metrics"]
     report = json.loads((shared / "report.json").read_text())
     assert [p["value"] for p in report["points"]["rl"]] == [1, 3]
+    assert not (shared / "rl_steps3" / "checkpoint").exists()  # a finished child never resumes
+
+    # keep_models: false deletes each model and snapshot once its point is scored; the scores stay
+    dropped = steps_ladder("dropped", [1, 3], keep_models=False)
+    assert not (dropped / "rl_steps3" / "model").exists() and not (dropped / "rl_steps3" / "snapshots" / "step1").exists()
+    for name in ("rl_steps1", "rl_steps3"):
+        assert json.loads((dropped / name / "point.json").read_text())["metrics"] == \
+            json.loads((shared / name / "point.json").read_text())["metrics"]
