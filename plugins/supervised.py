@@ -166,7 +166,7 @@ class SFTStage(Trainer):
         weights = torch.tensor([w + [0.0] * (width - len(w)) for _, w in batch], device=device)
         attention = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in batch], device=device)
         first = first_trained_position(weights)
-        shared = min(shared_prefix_length([torch.tensor(i) for i, _ in batch]), first)
+        shared = min(shared_prefix_length([ids[row, :len(i)] for row, (i, _) in enumerate(batch)]), first)
         with self.accelerator.autocast():
             logprobs = label_logprobs(self.model, ids, attention, first, self.params.chunked_logits, shared)
             return weighted_mean_nll(logprobs, weights[:, first + 1:])
