@@ -36,6 +36,7 @@ from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.io import atomic_write_json, atomic_write_text, read_json
 from reasonrl.core.pipeline import MARKER, run_stage
 from reasonrl.core.registry import Params
+from reasonrl.moderation_plugins.ledger import check_start, entry_path, read_entry, write_entry
 from reasonrl.plugins.models import MODEL_DIR, ModelSpec
 from reasonrl.plugins.rollout import SamplingParams
 from reasonrl.plugins.training import CHECKPOINT_DIR
@@ -75,6 +76,10 @@ class StudyParams(Params):
         "keep each point's trained model once its score is stored (about 0.5 GB per point for SmolLM2-135M); "
         "false deletes it (and a steps ladder's snapshots) after scoring; finished points' resume checkpoints "
         "are always deleted"))
+    ledger: str | None = Field(None, description=(
+        "a folder (e.g. in a repository) that also keeps every finished point's score and metrics, so the "
+        "ladder can go on on another machine or after its run folder is gone: a point found there with the "
+        "same settings is adopted, not trained, once the starting model scores exactly as it did there"))
     title: str = "Moderation study"
     """the report's title"""
     progress: bool = True
@@ -143,12 +148,13 @@ def claim_is_dead(path: Path) -> bool:
     return False
 
 
-def starting_output_id(context: StageContext, model: ModelSpec) -> str | None:
-    """The output id of the earlier stage the study's model comes from (None for other sources)."""
+def starting_output_id(context: StageContext, model: ModelSpec, key: str = "output_id") -> str | None:
+    """The output id (or with ``key="fingerprint"``, the config fingerprint) of the earlier stage the
+    study's model comes from; None for other sources."""
     if model.source != "stage" or not model.stage:
         return None
     marker = context.run_dir / model.stage / MARKER
-    return read_json(marker).get("output_id") if marker.exists() else None
+    return read_json(marker).get(key) if marker.exists() else None
 
 
 def sigmoid_curve(c, r0: float, a: float, b: float, c_mid: float):
@@ -242,6 +248,8 @@ class ModerationStudy:
         points = {recipe: [(value, [scores[recipe, value, seed] for seed in p.seeds]) for value in p.values]
                   for recipe in p.recipes}
         report = self.report(base, points, warm_start_pool(context, p.dataset))
+        report["from_ledger"] = sum("ledger" in read_json(context.stage_dir / self.name(job) / "point.json")
+                                    for job in scores)
         atomic_write_json(context.stage_dir / "report.json", report)
         atomic_write_text(context.stage_dir / "report.md", self.markdown(report) + "\n")
         self.plot(context.stage_dir / "study.png", report)
@@ -258,12 +266,15 @@ class ModerationStudy:
         done = folder / "point.json"
         fingerprint = self.point_fingerprint(context, job)
         if done.exists():  # the stored metrics let a changed ``metric`` re-report without retraining
-            return self.stored_score(context, name, fingerprint)
+            return self.finished_score(context, name, job, fingerprint)
         if not claim_point(folder):
             return None
         try:
             if done.exists():  # finished by the worker whose claim just ended
-                return self.stored_score(context, name, fingerprint)
+                return self.finished_score(context, name, job, fingerprint)
+            adopted = self.adopt_from_ledger(context, name, job, fingerprint)
+            if adopted is not None:
+                return None if adopted is WAIT else adopted
             source = None
             if job is not None:
                 source = self.prefix_source(context, job)
@@ -276,6 +287,7 @@ class ModerationStudy:
             atomic_write_json(done, {"score": score, "metrics": metrics, "fingerprint": fingerprint})
             if source and not self.params.keep_models:
                 self.drop_model(context, source)
+            self.record_in_ledger(context, name, job)
             return score
         finally:
             (folder / CLAIM).unlink(missing_ok=True)
@@ -306,6 +318,48 @@ class ModerationStudy:
         # the longest rung finished without this snapshot (the ladder grew): train the rung alone
         return None if (context.stage_dir / owner / MARKER).exists() else WAIT
 
+    def finished_score(self, context: StageContext, name: str, job: tuple[str, int, int] | None,
+                       fingerprint: str) -> float:
+        score = self.stored_score(context, name, fingerprint)
+        self.record_in_ledger(context, name, job)  # points finished before the ledger was set go in too
+        return score
+
+    # ------------------------------------------------------------------ ledger
+    def ledger_entry(self, context: StageContext, name: str, job: tuple[str, int, int] | None) -> tuple[Path, str]:
+        """Where the ledger keeps this point, and its portable fingerprint."""
+        portable = self.point_fingerprint(context, job, start_key="fingerprint")
+        return entry_path(self.params.ledger, context.run_dir.name, context.stage_id, name, portable), portable
+
+    def record_in_ledger(self, context: StageContext, name: str, job: tuple[str, int, int] | None) -> None:
+        """Write a finished point to the ledger; for the starting model, first check that it scores as
+        the ledger says (LedgerMismatchError when not)."""
+        if self.params.ledger is None:
+            return
+        stored = read_json(context.stage_dir / name / "point.json")
+        path, portable = self.ledger_entry(context, name, job)
+        if job is None and check_start(path, stored["metrics"]):
+            return
+        write_entry(path, name, portable, stored)
+
+    def adopt_from_ledger(self, context: StageContext, name: str, job: tuple[str, int, int] | None,
+                          fingerprint: str) -> float | None | object:
+        """The ledger's score of this point, stored as the point's own: None when the ledger lacks it
+        (or cannot vouch for the starting model), WAIT while another worker scores the starting model."""
+        if self.params.ledger is None or job is None:
+            return None
+        entry = read_entry(self.ledger_entry(context, name, job)[0])
+        if entry is None:
+            return None
+        base = context.stage_dir / self.name(None) / "point.json"
+        if not base.exists():
+            return WAIT
+        if not check_start(self.ledger_entry(context, self.name(None), None)[0], read_json(base)["metrics"]):
+            return None
+        origin = {"host": entry["host"], "recorded": entry["recorded"]}
+        atomic_write_json(context.stage_dir / name / "point.json", {
+            "score": entry["score"], "metrics": entry["metrics"], "fingerprint": fingerprint, "ledger": origin})
+        return float(entry["metrics"][self.params.metric])
+
     def stored_score(self, context: StageContext, name: str, fingerprint: str) -> float:
         folder = context.stage_dir / name
         stored = read_json(folder / "point.json")
@@ -313,15 +367,18 @@ class ModerationStudy:
             raise StalePointError(context.stage_id, name, folder)
         return float(stored["metrics"][self.params.metric])
 
-    def point_fingerprint(self, context: StageContext, job: tuple[str, int, int] | None) -> str:
+    def point_fingerprint(self, context: StageContext, job: tuple[str, int, int] | None,
+                          start_key: str = "output_id") -> str:
         """sha256 of what decides one point: its child's params and seed, the starting model's
         run output and how it is scored. Not the rest of the ladder, so adding a rung or a seed
-        keeps every finished point; not settings that change no result (progress, checkpoints)."""
+        keeps every finished point; not settings that change no result (progress, checkpoints).
+        ``start_key="fingerprint"`` names the starting stage by its config instead of its output:
+        the same on any machine, as the ledger needs."""
         p = self.params
         scoring = {"dataset": p.dataset.model_dump(mode="json"), "split": p.eval_split, "examples": p.eval_examples,
                    "sampling": p.sampling.model_dump(mode="json"), "chat_template": p.chat_template}
         payload: dict[str, Any] = {"scoring": scoring, "model": p.model.model_dump(mode="json"),
-                                   "model_output": starting_output_id(context, p.model)}
+                                   "model_output": starting_output_id(context, p.model, start_key)}
         if job is not None:
             recipe, value, seed = job
             child = {k: v for k, v in self.child_params(recipe, value).items() if k not in RESULT_NEUTRAL}
@@ -420,6 +477,9 @@ class ModerationStudy:
             for recipe, pts in report["points"].items()) + "."]
         if report.get("passes") is not None:
             lines.append(f"Both recipes see each of the n examples {report['passes']:g} time(s) per rung.")
+        if report.get("from_ledger"):
+            lines.append(f"{report['from_ledger']} of the points were trained elsewhere and taken from the ledger "
+                         f"{p.ledger} (the starting model scored the same here, to the last digit).")
         if report.get("warm_start_examples"):
             lines.append(f"The starting model's warm start used {report['warm_start_examples']} further labelled "
                          f"examples, kept apart from every rung's n: a rung of n used n + "

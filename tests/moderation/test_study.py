@@ -290,3 +290,58 @@ def test_steps_ladder_scores_prefixes_of_its_longest_run_which_equal_shorter_run
     for name in ("rl_steps1", "rl_steps3"):
         assert json.loads((dropped / name / "point.json").read_text())["metrics"] == \
             json.loads((shared / name / "point.json").read_text())["metrics"]
+
+
+def ledger_run(tmp_path, folder: str, **rl):
+    """The one-rung ladder from a warm-start stage, in its own run folder, with a shared ledger."""
+    config = ladder_config(tmp_path, [2], ledger=str(tmp_path / "ledger"))
+    config["output_dir"] = str(tmp_path / folder)
+    study = config["stages"][0]
+    study["model"] = {"source": "stage", "stage": "warm"}
+    study["rl"].update(rl)
+    warm = {"stage": "sft", "id": "warm", "model": TINY, "dataset": study["dataset"], "epochs": 1, "batch_size": 2,
+            "progress": False, "chat_template": False}
+    config["stages"].insert(0, warm)
+    return resolve_config(config)
+
+
+def test_ledger_carries_points_to_a_new_run_folder_once_the_start_scores_the_same(tmp_path, monkeypatch):
+    from reasonrl.moderation_plugins import study
+    from reasonrl.moderation_plugins.ledger import LedgerMismatchError
+
+    trained = []
+    train = study.ModerationStudy.train_child
+    monkeypatch.setattr(study.ModerationStudy, "train_child",
+                        lambda self, context, name, *args: (trained.append(name), train(self, context, name, *args)))
+    entries = tmp_path / "ledger" / "study" / "ladder"
+    first = ledger_run(tmp_path, "a")
+    run_pipeline(first, echo=lambda *_: None)
+    assert sorted(path.name.rsplit("-", 1)[0] for path in entries.glob("*.json")) == [
+        "base", "rl_examples2", "sft_examples2"]
+    assert sorted(trained) == ["rl_examples2", "sft_examples2"]
+
+    # another machine: a new run folder, the warm start rerun (a new output id), nothing trained
+    second = ledger_run(tmp_path, "b")
+    run_pipeline(second, echo=lambda *_: None)
+    assert len(trained) == 2
+    output_id = lambda resolved: json.loads((resolved.run_dir / "warm" / "stage_done.json").read_text())["output_id"]
+    assert output_id(first) != output_id(second)
+    report = lambda resolved: json.loads((resolved.run_dir / "ladder" / "report.json").read_text())
+    assert report(second)["points"] == report(first)["points"] and report(second)["from_ledger"] == 2
+    assert "2 of the points were trained elsewhere" in (second.run_dir / "ladder" / "report.md").read_text()
+
+    # a changed recipe setting is another point: trained here, and kept next to the first one
+    third = ledger_run(tmp_path, "c", group_size=4)
+    run_pipeline(third, echo=lambda *_: None)
+    assert trained[2:] == ["rl_examples2"] and len(list(entries.glob("rl_examples2-*.json"))) == 2
+
+    # a starting model that scores otherwise: a clear error, its score kept, nothing adopted
+    base = next(entries.glob("base-*.json"))
+    entry = json.loads(base.read_text())
+    entry["metrics"]["accuracy"] += 0.25
+    base.write_text(json.dumps(entry))
+    fourth = ledger_run(tmp_path, "d")
+    with pytest.raises(LedgerMismatchError, match=r"'accuracy'.*did not reproduce"):
+        run_pipeline(fourth, echo=lambda *_: None)
+    assert (fourth.run_dir / "ladder" / "base" / "point.json").exists()
+    assert not (fourth.run_dir / "ladder" / "sft_examples2" / "point.json").exists()

@@ -1,0 +1,62 @@
+"""A study's ledger: finished points kept outside the run folder, so a ladder can go on elsewhere.
+
+A ladder on a CPU can take more hours than one machine keeps its run folder. With ``ledger: DIR``
+each finished point is also written to ``DIR/<run_name>/<study id>/<point>-<fingerprint>.json``
+(a few hundred bytes: score, metrics, where and when). A folder under version control carries
+them to the next machine, where a study with the same settings adopts them instead of training.
+
+The key is a *portable* fingerprint: the point's settings with the starting stage's config
+fingerprint in place of its output id (a fresh id each time that stage runs). Settings alone do
+not prove the rerun starting model is the same, so the starting model is always scored here and
+its metrics must equal the ledger's to the last digit before any point is adopted.
+"""
+
+from __future__ import annotations
+
+import datetime
+import socket
+from pathlib import Path
+from typing import Any
+
+from reasonrl.core.errors import ReasonRLError
+from reasonrl.core.io import atomic_write_json, read_json
+
+
+class LedgerMismatchError(ReasonRLError):
+    def __init__(self, path: Path, here: dict[str, Any], there: dict[str, Any]) -> None:
+        differ = sorted(k for k in set(here) | set(there) if here.get(k) != there.get(k))
+        super().__init__(
+            f"the starting model scores differently here than in the ledger entry {path} (metrics {differ[:4]} "
+            f"differ, e.g. {differ[0]}: {here.get(differ[0])} here, {there.get(differ[0])} there): the earlier "
+            f"stage that made it did not reproduce, so the ledger's points come from another model and none was "
+            f"adopted. Move the ledger folder away (or set ledger: null) to train every point here; the scores "
+            f"computed so far are kept in the run folder.")
+
+
+def entry_path(ledger: str | Path, run_name: str, stage_id: str, point: str, fingerprint: str) -> Path:
+    return Path(ledger) / run_name / stage_id / f"{point}-{fingerprint[:16]}.json"
+
+
+def read_entry(path: Path) -> dict[str, Any] | None:
+    return read_json(path) if path.exists() else None
+
+
+def write_entry(path: Path, point: str, fingerprint: str, stored: dict[str, Any]) -> None:
+    """Record a finished point (``stored`` is its point.json) unless the ledger has it already."""
+    if path.exists():
+        return
+    atomic_write_json(path, {
+        "point": point, "fingerprint": fingerprint, "score": stored["score"], "metrics": stored["metrics"],
+        "host": socket.gethostname(), "recorded": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds")})
+
+
+def check_start(path: Path, metrics: dict[str, Any]) -> bool:
+    """True when the ledger holds this starting model's score and ``metrics`` equal it; False when it
+    holds none (nothing can be adopted yet); LedgerMismatchError when they differ."""
+    entry = read_entry(path)
+    if entry is None:
+        return False
+    if entry["metrics"] != metrics:
+        raise LedgerMismatchError(path, metrics, entry["metrics"])
+    return True
