@@ -14,6 +14,7 @@ its metrics must equal the ledger's to the last digit before any point is adopte
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import socket
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,18 @@ def write_entry(path: Path, point: str, fingerprint: str, stored: dict[str, Any]
     atomic_write_json(path, {
         "point": point, "fingerprint": fingerprint, "score": stored["score"], "metrics": stored["metrics"],
         "host": socket.gethostname(), "recorded": datetime.datetime.now(datetime.timezone.utc).isoformat(
-            timespec="seconds")})
+            timespec="seconds"), "versions": package_versions()})
+
+
+def package_versions() -> dict[str, str | None]:
+    """What made the point: code changes that alter results without changing a setting show here."""
+    versions = {}
+    for name in ("reasonrl", "torch", "transformers"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
 
 
 def check_start(path: Path, metrics: dict[str, Any]) -> bool:
