@@ -48,6 +48,7 @@ def write_entry(path: Path, point: str, fingerprint: str, stored: dict[str, Any]
         return
     atomic_write_json(path, {
         "point": point, "fingerprint": fingerprint, "score": stored["score"], "metrics": stored["metrics"],
+        "seconds": stored.get("seconds"),  # train + score here, for planning the sittings a ladder needs
         "host": socket.gethostname(), "recorded": datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"), "versions": package_versions()})
 

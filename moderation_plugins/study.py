@@ -275,7 +275,7 @@ class ModerationStudy:
             adopted = self.adopt_from_ledger(context, name, job, fingerprint)
             if adopted is not None:
                 return None if adopted is WAIT else adopted
-            source = None
+            source, started = None, time.monotonic()
             if job is not None:
                 source = self.prefix_source(context, job)
                 if source is WAIT:
@@ -284,7 +284,8 @@ class ModerationStudy:
                     self.train_child(context, name, fingerprint, *job)
                     source = name
             score, metrics = self.score_model(context, source)
-            atomic_write_json(done, {"score": score, "metrics": metrics, "fingerprint": fingerprint})
+            atomic_write_json(done, {"score": score, "metrics": metrics, "fingerprint": fingerprint,
+                                     "seconds": round(time.monotonic() - started, 1)})
             if source and not self.params.keep_models:
                 self.drop_model(context, source)
             self.record_in_ledger(context, name, job)

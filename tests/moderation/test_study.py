@@ -338,7 +338,7 @@ def test_ledger_carries_points_to_a_new_run_folder_once_the_start_scores_the_sam
     # a starting model that scores otherwise: a clear error, its score kept, nothing adopted
     base = next(entries.glob("base-*.json"))
     entry = json.loads(base.read_text())
-    assert entry["point"] == "base" and entry["versions"]["torch"] == torch.__version__
+    assert entry["point"] == "base" and entry["versions"]["torch"] == torch.__version__ and entry["seconds"] > 0
     entry["metrics"]["accuracy"] += 0.25
     base.write_text(json.dumps(entry))
     fourth = ledger_run(tmp_path, "d")
