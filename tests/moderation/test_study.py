@@ -292,10 +292,10 @@ def test_steps_ladder_scores_prefixes_of_its_longest_run_which_equal_shorter_run
             json.loads((shared / name / "point.json").read_text())["metrics"]
 
 
-def ledger_run(tmp_path, folder: str, **rl):
+def ledger_run(tmp_path, folder: str, run_name: str = "study", **rl):
     """The one-rung ladder from a warm-start stage, in its own run folder, with a shared ledger."""
     config = ladder_config(tmp_path, [2], ledger=str(tmp_path / "ledger"))
-    config["output_dir"] = str(tmp_path / folder)
+    config.update(output_dir=str(tmp_path / folder), run_name=run_name)
     study = config["stages"][0]
     study["model"] = {"source": "stage", "stage": "warm"}
     study["rl"].update(rl)
@@ -329,6 +329,10 @@ def test_ledger_carries_points_to_a_new_run_folder_once_the_start_scores_the_sam
     report = lambda resolved: json.loads((resolved.run_dir / "ladder" / "report.json").read_text())
     assert report(second)["points"] == report(first)["points"] and report(second)["from_ledger"] == 2
     assert "2 of the points were trained elsewhere" in (second.run_dir / "ladder" / "report.md").read_text()
+    # the fingerprint decides the point: a renamed run finds the entries too
+    renamed = ledger_run(tmp_path, "e", run_name="renamed")
+    run_pipeline(renamed, echo=lambda *_: None)
+    assert len(trained) == 2 and report(renamed)["from_ledger"] == 2 and not (tmp_path / "ledger" / "renamed").exists()
 
     # a changed recipe setting is another point: trained here, and kept next to the first one
     third = ledger_run(tmp_path, "c", group_size=4)
