@@ -7,18 +7,26 @@ RL - SFT difference per seed where both are done.
 
     python bench/study_progress.py runs/moderation_data_efficiency harmful_response
     python bench/study_progress.py runs/moderation_scaling steps --metric accuracy
+
+Given a config file instead of a run folder, it reads the study's ledger (``ledger:``), so a
+fresh checkout shows the points finished on any machine, without running anything:
+
+    python bench/study_progress.py examples/moderation_data_efficiency.yaml harmful_response
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 from pathlib import Path
 
 import yaml
 
-from reasonrl.moderation_plugins.study import StudyParams, point_name, t_interval
+from reasonrl.core.config import load_config
+from reasonrl.core.io import read_json
+from reasonrl.core.pipeline import stage_fingerprint, stage_inputs
+from reasonrl.moderation_plugins.ledger import entry_path
+from reasonrl.moderation_plugins.study import ModerationStudy, StudyParams, point_name, t_interval
 
 
 def study_params(run_dir: Path, stage_id: str) -> StudyParams:
@@ -32,23 +40,52 @@ def study_params(run_dir: Path, stage_id: str) -> StudyParams:
     return StudyParams.model_validate({k: v for k, v in stages[stage_id].items() if k not in ("stage", "id")})
 
 
-def finished(folder: Path, metric: str) -> float | None:
-    point = folder / "point.json"
-    return float(json.loads(point.read_text())["metrics"][metric]) if point.exists() else None
+def run_points(run_dir: Path, stage_id: str):
+    """The study's params and where a point's stored result is: its point.json in the run folder."""
+    return study_params(run_dir, stage_id), lambda name, job: run_dir / stage_id / name / "point.json"
 
 
-def progress_table(run_dir: Path, stage_id: str, metric: str | None = None) -> str:
-    params = study_params(run_dir, stage_id)
+def ledger_points(config_path: Path, stage_id: str):
+    """The study's params and where a point's stored result is: its entry in the study's ledger,
+    found by the fingerprint the run would give it."""
+    config = load_config(config_path)
+    stages = {stage.id: stage for stage in config.stages}
+    if stage_id not in stages or stages[stage_id].name != "moderation_study":
+        studies = [i for i, s in stages.items() if s.name == "moderation_study"]
+        raise SystemExit(f"{config_path} has no moderation_study stage {stage_id!r}; its studies: {studies}")
+    params = stages[stage_id].params
+    if params.ledger is None:
+        raise SystemExit(f"stage {stage_id!r} of {config_path} has no ledger: give its run folder instead")
+    start = None
+    if params.model.source == "stage":
+        inputs = stage_inputs(config)[params.model.stage]
+        if inputs:
+            raise SystemExit(f"the study's model comes from stage {params.model.stage!r}, which reads {inputs}: "
+                             f"its fingerprint holds their output ids, so only its run folder can say")
+        start = stage_fingerprint(config, stages[params.model.stage], [])
+    study = ModerationStudy(params)
+    return params, lambda name, job: entry_path(params.ledger, config.run.run_name, stage_id, name,
+                                                study.fingerprint(job, start, config.run.seed))
+
+
+def finished(path: Path, metric: str) -> float | None:
+    return float(read_json(path)["metrics"][metric]) if path.exists() else None
+
+
+def progress_table(source: Path, stage_id: str, metric: str | None = None) -> str:
+    """``source``: a run folder, or a config file whose study keeps a ledger."""
+    points = ledger_points if source.suffix in (".yaml", ".yml", ".json") else run_points
+    params, where = points(source, stage_id)
     metric = metric or params.metric
-    folder = run_dir / stage_id
-    base = finished(folder / "base", metric)
+    base = finished(where("base", None), metric)
     lines = [f"{params.title}: {metric} on the {params.eval_split} split, finished points only "
              f"(starting model: {'not scored yet' if base is None else f'{base:.4f}'})", "",
              f"| recipe | {params.axis} | seeds done | scores | mean [95% t-interval] |", "|---|---|---|---|---|"]
     scores = {}
     for recipe in params.recipes:
         for value in params.values:
-            done = {s: finished(folder / point_name(params.axis, recipe, value, s), metric) for s in params.seeds}
+            done = {s: finished(where(point_name(params.axis, recipe, value, s), (recipe, value, s)), metric)
+                    for s in params.seeds}
             done = {s: v for s, v in done.items() if v is not None}
             scores.update({(recipe, value, s): v for s, v in done.items()})
             if not done:
@@ -69,11 +106,11 @@ def progress_table(run_dir: Path, stage_id: str, metric: str | None = None) -> s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("source", type=Path, help="a run folder, or a config file whose study keeps a ledger")
     parser.add_argument("stage", help="the study's stage id")
     parser.add_argument("--metric", default=None, help="a metric the points stored (default: the study's)")
     args = parser.parse_args()
-    print(progress_table(args.run_dir, args.stage, args.metric))
+    print(progress_table(args.source, args.stage, args.metric))
 
 
 if __name__ == "__main__":

@@ -375,15 +375,17 @@ class ModerationStudy:
         keeps every finished point; not settings that change no result (progress, checkpoints).
         ``start_key="fingerprint"`` names the starting stage by its config instead of its output:
         the same on any machine, as the ledger needs."""
+        return self.fingerprint(job, starting_output_id(context, self.params.model, start_key), context.seed)
+
+    def fingerprint(self, job: tuple[str, int, int] | None, start: str | None, run_seed: int) -> str:
         p = self.params
         scoring = {"dataset": p.dataset.model_dump(mode="json"), "split": p.eval_split, "examples": p.eval_examples,
                    "sampling": p.sampling.model_dump(mode="json"), "chat_template": p.chat_template}
-        payload: dict[str, Any] = {"scoring": scoring, "model": p.model.model_dump(mode="json"),
-                                   "model_output": starting_output_id(context, p.model, start_key)}
+        payload: dict[str, Any] = {"scoring": scoring, "model": p.model.model_dump(mode="json"), "model_output": start}
         if job is not None:
             recipe, value, seed = job
             child = {k: v for k, v in self.child_params(recipe, value).items() if k not in RESULT_NEUTRAL}
-            payload.update(recipe=recipe, child=child, seed=context.seed + seed)
+            payload.update(recipe=recipe, child=child, seed=run_seed + seed)
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
     def child_params(self, recipe: str, value: int) -> dict[str, Any]:
