@@ -35,12 +35,12 @@ class LedgerMismatchError(ReasonRLError):
 
 
 def entry_path(ledger: str | Path, run_name: str, stage_id: str, point: str, fingerprint: str) -> Path:
-    """The entry of this point: found by its fingerprint anywhere in the ledger (the fingerprint
-    decides the point, so a renamed run or study still finds it), else its place under
-    ``<run_name>/<stage_id>/``."""
-    name = f"{point}-{fingerprint[:16]}.json"
-    found = sorted(Path(ledger).glob(f"**/{name}"))
-    return found[0] if found else Path(ledger) / run_name / stage_id / name
+    """The entry of this point: found by its fingerprint anywhere in the ledger, else its place under
+    ``<run_name>/<stage_id>/``. The fingerprint decides the point, so a renamed run or study finds
+    it, and so does another ladder's rung that is the same run (G = 4 rollouts for 16 steps is the
+    16-step rung of a steps ladder with G = 4)."""
+    found = sorted(Path(ledger).glob(f"**/*-{fingerprint[:16]}.json"))
+    return found[0] if found else Path(ledger) / run_name / stage_id / f"{point}-{fingerprint[:16]}.json"
 
 
 def read_entry(path: Path) -> dict[str, Any] | None:

@@ -350,3 +350,27 @@ def test_ledger_carries_points_to_a_new_run_folder_once_the_start_scores_the_sam
         run_pipeline(fourth, echo=lambda *_: None)
     assert (fourth.run_dir / "ladder" / "base" / "point.json").exists()
     assert not (fourth.run_dir / "ladder" / "sft_examples2" / "point.json").exists()
+
+
+def test_ledger_shares_a_point_between_ladders_when_it_is_the_same_run(tmp_path, monkeypatch):
+    """A rollouts rung of G = 2 at 1 step is the 1-step rung of a steps ladder at G = 2: trained once."""
+    from reasonrl.moderation_plugins import study
+
+    trained = []
+    train = study.ModerationStudy.train_child
+    monkeypatch.setattr(study.ModerationStudy, "train_child",
+                        lambda self, context, name, *args: (trained.append(name), train(self, context, name, *args)))
+    base = ladder_config(tmp_path, [2], ledger=str(tmp_path / "ledger"), recipes=["rl"])
+    base["output_dir"] = str(tmp_path / "runs")
+    rollouts = base["stages"][0]
+    rollouts.update(id="rollouts", axis="rollouts", model={"source": "stage", "stage": "warm"})
+    steps = {**rollouts, "id": "steps", "axis": "steps", "values": [1]}
+    warm = {"stage": "sft", "id": "warm", "model": TINY, "dataset": rollouts["dataset"], "epochs": 1, "batch_size": 2,
+            "progress": False, "chat_template": False}
+    base["stages"] = [warm, rollouts, steps]
+    resolved = resolve_config(base)
+    run_pipeline(resolved, echo=lambda *_: None)
+    assert trained == ["rl_rollouts2"]
+    point = json.loads((resolved.run_dir / "steps" / "rl_steps1" / "point.json").read_text())
+    assert point["ledger"] and point["metrics"] == json.loads(
+        (resolved.run_dir / "rollouts" / "rl_rollouts2" / "point.json").read_text())["metrics"]
