@@ -34,10 +34,15 @@ def study_params(run_dir: Path, stage_id: str) -> StudyParams:
     if not config.exists():
         raise SystemExit(f"{config} does not exist: give the folder of a run (runs/<run_name>)")
     stages = {s.get("id"): s for s in (yaml.safe_load(config.read_text()) or {}).get("stages", [])}
-    if stages.get(stage_id, {}).get("stage") != "moderation_study":
-        studies = [i for i, s in stages.items() if s.get("stage") == "moderation_study"]
-        raise SystemExit(f"{run_dir} has no moderation_study stage {stage_id!r}; its studies: {studies}")
+    require_study({i: s.get("stage") for i, s in stages.items()}, stage_id, run_dir)
     return StudyParams.model_validate({k: v for k, v in stages[stage_id].items() if k not in ("stage", "id")})
+
+
+def require_study(kinds: dict[str, str | None], stage_id: str, where: Path) -> None:
+    """Stop, naming the studies there are, unless ``stage_id`` is a moderation_study (kinds: id -> stage name)."""
+    if kinds.get(stage_id) != "moderation_study":
+        studies = [i for i, kind in kinds.items() if kind == "moderation_study"]
+        raise SystemExit(f"{where} has no moderation_study stage {stage_id!r}; its studies: {studies}")
 
 
 def run_points(run_dir: Path, stage_id: str):
@@ -50,9 +55,7 @@ def ledger_points(config_path: Path, stage_id: str):
     found by the fingerprint the run would give it."""
     config = load_config(config_path)
     stages = {stage.id: stage for stage in config.stages}
-    if stage_id not in stages or stages[stage_id].name != "moderation_study":
-        studies = [i for i, s in stages.items() if s.name == "moderation_study"]
-        raise SystemExit(f"{config_path} has no moderation_study stage {stage_id!r}; its studies: {studies}")
+    require_study({i: s.name for i, s in stages.items()}, stage_id, config_path)
     params = stages[stage_id].params
     if params.ledger is None:
         raise SystemExit(f"stage {stage_id!r} of {config_path} has no ledger: give its run folder instead")
