@@ -3,7 +3,8 @@
 A study writes its report when every point is done; a long ladder (hours on CPU, over
 several sittings) has finished points long before that. This prints them as a table: per
 recipe and rung, the seeds done, their scores, the mean and a 95% t-interval, and the
-RL - SFT difference per seed where both are done.
+RL - SFT difference per seed where both are done, and the study's sigmoid fit to the means
+so far (with 95% parameter intervals) for each recipe with at least 4 rungs started.
 
     python bench/study_progress.py runs/moderation_data_efficiency harmful_response
     python bench/study_progress.py runs/moderation_scaling steps --metric accuracy
@@ -26,7 +27,14 @@ from reasonrl.core.config import load_config
 from reasonrl.core.io import read_json
 from reasonrl.core.pipeline import stage_fingerprint, stage_inputs
 from reasonrl.moderation_plugins.ledger import entry_path
-from reasonrl.moderation_plugins.study import ModerationStudy, StudyParams, point_name, t_interval
+from reasonrl.moderation_plugins.study import (
+    ModerationStudy,
+    StudyParams,
+    fit_cells,
+    fit_sigmoid,
+    point_name,
+    t_interval,
+)
 
 
 def study_params(run_dir: Path, stage_id: str) -> StudyParams:
@@ -98,6 +106,8 @@ def progress_table(source: Path, stage_id: str, metric: str | None = None) -> st
             mean = f"{statistics.fmean(done.values()):.4f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
             lines.append(f"| {recipe} | {value} | {len(done)} of {len(params.seeds)} | "
                          f"{', '.join(f'{v:.4f}' for v in done.values())} | {mean} |")
+    if base is not None:
+        lines += fit_lines(params, scores, base)
     pairs = [(value, seed, scores[("rl", value, seed)] - scores[("sft", value, seed)])
              for value in params.values for seed in params.seeds
              if ("rl", value, seed) in scores and ("sft", value, seed) in scores]
@@ -105,6 +115,20 @@ def progress_table(source: Path, stage_id: str, metric: str | None = None) -> st
         lines += ["", "RL - SFT, same rung and seed: " + "; ".join(f"{params.axis} {v} seed {s}: {d:+.4f}"
                                                                   for v, s, d in pairs)]
     return "\n".join(lines)
+
+
+def fit_lines(params: StudyParams, scores: dict[tuple[str, int, int], float], base: float) -> list[str]:
+    """The study's sigmoid fit to the means of the seeds done so far, per recipe with >= 4 rungs started."""
+    lines = []
+    for recipe in params.recipes:
+        means = [(v, statistics.fmean(s for (r, value, _), s in scores.items() if r == recipe and value == v))
+                 for v in params.values if any(r == recipe and value == v for r, value, _ in scores)]
+        fit = fit_sigmoid([v for v, _ in means], [m for _, m in means], base) if len(means) >= 4 else None
+        if fit:
+            a, b, c_mid, r2 = fit_cells(fit)
+            lines.append(f"{recipe} fit so far ({len(means)} rungs, R0 {base:.4f}): A {a}, B {b}, C_mid {c_mid}, "
+                         f"R^2 {r2}")
+    return ["", *lines] if lines else []
 
 
 def main() -> None:

@@ -8,7 +8,8 @@ finished points, and a point trained under other settings stops the run. The stu
 
     perf(C) = R0 + (A - R0) / (1 + (C_mid / C) ** B)
 
-per recipe, with R0 the starting model's score (``model``, before any rung trains it), and reports A, B, C_mid and R^2; for a
+per recipe, with R0 the starting model's score (``model``, before any rung trains it), to the
+means over seeds, and reports A, B, C_mid with 95% intervals, and R^2; for a
 data-efficiency ladder it also reports the smallest n at which RL matches SFT's best.
 """
 
@@ -163,8 +164,12 @@ def sigmoid_curve(c, r0: float, a: float, b: float, c_mid: float):
     return r0 + (a - r0) / (1.0 + (c_mid / np.asarray(c, dtype=float)) ** b)
 
 
-def fit_sigmoid(xs: Sequence[float], ys: Sequence[float], r0: float) -> dict[str, float] | None:
-    """Least-squares A, B, C_mid with R0 fixed; None with fewer than 3 points or no convergence."""
+FIT_BOUNDS = ([-1.0, 0.05, 1e-3], [2.0, 20.0, 1e7])  # A, B, C_mid
+
+
+def fit_sigmoid(xs: Sequence[float], ys: Sequence[float], r0: float) -> dict[str, Any] | None:
+    """Least-squares A, B, C_mid with R0 fixed, R^2, and 95% parameter intervals (``ci95``);
+    None with fewer than 3 points or no convergence."""
     import numpy as np
     from scipy.optimize import curve_fit
 
@@ -174,15 +179,63 @@ def fit_sigmoid(xs: Sequence[float], ys: Sequence[float], r0: float) -> dict[str
     guess = [float(ys.max()), 1.0, float(np.median(xs))]
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # flat ladders leave the covariance undefined; R^2 says enough
+            warnings.simplefilter("ignore")  # flat ladders leave curve_fit's covariance undefined
             (a, b, c_mid), _ = curve_fit(lambda c, a, b, m: sigmoid_curve(c, r0, a, b, m), xs, ys, p0=guess,
-                                         bounds=([-1.0, 0.05, 1e-3], [2.0, 20.0, 1e7]), maxfev=20000)
+                                         bounds=FIT_BOUNDS, maxfev=20000)
     except (RuntimeError, ValueError):
         return None
     predicted = sigmoid_curve(xs, r0, a, b, c_mid)
     total = float(((ys - ys.mean()) ** 2).sum())
     r2 = 1.0 - float(((ys - predicted) ** 2).sum()) / total if total > 0 else float("nan")
-    return {"R0": r0, "A": float(a), "B": float(b), "C_mid": float(c_mid), "R2": r2}
+    estimates = {"A": float(a), "B": float(b), "C_mid": float(c_mid)}
+    return {"R0": r0, **estimates, "R2": r2, "ci95": parameter_intervals(xs, ys, r0, estimates)}
+
+
+def sigmoid_jacobian(xs, r0: float, a: float, b: float, c_mid: float):
+    """d perf / d (A, B, C_mid) at each x, in closed form: one row per x."""
+    import numpy as np
+
+    ratio = c_mid / np.asarray(xs, dtype=float)
+    u = ratio ** b
+    slope = -(a - r0) * u / (1.0 + u) ** 2
+    return np.stack([1.0 / (1.0 + u), slope * np.log(ratio), slope * b / c_mid], axis=1)
+
+
+def parameter_intervals(xs, ys, r0: float, estimates: dict[str, float]) -> dict[str, list[float] | None]:
+    """Wald 95% intervals: estimate +- t(points - 3) * standard error, the covariance being
+    SSR / (points - 3) * (J^T J)^-1 at the estimate.
+
+    All None where they are undefined: no residual degrees of freedom, or a Jacobian of
+    rank < 3 (a flat ladder, where A = R0 leaves B and C_mid free). One None for an
+    estimate stuck on its bound, where the linearisation does not hold."""
+    import numpy as np
+    from scipy.stats import t
+
+    dof = len(xs) - len(estimates)
+    jacobian = sigmoid_jacobian(xs, r0, *estimates.values())
+    if dof < 1 or np.linalg.matrix_rank(jacobian) < len(estimates):
+        return {name: None for name in estimates}
+    residuals = np.asarray(ys, dtype=float) - sigmoid_curve(xs, r0, *estimates.values())
+    covariance = float(residuals @ residuals) / dof * np.linalg.inv(jacobian.T @ jacobian)
+    intervals: dict[str, list[float] | None] = {}
+    for (name, value), variance, low, high in zip(estimates.items(), np.diag(covariance), *FIT_BOUNDS):
+        on_bound = math.isclose(value, low, rel_tol=1e-3) or math.isclose(value, high, rel_tol=1e-3)
+        half = float(t.ppf(0.975, dof)) * math.sqrt(max(float(variance), 0.0))
+        intervals[name] = None if on_bound else [value - half, value + half]
+    return intervals
+
+
+def fit_cells(fit: dict[str, Any] | None) -> list[str]:
+    """Markdown cells A, B, C_mid (each with its 95% interval) and R^2 of a fit."""
+    if not fit:
+        return ["-"] * 4
+    intervals = fit.get("ci95") or {}
+
+    def cell(name: str) -> str:
+        ci = intervals.get(name)
+        return f"{fit[name]:.3f} " + (f"[{ci[0]:.3g}, {ci[1]:.3g}]" if ci else "[undefined]")
+
+    return [cell("A"), cell("B"), cell("C_mid"), f"{fit['R2']:.3f}"]
 
 
 def point_name(axis: str, recipe: str, value: int, seed: int) -> str:
@@ -471,13 +524,13 @@ class ModerationStudy:
                  "| recipe | " + " | ".join(str(v) for v in p.values) + " | A | B | C_mid | R^2 |",
                  "|---" * (len(p.values) + 5) + "|"]
         for recipe, pts in report["points"].items():
-            fit = report["fits"].get(recipe)
-            fit_cells = [f"{fit[k]:.3f}" for k in ("A", "B", "C_mid", "R2")] if fit else ["-"] * 4
             lines.append(f"| {recipe} | " + " | ".join(score_cell(pt) for pt in pts) + " | " +
-                         " | ".join(fit_cells) + " |")
+                         " | ".join(fit_cells(report["fits"].get(recipe))) + " |")
         lines += ["", "Budget per rung: " + "; ".join(
             f"{recipe} " + ", ".join(f"{pt['value']}: {budget_text(pt['budget'])}" for pt in pts)
             for recipe, pts in report["points"].items()) + "."]
+        lines.append(f"Fit to the means of the {len(p.values)} rungs; brackets: Wald 95% intervals with "
+                     f"{len(p.values) - 3} residual degree(s) of freedom, undefined on a flat ladder or at a bound.")
         if report.get("passes") is not None:
             lines.append(f"Both recipes see each of the n examples {report['passes']:g} time(s) per rung.")
         if report.get("from_ledger"):

@@ -37,6 +37,22 @@ def test_progress_lists_finished_points_with_means_intervals_and_paired_differen
     assert "| rl | 32 | 1 of 3 | 0.3100 | 0.3100 |" in progress_table(tmp_path, "ladder", "accuracy")
 
 
+def test_fit_lines_fit_the_means_of_the_seeds_done_once_four_rungs_started():
+    from study_progress import fit_lines
+
+    from reasonrl.moderation_plugins.study import StudyParams, fit_cells, fit_sigmoid
+
+    params = StudyParams.model_validate({"dataset": {"name": "harmful_response"}, "values": [16, 32, 64, 128, 512],
+                                         "recipes": ["sft", "rl"], "seeds": [0, 1]})
+    scores = {("sft", 16, 0): 0.45, ("sft", 16, 1): 0.55, ("sft", 32, 0): 0.6, ("sft", 64, 0): 0.7,
+              ("sft", 128, 1): 0.74, ("rl", 16, 0): 0.5, ("rl", 32, 0): 0.6, ("rl", 64, 1): 0.65}
+    lines = fit_lines(params, scores, base=0.4)
+    # sft: 4 rungs, the mean of the two seeds at 16; rl has only 3 rungs started: no fit yet
+    a, b, c_mid, r2 = fit_cells(fit_sigmoid([16, 32, 64, 128], [0.5, 0.6, 0.7, 0.74], 0.4))
+    assert lines == ["", f"sft fit so far (4 rungs, R0 0.4000): A {a}, B {b}, C_mid {c_mid}, R^2 {r2}"]
+    assert fit_lines(params, {("rl", 16, 0): 0.5}, base=0.4) == []
+
+
 def test_progress_names_the_studies_when_the_stage_is_not_one(tmp_path):
     from study_progress import progress_table
 

@@ -30,6 +30,51 @@ def test_sigmoid_fit_recovers_known_parameters():
     assert fit_sigmoid([1, 2], [0.1, 0.2], 0.0) is None
 
 
+def test_sigmoid_fit_intervals_match_the_jacobian_by_hand():
+    import numpy as np
+    from scipy.stats import t
+
+    xs = np.array([16, 32, 64, 128, 256, 512, 1024], dtype=float)
+    noise = np.array([0.01, -0.02, 0.015, -0.01, 0.02, -0.005, 0.0])
+    ys = sigmoid_curve(xs, 0.4, 0.8, 1.2, 100.0) + noise
+    fit = fit_sigmoid(xs, ys, r0=0.4)
+    theta = np.array([fit["A"], fit["B"], fit["C_mid"]])
+    # covariance s^2 (J^T J)^-1 with J by central differences, s^2 = SSR / (points - 3)
+    columns = []
+    for k in range(3):
+        step = np.zeros(3)
+        step[k] = 1e-6 * max(1.0, abs(theta[k]))
+        columns.append((sigmoid_curve(xs, 0.4, *(theta + step)) - sigmoid_curve(xs, 0.4, *(theta - step)))
+                       / (2 * step[k]))
+    jacobian = np.stack(columns, axis=1)
+    residuals = ys - sigmoid_curve(xs, 0.4, *theta)
+    covariance = residuals @ residuals / (len(xs) - 3) * np.linalg.inv(jacobian.T @ jacobian)
+    half = t.ppf(0.975, len(xs) - 3) * np.sqrt(np.diag(covariance))
+    for k, name in enumerate(("A", "B", "C_mid")):
+        low, high = fit["ci95"][name]
+        assert (low + high) / 2 == pytest.approx(theta[k])
+        assert (high - low) / 2 == pytest.approx(half[k], rel=1e-3)
+    # the noise is small: each interval holds the parameter the data came from
+    for name, true in (("A", 0.8), ("B", 1.2), ("C_mid", 100.0)):
+        assert fit["ci95"][name][0] < true < fit["ci95"][name][1]
+
+
+def test_sigmoid_fit_intervals_undefined_without_spare_points_or_on_a_flat_ladder():
+    three = fit_sigmoid([8, 64, 512], [0.5, 0.7, 0.8], r0=0.4)
+    assert three["ci95"] == {"A": None, "B": None, "C_mid": None}  # 3 points, 3 parameters: no dof
+    flat = fit_sigmoid([2, 4, 8, 16, 32], [0.4] * 5, r0=0.4)
+    assert flat is not None and flat["ci95"]["B"] is None and flat["ci95"]["C_mid"] is None
+
+
+def test_fit_cells_print_intervals_and_undefined():
+    from reasonrl.moderation_plugins.study import fit_cells
+
+    fit = {"A": 0.8, "B": 1.25, "C_mid": 40.0, "R2": 0.91,
+           "ci95": {"A": [0.7, 0.9], "B": None, "C_mid": [12.5, 67.5]}}
+    assert fit_cells(fit) == ["0.800 [0.7, 0.9]", "1.250 [undefined]", "40.000 [12.5, 67.5]", "0.910"]
+    assert fit_cells(None) == ["-"] * 4
+
+
 def test_smallest_matching_rung():
     points = [(32, 0.61), (64, 0.70), (128, 0.74)]
     assert smallest_matching(points, target=0.705, tolerance=0.01) == 64
