@@ -205,24 +205,23 @@ def parameter_intervals(xs, ys, r0: float, estimates: dict[str, float]) -> dict[
     """Wald 95% intervals: estimate +- t(points - 3) * standard error, the covariance being
     SSR / (points - 3) * (J^T J)^-1 at the estimate.
 
-    All None where they are undefined: no residual degrees of freedom, or a Jacobian of
-    rank < 3 (a flat ladder, where A = R0 leaves B and C_mid free). One None for an
-    estimate stuck on its bound, where the linearisation does not hold."""
+    All None where they are undefined: no residual degrees of freedom, a Jacobian of rank < 3
+    (a flat ladder, where A = R0 leaves B and C_mid free), or an estimate stuck on its bound:
+    the constrained optimum is no stationary point, so the linearisation behind the
+    covariance fails for every parameter, not only that one."""
     import numpy as np
     from scipy.stats import t
 
     dof = len(xs) - len(estimates)
     jacobian = sigmoid_jacobian(xs, r0, *estimates.values())
-    if dof < 1 or np.linalg.matrix_rank(jacobian) < len(estimates):
+    on_bound = any(math.isclose(value, low, rel_tol=1e-3) or math.isclose(value, high, rel_tol=1e-3)
+                   for value, low, high in zip(estimates.values(), *FIT_BOUNDS))
+    if dof < 1 or on_bound or np.linalg.matrix_rank(jacobian) < len(estimates):
         return {name: None for name in estimates}
     residuals = np.asarray(ys, dtype=float) - sigmoid_curve(xs, r0, *estimates.values())
     covariance = float(residuals @ residuals) / dof * np.linalg.inv(jacobian.T @ jacobian)
-    intervals: dict[str, list[float] | None] = {}
-    for (name, value), variance, low, high in zip(estimates.items(), np.diag(covariance), *FIT_BOUNDS):
-        on_bound = math.isclose(value, low, rel_tol=1e-3) or math.isclose(value, high, rel_tol=1e-3)
-        half = float(t.ppf(0.975, dof)) * math.sqrt(max(float(variance), 0.0))
-        intervals[name] = None if on_bound else [value - half, value + half]
-    return intervals
+    half = float(t.ppf(0.975, dof)) * np.sqrt(np.clip(np.diag(covariance), 0.0, None))
+    return {name: [value - h, value + h] for (name, value), h in zip(estimates.items(), half.tolist())}
 
 
 def fit_cells(fit: dict[str, Any] | None) -> list[str]:

@@ -63,7 +63,10 @@ def test_sigmoid_fit_intervals_undefined_without_spare_points_or_on_a_flat_ladde
     three = fit_sigmoid([8, 64, 512], [0.5, 0.7, 0.8], r0=0.4)
     assert three["ci95"] == {"A": None, "B": None, "C_mid": None}  # 3 points, 3 parameters: no dof
     flat = fit_sigmoid([2, 4, 8, 16, 32], [0.4] * 5, r0=0.4)
-    assert flat is not None and flat["ci95"]["B"] is None and flat["ci95"]["C_mid"] is None
+    assert flat is not None and flat["ci95"] == {"A": None, "B": None, "C_mid": None}
+    # a ladder that ends below R0 drives A to its lower bound (-1): the RL means of two seeds here
+    falling = fit_sigmoid([16, 32, 64, 128, 512], [0.4291, 0.4861, 0.4224, 0.4242, 0.3574], r0=0.4192)
+    assert falling["A"] == pytest.approx(-1.0, abs=1e-3) and falling["ci95"] == {"A": None, "B": None, "C_mid": None}
 
 
 def test_fit_cells_print_intervals_and_undefined():
