@@ -165,6 +165,7 @@ def sigmoid_curve(c, r0: float, a: float, b: float, c_mid: float):
 
 
 FIT_BOUNDS = ([-1.0, 0.05, 1e-3], [2.0, 20.0, 1e7])  # A, B, C_mid
+MAX_JACOBIAN_CONDITION = 1e8
 
 
 def fit_sigmoid(xs: Sequence[float], ys: Sequence[float], r0: float) -> dict[str, Any] | None:
@@ -206,7 +207,8 @@ def parameter_intervals(xs, ys, r0: float, estimates: dict[str, float]) -> dict[
     SSR / (points - 3) * (J^T J)^-1 at the estimate.
 
     All None where they are undefined: no residual degrees of freedom, a Jacobian of rank < 3
-    (a flat ladder, where A = R0 leaves B and C_mid free), or an estimate stuck on its bound:
+    in float64 (condition > 1e8: a flat ladder, where A = R0 leaves B and C_mid free, or a
+    step so sharp that one rung decides all three), or an estimate stuck on its bound:
     the constrained optimum is no stationary point, so the linearisation behind the
     covariance fails for every parameter, not only that one."""
     import numpy as np
@@ -216,10 +218,12 @@ def parameter_intervals(xs, ys, r0: float, estimates: dict[str, float]) -> dict[
     jacobian = sigmoid_jacobian(xs, r0, *estimates.values())
     on_bound = any(math.isclose(value, low, rel_tol=1e-3) or math.isclose(value, high, rel_tol=1e-3)
                    for value, low, high in zip(estimates.values(), *FIT_BOUNDS))
-    if dof < 1 or on_bound or np.linalg.matrix_rank(jacobian) < len(estimates):
+    _, singular, right = np.linalg.svd(jacobian, full_matrices=False)
+    # past a condition number of 1e8, (J^T J)^-1 (condition 1e16) is rounding noise in float64
+    if dof < 1 or on_bound or singular[-1] <= MAX_JACOBIAN_CONDITION ** -1 * singular[0]:
         return {name: None for name in estimates}
     residuals = np.asarray(ys, dtype=float) - sigmoid_curve(xs, r0, *estimates.values())
-    covariance = float(residuals @ residuals) / dof * np.linalg.inv(jacobian.T @ jacobian)
+    covariance = float(residuals @ residuals) / dof * (right.T / singular**2) @ right
     half = float(t.ppf(0.975, dof)) * np.sqrt(np.clip(np.diag(covariance), 0.0, None))
     return {name: [value - h, value + h] for (name, value), h in zip(estimates.items(), half.tolist())}
 

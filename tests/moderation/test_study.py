@@ -67,6 +67,10 @@ def test_sigmoid_fit_intervals_undefined_without_spare_points_or_on_a_flat_ladde
     # a ladder that ends below R0 drives A to its lower bound (-1): the RL means of two seeds here
     falling = fit_sigmoid([16, 32, 64, 128, 512], [0.4291, 0.4861, 0.4224, 0.4242, 0.3574], r0=0.4192)
     assert falling["A"] == pytest.approx(-1.0, abs=1e-3) and falling["ci95"] == {"A": None, "B": None, "C_mid": None}
+    # three seeds' RL means: a step so sharp at n = 512 that the other rungs carry no information
+    # on A, B, C_mid (Jacobian condition ~1e13); inverting J^T J would give zero-width intervals
+    sharp = fit_sigmoid([16, 32, 64, 128, 512], [0.400403, 0.441159, 0.397319, 0.424216, 0.357357], r0=0.419151)
+    assert sharp["A"] > -0.9 and sharp["ci95"] == {"A": None, "B": None, "C_mid": None}
 
 
 def test_fit_cells_print_intervals_and_undefined():
