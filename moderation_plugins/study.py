@@ -341,7 +341,7 @@ class ModerationStudy:
                     source = name
             score, metrics = self.score_model(context, source)
             atomic_write_json(done, {"score": score, "metrics": metrics, "fingerprint": fingerprint,
-                                     "seconds": round(time.monotonic() - started, 1)})
+                                     "seconds": round(time.monotonic() - started, 3)})
             if source and not self.params.keep_models:
                 self.drop_model(context, source)
             self.record_in_ledger(context, name, job)
