@@ -119,10 +119,12 @@ def progress_table(source: Path, stage_id: str, metric: str | None = None) -> st
 
 def fit_lines(params: StudyParams, scores: dict[tuple[str, int, int], float], base: float) -> list[str]:
     """The study's sigmoid fit to the means of the seeds done so far, per recipe with >= 4 rungs started."""
+    by_rung: dict[tuple[str, int], list[float]] = {}
+    for (recipe, value, _), score in scores.items():
+        by_rung.setdefault((recipe, value), []).append(score)
     lines = []
     for recipe in params.recipes:
-        means = [(v, statistics.fmean(s for (r, value, _), s in scores.items() if r == recipe and value == v))
-                 for v in params.values if any(r == recipe and value == v for r, value, _ in scores)]
+        means = [(v, statistics.fmean(by_rung[recipe, v])) for v in params.values if (recipe, v) in by_rung]
         fit = fit_sigmoid([v for v, _ in means], [m for _, m in means], base) if len(means) >= 4 else None
         if fit:
             a, b, c_mid, r2 = fit_cells(fit)
