@@ -4,7 +4,8 @@ A study writes its report when every point is done; a long ladder (hours on CPU,
 several sittings) has finished points long before that. This prints them as a table: per
 recipe and rung, the seeds done, their scores, the mean and a 95% t-interval, and the
 RL - SFT difference per seed where both are done, and the study's sigmoid fit to the means
-so far (with 95% parameter intervals) for each recipe with at least 4 rungs started.
+so far (with 95% parameter intervals) for each recipe with at least 4 rungs started, and
+whether that curve is sigmoid-like by the study's test.
 
     python bench/study_progress.py runs/moderation_data_efficiency harmful_response
     python bench/study_progress.py runs/moderation_scaling steps --metric accuracy
@@ -30,9 +31,11 @@ from reasonrl.moderation_plugins.ledger import entry_path
 from reasonrl.moderation_plugins.study import (
     ModerationStudy,
     StudyParams,
+    curve_shape,
     fit_cells,
     fit_sigmoid,
     point_name,
+    shape_line,
     t_interval,
 )
 
@@ -124,12 +127,13 @@ def fit_lines(params: StudyParams, scores: dict[tuple[str, int, int], float], ba
         by_rung.setdefault((recipe, value), []).append(score)
     lines = []
     for recipe in params.recipes:
-        means = [(v, statistics.fmean(by_rung[recipe, v])) for v in params.values if (recipe, v) in by_rung]
-        fit = fit_sigmoid([v for v, _ in means], [m for _, m in means], base) if len(means) >= 4 else None
+        rungs = [(v, by_rung[recipe, v]) for v in params.values if (recipe, v) in by_rung]
+        means = [statistics.fmean(scores) for _, scores in rungs]
+        fit = fit_sigmoid([v for v, _ in rungs], means, base) if len(rungs) >= 4 else None
         if fit:
             a, b, c_mid, r2 = fit_cells(fit)
-            lines.append(f"{recipe} fit so far ({len(means)} rungs, R0 {base:.4f}): A {a}, B {b}, C_mid {c_mid}, "
-                         f"R^2 {r2}")
+            lines += [f"{recipe} fit so far ({len(rungs)} rungs, R0 {base:.4f}): A {a}, B {b}, C_mid {c_mid}, "
+                      f"R^2 {r2}", shape_line(recipe, curve_shape(fit, rungs))]
     return ["", *lines] if lines else []
 
 

@@ -9,7 +9,8 @@ finished points, and a point trained under other settings stops the run. The stu
     perf(C) = R0 + (A - R0) / (1 + (C_mid / C) ** B)
 
 per recipe, with R0 the starting model's score (``model``, before any rung trains it), to the
-means over seeds, and reports A, B, C_mid with 95% intervals, and R^2; for a
+means over seeds, and reports A, B, C_mid with 95% intervals, R^2, and whether the curve is
+sigmoid-like by a stated test (``curve_shape``); for a
 data-efficiency ladder it also reports the smallest n at which RL matches SFT's best.
 """
 
@@ -216,16 +217,83 @@ def parameter_intervals(xs, ys, r0: float, estimates: dict[str, float]) -> dict[
 
     dof = len(xs) - len(estimates)
     jacobian = sigmoid_jacobian(xs, r0, *estimates.values())
-    on_bound = any(math.isclose(value, low, rel_tol=1e-3) or math.isclose(value, high, rel_tol=1e-3)
-                   for value, low, high in zip(estimates.values(), *FIT_BOUNDS))
     _, singular, right = np.linalg.svd(jacobian, full_matrices=False)
     # past a condition number of 1e8, (J^T J)^-1 (condition 1e16) is rounding noise in float64
-    if dof < 1 or on_bound or singular[-1] <= MAX_JACOBIAN_CONDITION ** -1 * singular[0]:
+    if dof < 1 or on_bound(estimates) or singular[-1] <= MAX_JACOBIAN_CONDITION ** -1 * singular[0]:
         return {name: None for name in estimates}
     residuals = np.asarray(ys, dtype=float) - sigmoid_curve(xs, r0, *estimates.values())
     covariance = float(residuals @ residuals) / dof * (right.T / singular**2) @ right
     half = float(t.ppf(0.975, dof)) * np.sqrt(np.clip(np.diag(covariance), 0.0, None))
     return {name: [value - h, value + h] for (name, value), h in zip(estimates.items(), half.tolist())}
+
+
+def on_bound(estimates: dict[str, float]) -> str | None:
+    """The first of A, B, C_mid that sits on its fitting bound (within 0.1%), or None."""
+    for (name, value), low, high in zip(estimates.items(), *FIT_BOUNDS):
+        if math.isclose(value, low, rel_tol=1e-3) or math.isclose(value, high, rel_tol=1e-3):
+            return name
+    return None
+
+
+SIGMOID_MIN_R2 = 0.8  # the rule for one seed per rung, where no replicate spread can judge the fit
+LACK_OF_FIT_ALPHA = 0.05
+
+
+def lack_of_fit(fit: dict[str, Any], rungs: Sequence[tuple[float, Sequence[float]]]) -> dict[str, Any] | None:
+    """F test of the curve against the seeds' spread within rungs: F = (SS_lof / (k - 3)) /
+    (SS_pe / (N - k)), SS_lof = sum over rungs of n_i (mean_i - curve_i)^2, SS_pe = sum of
+    (score - mean_i)^2, for k rungs and N scores. None without a degree of freedom on either
+    side (one seed per rung, or 3 rungs) or with seeds that agree exactly."""
+    import numpy as np
+    from scipy.stats import f
+
+    counts = np.array([len(scores) for _, scores in rungs], dtype=float)
+    means = np.array([statistics.fmean(scores) for _, scores in rungs])
+    dof_lof, dof_pe = len(rungs) - 3, int(counts.sum()) - len(rungs)
+    pure_error = sum(float(((np.asarray(scores) - m) ** 2).sum()) for (_, scores), m in zip(rungs, means))
+    if dof_lof < 1 or dof_pe < 1 or pure_error == 0.0:
+        return None
+    curve = sigmoid_curve([x for x, _ in rungs], fit["R0"], fit["A"], fit["B"], fit["C_mid"])
+    lof = float((counts * (means - curve) ** 2).sum())
+    statistic = (lof / dof_lof) / (pure_error / dof_pe)
+    return {"F": statistic, "p": float(f.sf(statistic, dof_lof, dof_pe)), "dof": [dof_lof, dof_pe]}
+
+
+def curve_shape(fit: dict[str, Any] | None, rungs: Sequence[tuple[float, Sequence[float]]]) -> dict[str, Any]:
+    """Is the ladder sigmoid-like? ``sigmoid_like`` True / False / None (undecided) and ``why``.
+
+    Sigmoid-like means: every estimate inside its bounds, a rise (A's 95% interval above R0),
+    and rung means that stay within the seeds' spread of the curve (lack-of-fit p >= 0.05);
+    with one seed per rung, R^2 >= 0.8 stands in for the last test."""
+    if not fit:
+        return {"sigmoid_like": None, "why": "no fit (under 3 rungs, or it did not converge)"}
+    stuck = on_bound({k: fit[k] for k in ("A", "B", "C_mid")})
+    if stuck:
+        return {"sigmoid_like": False, "why": f"{stuck} sits on its fitting bound ({fit[stuck]:.4g}): no inner optimum"}
+    if fit["A"] <= fit["R0"]:
+        return {"sigmoid_like": False, "why": f"no rise: the plateau A {fit['A']:.3f} is not above R0 {fit['R0']:.3f}"}
+    a_ci = (fit.get("ci95") or {}).get("A")
+    if a_ci is None:
+        return {"sigmoid_like": None, "why": "undecided: the fit's intervals are undefined (too few rungs, or a "
+                                             "Jacobian of rank < 3)"}
+    if a_ci[0] <= fit["R0"]:
+        return {"sigmoid_like": False, "why": f"no rise beyond noise: A's interval [{a_ci[0]:.3f}, {a_ci[1]:.3f}] "
+                                              f"reaches R0 {fit['R0']:.3f}"}
+    test = lack_of_fit(fit, rungs)
+    if test is None:
+        ok = fit["R2"] >= SIGMOID_MIN_R2
+        return {"sigmoid_like": ok, "why": f"one seed per rung, judged by R^2 {fit['R2']:.2f} "
+                                           f"{'>=' if ok else '<'} {SIGMOID_MIN_R2}"}
+    ok = test["p"] >= LACK_OF_FIT_ALPHA
+    return {"sigmoid_like": ok, "lack_of_fit": test,
+            "why": (f"rises to A {fit['A']:.3f} [{a_ci[0]:.3f}, {a_ci[1]:.3f}] and the rung means "
+                    + ("stay" if ok else "do not stay") + " within the seeds' spread of the curve "
+                    f"(lack-of-fit F {test['F']:.2f}, p {test['p']:.2g}, dof {test['dof'][0]}/{test['dof'][1]})")}
+
+
+def shape_line(recipe: str, shape: dict[str, Any]) -> str:
+    verdict = {True: "yes", False: "no", None: "undecided"}[shape["sigmoid_like"]]
+    return f"{recipe} sigmoid-like? {verdict}: {shape['why']}"
 
 
 def fit_cells(fit: dict[str, Any] | None) -> list[str]:
@@ -500,7 +568,7 @@ class ModerationStudy:
             "points": {recipe: [{"value": v, "score": statistics.fmean(scores), "scores": scores,
                                  "ci95": t_interval(scores), "budget": self.budget(recipe, v)} for v, scores in pts]
                        for recipe, pts in points.items()},
-            "fits": fits}
+            "fits": fits, "shapes": {recipe: curve_shape(fits[recipe], pts) for recipe, pts in points.items()}}
         if "rl" in means and "sft" in means:
             sft_best = max(s for _, s in means["sft"])
             report["sft_best"] = sft_best
@@ -534,6 +602,7 @@ class ModerationStudy:
             for recipe, pts in report["points"].items()) + "."]
         lines.append(f"Fit to the means of the {len(p.values)} rungs; brackets: Wald 95% intervals with "
                      f"{len(p.values) - 3} residual degree(s) of freedom, undefined on a flat ladder or at a bound.")
+        lines += [shape_line(recipe, shape) + "." for recipe, shape in report.get("shapes", {}).items()]
         if report.get("passes") is not None:
             lines.append(f"Both recipes see each of the n examples {report['passes']:g} time(s) per rung.")
         if report.get("from_ledger"):

@@ -40,7 +40,7 @@ def test_progress_lists_finished_points_with_means_intervals_and_paired_differen
 def test_fit_lines_fit_the_means_of_the_seeds_done_once_four_rungs_started():
     from study_progress import fit_lines
 
-    from reasonrl.moderation_plugins.study import StudyParams, fit_cells, fit_sigmoid
+    from reasonrl.moderation_plugins.study import StudyParams, curve_shape, fit_cells, fit_sigmoid, shape_line
 
     params = StudyParams.model_validate({"dataset": {"name": "harmful_response"}, "values": [16, 32, 64, 128, 512],
                                          "recipes": ["sft", "rl"], "seeds": [0, 1]})
@@ -48,8 +48,13 @@ def test_fit_lines_fit_the_means_of_the_seeds_done_once_four_rungs_started():
               ("sft", 128, 1): 0.74, ("rl", 16, 0): 0.5, ("rl", 32, 0): 0.6, ("rl", 64, 1): 0.65}
     lines = fit_lines(params, scores, base=0.4)
     # sft: 4 rungs, the mean of the two seeds at 16; rl has only 3 rungs started: no fit yet
-    a, b, c_mid, r2 = fit_cells(fit_sigmoid([16, 32, 64, 128], [0.5, 0.6, 0.7, 0.74], 0.4))
-    assert lines == ["", f"sft fit so far (4 rungs, R0 0.4000): A {a}, B {b}, C_mid {c_mid}, R^2 {r2}"]
+    fit = fit_sigmoid([16, 32, 64, 128], [0.5, 0.6, 0.7, 0.74], 0.4)
+    a, b, c_mid, r2 = fit_cells(fit)
+    # the shape test sees each seed: the two at 16 give the spread the lack-of-fit test needs
+    shape = curve_shape(fit, [(16, [0.45, 0.55]), (32, [0.6]), (64, [0.7]), (128, [0.74])])
+    assert "lack_of_fit" in shape
+    assert lines == ["", f"sft fit so far (4 rungs, R0 0.4000): A {a}, B {b}, C_mid {c_mid}, R^2 {r2}",
+                     shape_line("sft", shape)]
     assert fit_lines(params, {("rl", 16, 0): 0.5}, base=0.4) == []
 
 

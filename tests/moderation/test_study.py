@@ -82,6 +82,59 @@ def test_fit_cells_print_intervals_and_undefined():
     assert fit_cells(None) == ["-"] * 4
 
 
+def test_lack_of_fit_splits_the_residuals_into_curve_and_seed_spread_by_hand():
+    import numpy as np
+    from scipy.special import betainc
+
+    from reasonrl.moderation_plugins.study import lack_of_fit
+
+    rungs = [(2, [0.52, 0.50]), (4, [0.61, 0.66, 0.63]), (8, [0.70, 0.74, 0.69]), (16, [0.80, 0.76, 0.77]),
+             (32, [0.78, 0.79, 0.81])]
+    fit = fit_sigmoid([x for x, _ in rungs], [np.mean(s) for _, s in rungs], r0=0.4)
+    test = lack_of_fit(fit, rungs)
+    # every score's residual from the curve = its seed spread + its rung mean's distance from the curve
+    curve = {x: sigmoid_curve([x], 0.4, fit["A"], fit["B"], fit["C_mid"])[0] for x, _ in rungs}
+    everything = sum((y - curve[x]) ** 2 for x, s in rungs for y in s)
+    spread = sum((y - sum(s) / len(s)) ** 2 for _, s in rungs for y in s)
+    d1, d2 = 5 - 3, 14 - 5
+    f_by_hand = ((everything - spread) / d1) / (spread / d2)
+    assert test["dof"] == [d1, d2] and test["F"] == pytest.approx(f_by_hand, rel=1e-9)
+    # upper tail of F(d1, d2) through the regularised incomplete beta function
+    assert test["p"] == pytest.approx(betainc(d2 / 2, d1 / 2, d2 / (d2 + d1 * f_by_hand)), rel=1e-9)
+    assert lack_of_fit(fit, [(x, [np.mean(s)]) for x, s in rungs]) is None  # one seed: no spread to test by
+    assert lack_of_fit(fit, rungs[:3]) is None  # 3 rungs, 3 parameters
+
+
+def test_curve_shape_says_sigmoid_like_only_for_an_inner_rise_within_the_seed_spread():
+    import numpy as np
+
+    from reasonrl.moderation_plugins.study import curve_shape
+
+    xs, rng = [2, 4, 8, 16, 32, 64], np.random.default_rng(0)
+
+    def shape(means, spread):
+        rungs = [(x, [m + e for e in spread]) for x, m in zip(xs, means)]
+        return curve_shape(fit_sigmoid(xs, [np.mean(s) for _, s in rungs], 0.4), rungs)
+
+    sigmoid = sigmoid_curve(xs, 0.4, 0.8, 1.5, 10)
+    noisy = [(x, list(t + rng.normal(0, 0.01, 3))) for x, t in zip(xs, sigmoid)]
+    good = curve_shape(fit_sigmoid(xs, [np.mean(s) for _, s in noisy], 0.4), noisy)
+    assert good["sigmoid_like"] is True and good["lack_of_fit"]["p"] >= 0.05
+    # a rise, a dip at 16, back up: seeds 0.01 apart cannot explain a 0.17 dip
+    dip = shape([0.5, 0.7, 0.78, 0.6, 0.8, 0.79], [-0.01, 0.0, 0.01])
+    assert dip["sigmoid_like"] is False and dip["lack_of_fit"]["p"] < 1e-6 and "do not stay" in dip["why"]
+    peaked = shape([0.45, 0.6, 0.75, 0.6, 0.45, 0.44], [-0.005, 0.0, 0.005])
+    assert peaked["sigmoid_like"] is False and peaked["why"].startswith("B sits on its fitting bound")
+    flat = shape([0.41, 0.39, 0.43, 0.40, 0.42, 0.41], [-0.05, 0.0, 0.05])
+    assert flat["sigmoid_like"] is False and flat["why"].startswith("no rise beyond noise")
+    falling = curve_shape(fit_sigmoid([16, 32, 64, 128, 512], [0.4291, 0.4861, 0.4224, 0.4242, 0.3574], 0.4192),
+                          [(x, [m]) for x, m in zip([16, 32, 64, 128, 512], [0.4291, 0.4861, 0.4224, 0.4242, 0.3574])])
+    assert falling["sigmoid_like"] is False and falling["why"].startswith("A sits on its fitting bound")
+    one_seed = curve_shape(fit_sigmoid(xs, list(sigmoid), 0.4), [(x, [t]) for x, t in zip(xs, sigmoid)])
+    assert one_seed["sigmoid_like"] is True and "judged by R^2 1.00 >= 0.8" in one_seed["why"]
+    assert curve_shape(None, [])["sigmoid_like"] is None
+
+
 def test_smallest_matching_rung():
     points = [(32, 0.61), (64, 0.70), (128, 0.74)]
     assert smallest_matching(points, target=0.705, tolerance=0.01) == 64
@@ -102,6 +155,11 @@ def test_study_runs_children_resumes_and_reports(tmp_path):
     assert [p["value"] for p in report["points"]["rl"]] == [2, 4, 8] and set(report["points"]) == {"rl", "sft"}
     assert 0.0 <= report["untrained"] <= 1.0 and "sft_best" in summary
     assert (folder / "study.png").stat().st_size > 0 and "| rl |" in (folder / "report.md").read_text()
+    # each recipe's curve gets a verdict with its reason, in the json and in the markdown
+    for recipe, shape in report["shapes"].items():
+        verdict = {True: "yes", False: "no", None: "undecided"}[shape["sigmoid_like"]]
+        assert f"{recipe} sigmoid-like? {verdict}: {shape['why']}." in (folder / "report.md").read_text()
+    assert set(report["shapes"]) == {"rl", "sft"}
     assert (folder / "sft_examples4" / "model" / "config.json").exists()
     # resuming: a finished point is read back, not retrained
     point = folder / "rl_examples8" / "point.json"
