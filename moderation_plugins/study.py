@@ -262,9 +262,10 @@ def lack_of_fit(fit: dict[str, Any], rungs: Sequence[tuple[float, Sequence[float
 def curve_shape(fit: dict[str, Any] | None, rungs: Sequence[tuple[float, Sequence[float]]]) -> dict[str, Any]:
     """Is the ladder sigmoid-like? ``sigmoid_like`` True / False / None (undecided) and ``why``.
 
-    Sigmoid-like means: every estimate inside its bounds, a rise (A's 95% interval above R0),
-    and rung means that stay within the seeds' spread of the curve (lack-of-fit p >= 0.05);
-    with one seed per rung, R^2 >= 0.8 stands in for the last test."""
+    Sigmoid-like means: every estimate inside its bounds, a rise (A's 95% interval above R0)
+    whose midpoint lies within the ladder, and rung means that stay within the seeds' spread of
+    the curve (lack-of-fit p >= 0.05); with one seed per rung, R^2 >= 0.8 stands in for the
+    last test. Undecided when the rungs do not bracket the midpoint or the intervals are undefined."""
     if not fit:
         return {"sigmoid_like": None, "why": "no fit (under 3 rungs, or it did not converge)"}
     stuck = on_bound({k: fit[k] for k in ("A", "B", "C_mid")})
@@ -272,10 +273,14 @@ def curve_shape(fit: dict[str, Any] | None, rungs: Sequence[tuple[float, Sequenc
         return {"sigmoid_like": False, "why": f"{stuck} sits on its fitting bound ({fit[stuck]:.4g}): no inner optimum"}
     if fit["A"] <= fit["R0"]:
         return {"sigmoid_like": False, "why": f"no rise: the plateau A {fit['A']:.3f} is not above R0 {fit['R0']:.3f}"}
+    xs = [x for x, _ in rungs]
+    if not min(xs) <= fit["C_mid"] <= max(xs):
+        return {"sigmoid_like": None, "why": f"the midpoint C_mid {fit['C_mid']:.3g} lies outside the ladder "
+                                             f"({min(xs):g}-{max(xs):g}): the rungs do not bracket the rise"}
     a_ci = (fit.get("ci95") or {}).get("A")
     if a_ci is None:
-        return {"sigmoid_like": None, "why": "undecided: the fit's intervals are undefined (too few rungs, or a "
-                                             "Jacobian of rank < 3)"}
+        return {"sigmoid_like": None, "why": "the fit's intervals are undefined (too few rungs, or a Jacobian of "
+                                             "rank < 3)"}
     if a_ci[0] <= fit["R0"]:
         return {"sigmoid_like": False, "why": f"no rise beyond noise: A's interval [{a_ci[0]:.3f}, {a_ci[1]:.3f}] "
                                               f"reaches R0 {fit['R0']:.3f}"}

@@ -133,6 +133,11 @@ def test_curve_shape_says_sigmoid_like_only_for_an_inner_rise_within_the_seed_sp
     one_seed = curve_shape(fit_sigmoid(xs, list(sigmoid), 0.4), [(x, [t]) for x, t in zip(xs, sigmoid)])
     assert one_seed["sigmoid_like"] is True and "judged by R^2 1.00 >= 0.8" in one_seed["why"]
     assert curve_shape(None, [])["sigmoid_like"] is None
+    # the steps ladder's first two seeds: the rise ends before the first rung (C_mid far below 2 steps)
+    steps = [(2, [0.5052, 0.5862]), (4, [0.5494, 0.5593]), (8, [0.5854, 0.3606]), (16, [0.5256, 0.3512]),
+             (32, [0.5630, 0.3512])]
+    early = curve_shape(fit_sigmoid([x for x, _ in steps], [np.mean(s) for _, s in steps], 0.4192), steps)
+    assert early["sigmoid_like"] is None and "do not bracket the rise" in early["why"]
 
 
 def test_smallest_matching_rung():
