@@ -262,8 +262,8 @@ def lack_of_fit(fit: dict[str, Any], rungs: Sequence[tuple[float, Sequence[float
 def curve_shape(fit: dict[str, Any] | None, rungs: Sequence[tuple[float, Sequence[float]]]) -> dict[str, Any]:
     """Is the ladder sigmoid-like? ``sigmoid_like`` True / False / None (undecided) and ``why``.
 
-    Sigmoid-like means: every estimate inside its bounds, a rise (A's 95% interval above R0)
-    whose midpoint lies within the ladder, and rung means that stay within the seeds' spread of
+    Sigmoid-like means: every estimate inside its bounds, a rise (some rung's t-interval over
+    seeds and A's 95% interval above R0) whose midpoint lies within the ladder, and rung means that stay within the seeds' spread of
     the curve (lack-of-fit p >= 0.05); with one seed per rung, R^2 >= 0.8 stands in for the
     last test. Undecided when the rungs do not bracket the midpoint or the intervals are undefined."""
     if not fit:
@@ -273,6 +273,10 @@ def curve_shape(fit: dict[str, Any] | None, rungs: Sequence[tuple[float, Sequenc
         return {"sigmoid_like": False, "why": f"{stuck} sits on its fitting bound ({fit[stuck]:.4g}): no inner optimum"}
     if fit["A"] <= fit["R0"]:
         return {"sigmoid_like": False, "why": f"no rise: the plateau A {fit['A']:.3f} is not above R0 {fit['R0']:.3f}"}
+    intervals = [ci for ci in (t_interval(scores) for _, scores in rungs) if ci is not None]
+    if intervals and all(low <= fit["R0"] <= high for low, high in intervals):
+        return {"sigmoid_like": False, "why": f"no rise beyond noise: every rung's 95% t-interval over seeds "
+                                              f"contains R0 {fit['R0']:.3f}"}
     xs = [x for x, _ in rungs]
     if not min(xs) <= fit["C_mid"] <= max(xs):
         return {"sigmoid_like": None, "why": f"the midpoint C_mid {fit['C_mid']:.3g} lies outside the ladder "

@@ -45,13 +45,13 @@ def test_fit_lines_fit_the_means_of_the_seeds_done_once_four_rungs_started():
     params = StudyParams.model_validate({"dataset": {"name": "harmful_response"}, "values": [16, 32, 64, 128, 512],
                                          "recipes": ["sft", "rl"], "seeds": [0, 1]})
     scores = {("sft", 16, 0): 0.45, ("sft", 16, 1): 0.55, ("sft", 32, 0): 0.6, ("sft", 64, 0): 0.7,
-              ("sft", 128, 1): 0.74, ("rl", 16, 0): 0.5, ("rl", 32, 0): 0.6, ("rl", 64, 1): 0.65}
+              ("sft", 128, 0): 0.73, ("sft", 128, 1): 0.75, ("rl", 16, 0): 0.5, ("rl", 32, 0): 0.6, ("rl", 64, 1): 0.65}
     lines = fit_lines(params, scores, base=0.4)
-    # sft: 4 rungs, the mean of the two seeds at 16; rl has only 3 rungs started: no fit yet
+    # sft: 4 rungs, the means of the two seeds at 16 and 128; rl has only 3 rungs started: no fit yet
     fit = fit_sigmoid([16, 32, 64, 128], [0.5, 0.6, 0.7, 0.74], 0.4)
     a, b, c_mid, r2 = fit_cells(fit)
-    # the shape test sees each seed: the two at 16 give the spread the lack-of-fit test needs
-    shape = curve_shape(fit, [(16, [0.45, 0.55]), (32, [0.6]), (64, [0.7]), (128, [0.74])])
+    # the shape test sees each seed: the pairs give the spread the lack-of-fit test needs
+    shape = curve_shape(fit, [(16, [0.45, 0.55]), (32, [0.6]), (64, [0.7]), (128, [0.73, 0.75])])
     assert "lack_of_fit" in shape
     assert lines == ["", f"sft fit so far (4 rungs, R0 0.4000): A {a}, B {b}, C_mid {c_mid}, R^2 {r2}",
                      shape_line("sft", shape)]

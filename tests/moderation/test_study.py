@@ -133,7 +133,12 @@ def test_curve_shape_says_sigmoid_like_only_for_an_inner_rise_within_the_seed_sp
     one_seed = curve_shape(fit_sigmoid(xs, list(sigmoid), 0.4), [(x, [t]) for x, t in zip(xs, sigmoid)])
     assert one_seed["sigmoid_like"] is True and "judged by R^2 1.00 >= 0.8" in one_seed["why"]
     assert curve_shape(None, [])["sigmoid_like"] is None
-    # the steps ladder's first two seeds: the rise ends before the first rung (C_mid far below 2 steps)
+    # the steps ladder's three seeds: no rung's mean is told apart from the warm start's 0.4192
+    three = [(2, [0.5052, 0.5862, 0.4661]), (4, [0.5494, 0.5593, 0.4608]), (8, [0.5854, 0.3606, 0.3729]),
+             (16, [0.5256, 0.3512, 0.4931]), (32, [0.5630, 0.3512, 0.4552])]
+    none = curve_shape(fit_sigmoid([x for x, _ in three], [np.mean(s) for _, s in three], 0.4192), three)
+    assert none["sigmoid_like"] is False and "every rung's 95% t-interval over seeds contains R0" in none["why"]
+    # its first two seeds: the rise ends before the first rung (C_mid far below 2 steps)
     steps = [(2, [0.5052, 0.5862]), (4, [0.5494, 0.5593]), (8, [0.5854, 0.3606]), (16, [0.5256, 0.3512]),
              (32, [0.5630, 0.3512])]
     early = curve_shape(fit_sigmoid([x for x, _ in steps], [np.mean(s) for _, s in steps], 0.4192), steps)
