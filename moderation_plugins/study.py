@@ -263,9 +263,10 @@ def curve_shape(fit: dict[str, Any] | None, rungs: Sequence[tuple[float, Sequenc
     """Is the ladder sigmoid-like? ``sigmoid_like`` True / False / None (undecided) and ``why``.
 
     Sigmoid-like means: every estimate inside its bounds, a rise (some rung's t-interval over
-    seeds and A's 95% interval above R0) whose midpoint lies within the ladder, and rung means that stay within the seeds' spread of
-    the curve (lack-of-fit p >= 0.05); with one seed per rung, R^2 >= 0.8 stands in for the
-    last test. Undecided when the rungs do not bracket the midpoint or the intervals are undefined."""
+    seeds and A's 95% interval above R0) whose midpoint lies within the ladder, and rung means
+    that stay within the seeds' spread of the curve (lack-of-fit p >= 0.05); with no seed
+    spread (one seed per rung), R^2 >= 0.8 stands in for the last test. Undecided when the
+    rungs do not bracket the midpoint or the intervals are undefined."""
     if not fit:
         return {"sigmoid_like": None, "why": "no fit (under 3 rungs, or it did not converge)"}
     stuck = on_bound({k: fit[k] for k in ("A", "B", "C_mid")})
@@ -291,7 +292,7 @@ def curve_shape(fit: dict[str, Any] | None, rungs: Sequence[tuple[float, Sequenc
     test = lack_of_fit(fit, rungs)
     if test is None:
         ok = fit["R2"] >= SIGMOID_MIN_R2
-        return {"sigmoid_like": ok, "why": f"one seed per rung, judged by R^2 {fit['R2']:.2f} "
+        return {"sigmoid_like": ok, "why": f"no seed spread to test against, judged by R^2 {fit['R2']:.2f} "
                                            f"{'>=' if ok else '<'} {SIGMOID_MIN_R2}"}
     ok = test["p"] >= LACK_OF_FIT_ALPHA
     return {"sigmoid_like": ok, "lack_of_fit": test,
