@@ -3,7 +3,8 @@
 A study writes its report when every point is done; a long ladder (hours on CPU, over
 several sittings) has finished points long before that. This prints them as a table: per
 recipe and rung, the seeds done, their scores, the mean and a 95% t-interval, and the
-RL - SFT difference per seed where both are done, and the study's sigmoid fit to the means
+RL - SFT difference per seed where both are done (with its mean per rung and over every pair,
+and a Wilcoxon signed-rank p), and the study's sigmoid fit to the means
 so far (with 95% parameter intervals) for each recipe with at least 4 rungs started, and
 whether that curve is sigmoid-like by the study's test.
 
@@ -116,8 +117,28 @@ def progress_table(source: Path, stage_id: str, metric: str | None = None) -> st
              if ("rl", value, seed) in scores and ("sft", value, seed) in scores]
     if pairs:
         lines += ["", "RL - SFT, same rung and seed: " + "; ".join(f"{params.axis} {v} seed {s}: {d:+.4f}"
-                                                                  for v, s, d in pairs)]
+                                                                  for v, s, d in pairs), *paired_summary(params, pairs)]
     return "\n".join(lines)
+
+
+def paired_summary(params: StudyParams, pairs: list[tuple[int, int, float]]) -> list[str]:
+    """The RL - SFT differences per rung and over every pair: mean [95% t-interval], and the
+    Wilcoxon signed-rank p over every pair (exact for small counts)."""
+    from scipy.stats import wilcoxon
+
+    def summary(diffs: list[float]) -> str:
+        ci = t_interval(diffs)
+        return f"{statistics.fmean(diffs):+.4f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "") + \
+            f" ({len(diffs)} pair{'s' if len(diffs) > 1 else ''})"
+
+    rungs = [v for v in params.values if any(value == v for value, _, _ in pairs)]
+    diffs = [d for _, _, d in pairs]
+    lines = ["RL - SFT mean per rung [95% t-interval]: " + "; ".join(
+        f"{params.axis} {v}: {summary([d for value, _, d in pairs if value == v])}" for v in rungs)]
+    overall = f"RL - SFT over every pair: {summary(diffs)}"
+    if any(diffs):
+        overall += f", Wilcoxon signed-rank p {wilcoxon(diffs).pvalue:.3g}"
+    return [lines[0], overall]
 
 
 def fit_lines(params: StudyParams, scores: dict[tuple[str, int, int], float], base: float) -> list[str]:

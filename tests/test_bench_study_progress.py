@@ -33,6 +33,9 @@ def test_progress_lists_finished_points_with_means_intervals_and_paired_differen
     assert "| rl | 32 | 1 of 3 | 0.6200 | 0.6200 |" in text
     assert "examples 16 seed 0: +0.0500; examples 16 seed 1: -0.0200" in text
     assert "seed 2" not in text.split("RL - SFT")[1]  # rl has no seed 2 at 16 yet
+    # +0.05 and -0.02: mean 0.015, sd 0.0495, t(0.975, 1) = 12.706 -> +- 0.4447; signed ranks 2 and 1 -> p 1
+    assert "RL - SFT mean per rung [95% t-interval]: examples 16: +0.0150 [-0.430, +0.460] (2 pairs)" in text
+    assert "RL - SFT over every pair: +0.0150 [-0.430, +0.460] (2 pairs), Wilcoxon signed-rank p 1" in text
     assert "| rl | 16 | 2 of 3 | 0.5500, 0.5800 | 0.5650 [" in progress_table(tmp_path, "ladder")
     assert "| rl | 32 | 1 of 3 | 0.3100 | 0.3100 |" in progress_table(tmp_path, "ladder", "accuracy")
 
