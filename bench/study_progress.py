@@ -131,14 +131,15 @@ def paired_summary(params: StudyParams, pairs: list[tuple[int, int, float]]) -> 
         return f"{statistics.fmean(diffs):+.4f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "") + \
             f" ({len(diffs)} pair{'s' if len(diffs) > 1 else ''})"
 
-    rungs = [v for v in params.values if any(value == v for value, _, _ in pairs)]
+    by_rung: dict[int, list[float]] = {}
+    for value, _, d in pairs:
+        by_rung.setdefault(value, []).append(d)
     diffs = [d for _, _, d in pairs]
-    lines = ["RL - SFT mean per rung [95% t-interval]: " + "; ".join(
-        f"{params.axis} {v}: {summary([d for value, _, d in pairs if value == v])}" for v in rungs)]
     overall = f"RL - SFT over every pair: {summary(diffs)}"
     if any(diffs):
         overall += f", Wilcoxon signed-rank p {wilcoxon(diffs).pvalue:.3g}"
-    return [lines[0], overall]
+    return ["RL - SFT mean per rung [95% t-interval]: " + "; ".join(
+        f"{params.axis} {v}: {summary(d)}" for v, d in by_rung.items()), overall]
 
 
 def fit_lines(params: StudyParams, scores: dict[tuple[str, int, int], float], base: float) -> list[str]:
