@@ -22,6 +22,8 @@ import re
 from functools import lru_cache
 from typing import Sequence
 
+from pydantic import Field
+
 from reasonrl.core.registry import Params
 from reasonrl.plugins.rollout import Excluding
 
@@ -244,3 +246,151 @@ class SIDTrie:
         rule = SIDConstraint(tokenizer, example["candidates"], prompt_sids(example.get("prompt", "")))
         rule.close_at_budget = self.params.close_at_budget
         return rule
+
+
+INDEX_CLOSE_EXPLANATION = '", "recommendations": ['
+INDEX_ANSWER_OPEN = '{"explanation": "", "recommendations": ['
+INDEX_KEY_REST = '": ['
+LIST_CHARS = frozenset("0123456789, ]}")
+
+
+@lru_cache(maxsize=8)
+def list_tokens(tokenizer) -> tuple[tuple[int, str], ...]:
+    """(id, text) of the tokens an index list can be written with."""
+    return tuple((i, t) for i, t in enumerate(token_texts(tokenizer)) if t and set(t) <= LIST_CHARS)
+
+
+class NumberList:
+    """Reads ``3, 1, 10]}`` character by character: distinct numbers in 1..size, at most
+    ``max_items`` of them, ``, `` between, ``]}`` at the end; ``feed`` says whether a text keeps
+    it a prefix of such a list."""
+
+    def __init__(self, size: int, max_items: int) -> None:
+        self.size, self.max_items = size, max_items
+        self.listed: tuple[int, ...] = ()
+        self.number, self.state = "", "digit"
+
+    def _fits(self, digits: str) -> bool:
+        return any(str(n).startswith(digits) for n in range(1, self.size + 1) if n not in self.listed)
+
+    def _complete(self) -> bool:
+        return self.number.isdigit() and 1 <= int(self.number) <= self.size and int(self.number) not in self.listed
+
+    def _step(self, char: str) -> bool:
+        if self.state in ("digit", "number") and char.isdigit():
+            if not self._fits(self.number + char) or (self.number == "" and char == "0"):
+                return False
+            self.number, self.state = self.number + char, "number"
+        elif self.state == "number" and char in ",]" and self._complete():
+            if char == "," and len(self.listed) + 1 >= self.max_items:
+                return False
+            self.listed, self.number = self.listed + (int(self.number),), ""
+            self.state = "space" if char == "," else "brace"
+        elif (self.state, char) in (("space", " "), ("brace", "}")):
+            self.state = "digit" if char == " " else "done"
+        else:
+            return False
+        return True
+
+    def feed(self, text: str) -> bool:
+        for char in text:
+            if not self._step(char):
+                return False
+        return True
+
+    def copy(self) -> "NumberList":
+        return copy.copy(self)
+
+
+class IndexConstraint:
+    """The ``index_list`` rule for one example: free reasoning that may not end the answer early
+    nor break the explanation string; once the ``"recommendations`` key is written, only a list
+    of distinct candidate numbers and its close; end-of-sequence after it. With a budget
+    (``set_budget``) it keeps room to write the whole list and closes a reasoning that would
+    leave less."""
+
+    def __init__(self, tokenizer, size: int, max_items: int, close_at_budget: bool = True) -> None:
+        self.tokenizer, self.eos = tokenizer, tokenizer.eos_token_id
+        self.numbers = NumberList(size, max_items)
+        self.close_at_budget, self.budget, self.written = close_at_budget, None, 0
+        self.tail, self.explaining = "", False
+        self.literal: str | None = None  # punctuation still to write before the list
+        self.in_answer = False
+        self.forced = False
+
+    def __deepcopy__(self, memo):
+        clone = copy.copy(self)
+        clone.numbers = self.numbers.copy()
+        return clone
+
+    def answer_room(self) -> int:
+        return len(INDEX_ANSWER_OPEN) + self.numbers.max_items * (len(str(self.numbers.size)) + 2) + 3
+
+    def set_budget(self, max_new_tokens: int) -> None:
+        if self.close_at_budget:
+            self.budget = max_new_tokens
+            self._close_if_out_of_room()
+
+    def _close_if_out_of_room(self) -> None:
+        if self.budget is None or self.in_answer or self.budget - self.written > self.answer_room():
+            return
+        self.forced, self.in_answer = True, True
+        self.literal = INDEX_CLOSE_EXPLANATION if self.explaining else INDEX_ANSWER_OPEN
+
+    def allowed(self) -> list[int] | Excluding | None:
+        if not self.in_answer:
+            return Excluding(string_breakers(self.tokenizer) + (self.eos,) if self.explaining else (self.eos,))
+        if self.literal is None:
+            return None
+        if self.literal:
+            return prefix_tokens(self.tokenizer, self.literal) or None
+        if self.numbers.state == "done":
+            return [self.eos]
+        return [i for i, text in list_tokens(self.tokenizer) if self.numbers.copy().feed(text)] or None
+
+    def advance(self, token: int) -> None:
+        self.written += 1
+        texts = token_texts(self.tokenizer)
+        text = texts[token] if token < len(texts) else ""
+        if not self.in_answer:
+            self._advance_free(text)
+        elif self.literal:
+            self.literal = self.literal[len(text):] if self.literal.startswith(text) and text else None
+        elif self.literal == "" and not self.numbers.feed(text):
+            self.literal = None  # left the list's shape (possible only unconstrained): the parser reports it
+        self._close_if_out_of_room()
+
+    def _advance_free(self, text: str) -> None:
+        self.tail = (self.tail + text)[-40:]
+        if EXPLANATION_OPEN in self.tail:
+            self.tail, self.explaining = self.tail.rsplit(EXPLANATION_OPEN, 1)[1], True
+        if SIDConstraint.ANSWER_KEY in self.tail:
+            self._enter_list(INDEX_KEY_REST, self.tail.rsplit(SIDConstraint.ANSWER_KEY, 1)[1])
+        elif self.explaining and '"' in self.tail:
+            self._enter_list(INDEX_CLOSE_EXPLANATION, self.tail[self.tail.index('"'):])
+
+    def _enter_list(self, expected: str, written: str) -> None:
+        self.in_answer = True
+        if expected.startswith(written):
+            self.literal = expected[len(written):]
+        elif written.startswith(expected) and self.numbers.feed(written[len(expected):]):
+            self.literal = ""
+        else:
+            self.literal = None
+
+
+class IndexListParams(Params):
+    max_items: int | None = Field(None, gt=0, description="the most numbers an answer may list (default: all)")
+    close_at_budget: bool = Field(False, description="keep room for the list and close a reasoning that would "
+                                  "leave less (evaluation and inference; off for RL rollouts, as for sid_trie)")
+
+
+class IndexList:
+    """The ``index_list`` decoding constraint: an :class:`IndexConstraint` per example."""
+
+    def __init__(self, params: IndexListParams | None = None) -> None:
+        self.params = params or IndexListParams()
+
+    def for_example(self, tokenizer, example) -> IndexConstraint:
+        size = len(example["candidates"])
+        return IndexConstraint(tokenizer, size, min(self.params.max_items or size, size), self.params.close_at_budget)

@@ -49,6 +49,26 @@ class Interactions:
     items: dict[str, Item]
     sequences: dict[str, list[str]]  # user -> items in time order
     stats: dict[str, int] = field(default_factory=dict)
+    times: dict[str, list[float]] = field(default_factory=dict)  # user -> the sequence's timestamps
+
+    def k_core(self, k: int = 5) -> "Interactions":
+        """The k-core of the sequences (see :func:`k_core`), their timestamps kept alongside."""
+        sequences = k_core(self.sequences, k)
+        times = {}
+        for user, kept in sequences.items():
+            stamps = self.times.get(user) or [float(i) for i in range(len(self.sequences[user]))]
+            keep = set(kept)
+            times[user] = [t for item, t in zip(self.sequences[user], stamps) if item in keep]
+        return Interactions(self.items, sequences, dict(self.stats), times)
+
+
+def time_ordered(events: dict[str, list[tuple[float, str]]]) -> tuple[dict[str, list[str]], dict[str, list[float]]]:
+    """Sequences and their timestamps, each user's events sorted by time. Events in the same
+    second keep the order of the source file: breaking ties by item id would make part of
+    "what came next" alphabetical wherever ids are titles (MovieLens-1M)."""
+    ordered = {user: sorted(evs, key=lambda event: event[0]) for user, evs in events.items()}
+    return ({user: [item for _, item in evs] for user, evs in ordered.items()},
+            {user: [when for when, _ in evs] for user, evs in ordered.items()})
 
 
 def read_atomic(path: Path) -> list[dict[str, str]]:
@@ -77,8 +97,8 @@ def load_movielens(name: str, path: str | Path | None = None, min_rating: float 
     for row in read_atomic(folder / f"{stem}.inter"):
         if float(row["rating"]) >= min_rating and row["item_id"] in items:
             events.setdefault(row["user_id"], []).append((float(row["timestamp"]), row["item_id"]))
-    sequences = {user: [item for _, item in sorted(evs)] for user, evs in events.items()}
-    return Interactions(items, sequences, {"ratings": sum(map(len, sequences.values()))})
+    sequences, times = time_ordered(events)
+    return Interactions(items, sequences, {"ratings": sum(map(len, sequences.values()))}, times)
 
 
 class InteractionsTableParams(TableParams):
@@ -113,8 +133,8 @@ def load_interactions_table(params: InteractionsTableParams, min_rating: float =
             continue
         when = _timestamp(row[params.timestamp_column], index, params.timestamp_column)
         events.setdefault(str(row[params.user_column]), []).append((when, item_id))
-    sequences = {user: [item for _, item in sorted(evs)] for user, evs in events.items()}
-    return Interactions(items, sequences, {"ratings": sum(map(len, sequences.values()))})
+    sequences, times = time_ordered(events)
+    return Interactions(items, sequences, {"ratings": sum(map(len, sequences.values()))}, times)
 
 
 def _table_item(item_id: str, row: dict, params: InteractionsTableParams) -> Item:
@@ -173,11 +193,17 @@ class UserSplit:
     train: list[str]
     valid: str
     test: str
+    times: list[float] | None = None  # timestamps of train + [valid, test]
+
+    @property
+    def sequence(self) -> list[str]:
+        return self.train + [self.valid, self.test]
 
 
-def leave_one_out(sequences: dict[str, list[str]]) -> dict[str, UserSplit]:
+def leave_one_out(sequences: dict[str, list[str]], times: dict[str, list[float]] | None = None) -> dict[str, UserSplit]:
     """Last item = test, second-to-last = validation, the rest = training."""
-    return {u: UserSplit(seq[:-2], seq[-2], seq[-1]) for u, seq in sequences.items() if len(seq) >= 3}
+    times = times or {}
+    return {u: UserSplit(seq[:-2], seq[-2], seq[-1], times.get(u)) for u, seq in sequences.items() if len(seq) >= 3}
 
 
 class ExportTableCommand:

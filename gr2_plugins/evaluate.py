@@ -20,7 +20,7 @@ from reasonrl.gr2_plugins.metrics import (
     rank_of,
     ranking_metrics,
 )
-from reasonrl.gr2_plugins.parsing import parse_ranking
+from reasonrl.gr2_plugins.parsing import parse_answer
 from reasonrl.plugins.evaluation import (
     VariantEvaluation,
     check_comparisons,
@@ -78,7 +78,7 @@ def score_variant(examples: list[dict], outputs: list[str] | None, samples: int)
         if outputs is None:
             rankings.append(example["candidate_ids"])
             continue
-        parsed = parse_ranking(outputs[i], example["candidates"])
+        parsed = parse_answer(outputs[i], example)
         if parsed.valid:
             rankings.append([example["candidate_ids"][j] for j in parsed.order])
         else:

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from reasonrl.core.contracts import Verdict
 from reasonrl.core.registry import Params
-from reasonrl.gr2_plugins.parsing import normalise_sid, parse_ranking
+from reasonrl.gr2_plugins.parsing import normalise_sid, parse_answer
 from reasonrl.gr2_plugins.prompts import split_trace
 
 
@@ -26,7 +26,7 @@ class ValidFormat:
         self.params = params
 
     def check(self, example, completion: str) -> Verdict:
-        parsed = parse_ranking(completion, example["candidates"])
+        parsed = parse_answer(completion, example)
         return Verdict(parsed.valid, parsed.error or "")
 
 
@@ -37,7 +37,7 @@ class Top1Match:
         self.params = params
 
     def check(self, example, completion: str) -> Verdict:
-        parsed = parse_ranking(completion, example["candidates"])
+        parsed = parse_answer(completion, example)
         if not parsed.valid:
             return Verdict(False, parsed.error)
         return Verdict(parsed.order[0] == example["target_index"], "top1_mismatch")
@@ -55,3 +55,18 @@ class CitesSid:
         known = {normalise_sid(s) for s in example["candidates"]}
         cited = {normalise_sid(m) for m in SID_PATTERN.findall(reasoning)} & known
         return Verdict(len(cited) >= self.min_citations, "too_few_sid_citations")
+
+
+class ImprovesInput:
+    """The trace's ranking puts the held-out item higher than the input order did, or keeps it
+    first where it already was: traces that teach improving on the pre-ranker, not luck."""
+
+    def __init__(self, params=None) -> None:
+        self.params = params
+
+    def check(self, example, completion: str) -> Verdict:
+        parsed = parse_answer(completion, example)
+        if not parsed.valid:
+            return Verdict(False, parsed.error)
+        before, after = example["target_index"], parsed.order.index(example["target_index"])
+        return Verdict(after < before or after == before == 0, "no_improvement")

@@ -34,6 +34,17 @@ def ranking_metrics(rankings: Sequence[Sequence], targets: Sequence, ks=(1, 3, 5
     return out
 
 
+def chance_metrics(size: int, ks: Sequence[int] = (1, 3, 5, 10)) -> dict[str, float]:
+    """Exact expected Recall@K and NDCG@K of a uniformly random order of ``size`` candidates
+    holding one relevant item: each position has probability 1 / size."""
+    out = {}
+    for k in ks:
+        top = min(k, size)
+        out[f"recall@{k}"] = top / size
+        out[f"ndcg@{k}"] = sum(1.0 / math.log2(1 + r) for r in range(1, top + 1)) / size
+    return out
+
+
 def bootstrap_interval(values: Sequence[float], samples: int = 1000, level: float = 0.95, seed: int = 0):
     """Percentile bootstrap interval of the mean."""
     if not values:

@@ -1,4 +1,6 @@
-"""Parse a reranker's answer: JSON ``{"explanation": ..., "recommendations": [SID, ...]}``.
+"""Parse a reranker's answer: JSON ``{"explanation": ..., "recommendations": [SID, ...]}``, or,
+for examples with ``answer_format: index``, ``[N, ...]``: candidate numbers (1-based, the
+pre-ranker's order), best first; candidates left out keep their input order after them.
 
 Failures are classified so reports can say *why* outputs were unusable.
 """
@@ -15,7 +17,8 @@ NOT_JSON = "not_json"
 UNKNOWN_SID = "unknown_sid"
 NOT_PERMUTATION = "not_permutation"
 MISSING_ITEMS = "missing_items"
-FAILURES = (NOT_JSON, UNKNOWN_SID, NOT_PERMUTATION, MISSING_ITEMS)
+UNKNOWN_INDEX = "unknown_index"
+FAILURES = (NOT_JSON, UNKNOWN_SID, NOT_PERMUTATION, MISSING_ITEMS, UNKNOWN_INDEX)
 
 _SPACE = re.compile(r"\s+")
 
@@ -59,3 +62,38 @@ def parse_ranking(text: str, candidates: Sequence[str]) -> ParsedRanking:
     if len(order) != len(candidates):
         return ParsedRanking(None, MISSING_ITEMS, explanation)
     return ParsedRanking(order, None, explanation)
+
+
+def candidate_number(entry, size: int) -> int | None:
+    """0-based candidate index of an answer entry: 3, "3" or "[3]" with 1 <= n <= size."""
+    text = str(entry).strip().strip("[]").strip()
+    if isinstance(entry, bool) or not text.isdigit() or not 1 <= int(text) <= size:
+        return None
+    return int(text) - 1
+
+
+def parse_index_ranking(text: str, size: int) -> ParsedRanking:
+    """Map an index answer onto the candidates: the listed numbers first, the rest in input order.
+
+    >>> parse_index_ranking('{"explanation": "x", "recommendations": [3, 1]}', 4).order
+    [2, 0, 1, 3]
+    >>> parse_index_ranking('{"recommendations": [5]}', 4).error
+    'unknown_index'
+    """
+    obj = extract_json_object(text)
+    if not isinstance(obj, dict) or not isinstance(obj.get("recommendations"), list) or not obj["recommendations"]:
+        return ParsedRanking(None, NOT_JSON)
+    explanation = str(obj.get("explanation", ""))
+    order = [candidate_number(entry, size) for entry in obj["recommendations"]]
+    if None in order:
+        return ParsedRanking(None, UNKNOWN_INDEX, explanation)
+    if len(set(order)) != len(order):
+        return ParsedRanking(None, NOT_PERMUTATION, explanation)
+    return ParsedRanking(order + [i for i in range(size) if i not in order], None, explanation)
+
+
+def parse_answer(text: str, example) -> ParsedRanking:
+    """The ranking an answer gives for ``example``, in the example's answer format."""
+    if example.get("answer_format") == "index":
+        return parse_index_ranking(text, len(example["candidates"]))
+    return parse_ranking(text, example["candidates"])

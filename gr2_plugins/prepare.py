@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import random
+from dataclasses import asdict
 from typing import Any, Literal
+
+import numpy as np
 
 from pydantic import Field, model_validator
 
@@ -16,14 +19,19 @@ from reasonrl.gr2_plugins.data import (
     InteractionsTableParams,
     Item,
     UserSplit,
-    k_core,
     leave_one_out,
     load_interactions_table,
     load_movielens,
 )
+from reasonrl.gr2_plugins.features import FEATURES, SequenceStats, shifted_sequences
 from reasonrl.gr2_plugins.metrics import ranking_metrics
 from reasonrl.gr2_plugins.preranker import ItemKNN, ItemKNNParams
-from reasonrl.gr2_plugins.prompts import student_prompt, teacher_prompt
+from reasonrl.gr2_plugins.prompts import (
+    index_student_prompt,
+    index_teacher_prompt,
+    student_prompt,
+    teacher_prompt,
+)
 
 
 class GR2PrepareParams(Params):
@@ -48,6 +56,11 @@ class GR2PrepareParams(Params):
     train_targets_per_user: int = Field(1, ge=1, description=(
         "training examples per user: its last k training items each become a target (more SFT/RL data)"))
     corpus_windows: int = Field(3, ge=0, description="history->next examples per user in the mid-training corpus")
+    answer_format: Literal["sid", "index"] = Field("sid", description=(
+        "sid: the answer lists every candidate's semantic ID (the paper's); index: candidates are numbered in the "
+        "pre-ranker's order and the answer lists numbers, best first, possibly only the top few"))
+    prompt_evidence: bool = Field(False, description=(
+        "index prompts: show what the logs say about each candidate (co-watching with the last films, recent views)"))
     seed: int = Field(0, description="seed of the user caps and the corpus windows")
     progress: bool = Field(True, description="show progress bars")
 
@@ -58,16 +71,57 @@ class GR2PrepareParams(Params):
         return self
 
 
-def split_examples(splits: dict[str, UserSplit], train_targets: int = 1) -> dict[str, list[tuple[str, list[str], str]]]:
-    """(user, history, target) per split: train predicts each of its last ``train_targets``
-    training items from what came before, validation the second-to-last item, test the last."""
-    out: dict[str, list] = {"train": [], "validation": [], "test": []}
+def list_cuts(splits: dict[str, UserSplit], train_targets: int = 1) -> list[tuple[str, str, int]]:
+    """(split, user, cut) per list: its target is the ``cut``-th item from the end of the user's
+    sequence and its history everything before. Test: the last item (cut 1); validation: the
+    second-to-last (2); train: each of the ``train_targets`` items before those (3, 4, ...)."""
+    out = []
     for user, s in splits.items():
-        for back in range(1, min(train_targets, len(s.train) - 1) + 1):
-            out["train"].append((user, s.train[:-back], s.train[-back]))
-        out["validation"].append((user, s.train, s.valid))
-        out["test"].append((user, s.train + [s.valid], s.test))
+        out += [("train", user, back + 2) for back in range(1, min(train_targets, len(s.train) - 1) + 1)]
+        out += [("validation", user, 2), ("test", user, 1)]
     return out
+
+
+def split_summary(split: str, examples: list[dict], coverage: float) -> dict[str, Any]:
+    """Coverage, list count, the target's mean input position and (held-out splits) the
+    pre-ranker's metrics: train lists built like validation ones show the same numbers."""
+    out: dict[str, Any] = {f"coverage/{split}": coverage, f"examples/{split}": len(examples),
+                           f"target_position/{split}": sum(e["target_index"] + 1 for e in examples) / max(len(examples), 1)}
+    if split != "train":
+        baseline = ranking_metrics([e["candidate_ids"] for e in examples], [e["target"] for e in examples])
+        out.update({f"preranker/{split}/{k}": v for k, v in baseline.items()})
+    return out
+
+
+class EvidenceModel:
+    """A logistic regression over :data:`FEATURES` (standardised) that scores how likely each
+    candidate is the next watch: the ``feature_ranker`` teacher's judgement."""
+
+    def __init__(self, mean, scale, weights, bias) -> None:
+        self.mean, self.scale = np.asarray(mean), np.asarray(scale)
+        self.weights, self.bias = np.asarray(weights), float(bias)
+
+    def scores(self, features) -> list[float]:
+        z = (np.asarray(features, dtype=np.float64) - self.mean) / self.scale
+        return (z @ self.weights + self.bias).tolist()
+
+    def describe(self) -> dict[str, Any]:
+        return {"features": list(FEATURES), "mean": self.mean.tolist(), "scale": self.scale.tolist(),
+                "weights": self.weights.tolist(), "bias": self.bias}
+
+
+def fit_evidence_model(built: dict) -> EvidenceModel:
+    from sklearn.linear_model import LogisticRegression
+
+    rows = [(f, float(i == e["target_index"])) for e in built["examples"] for i, f in enumerate(e["features"])]
+    if not rows:
+        raise ValueError("no training list holds its target: the evidence model has nothing to fit; "
+                         "raise train_targets_per_user or candidates")
+    x = np.array([r[0] for r in rows], dtype=np.float64)
+    y = np.array([r[1] for r in rows])
+    mean, scale = x.mean(0), np.where(x.std(0) > 0, x.std(0), 1.0)
+    model = LogisticRegression(max_iter=2000).fit((x - mean) / scale, y)
+    return EvidenceModel(mean, scale, model.coef_[0], model.intercept_[0])
 
 
 class GR2Prepare:
@@ -79,31 +133,86 @@ class GR2Prepare:
     def run(self, context: StageContext) -> dict[str, Any]:
         p = self.params
         data = (load_interactions_table(p.table, p.min_rating) if p.dataset == "table"
-                else load_movielens(p.dataset, p.path, p.min_rating))
-        splits = leave_one_out(k_core(data.sequences, p.k_core))
-        catalog = sorted({i for s in splits.values() for i in s.train + [s.valid, s.test]})
-        knn = ItemKNN(**p.preranker.model_dump()).fit([s.train for s in splits.values()], catalog)
+                else load_movielens(p.dataset, p.path, p.min_rating)).k_core(p.k_core)
+        splits = leave_one_out(data.sequences, data.times)
+        catalog = sorted({i for s in splits.values() for i in s.sequence})
         items, sid_report = self.semantic_ids(context, data, catalog)
         out = context.stage_dir
         summary: dict[str, Any] = {"dataset": p.dataset, "users": len(splits), "items": len(catalog),
                                    "sid_uniqueness": sid_report["uniqueness"],
                                    "sid_uniqueness_raw": sid_report.get("uniqueness_raw")}
+        lists = self.build_lists(splits, catalog, items)
+        scorer = fit_evidence_model(lists["train"]) if p.answer_format == "index" else None
         rng = random.Random(p.seed)
-        for split, triples in split_examples(splits, p.train_targets_per_user).items():
-            examples, coverage = self.build_examples(triples, knn, items)
+        for split, built in lists.items():
+            examples = [self.render(e, items, scorer) for e in built["examples"]]
             cap = p.max_users.get(split)
             if cap is not None and len(examples) > cap:
                 examples = rng.sample(examples, cap)
             atomic_write_jsonl(out / f"{split}.jsonl", examples)
-            summary[f"coverage/{split}"] = coverage
-            summary[f"examples/{split}"] = len(examples)
-            if split != "train":
-                baseline = ranking_metrics([e["candidate_ids"] for e in examples], [e["target"] for e in examples])
-                summary.update({f"preranker/{split}/{k}": v for k, v in baseline.items()})
+            summary.update(split_summary(split, examples, built["coverage"]))
+        if scorer is not None:
+            atomic_write_json(out / "evidence_model.json", scorer.describe())
         atomic_write_jsonl(out / "items.jsonl", [items[i] for i in catalog])
         atomic_write_jsonl(out / "corpus.jsonl", self.corpus(splits, items, rng))
         atomic_write_json(out / "summary.json", summary)
         return summary
+
+    def build_lists(self, splits: dict[str, UserSplit], catalog: list[str], items: dict[str, dict]) -> dict:
+        """The pre-ranker's lists per split; the statistics behind each list are fit on every
+        user's sequence cut where that list's target sits (see :func:`shifted_sequences`)."""
+        from tqdm.auto import tqdm
+
+        p = self.params
+        by_cut: dict[int, list[tuple[str, str]]] = {}
+        for split, user, cut in list_cuts(splits, p.train_targets_per_user):
+            by_cut.setdefault(cut, []).append((split, user))
+        sequences = {u: s.sequence for u, s in splits.items()}
+        times = {u: s.times or [float(i) for i in range(len(s.sequence))] for u, s in splits.items()}
+        lists = {split: {"examples": [], "triples": 0} for split in ("train", "validation", "test")}
+        for cut in tqdm(sorted(by_cut), desc="pre-ranker fits", disable=not p.progress):
+            seen, seen_times = shifted_sequences(sequences, times, cut)
+            knn = ItemKNN(**p.preranker.model_dump()).fit(list(seen.values()), catalog)
+            stats = SequenceStats(window=p.preranker.window).fit(seen, seen_times, catalog, items)
+            for split, user in by_cut[cut]:
+                lists[split]["triples"] += 1
+                example = self.build_list(user, sequences[user], times[user], cut, knn, stats)
+                if example is not None:
+                    lists[split]["examples"].append(example)
+        for built in lists.values():
+            built["coverage"] = len(built["examples"]) / max(built.pop("triples"), 1)
+        return lists
+
+    def build_list(self, user: str, sequence: list[str], times: list[float], cut: int, knn: ItemKNN,
+                   stats: SequenceStats) -> dict | None:
+        history, target = sequence[:-cut], sequence[-cut]
+        scores = knn.scores(history)
+        candidates = knn.top_k(history, self.params.candidates)
+        if target not in candidates:
+            return None
+        until = times[-cut - 1]
+        features = stats.features(history, until, candidates, [float(scores[knn.index[c]]) for c in candidates])
+        evidence = [asdict(stats.evidence(history, until, c)) for c in candidates]
+        return {"user": user, "history": history, "target": target, "candidate_ids": candidates,
+                "target_index": candidates.index(target), "same_second": times[-cut] == until,
+                "features": features.round(6).tolist(), "evidence": evidence}
+
+    def render(self, example: dict, items: dict[str, dict], scorer: "EvidenceModel | None") -> dict:
+        """The example with its candidates' SIDs and the student's and teacher's prompts."""
+        p = self.params
+        shown = [items[i] for i in example["history"][-p.history_items:]]
+        cands = [items[i] for i in example["candidate_ids"]]
+        target = items[example["target"]]
+        out = {**example, "history": example["history"][-p.history_items:], "candidates": [c["sid"] for c in cands],
+               "answer_format": p.answer_format}
+        if p.answer_format == "sid":
+            return {**out, "prompt": student_prompt(shown, cands), "teacher_prompt": teacher_prompt(shown, cands),
+                    "teacher_prompt_targeted": teacher_prompt(shown, cands, target=target)}
+        evidence = example["evidence"]
+        scores = scorer.scores(example["features"])
+        return {**out, "prompt": index_student_prompt(shown, cands, evidence if p.prompt_evidence else None),
+                "teacher_prompt": index_teacher_prompt(shown, cands, evidence, scores),
+                "teacher_prompt_targeted": index_teacher_prompt(shown, cands, evidence, scores, target=target)}
 
     def semantic_ids(self, context: StageContext, data: Interactions, catalog: list[str]):
         from reasonrl.gr2_plugins.embeddings import embed_texts
@@ -120,24 +229,6 @@ class GR2Prepare:
         atomic_write_json(context.stage_dir / "sid_report.json", report)
         atomic_write_text(context.stage_dir / "sid_tokens.txt", "\n".join(tokenizer.vocabulary()) + "\n")
         return items, report
-
-    def build_examples(self, triples, knn: ItemKNN, items: dict[str, dict]) -> tuple[list[dict], float]:
-        p = self.params
-        examples = []
-        for user, history, target in triples:
-            candidates = knn.top_k(history, p.candidates)
-            if target not in candidates:
-                continue
-            shown = [items[i] for i in history[-p.history_items:]]
-            cands = [items[i] for i in candidates]
-            examples.append({
-                "user": user, "history": history[-p.history_items:], "target": target,
-                "candidate_ids": candidates, "candidates": [c["sid"] for c in cands],
-                "target_index": candidates.index(target), "prompt": student_prompt(shown, cands),
-                "teacher_prompt": teacher_prompt(shown, cands),
-                "teacher_prompt_targeted": teacher_prompt(shown, cands, target=items[target]),
-            })
-        return examples, len(examples) / max(len(triples), 1)
 
     def corpus(self, splits: dict[str, UserSplit], items: dict[str, dict], rng: random.Random) -> list[dict]:
         """The four alignment tasks: history codes -> next code; code <-> text; titles -> next

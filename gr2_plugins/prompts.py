@@ -38,6 +38,61 @@ def teacher_prompt(history: Sequence[Mapping], candidates: Sequence[Mapping], ta
     return "\n".join(lines)
 
 
+INDEX_ANSWER_FORMAT = '{"explanation": "...", "recommendations": [N, N, ...]}'
+
+
+def evidence_text(evidence: Mapping, last_title: str | None) -> str:
+    """What the logs say about one candidate, in words a trace can repeat."""
+    parts = []
+    if last_title:
+        parts.append(f"right after {last_title}: {evidence['after_last']} viewers")
+    parts.append(f"near your recent films: {evidence['near_recent']}")
+    parts.append(f"views in the last 4 weeks: {evidence['recent_views']}")
+    return "; ".join(parts)
+
+
+def numbered_lines(candidates: Sequence[Mapping], evidence: Sequence[Mapping] | None = None,
+                   last_title: str | None = None, scores: Sequence[float] | None = None) -> list[str]:
+    """``[n] <sid> Title (year) | genres`` per candidate (n = the upstream ranker's position),
+    with the logs' evidence and the evidence model's score where given."""
+    lines = []
+    for n, item in enumerate(candidates, start=1):
+        line = f"[{n}] {item_line(item)}"
+        if evidence is not None:
+            line += f" | {evidence_text(evidence[n - 1], last_title)}"
+        if scores is not None:
+            line += f" | score: {scores[n - 1]:.3f}"
+        lines.append(line)
+    return lines
+
+
+def index_student_prompt(history: Sequence[Mapping], candidates: Sequence[Mapping],
+                         evidence: Sequence[Mapping] | None = None) -> str:
+    """The student's prompt when it answers with candidate numbers (``answer_format: index``)."""
+    last = history[-1]["title"] if history else None
+    lines = ["Rerank movies for a viewer.", "Watched, oldest to newest:"]
+    lines += [item_line(i) for i in history]
+    lines += ["Candidates, best first by the upstream ranker:"] + numbered_lines(candidates, evidence, last)
+    lines.append(f"Reason briefly, citing candidates by number, then answer {INDEX_ANSWER_FORMAT} with the numbers "
+                 f"of the most likely next watches first; unlisted candidates keep their order.")
+    return "\n".join(lines)
+
+
+def index_teacher_prompt(history: Sequence[Mapping], candidates: Sequence[Mapping], evidence: Sequence[Mapping],
+                         scores: Sequence[float], target: Mapping | None = None) -> str:
+    """The teacher's prompt for index answers: the student's view plus the evidence model's score."""
+    last = history[-1]["title"] if history else None
+    lines = [TEACHER_ROLE, "", "The viewer watched, oldest to newest:"]
+    lines += [item_line(i) for i in history]
+    lines += ["", "Candidates from the upstream ranker, with what the viewing logs say:"]
+    lines += numbered_lines(candidates, evidence, last, scores)
+    if target is not None:
+        lines += ["", f"The viewer actually watched [{candidates.index(target) + 1}] next; explain why it fits best."]
+    lines += ["", "Think in steps: weigh each candidate's evidence, citing candidates by number, then end with "
+              "only this JSON, best first: " + INDEX_ANSWER_FORMAT]
+    return "\n".join(lines)
+
+
 def split_trace(text: str) -> tuple[str, str] | None:
     """(reasoning, JSON answer) of a trace: the answer is its last JSON object."""
     end = text.rfind("}")

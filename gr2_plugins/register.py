@@ -23,6 +23,8 @@ def register_reward_functions(register):
     register("format", f"{G}.rewards:FormatReward", summary="1 if the answer parses to a permutation of the candidates")
     register("rank_auc", f"{G}.rewards:AUCReward", summary="share of candidates ranked below the held-out item")
     register("rank_ndcg", f"{G}.rewards:NDCGReward", summary="1 / log2(1 + output position) of the held-out item")
+    register("rank_gain", f"{G}.rewards:RankGainReward", params=f"{G}.rewards:RankGainParams",
+             summary="NDCG@k of the answer minus NDCG@k of the input order: zero for a copy")
     register("rank_topk", f"{G}.rewards:TopKReward", params=f"{G}.rewards:TopKParams",
              summary="1 if the held-out item is in the output's top k (OneRec-Think-style)")
 
@@ -47,6 +49,8 @@ def register_stages(register):
 def register_rejection_filters(register):
     register("valid_format", f"{G}.filters:ValidFormat", summary="the answer parses to a permutation of the candidates")
     register("top1_match", f"{G}.filters:Top1Match", summary="GR2: the trace's top-1 is the held-out item")
+    register("improves_input", f"{G}.filters:ImprovesInput",
+             summary="the trace moves the held-out item up, or keeps it first where it was first")
     register("cites_sid", f"{G}.filters:CitesSid", params=f"{G}.filters:CitesSidParams",
              summary="the reasoning cites candidates by semantic ID")
 
@@ -55,6 +59,9 @@ def register_rejection_filters(register):
 def register_teacher_generators(register):
     register("taste_profile", f"{G}.taste_teacher:TasteProfileTeacher", params=f"{G}.taste_teacher:TasteTeacherParams",
              summary="rule-based CPU teacher: genre/era profile + Gumbel noise, reasoning cites SIDs")
+    register("feature_ranker", f"{G}.feature_teacher:FeatureRankerTeacher",
+             params=f"{G}.feature_teacher:FeatureTeacherParams",
+             summary="index prompts: orders by the evidence model's score + Gumbel noise, cites the evidence")
 
 
 @hookimpl
@@ -62,6 +69,8 @@ def register_decoding_constraints(register):
     register("sid_trie", f"{G}.constraints:SIDTrie", params=f"{G}.constraints:SIDTrieParams",
              summary="SIDs decode under a trie of the prompt's items; the answer lists each candidate once and "
                      "always parses once begun; close_at_budget: the answer is begun in time")
+    register("index_list", f"{G}.constraints:IndexList", params=f"{G}.constraints:IndexListParams",
+             summary="index answers: the list holds distinct candidate numbers only and always parses once begun")
 
 
 @hookimpl

@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 from pydantic import Field
 
 from reasonrl.core.registry import Params
-from reasonrl.gr2_plugins.parsing import parse_ranking
+from reasonrl.gr2_plugins.parsing import parse_answer
 
 
 class ConditionalRankParams(Params):
@@ -22,6 +22,10 @@ class ConditionalRankParams(Params):
     count_kept_first: bool = Field(True, description="a target already first and kept first also earns the bonus")
 
 
+class RankGainParams(Params):
+    k: int = Field(10, gt=0, description="NDCG cut-off; 10 (the whole default list) rewards every move of the target")
+
+
 class TopKParams(Params):
     k: int = Field(3, gt=0)
     """the answer is rewarded when the held-out item is in its first k"""
@@ -29,7 +33,7 @@ class TopKParams(Params):
 
 def positions(completion: str, example: Mapping) -> tuple[int, int, int] | None:
     """(1-based input position, 1-based output position, |D|) of the target, None if invalid."""
-    parsed = parse_ranking(completion, example["candidates"])
+    parsed = parse_answer(completion, example)
     if not parsed.valid:
         return None
     target = example["target_index"]
@@ -80,7 +84,7 @@ class RankingBehaviour:
     def __call__(self, prompts, completions, examples):
         out = []
         for completion, example in zip(completions, examples):
-            parsed = parse_ranking(completion, example["candidates"])
+            parsed = parse_answer(completion, example)
             if not parsed.valid:
                 out.append({"identity_copy": None, "first_kept": None, "input_tau": None, "kept_first": None})
                 continue
@@ -97,7 +101,7 @@ class FormatReward:
         self.params = params
 
     def __call__(self, prompts, completions, examples):
-        return [{"format": float(parse_ranking(c, e["candidates"]).valid)} for c, e in zip(completions, examples)]
+        return [{"format": float(parse_answer(c, e).valid)} for c, e in zip(completions, examples)]
 
 
 class _PositionReward:
@@ -144,6 +148,33 @@ class TopKReward(_PositionReward):
 
     def value(self, pos_out: int, size: int) -> float:
         return float(pos_out <= self.params.k)
+
+
+def ndcg_gain(pos_in: int, pos_out: int, k: int) -> float:
+    """NDCG@k of the answer minus NDCG@k of the input order (one relevant item): zero for a
+    copy, positive only where the answer beats the list it was given.
+
+    >>> round(ndcg_gain(4, 1, 10), 4)   # 1 - 1/log2(5)
+    0.5693
+    """
+    def ndcg(pos: int) -> float:
+        return 1.0 / math.log2(1 + pos) if pos <= k else 0.0
+
+    return ndcg(pos_out) - ndcg(pos_in)
+
+
+class RankGainReward:
+    """``rank_gain``: the NDCG@k improvement of the answer over the input order."""
+
+    def __init__(self, params: RankGainParams | None = None) -> None:
+        self.params = params or RankGainParams()
+
+    def __call__(self, prompts, completions, examples):
+        out = []
+        for completion, example in zip(completions, examples):
+            pos = positions(completion, example)
+            out.append({"rank_gain": None if pos is None else ndcg_gain(pos[0], pos[1], self.params.k)})
+        return out
 
 
 class ConditionalRank:

@@ -48,10 +48,44 @@ def test_item_knn_beats_popularity_on_validation(ml100k):
 
 def test_train_targets_per_user_walk_back_through_the_training_items():
     from reasonrl.gr2_plugins.data import UserSplit
-    from reasonrl.gr2_plugins.prepare import split_examples
+    from reasonrl.gr2_plugins.prepare import list_cuts
 
     splits = {"u": UserSplit(train=["a", "b", "c", "d"], valid="e", test="f")}
-    out = split_examples(splits, train_targets=2)
-    assert out["train"] == [("u", ["a", "b", "c"], "d"), ("u", ["a", "b"], "c")]
-    assert out["validation"] == [("u", ["a", "b", "c", "d"], "e")]
-    assert len(split_examples(splits, train_targets=10)["train"]) == 3  # never an empty history
+    # cut c: the target is the c-th item from the end of a b c d e f, the history all before it
+    assert list_cuts(splits, train_targets=2) == [("train", "u", 3), ("train", "u", 4), ("validation", "u", 2),
+                                                  ("test", "u", 1)]
+    assert [c for s, _, c in list_cuts(splits, train_targets=10) if s == "train"] == [3, 4, 5]  # never an empty history
+
+
+def test_same_second_events_keep_the_file_order_not_the_id_order():
+    from reasonrl.gr2_plugins.data import time_ordered
+
+    sequences, times = time_ordered({"u": [(5.0, "zeta"), (5.0, "alpha"), (1.0, "mid"), (5.0, "beta")]})
+    assert sequences["u"] == ["mid", "zeta", "alpha", "beta"] and times["u"] == [1.0, 5.0, 5.0, 5.0]
+
+
+def test_k_core_keeps_each_items_timestamp():
+    from reasonrl.gr2_plugins.data import Interactions
+
+    data = Interactions({}, {"u1": ["a", "b", "c"], "u2": ["a", "b"], "u3": ["a", "c", "d"]}, {},
+                        {"u1": [1.0, 2.0, 3.0], "u2": [4.0, 5.0], "u3": [6.0, 7.0, 8.0]})
+    cored = data.k_core(2)
+    assert cored.sequences["u3"] == ["a", "c"] and cored.times["u3"] == [6.0, 7.0]
+
+
+def test_training_lists_are_built_like_validation_lists(ml100k):
+    """Each list's statistics are fit on every sequence cut where its target sits, so training
+    lists hold their target as often, and as high, as validation lists (fit on sequences that
+    still held the training targets, 38% of training lists held them against 18% of test lists)."""
+    from reasonrl.gr2_plugins.prepare import GR2Prepare, GR2PrepareParams
+
+    data = ml100k.k_core(5)
+    splits = leave_one_out(data.sequences, data.times)
+    catalog = sorted({i for s in splits.values() for i in s.sequence})
+    meta = {i: {"genres": data.items[i].genres, "year": data.items[i].year} for i in catalog}
+    lists = GR2Prepare(GR2PrepareParams(train_targets_per_user=2, progress=False)).build_lists(splits, catalog, meta)
+    position = {s: np.mean([e["target_index"] for e in b["examples"]]) for s, b in lists.items()}
+    assert abs(lists["train"]["coverage"] - lists["validation"]["coverage"]) < 0.04
+    assert abs(position["train"] - position["validation"]) < 0.5
+    example = lists["train"]["examples"][0]
+    assert example["target"] not in example["history"] and len(example["features"]) == 10

@@ -1,0 +1,99 @@
+"""The ``feature_ranker`` teacher: ranks by the evidence model's score and cites the evidence.
+
+It reads the index teacher prompt ``gr2_prepare`` writes (``answer_format: index``): each
+candidate line carries what the viewing logs say about it and the score of a logistic
+regression fit on the training lists (``prepare/evidence_model.json``). Samples differ by
+Gumbel noise on the scores, so rejection sampling can keep the traces that improve on the
+input order. Its reasoning names each cited candidate once, with the evidence that moved it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+from pydantic import Field
+
+from reasonrl.core.errors import ReasonRLError
+from reasonrl.core.registry import Params
+from reasonrl.gr2_plugins.prompts import answer_json
+
+_CANDIDATE = re.compile(r"^\[(?P<n>\d+)\] .*?\) \| [^|]* \| (?P<evidence>.*) \| score: (?P<score>-?[\d.]+)$")
+_AFTER = re.compile(r"right after (?P<title>.*): (?P<count>\d+) viewers")
+_NEAR = re.compile(r"near your recent films: (\d+)")
+_RECENT = re.compile(r"views in the last 4 weeks: (\d+)")
+_TARGET = re.compile(r"actually watched \[(\d+)\] next")
+
+
+class FeatureTeacherParams(Params):
+    temperature: float = Field(0.5, ge=0, description="Gumbel noise on the scores: 0 = always the model's order")
+    answer_items: int = Field(3, gt=0, description="numbers in the answer (the rest keep the input order)")
+    seed: int = 0
+    """seed of the Gumbel noise"""
+
+
+@dataclass
+class Candidate:
+    number: int
+    score: float
+    after_last: int
+    last_title: str
+    near_recent: int
+    recent_views: int
+
+    def why(self) -> str:
+        """The strongest piece of evidence for this candidate, in words."""
+        if self.after_last:
+            return f"watched right after {self.last_title} by {self.after_last} viewers"
+        if self.near_recent:
+            return f"watched near your recent films {self.near_recent} times"
+        if self.recent_views:
+            return f"{self.recent_views} views in the last 4 weeks"
+        return "little evidence either way"
+
+
+def read_candidates(prompt: str) -> tuple[list[Candidate], int | None]:
+    candidates = []
+    for line in prompt.splitlines():
+        match = _CANDIDATE.match(line.strip())
+        if match is None:
+            continue
+        evidence = match["evidence"]
+        after, near, recent = _AFTER.search(evidence), _NEAR.search(evidence), _RECENT.search(evidence)
+        candidates.append(Candidate(int(match["n"]), float(match["score"]), int(after["count"]) if after else 0,
+                                    after["title"] if after else "", int(near.group(1)) if near else 0,
+                                    int(recent.group(1)) if recent else 0))
+    if not candidates:
+        raise ReasonRLError("feature_ranker teacher: no scored candidate lines ('[n] ... | score: x') in the prompt; "
+                            "it reads the teacher prompts of gr2_prepare with answer_format: index")
+    target = _TARGET.search(prompt)
+    return candidates, int(target.group(1)) if target else None
+
+
+class FeatureRankerTeacher:
+    """Samples traces ordered by the evidence model's score plus Gumbel noise."""
+
+    def __init__(self, params: FeatureTeacherParams) -> None:
+        self.params = params
+        self.random = random.Random(params.seed)
+
+    def sample(self, prompt: str) -> str:
+        candidates, target = read_candidates(prompt)
+        noisy = [c.score - self.params.temperature * math.log(-math.log(self.random.random() or 1e-12))
+                 for c in candidates]
+        order = sorted(range(len(candidates)), key=lambda i: -noisy[i])
+        if target is not None:
+            order = sorted(order, key=lambda i: candidates[i].number != target)
+        return self.explain([candidates[i] for i in order[: self.params.answer_items]])
+
+    def explain(self, chosen: Sequence[Candidate]) -> str:
+        lines = [f"[{c.number}]: {c.why()}." for c in chosen]
+        lead = chosen[0]
+        summary = f"[{lead.number}] has the strongest evidence: {lead.why()}."
+        return "\n".join(lines + [answer_json(summary, [c.number for c in chosen])])
+
+    def generate(self, prompts: Sequence[str], n: int = 1) -> list[list[str]]:
+        return [[self.sample(prompt) for _ in range(n)] for prompt in prompts]
