@@ -14,6 +14,7 @@ from reasonrl.core.registry import Params
 from reasonrl.gr2_plugins.constraints import constraint_opened
 from reasonrl.gr2_plugins.metrics import (
     bootstrap_interval,
+    chance_metrics,
     identity_copy_rate,
     ndcg_at,
     paired_bootstrap,
@@ -106,6 +107,44 @@ def markdown_table(title: str, rows: dict[str, dict[str, Any]], n: int) -> str:
     return report_table(title, f"{n} test lists", header, cells)
 
 
+def chance_row(size: int) -> str:
+    """The exact expectation of a uniformly random order, as a table row."""
+    chance = chance_metrics(size)
+    return "| chance (random order, exact expectation) | " + " | ".join(
+        f"{chance[c]:.4f}" for c in COLUMNS) + " | - | - | - | - |"
+
+
+def verdict_lines(rows: dict[str, dict[str, Any]], examples: list[dict], samples: int) -> str:
+    """Per trained row: does it beat chance, and the pre-ranker (paired, same lists)? And its
+    NDCG@5 on the lists whose target came in a later second than the last history item."""
+    size = len(examples[0]["candidates"])
+    floor = chance_metrics(size)["ndcg@5"]
+    pre = next((m for m in rows.values() if not m.get("trained")), None)  # the input order
+    later = [i for i, e in enumerate(examples) if e.get("same_second") is False]
+    lines = []
+    for name, m in rows.items():
+        if not m.get("trained"):
+            continue
+        values = m["ndcg@5_per_list"]
+        lo, hi = bootstrap_interval([v - floor for v in values], samples)
+        line = f"- {name}: - chance {m['ndcg@5'] - floor:+.4f} [{lo:+.3f}, {hi:+.3f}] ({verdict(lo, hi, 'beats chance')})"
+        if pre is not None:
+            paired = paired_bootstrap(pre["ndcg@5_per_list"], values, samples)
+            plo, phi = paired["ci95"]
+            line += (f"; - pre-ranker {paired['difference']:+.4f} [{plo:+.3f}, {phi:+.3f}] "
+                     f"({verdict(plo, phi, 'beats the pre-ranker')})")
+        if later:
+            line += f"; NDCG@5 on the {len(later)} lists whose target came in a later second {sum(values[i] for i in later) / len(later):.4f}"
+            if pre is not None:
+                line += f" (pre-ranker {sum(pre['ndcg@5_per_list'][i] for i in later) / len(later):.4f})"
+        lines.append(line)
+    return ("\n\nVerdicts (NDCG@5, 95% bootstrap intervals over lists):\n" + "\n".join(lines)) if lines else ""
+
+
+def verdict(lo: float, hi: float, claim: str) -> str:
+    return claim if lo > 0 else ("loses" if hi < 0 else "not shown")
+
+
 def comparison_lines(rows: dict[str, dict[str, Any]], pairs, samples: int) -> tuple[list[dict], str]:
     """Paired differences in NDCG@5 between variants on the same lists."""
     results = [{"baseline": baseline, "variant": variant,
@@ -140,18 +179,19 @@ class GR2Evaluate(VariantEvaluation):
             write_outputs(context.stage_dir, variant.name, [
                 {"user": e.get("user"), "target_index": e["target_index"], "output": o}
                 for e, o in zip(examples, outputs)])
-        return score_variant(examples, outputs, self.params.bootstrap_samples)
+        return {**score_variant(examples, outputs, self.params.bootstrap_samples), "trained": outputs is not None}
 
     def report(self, context: StageContext, rows, examples):
         p = self.params
         traces = {stage: read_json(context.stage_output(stage) / "summary.json") for stage in p.trace_stages}
         comparisons, paired = comparison_lines(rows, p.comparisons, p.bootstrap_samples)
-        table = markdown_table(p.title, rows, len(examples)) + paired + trace_lines(traces)
+        table = (markdown_table(p.title, rows, len(examples)) + "\n" + chance_row(len(examples[0]["candidates"]))
+                 + verdict_lines(rows, examples, p.bootstrap_samples) + paired + trace_lines(traces))
         return {"title": p.title, "lists": len(examples), "rows": rows, "comparisons": comparisons,
                 "traces": traces}, table
 
     def summary_rows(self, rows):
-        return {name: {k: v for k, v in m.items() if k != "ndcg@5_per_list"} for name, m in rows.items()}
+        return {name: {k: v for k, v in m.items() if k not in ("ndcg@5_per_list", "trained")} for name, m in rows.items()}
 
     def generate(self, context: StageContext, variant: Variant, examples: list[dict]) -> list[str]:
         from reasonrl.plugins.evaluation import generate_texts, load_model

@@ -72,6 +72,10 @@ def candidate_number(entry, size: int) -> int | None:
     return int(text) - 1
 
 
+def has_list(obj) -> bool:
+    return isinstance(obj, dict) and isinstance(obj.get("recommendations"), list)
+
+
 def parse_index_ranking(text: str, size: int) -> ParsedRanking:
     """Map an index answer onto the candidates: the listed numbers first, the rest in input order.
 
@@ -81,7 +85,9 @@ def parse_index_ranking(text: str, size: int) -> ParsedRanking:
     'unknown_index'
     """
     obj = extract_json_object(text)
-    if not isinstance(obj, dict) or not isinstance(obj.get("recommendations"), list) or not obj["recommendations"]:
+    if not has_list(obj) and '{"explanation"' in text:  # a stray quote or brace in the reasoning hid it
+        obj = extract_json_object(text[text.rindex('{"explanation"'):])
+    if not has_list(obj) or not obj["recommendations"]:
         return ParsedRanking(None, NOT_JSON)
     explanation = str(obj.get("explanation", ""))
     order = [candidate_number(entry, size) for entry in obj["recommendations"]]

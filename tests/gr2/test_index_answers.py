@@ -1,0 +1,135 @@
+"""Index answers: numbers instead of SIDs, partial lists, their decoding constraint, the
+improvement reward, the evidence teacher and its filter, and the chance row."""
+
+import itertools
+import json
+import math
+import random
+
+import pytest
+
+from reasonrl.gr2_plugins.constraints import IndexConstraint, NumberList
+from reasonrl.gr2_plugins.feature_teacher import FeatureRankerTeacher, FeatureTeacherParams
+from reasonrl.gr2_plugins.filters import ImprovesInput
+from reasonrl.gr2_plugins.metrics import chance_metrics, ndcg_at
+from reasonrl.gr2_plugins.parsing import NOT_JSON, NOT_PERMUTATION, UNKNOWN_INDEX, parse_answer, parse_index_ranking
+from reasonrl.gr2_plugins.prompts import index_teacher_prompt
+from reasonrl.gr2_plugins.rewards import RankGainReward, RankGainParams
+from reasonrl.plugins.models import char_tokenizer
+from reasonrl.plugins.rollout import Excluding
+
+
+def answer(numbers, explanation="x"):
+    return json.dumps({"explanation": explanation, "recommendations": numbers})
+
+
+def test_chance_is_the_mean_over_every_order():
+    size = 5
+    orders = list(itertools.permutations(range(size)))
+    for k in (1, 3, 5):
+        by_enumeration = sum(ndcg_at(order.index(0) + 1, k) for order in orders) / len(orders)
+        assert chance_metrics(size, ks=(k,))[f"ndcg@{k}"] == pytest.approx(by_enumeration)
+    ten = chance_metrics(10)
+    assert ten["recall@5"] == 0.5 and ten["recall@1"] == 0.1
+    assert ten["ndcg@5"] == pytest.approx((1 + 1 / math.log2(3) + 0.5 + 1 / math.log2(5) + 1 / math.log2(6)) / 10)
+    assert ten["ndcg@5"] == pytest.approx(0.2948, abs=1e-4)
+
+
+def test_a_partial_index_answer_keeps_the_rest_in_input_order():
+    assert parse_index_ranking(answer([3, 1]), 5).order == [2, 0, 1, 3, 4]
+    assert parse_index_ranking(answer(["[4]", "2"]), 5).order == [3, 1, 0, 2, 4]
+    assert parse_index_ranking(answer([1, 2, 3, 4, 5]), 5).order == [0, 1, 2, 3, 4]
+    assert parse_index_ranking(answer([6]), 5).error == UNKNOWN_INDEX
+    assert parse_index_ranking(answer([0]), 5).error == UNKNOWN_INDEX
+    assert parse_index_ranking(answer([True]), 5).error == UNKNOWN_INDEX
+    assert parse_index_ranking(answer([2, 2]), 5).error == NOT_PERMUTATION
+    assert parse_index_ranking(answer([]), 5).error == NOT_JSON
+    assert parse_index_ranking("no answer", 5).error == NOT_JSON
+    example = {"answer_format": "index", "candidates": ["a", "b", "c"]}
+    assert parse_answer(answer([3]), example).order == [2, 0, 1]
+
+
+def test_rank_gain_is_the_ndcg_improvement_over_the_input_order():
+    example = {"answer_format": "index", "candidates": list("abcdefghij"), "target_index": 3}
+    reward = RankGainReward(RankGainParams(k=10))
+    copy, promote, demote, broken = reward(None, [answer([1, 2, 3]), answer([4]), answer([1, 2, 3, 5, 6, 7, 8]),
+                                                  "oops"], [example] * 4)
+    assert copy["rank_gain"] == 0.0
+    assert promote["rank_gain"] == pytest.approx(1 - 1 / math.log2(5))
+    assert demote["rank_gain"] == pytest.approx(1 / math.log2(9) - 1 / math.log2(5))  # target pushed from 4 to 8
+    assert broken["rank_gain"] is None
+    # at k = 5 a move from 8 to 6 earns nothing: both are outside the cut
+    far = {**example, "target_index": 7}
+    assert RankGainReward(RankGainParams(k=5))(None, [answer([8])], [far])[0]["rank_gain"] == pytest.approx(1.0)
+    assert RankGainReward(RankGainParams(k=5))(None, [answer([1, 2, 3, 4, 5, 8])], [far])[0]["rank_gain"] == 0.0
+
+
+def test_improves_input_keeps_traces_that_move_the_target_up_or_keep_it_first():
+    check = ImprovesInput().check
+    example = {"answer_format": "index", "candidates": list("abcde"), "target_index": 2}
+    assert check(example, answer([3])).accepted
+    assert not check(example, answer([1, 2])).accepted  # the target stays third
+    assert check(example, answer([2, 3])).accepted  # second
+    assert check({**example, "target_index": 0}, answer([1])).accepted  # first, and kept first
+    assert not check({**example, "target_index": 0}, answer([2])).accepted
+    assert check(example, "nothing").reason == NOT_JSON
+
+
+CANDIDATES = [{"sid": f"<|sid_begin|><s_a_{i}><|sid_end|>", "title": f"Film {i}", "year": "1990", "genres": ["Drama"]}
+              for i in range(1, 6)]
+EVIDENCE = [{"after_last": a, "near_recent": n, "recent_views": r, "views": 50}
+            for a, n, r in ((0, 3, 1), (4, 2, 9), (0, 0, 0), (12, 7, 3), (1, 1, 1))]
+SCORES = [-0.5, 0.8, -2.0, 1.5, 0.1]
+HISTORY = [{"sid": "<|sid_begin|><s_a_9><|sid_end|>", "title": "Old Film", "year": "1980", "genres": ["Drama"]}]
+
+
+def test_feature_ranker_follows_the_scores_and_cites_each_candidate_once():
+    prompt = index_teacher_prompt(HISTORY, CANDIDATES, EVIDENCE, SCORES)
+    example = {"answer_format": "index", "candidates": [c["sid"] for c in CANDIDATES], "target_index": 1}
+    trace = FeatureRankerTeacher(FeatureTeacherParams(temperature=0.0, answer_items=3)).sample(prompt)
+    parsed = parse_answer(trace, example)
+    assert parsed.order[:3] == [3, 1, 4]  # scores 1.5, 0.8, 0.1
+    assert "[4]: watched right after Old Film by 12 viewers." in trace
+    reasoning = trace.split("{")[0]
+    assert all(reasoning.count(f"[{n}]") <= 1 for n in range(1, 6))
+    targeted = index_teacher_prompt(HISTORY, CANDIDATES, EVIDENCE, SCORES, target=CANDIDATES[2])
+    assert parse_answer(FeatureRankerTeacher(FeatureTeacherParams(temperature=0.0)).sample(targeted),
+                        example).order[0] == 2
+    noisy = FeatureRankerTeacher(FeatureTeacherParams(temperature=2.0, seed=3))
+    firsts = {parse_answer(t, example).order[0] for t in noisy.generate([prompt], 60)[0]}
+    assert len(firsts) >= 3  # samples differ, so rejection sampling has something to choose from
+
+
+def test_number_list_accepts_only_distinct_candidate_numbers():
+    def reads(text, size=10, most=3):
+        return NumberList(size, most).feed(text)
+
+    assert reads("3, 10, 1]}") and reads("10]}") and reads("1")
+    assert not reads("0") and not reads("11") and not reads("3, 3") and not reads("1, 2, 3, 4")
+    assert not reads("]}") and not reads("2,3") and not reads("2]]")
+    assert NumberList(5, 5).feed("1") and not NumberList(5, 5).feed("12")  # no 12 among 5 candidates
+
+
+def test_index_constraint_decodes_only_parseable_answers():
+    tok = char_tokenizer('abcdefghijklmnopqrstuvwxyz"{}[]:, 0123456789')
+    example = {"answer_format": "index", "candidates": [f"c{i}" for i in range(12)], "target_index": 0}
+    rng = random.Random(0)
+    for trial in range(30):
+        rule = IndexConstraint(tok, size=12, max_items=3)
+        rule.set_budget(90)
+        out = []
+        for _ in range(90):
+            allowed = rule.allowed()
+            if allowed is None or isinstance(allowed, Excluding):
+                banned = set(allowed or ())
+                token = rng.choice([i for i in range(len(tok)) if i not in banned])
+            else:
+                token = rng.choice(allowed)
+            if token == tok.eos_token_id:
+                break
+            rule.advance(token)
+            out.append(token)
+        text = tok.decode(out)
+        parsed = parse_answer(text, example)
+        assert parsed.valid, (trial, text)
+        assert len(json.loads(text[text.rindex("{"):])["recommendations"]) <= 3
