@@ -69,6 +69,7 @@ class Reranker:
         from reasonrl.plugins.models import load_trained
 
         run_dir = Path(run_dir)
+        refuse_index_runs(run_dir)
         items = read_items(find_items_file(run_dir))
         settings, why = choose_model(run_dir, stage)
         kwargs.setdefault("history_items", prepared_history_items(run_dir))
@@ -110,20 +111,31 @@ class Reranker:
         return results
 
 
+def refuse_index_runs(run_dir: Path) -> None:
+    if prepared_setting(run_dir, "answer_format", "sid") != "sid":
+        raise ReasonRLError(f"{run_dir} was prepared with answer_format: index (numbered candidates shown with the "
+                            f"logs' evidence); rerank builds SID prompts only, so its answers would not be what the "
+                            f"run evaluated. Read the run's gr2_evaluate report, or rerank with an answer_format: sid run")
+
+
 def prepared_history_items(run_dir: Path) -> int:
     """How many history items the run's gr2_prepare stage put in each prompt."""
-    import yaml
-
     from reasonrl.gr2_plugins.prepare import GR2PrepareParams
 
-    default = GR2PrepareParams.model_fields["history_items"].default
+    return int(prepared_setting(run_dir, "history_items", GR2PrepareParams.model_fields["history_items"].default))
+
+
+def prepared_setting(run_dir: Path, key: str, default):
+    """A setting of the run's gr2_prepare stage, from its resolved config (``default`` without one)."""
+    import yaml
+
     config = Path(run_dir) / "config.resolved.yaml"
     if not config.exists():
         return default
     stages = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("stages", [])
     for stage in stages:
         if stage.get("stage") == "gr2_prepare":
-            return int(stage.get("history_items", stage.get("params", {}).get("history_items", default)))
+            return stage.get(key, stage.get("params", {}).get(key, default))
     return default
 
 
@@ -229,6 +241,7 @@ class RerankEndpoint:
         return [{"model": served.name, **asdict(r)} for r in self.reranker(served).rerank_many(payloads)]
 
     def reranker(self, served) -> Reranker:
+        refuse_index_runs(served.run_dir)
         return served.shared("reranker", lambda: Reranker(
             served.model, served.tokenizer, read_items(find_items_file(served.run_dir)),
             history_items=prepared_history_items(served.run_dir), settings=served.settings))

@@ -133,3 +133,15 @@ def test_index_constraint_decodes_only_parseable_answers():
         parsed = parse_answer(text, example)
         assert parsed.valid, (trial, text)
         assert len(json.loads(text[text.rindex("{"):])["recommendations"]) <= 3
+
+
+def test_rerank_refuses_a_run_whose_prompts_it_cannot_rebuild(tmp_path):
+    import yaml
+
+    from reasonrl.core.errors import ReasonRLError
+    from reasonrl.gr2_plugins.inference import Reranker
+
+    (tmp_path / "config.resolved.yaml").write_text(yaml.safe_dump(
+        {"stages": [{"stage": "gr2_prepare", "id": "prepare", "answer_format": "index"}]}))
+    with pytest.raises(ReasonRLError, match="answer_format: index"):
+        Reranker.from_run(tmp_path)
