@@ -9,6 +9,7 @@ optional evidence lines of the prompts.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -69,6 +70,52 @@ class SequenceStats:
         self.stamps = [np.sort(np.array(s)) for s in stamps]
         self.meta = {self.index[i]: items[i] for i in self.items if items and i in items}
         return self
+
+    STATS_FILE, INDEX_FILE = "evidence_stats.safetensors", "evidence_stats.json"
+
+    def save(self, folder: Path) -> None:
+        """The counts behind :meth:`evidence` (sparse, safetensors) and the item order, so a
+        served model is shown the evidence its evaluation showed."""
+        from safetensors.numpy import save as to_bytes
+
+        from reasonrl.core.io import atomic_write_bytes, atomic_write_json
+
+        tensors = {"views": self.views, "stamps": np.concatenate(self.stamps + [np.zeros(0)]),
+                   "stamp_offsets": np.cumsum([0] + [len(s) for s in self.stamps]).astype(np.int64)}
+        for name in ("after", "near"):
+            matrix = getattr(self, name)
+            rows, cols = np.nonzero(matrix)
+            tensors.update({f"{name}_rows": rows.astype(np.int64), f"{name}_cols": cols.astype(np.int64),
+                            f"{name}_values": matrix[rows, cols]})
+        atomic_write_bytes(Path(folder) / self.STATS_FILE, to_bytes(tensors))
+        atomic_write_json(Path(folder) / self.INDEX_FILE, {"items": self.items, "window": self.window,
+                                                          "recent_items": self.recent_items})
+
+    @classmethod
+    def load(cls, folder: Path) -> "SequenceStats":
+        from safetensors.numpy import load_file
+
+        from reasonrl.core.io import read_json
+
+        index = read_json(Path(folder) / cls.INDEX_FILE)
+        tensors = load_file(str(Path(folder) / cls.STATS_FILE))
+        stats = cls(window=index["window"], recent_items=index["recent_items"])
+        stats.items = index["items"]
+        stats.index = {item: i for i, item in enumerate(stats.items)}
+        n = len(stats.items)
+        for name in ("after", "near"):
+            matrix = np.zeros((n, n), dtype=np.float32)
+            matrix[tensors[f"{name}_rows"], tensors[f"{name}_cols"]] = tensors[f"{name}_values"]
+            setattr(stats, name, matrix)
+        stats.views = tensors["views"]
+        offsets = tensors["stamp_offsets"]
+        stats.stamps = [tensors["stamps"][offsets[i]:offsets[i + 1]] for i in range(n)]
+        stats.meta = {}
+        return stats
+
+    @property
+    def last_time(self) -> float:
+        return max((float(s[-1]) for s in self.stamps if len(s)), default=0.0)
 
     def recent_views(self, item: int, until: float) -> int:
         stamps = self.stamps[item]

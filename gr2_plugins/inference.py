@@ -14,8 +14,8 @@ from typing import Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 from reasonrl.core.errors import ReasonRLError
-from reasonrl.gr2_plugins.parsing import parse_ranking
-from reasonrl.gr2_plugins.prompts import student_prompt
+from reasonrl.gr2_plugins.parsing import parse_answer
+from reasonrl.gr2_plugins.prompts import index_student_prompt, student_prompt
 from reasonrl.plugins.models import add_inference_arguments
 
 
@@ -47,9 +47,10 @@ class Reranker:
     """``Reranker.from_run(run_dir).rerank(history_ids, candidate_ids)``"""
 
     def __init__(self, model, tokenizer, items: dict[str, dict], max_new_tokens: int | None = None,
-                 history_items: int = 10, settings=None):
+                 history_items: int = 10, settings=None, prompting: "Prompting | None" = None):
         """``settings``: a DecodeSettings (chat template, constraint, answer length), as the run's
-        evaluation decoded this model; ``max_new_tokens`` overrides its answer length."""
+        evaluation decoded this model; ``max_new_tokens`` overrides its answer length;
+        ``prompting``: how the run's prompts were built (SID answers by default)."""
         from reasonrl.plugins.manifest import DecodeSettings, constraint_for
 
         self.model, self.tokenizer, self.items = model.eval(), tokenizer, items
@@ -58,6 +59,7 @@ class Reranker:
             update={"max_new_tokens": max_new_tokens})
         self.constraint = constraint_for(self.settings)
         self.history_items = history_items
+        self.prompting = prompting or Prompting()
         self.why = ""
         self._by_title = {item["title"].lower(): item_id for item_id, item in items.items()}
 
@@ -69,10 +71,10 @@ class Reranker:
         from reasonrl.plugins.models import load_trained
 
         run_dir = Path(run_dir)
-        refuse_index_runs(run_dir)
         items = read_items(find_items_file(run_dir))
         settings, why = choose_model(run_dir, stage)
         kwargs.setdefault("history_items", prepared_history_items(run_dir))
+        kwargs.setdefault("prompting", Prompting.of_run(run_dir))
         reranker = cls(*load_trained(run_dir, settings.stage, device, dtype), items, settings=settings, **kwargs)
         reranker.why = why
         return reranker
@@ -89,33 +91,61 @@ class Reranker:
                                 f"catalogue; close titles: {hints}")
         return ids
 
-    def rerank(self, history: Sequence[str], candidates: Sequence[str]) -> RerankResult:
-        return self.rerank_many([(history, candidates)])[0]
+    def rerank(self, history: Sequence[str], candidates: Sequence[str], until: float | None = None) -> RerankResult:
+        """``until``: the time of the last history item (index runs with evidence count recent
+        views before it; default: the latest time in the run's data)."""
+        return self.rerank_many([(history, candidates)], until)[0]
 
-    def rerank_many(self, requests: Sequence[tuple[Sequence[str], Sequence[str]]]) -> list[RerankResult]:
+    def rerank_many(self, requests: Sequence[tuple[Sequence[str], Sequence[str]]],
+                    until: float | None = None) -> list[RerankResult]:
         """(history, candidates) pairs, decoded as one batch."""
         from reasonrl.plugins.manifest import decode
 
         resolved = [(self.resolve(h, "history")[-self.history_items:], self.resolve(c, "candidate"))
                     for h, c in requests]
-        prompts = [student_prompt([self.items[i] for i in h], [self.items[i] for i in c]) for h, c in resolved]
+        examples = [self.example(h, c, until) for h, c in resolved]
         constraints = None if self.constraint is None else [
-            self.constraint.for_example(self.tokenizer, {"prompt": prompt, "candidates": [self.items[i]["sid"] for i in c]})
-            for prompt, (_, c) in zip(prompts, resolved)]
-        texts = decode(self.model, self.tokenizer, prompts, self.settings, constraints)
+            self.constraint.for_example(self.tokenizer, e) for e in examples]
+        texts = decode(self.model, self.tokenizer, [e["prompt"] for e in examples], self.settings, constraints)
         results = []
-        for (_, candidate_ids), text in zip(resolved, texts):
-            parsed = parse_ranking(text, [self.items[i]["sid"] for i in candidate_ids])
+        for (_, candidate_ids), example, text in zip(resolved, examples, texts):
+            parsed = parse_answer(text, example)
             ranking = [candidate_ids[j] for j in parsed.order] if parsed.valid else None
             results.append(RerankResult(ranking, parsed.explanation, text, parsed.error))
         return results
 
+    def example(self, history: list[str], candidates: list[str], until: float | None) -> dict:
+        """The prompt (built as the run's gr2_prepare built it), candidates and answer format."""
+        shown, cands = [self.items[i] for i in history], [self.items[i] for i in candidates]
+        out = {"candidates": [c["sid"] for c in cands], "answer_format": self.prompting.answer_format}
+        if self.prompting.answer_format == "sid":
+            return {**out, "prompt": student_prompt(shown, cands)}
+        stats = self.prompting.stats
+        evidence = None if stats is None else [
+            asdict(stats.evidence(history, stats.last_time if until is None else until, c)) for c in candidates]
+        return {**out, "prompt": index_student_prompt(shown, cands, evidence)}
 
-def refuse_index_runs(run_dir: Path) -> None:
-    if prepared_setting(run_dir, "answer_format", "sid") != "sid":
-        raise ReasonRLError(f"{run_dir} was prepared with answer_format: index (numbered candidates shown with the "
-                            f"logs' evidence); rerank builds SID prompts only, so its answers would not be what the "
-                            f"run evaluated. Read the run's gr2_evaluate report, or rerank with an answer_format: sid run")
+
+@dataclass
+class Prompting:
+    """How a run's gr2_prepare stage wrote prompts: the answer format, and for index prompts
+    with evidence, the counts behind it (fit on the sequences the test lists were built from)."""
+
+    answer_format: str = "sid"
+    stats: object | None = None
+
+    @classmethod
+    def of_run(cls, run_dir: Path) -> "Prompting":
+        from reasonrl.gr2_plugins.features import SequenceStats
+
+        answer_format = prepared_setting(run_dir, "answer_format", "sid")
+        if answer_format == "sid" or not prepared_setting(run_dir, "prompt_evidence", False):
+            return cls(answer_format)
+        folder = find_items_file(run_dir).parent
+        if not (folder / SequenceStats.STATS_FILE).exists():
+            raise ReasonRLError(f"{folder} has no {SequenceStats.STATS_FILE}: its prompts show the logs' evidence, "
+                                f"which rerank needs to rebuild them; rerun the prepare stage (--force prepare)")
+        return cls(answer_format, SequenceStats.load(folder))
 
 
 def prepared_history_items(run_dir: Path) -> int:
@@ -241,7 +271,7 @@ class RerankEndpoint:
         return [{"model": served.name, **asdict(r)} for r in self.reranker(served).rerank_many(payloads)]
 
     def reranker(self, served) -> Reranker:
-        refuse_index_runs(served.run_dir)
         return served.shared("reranker", lambda: Reranker(
             served.model, served.tokenizer, read_items(find_items_file(served.run_dir)),
-            history_items=prepared_history_items(served.run_dir), settings=served.settings))
+            history_items=prepared_history_items(served.run_dir), settings=served.settings,
+            prompting=Prompting.of_run(served.run_dir)))

@@ -153,6 +153,7 @@ class GR2Prepare:
             summary.update(split_summary(split, examples, built["coverage"]))
         if scorer is not None:
             atomic_write_json(out / "evidence_model.json", scorer.describe())
+            self.serving_stats.save(out)  # the test lists' counts: what rerank shows a served model
         atomic_write_jsonl(out / "items.jsonl", [items[i] for i in catalog])
         atomic_write_jsonl(out / "corpus.jsonl", self.corpus(splits, items, rng))
         atomic_write_json(out / "summary.json", summary)
@@ -174,6 +175,8 @@ class GR2Prepare:
             seen, seen_times = shifted_sequences(sequences, times, cut)
             knn = ItemKNN(**p.preranker.model_dump()).fit(list(seen.values()), catalog)
             stats = SequenceStats(window=p.preranker.window).fit(seen, seen_times, catalog, items)
+            if cut == 1:
+                self.serving_stats = stats
             for split, user in by_cut[cut]:
                 lists[split]["triples"] += 1
                 example = self.build_list(user, sequences[user], times[user], cut, knn, stats)
@@ -194,7 +197,7 @@ class GR2Prepare:
         features = stats.features(history, until, candidates, [float(scores[knn.index[c]]) for c in candidates])
         evidence = [asdict(stats.evidence(history, until, c)) for c in candidates]
         return {"user": user, "history": history, "target": target, "candidate_ids": candidates,
-                "target_index": candidates.index(target), "same_second": times[-cut] == until,
+                "target_index": candidates.index(target), "same_second": times[-cut] == until, "until": until,
                 "features": features.round(6).tolist(), "evidence": evidence}
 
     def render(self, example: dict, items: dict[str, dict], scorer: "EvidenceModel | None") -> dict:

@@ -135,13 +135,38 @@ def test_index_constraint_decodes_only_parseable_answers():
         assert len(json.loads(text[text.rindex("{"):])["recommendations"]) <= 3
 
 
-def test_rerank_refuses_a_run_whose_prompts_it_cannot_rebuild(tmp_path):
-    import yaml
-
-    from reasonrl.core.errors import ReasonRLError
+@pytest.mark.slow
+def test_rerank_answers_index_lists_exactly_as_the_evaluation_did(tmp_path):
+    """A served index run rebuilds each test list's prompt (evidence included) and answer."""
+    from reasonrl.core.config import resolve_config
+    from reasonrl.core.pipeline import run_pipeline
     from reasonrl.gr2_plugins.inference import Reranker
 
-    (tmp_path / "config.resolved.yaml").write_text(yaml.safe_dump(
-        {"stages": [{"stage": "gr2_prepare", "id": "prepare", "answer_format": "index"}]}))
-    with pytest.raises(ReasonRLError, match="answer_format: index"):
-        Reranker.from_run(tmp_path)
+    tiny = {"source": "tiny", "add_tokens": "prepare/sid_tokens.txt",
+            "tiny": {"tokenizer_corpus": ["prepare/train.jsonl"], "vocab_size": 600, "hidden_size": 64,
+                     "num_layers": 2, "intermediate_size": 128, "max_positions": 2048}}
+    data = {"name": "jsonl", "params": {"files": {"train": "traces/sft.jsonl"}}}
+    stages = [
+        {"stage": "gr2_prepare", "id": "prepare", "history_items": 3, "answer_format": "index",
+         "prompt_evidence": True, "max_users": {"train": 40, "validation": 4, "test": 6}, "progress": False},
+        {"stage": "teacher_traces", "id": "traces", "dataset": {"name": "jsonl", "params": {
+            "files": {"train": "prepare/train.jsonl"}}}, "teacher": "feature_ranker",
+         "filters": ["valid_format"], "max_rounds": 1, "samples_per_round": 1, "progress": False},
+        {"stage": "sft", "id": "sft", "model": tiny, "dataset": data, "batch_size": 4, "epochs": 1, "progress": False},
+        {"stage": "gr2_evaluate", "id": "evaluate", "bootstrap_samples": 20, "progress": False,
+         "dataset": {"name": "jsonl", "params": {"files": {"test": "prepare/test.jsonl"}}},
+         "constraint": {"name": "index_list", "params": {"max_items": 3, "close_at_budget": True}},
+         "sampling": {"top_k": 1, "max_new_tokens": 40}, "variants": [{"name": "pre-ranker"}, {"name": "SFT", "stage": "sft"}]},
+    ]
+    config = resolve_config({"run_name": "index", "output_dir": str(tmp_path), "stages": stages})
+    run_pipeline(config, echo=lambda m: None)
+    run = tmp_path / "index"
+    tests = [json.loads(line) for line in (run / "prepare" / "test.jsonl").read_text().splitlines()]
+    evaluated = [json.loads(line) for line in (run / "evaluate" / "outputs_SFT.jsonl").read_text().splitlines()]
+    reranker = Reranker.from_run(run, stage="sft")
+    for example, row in zip(tests, evaluated):
+        built = reranker.example(example["history"], example["candidate_ids"], example["until"])
+        assert built["prompt"] == example["prompt"]
+        result = reranker.rerank(example["history"], example["candidate_ids"], until=example["until"])
+        assert result.text == row["output"]
+        assert result.error is None and sorted(result.ranking) == sorted(example["candidate_ids"])
