@@ -24,6 +24,8 @@ def register_datasets(register):
 @hookimpl
 def register_reward_functions(register):
     register("label_accuracy", f"{M}.rewards:LabelAccuracy", summary="1 if the parsed label is the gold label")
+    register("label_balanced", f"{M}.rewards:BalancedLabelAccuracy", params=f"{M}.rewards:BalancedLabelParams",
+             summary="1 / (K x class share) if the parsed label is the gold label: no reward for the majority label")
     register("verdict_labels", f"{M}.rewards:VerdictLabels", params=f"{M}.rewards:VerdictLabelsParams",
              summary="metric, not a reward: the share of answers per label and their entropy (rl: metrics); "
                      "stops on a constant starting policy")

@@ -7,7 +7,7 @@ import math
 from pydantic import Field
 
 from reasonrl.core.config import JudgeRef
-from reasonrl.core.errors import ReasonRLError
+from reasonrl.core.errors import ReasonRLError, StopTraining
 from reasonrl.core.registry import Params
 from reasonrl.moderation_plugins.metrics import reasoning_grounding
 from reasonrl.moderation_plugins.parsing import parse_verdict
@@ -49,11 +49,51 @@ class LabelAccuracy:
                 for c, e in zip(completions, examples)]
 
 
+class BalancedLabelParams(Params):
+    class_shares: dict[str, float] | None = Field(None, description=(
+        "each label's share of the prompts trained on; default: the shares of the gold labels seen so far "
+        "(with stratified draws these are equal, and every weight is 1)"))
+
+
+class BalancedLabelAccuracy:
+    """``label_balanced``: a correct label earns 1 / (K x share of its class), a wrong or missing
+    one 0. Answering one label for everything then earns 1/K on average whichever label it is,
+    so the majority label is no longer the easy optimum that plain accuracy makes it."""
+
+    def __init__(self, params: BalancedLabelParams | None = None) -> None:
+        self.params = params or BalancedLabelParams()
+        self.seen: dict[str, float] = {}
+
+    def shares(self, examples) -> dict[str, float]:
+        if self.params.class_shares:
+            return self.params.class_shares
+        for example in examples:
+            for label in example["labels"]:
+                self.seen.setdefault(label, 1.0)  # one pseudo-count each: no label starts at share 0
+            self.seen[example["label"]] += 1.0
+        total = sum(self.seen.values())
+        return {label: count / total for label, count in self.seen.items()}
+
+    def __call__(self, prompts, completions, examples):
+        shares = self.shares(examples)
+        out = []
+        for completion, example in zip(completions, examples):
+            gold = example["label"]
+            right = parse_verdict(completion, example["labels"]).label == gold
+            out.append({"label_balanced": 1.0 / (len(example["labels"]) * shares[gold]) if right else 0.0})
+        return out
+
+
 class VerdictLabelsParams(Params):
     stop_if_constant: bool = True
     """stop the rl stage when every rollout of its first check_steps steps gives the same answer (one label, or none)"""
     check_steps: int = Field(2, gt=0)
     """how many first steps the check pools (more rollouts: fewer false alarms on a confident policy)"""
+    max_label_share: float | None = Field(None, gt=0, le=1, description=(
+        "collapse guard: when one label takes more than this share of the rollouts for collapse_steps steps in a "
+        "row, the stage stops and keeps the policy from before that run of steps (None: off; the recipes use 0.8)"))
+    collapse_steps: int = Field(3, gt=0)
+    """consecutive steps above max_label_share that count as a collapse"""
 
 
 class VerdictLabels:
@@ -65,6 +105,9 @@ class VerdictLabels:
     def __init__(self, params: VerdictLabelsParams | None = None) -> None:
         self.params = params or VerdictLabelsParams()
         self.answers_at_start: set[str] = set()
+        self.streak = 0
+        # the rl stage keeps this many earlier policies to fall back on
+        self.guard_window = self.params.collapse_steps if self.params.max_label_share else 0
 
     def __call__(self, prompts, completions, examples):
         out = []
@@ -82,7 +125,21 @@ class VerdictLabels:
             self.answers_at_start |= set(shares)
             if step == self.params.check_steps and self.params.stop_if_constant and len(self.answers_at_start) == 1:
                 self.stop(next(iter(self.answers_at_start)))
-        return {"label_entropy": entropy}
+        top = max(shares.items(), key=lambda kv: kv[1], default=("label=none", 0.0))
+        self.guard(step, *top)
+        return {"label_entropy": entropy, "top_label_share": top[1]}
+
+    def guard(self, step: int, answer: str, share: float) -> None:
+        """The collapse guard: past ``check_steps``, ``collapse_steps`` steps in a row with one
+        answer above ``max_label_share`` stop the stage, back to the policy before them."""
+        limit = self.params.max_label_share
+        if limit is None or step <= self.params.check_steps:
+            return
+        self.streak = self.streak + 1 if share > limit else 0
+        if self.streak >= self.params.collapse_steps:
+            raise StopTraining(f"verdict_labels: {answer} took more than {limit:.0%} of the rollouts for "
+                               f"{self.streak} steps in a row (step {step}: {share:.0%}); the policy is collapsing "
+                               f"onto one answer", restore_steps_back=self.streak)
 
     def stop(self, answer: str) -> None:
         steps = self.params.check_steps

@@ -50,6 +50,10 @@ class DAPOParams(Params):
     """leave completions cut at max_new_tokens out of the loss"""
     std_eps: float = 1e-6
     """added to the group's reward std before dividing"""
+    beta: float = Field(0.0, ge=0, description=(
+        "KL weight to a frozen reference (the paper's DAPO drops it: 0; small-model recipes anchor with 1e-3 to 0.04)"))
+    kl_estimator: str = Field("k3", pattern="^(k1|k3)$")
+    """k1 (log-ratio) or k3 (unbiased, non-negative) KL estimator"""
 
 
 class PPOParams(Params):
@@ -229,6 +233,7 @@ def dapo(params: DAPOParams) -> GroupPolicyOptimizer:
     """Clip-higher, token-level loss, dynamic sampling, optional truncated-sample masking."""
     return GroupPolicyOptimizer(params, scale_by_std=True, std_eps=params.std_eps,
                                 clip=ClipRange(params.epsilon_low, params.epsilon_high), aggregation="token",
+                                kl=KLTerm(params.beta, params.kl_estimator),
                                 dynamic_sampling=params.dynamic_sampling, mask_truncated=params.mask_truncated)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import statistics
 import time
+from collections import deque
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -13,7 +14,7 @@ from pydantic import Field
 
 from reasonrl.core.config import CombinerRef, ConstraintRef, OptimizerRef, RewardRef, RolloutEngineRef
 from reasonrl.core.contracts import RolloutBatch, StageContext
-from reasonrl.core.errors import ReasonRLError
+from reasonrl.core.errors import ReasonRLError, StopTraining
 from reasonrl.core.io import atomic_write_json
 from reasonrl.plugins.models import chat_prompt
 from reasonrl.plugins.rewards import INVALID, score_samples
@@ -58,6 +59,10 @@ class RLParams(TrainingParams):
     """optimizer updates per rollout batch (more than 1 goes off-policy, ratio clipped)"""
     micro_batch_prompts: int = Field(4, gt=0)
     """prompts per forward/backward pass (memory, not the result)"""
+    prompt_draws: Literal["uniform", "stratified"] = Field("uniform", description=(
+        "uniform: each prompt drawn from the whole split; stratified: every step draws the classes of stratify_by "
+        "equally often (a majority class cannot dominate the batches, e.g. moderation labels)"))
+    stratify_by: str = Field("label", description="the example field whose values stratified draws balance")
     sampling_seeds: Literal["batch", "prompt"] = Field("batch", description=(
         "batch: one random stream per rollout batch (fastest); prompt: one per prompt, so results do not "
         "depend on batching or on the number of processes"))
@@ -93,6 +98,27 @@ def mean_components(rows: list[dict[str, float | None]], prefix: str) -> dict[st
     return means
 
 
+def strata_of(examples: list[dict], field: str, stage: str) -> dict[Any, list[int]]:
+    """Example indices per value of ``field``."""
+    strata: dict[Any, list[int]] = {}
+    for index, example in enumerate(examples):
+        if field not in example:
+            raise ReasonRLError(f"stage {stage!r}: prompt_draws: stratified balances {field!r}, and training example "
+                                f"{index} has no such field (it has {sorted(example)}); set stratify_by")
+        strata.setdefault(example[field], []).append(index)
+    return strata
+
+
+def draw_examples(examples: list[dict], strata: dict[Any, list[int]] | None, rng: random.Random, n: int) -> list[dict]:
+    """``n`` examples drawn uniformly, or with every stratum drawn n // K times (the remainder
+    from distinct strata chosen at random) and a uniform example inside each."""
+    if strata is None:
+        return [examples[rng.randrange(len(examples))] for _ in range(n)]
+    keys = sorted(strata, key=str)
+    order = keys * (n // len(keys)) + rng.sample(keys, n % len(keys))
+    return [examples[rng.choice(strata[key])] for key in order]
+
+
 class RLStage(Trainer):
     """On-policy RL with any registered optimizer, rollout engine and rewards."""
 
@@ -108,6 +134,8 @@ class RLStage(Trainer):
         self.metric_fns = [(ref.name, context.build(ref)) for ref in params.metrics]
         self.combiner = context.build(params.combiner)
         self.train = self.examples(params.split, (params.prompt_field,))
+        self.strata = strata_of(self.train, params.stratify_by, context.stage_id) \
+            if params.prompt_draws == "stratified" else None
         make_extra = (lambda model: {"value_head": ValueHead(model.config.hidden_size)}) \
             if self.optimizer_algo.needs_values else None
         self.setup(context, params.steps, make_extra)
@@ -123,8 +151,17 @@ class RLStage(Trainer):
         self.reference = self._reference_model() if self.optimizer_algo.needs_reference else None
         history = self._history()
         bar = self.progress(f"rl[{params.optimizer.name}]")
+        window = max((getattr(fn, "guard_window", 0) for _, fn in self.metric_fns), default=0)
+        policies: deque = deque(maxlen=window + 1)  # start-of-step policies a guard may fall back on
+        stopped: dict[str, Any] = {}
         for step in range(self.start_step, params.steps):
-            metrics = self.train_step(step)
+            if window:
+                policies.append((step, self._trainable_state()))
+            try:
+                metrics = self.train_step(step)
+            except StopTraining as stop:
+                stopped = self._fall_back(stop, step, policies)
+                break
             history.append(metrics)
             context.log(step + 1, metrics)
             bar.set_postfix(reward=f"{metrics['reward/mean']:.3f}", loss=f"{metrics['loss']:.4f}")
@@ -133,8 +170,28 @@ class RLStage(Trainer):
                 self.save_snapshot(step + 1)
             self.maybe_checkpoint(step + 1, {"history": history})
         bar.close()
-        self.save_model({"history": history})
-        return self._summary(history)
+        self.save_model({"history": history, **stopped})
+        return {**self._summary(history), **stopped}
+
+    def _trainable_state(self) -> dict[str, torch.Tensor]:
+        model = self.accelerator.unwrap_model(self.model)
+        return {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad}
+
+    def _fall_back(self, stop: StopTraining, step: int, policies: deque) -> dict[str, Any]:
+        """A check stopped the stage: keep the policy of ``stop.restore_steps_back`` steps
+        before (the oldest held, if fewer are) and say so."""
+        back = min(stop.restore_steps_back, len(policies) - 1) if policies else 0
+        kept_step = step
+        if back:
+            kept_step, state = policies[-1 - back]
+            model = self.accelerator.unwrap_model(self.model)
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    if name in state:
+                        p.copy_(state[name].to(p.device))
+        print(f"    {self.context.stage_id}: stopped at step {step + 1}: {stop.reason}; keeping the policy of step "
+              f"{kept_step} (the last the check accepted)")
+        return {"stopped_at_step": step + 1, "stop_reason": stop.reason, "kept_policy_of_step": kept_step}
 
     def decode_settings(self):
         settings = super().decode_settings()
@@ -193,7 +250,7 @@ class RLStage(Trainer):
             needs = self._all_ranks(target - len(kept))
             if sum(needs) == 0:
                 break
-            drawn = [self.train[rng.randrange(len(self.train))] for _ in range(sum(needs))]
+            drawn = draw_examples(self.train, self.strata, rng, sum(needs))
             first = sum(needs[:self.rank])
             examples = drawn[first:first + needs[self.rank]]
             if not examples:

@@ -111,6 +111,22 @@ def test_grpo_kl_term_and_reference_need():
     assert loss.item() == pytest.approx(0.1 * math.log(2)) and stats["kl"] == pytest.approx(math.log(2))
 
 
+def test_dapo_kl_term_by_hand():
+    """DAPO with an anchor: the token-mean loss plus beta x k3 KL, on tokens of unequal rewards."""
+    assert not DAPO(DAPOParams()).needs_reference
+    dapo = DAPO(DAPOParams(beta=0.04))
+    assert dapo.needs_reference
+    new = torch.log(torch.tensor([[0.5, 0.5], [0.5, 0.5]]))
+    b = dapo.prepare(batch([1.0, 0.0], [[1, 1], [1, 0]], old=new.clone()))  # on-policy: ratio 1
+    ref = torch.log(torch.tensor([[0.25, 0.5], [0.5, 0.5]]))
+    k3 = 0.5 + math.log(2) - 1  # ref/new - log(ref/new) - 1 with ref/new = 0.5 on the first token
+    a = b.advantages
+    policy = -(a[0, 0] + a[0, 1] + a[1, 0]).item() / 3  # ratio 1 everywhere: -A per token, mean over 3 tokens
+    loss, stats = dapo.loss(b, new, ref_logprobs=ref)
+    assert loss.item() == pytest.approx(policy + 0.04 * k3 / 3, abs=1e-6)
+    assert stats["kl"] == pytest.approx(k3 / 3)
+
+
 def test_dapo_dynamic_sampling_and_truncation_mask():
     dapo = DAPO(DAPOParams(mask_truncated=True))
     assert not dapo.keep_group([1.0, 1.0, 1.0]) and dapo.keep_group([1.0, 0.0])

@@ -106,14 +106,14 @@ def test_verdict_labels_entropy_by_hand_and_a_constant_start_stops_the_run():
     assert VerdictLabels().summarize(means, step=1)["label_entropy"] == pytest.approx(1.5)
     constant = {"label=spam": 1.0, "label=ham": 0.0, "label=none": 0.0}
     metric = VerdictLabels()  # pools the first 2 steps by default
-    assert metric.summarize(constant, step=1) == {"label_entropy": 0.0}
+    assert metric.summarize(constant, step=1) == {"label_entropy": 0.0, "top_label_share": 1.0}
     with pytest.raises(ReasonRLError, match="every rollout of the first 2 rl step.s. answers label=spam"):
         metric.summarize(constant, step=2)
     # one other answer in the pooled steps is enough; later steps only log a collapse
     varied = VerdictLabels()
     varied.summarize({"label=ham": 1.0}, step=1)
-    assert varied.summarize(constant, step=2) == {"label_entropy": 0.0}
-    assert varied.summarize(constant, step=3) == {"label_entropy": 0.0}
+    assert varied.summarize(constant, step=2) == {"label_entropy": 0.0, "top_label_share": 1.0}
+    assert varied.summarize(constant, step=3) == {"label_entropy": 0.0, "top_label_share": 1.0}  # guard off
     off = VerdictLabels(VerdictLabelsParams(stop_if_constant=False, check_steps=1))
     assert off.summarize(constant, step=1)["label_entropy"] == 0.0
 
@@ -159,3 +159,41 @@ def test_balanced_row_sampler_draws_each_label_equally():
     assert [plain(rng) for _ in range(50)] == [reference.randrange(100) for _ in range(50)]
     with pytest.raises(ReasonRLError, match="balance_field 'label' is missing from row 0"):
         row_sampler([{"text": "x"}], "label", "warm")
+
+
+def test_balanced_label_reward_pays_no_label_for_being_the_majority():
+    from reasonrl.moderation_plugins.rewards import BalancedLabelAccuracy, BalancedLabelParams
+
+    labels = ["benign", "malicious"]
+    batch = [{"label": "benign", "labels": labels}] * 3 + [{"label": "malicious", "labels": labels}]
+    says = {name: f"Because.\nLabel: {name}\nProbability: 0.5" for name in labels}
+    fixed = BalancedLabelAccuracy(BalancedLabelParams(class_shares={"benign": 0.75, "malicious": 0.25}))
+    always = {name: [r["label_balanced"] for r in fixed([""] * 4, [says[name]] * 4, batch)] for name in labels}
+    assert always["benign"] == pytest.approx([2 / 3] * 3 + [0.0])  # 1 / (2 x 0.75)
+    assert always["malicious"] == pytest.approx([0.0] * 3 + [2.0])  # 1 / (2 x 0.25)
+    assert sum(always["benign"]) == pytest.approx(sum(always["malicious"]))  # both constant policies earn 1/K
+    plain = [r["label_accuracy"] for r in LabelAccuracy()([""] * 4, [says["benign"]] * 4, batch)]
+    assert sum(plain) == 3.0  # where plain accuracy pays the majority three times as much
+    # default: the shares of the gold labels seen so far, one pseudo-count per label
+    seen = BalancedLabelAccuracy()
+    first = seen([""] * 4, [says["malicious"]] * 4, batch)
+    assert first[3]["label_balanced"] == pytest.approx(1 / (2 * (2 / 6)))  # malicious: (1 + 1) of (2 + 4)
+    assert seen.shares([])["benign"] == pytest.approx(4 / 6)
+
+
+def test_collapse_guard_stops_after_k_steps_above_the_share_and_resets():
+    from reasonrl.core.errors import StopTraining
+    from reasonrl.moderation_plugins.rewards import VerdictLabels, VerdictLabelsParams
+
+    guard = VerdictLabels(VerdictLabelsParams(max_label_share=0.8, collapse_steps=3, check_steps=1))
+    assert guard.guard_window == 3 and VerdictLabels().guard_window == 0
+    mixed, skewed = {"label=spam": 0.6, "label=ham": 0.4}, {"label=spam": 0.9, "label=ham": 0.1}
+    guard.summarize(mixed, step=1)
+    guard.summarize(skewed, step=2)
+    guard.summarize(skewed, step=3)
+    guard.summarize(mixed, step=4)  # the run of skewed steps is broken: it starts again
+    guard.summarize(skewed, step=5)
+    guard.summarize(skewed, step=6)
+    with pytest.raises(StopTraining, match="label=spam took more than 80% of the rollouts for 3 steps") as stop:
+        guard.summarize(skewed, step=7)
+    assert stop.value.restore_steps_back == 3
