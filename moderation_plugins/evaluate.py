@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from pydantic import Field, model_validator
 
-from reasonrl.core.config import DatasetRef
+from reasonrl.core.config import ConstraintRef, DatasetRef
 from reasonrl.core.contracts import StageContext
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.io import read_json
@@ -71,6 +71,8 @@ class ModerationEvalParams(Params):
         return self
     title: str = "Moderation"
     """the report's title"""
+    constraint: ConstraintRef | None = Field(None, description=(
+        "a decoding constraint for every model row, e.g. verdict_close: the verdict always ends the answer"))
     progress: bool = True
     """show progress bars"""
 
@@ -196,7 +198,7 @@ class ModerationEvaluate(VariantEvaluation):
         if variant.stage is None:
             return None
         sampling = self.row_sampling(variant)
-        return DecodeSettings(stage=variant.stage, chat_template=variant.chat_template,
+        return DecodeSettings(stage=variant.stage, chat_template=variant.chat_template, constraint=self.params.constraint,
                               max_new_tokens=sampling.max_new_tokens, prompt_batch_size=sampling.prompt_batch_size)
 
     def row_sampling(self, variant) -> SamplingParams:
@@ -263,9 +265,12 @@ class ModerationEvaluate(VariantEvaluation):
                        if v.baseline_stage is None and self.trace_key(v) == key)
             model, tokenizer = load_model(variant.stage or variant.model, context.run_dir)
             desc = f"eval {variant.name}" + (f" ({most} traces per example, shared)" if most > 1 else "")
+            rule = context.build(p.constraint) if p.constraint is not None else None
+            constraints = None if rule is None else [rule.for_example(tokenizer, e) for e in examples]
             self.traces[key] = generate_samples(model, tokenizer, [e["prompt"] for e in examples],
                                                 self.row_sampling(variant), most, seed=context.seed,
-                                                chat_template=variant.chat_template, desc=desc, progress=p.progress)
+                                                chat_template=variant.chat_template, desc=desc, progress=p.progress,
+                                                constraints=constraints)
         verdicts = verdicts_from(self.traces[key], examples, samples)
         # "label" is the verdict's; the example's own label is kept as "gold" (the verdict used to overwrite it)
         outputs = [{"id": e.get("id"), "gold": e["label"], **v} for e, v in zip(examples, verdicts)]

@@ -71,3 +71,9 @@ def register_commands(register):
 def register_serve_endpoints(register):
     register("classify", f"{M}.inference:ClassifyEndpoint",
              summary="POST /v1/classify of reasonrl serve: texts + policy -> reasoning, label, probability")
+
+
+@hookimpl
+def register_decoding_constraints(register):
+    register("verdict_close", f"{M}.constraints:VerdictClose", params=f"{M}.constraints:VerdictCloseParams",
+             summary="free reasoning that cannot end early; a known label and a probability in [0, 1] always follow")
