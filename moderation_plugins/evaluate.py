@@ -71,14 +71,18 @@ class ModerationEvalParams(Params):
         return self
     title: str = "Moderation"
     """the report's title"""
+    model_scores: bool = Field(True, description=(
+        "also score each answer by the model's own probability of the labels where its verdict names them "
+        "(roc_auc_model, pr_auc_model, ece_model; one forward pass per example); the stated probability's "
+        "roc_auc stays beside them"))
     constraint: ConstraintRef | None = Field(None, description=(
         "a decoding constraint for every model row, e.g. verdict_close: the verdict always ends the answer"))
     progress: bool = True
     """show progress bars"""
 
 
-COLUMNS = ["accuracy", "macro_f1", "roc_auc", "pr_auc", "ece", "parse_failure_rate", "cut_rate", "reasoning_words",
-           "grounded_words", "cites_content"]
+COLUMNS = ["accuracy", "macro_f1", "roc_auc_model", "roc_auc", "pr_auc_model", "pr_auc", "ece_model", "ece",
+           "parse_failure_rate", "cut_rate", "reasoning_words", "grounded_words", "cites_content"]
 
 
 def aggregate_samples(samples: Sequence[str], labels: Sequence[str], cut: Sequence[bool] = ()) -> dict[str, Any]:
@@ -146,6 +150,19 @@ def score_verdicts(examples: list[dict], verdicts: list[dict]) -> dict[str, Any]
     if confidence is not None:
         report["reliability"] = reliability_bins(confidence, [p == g for p, g in zip(predicted, gold)])
     return report
+
+
+def model_score_metrics(examples: list[dict], verdicts: list[dict], probabilities) -> dict[str, Any]:
+    """ROC-AUC, PR-AUC and ECE from the model's own label probabilities (binary tasks), with the
+    verdict's label as the prediction; empty when there are none."""
+    if probabilities is None:
+        return {}
+    labels = examples[0]["labels"]
+    p_pos = [p[-1] for p in probabilities]
+    predicted = [v["label"] for v in verdicts]
+    confidence = [p if label == labels[-1] else 1 - p for p, label in zip(p_pos, predicted)]
+    report = classification_report([e["label"] for e in examples], predicted, p_pos, labels, confidence)
+    return {"roc_auc_model": report["roc_auc"], "pr_auc_model": report["pr_auc"], "ece_model": report["ece"]}
 
 
 def reliability_bins(confidence: Sequence[float], correct: Sequence[bool], bins: int = 10) -> list[dict]:
@@ -246,6 +263,7 @@ class ModerationEvaluate(VariantEvaluation):
 
     def run(self, context: StageContext) -> dict[str, Any]:
         self.traces: dict[str, Any] = {}  # generations shared by rows of one model and decoding
+        self.model_scores: dict[str, Any] = {}  # the model's label probabilities on each key's first traces
         return super().run(context)
 
     def trace_key(self, variant) -> str:
@@ -271,8 +289,20 @@ class ModerationEvaluate(VariantEvaluation):
                                                 self.row_sampling(variant), most, seed=context.seed,
                                                 chat_template=variant.chat_template, desc=desc, progress=p.progress,
                                                 constraints=constraints)
+            self.model_scores[key] = self.score_with_model(model, tokenizer, variant, examples, self.traces[key])
         verdicts = verdicts_from(self.traces[key], examples, samples)
         # "label" is the verdict's; the example's own label is kept as "gold" (the verdict used to overwrite it)
         outputs = [{"id": e.get("id"), "gold": e["label"], **v} for e, v in zip(examples, verdicts)]
         write_outputs(context.stage_dir, variant.name, outputs)
-        return {**score_verdicts(examples, verdicts), "predictions": [v["label"] for v in verdicts]}
+        row = {**score_verdicts(examples, verdicts), "predictions": [v["label"] for v in verdicts]}
+        return {**row, **model_score_metrics(examples, verdicts, self.model_scores.get(key))}
+
+    def score_with_model(self, model, tokenizer, variant, examples, generated) -> list[list[float]] | None:
+        from reasonrl.moderation_plugins.scores import label_probabilities
+        from reasonrl.plugins.models import chat_prompt
+
+        if not self.params.model_scores or len(examples[0]["labels"]) != 2:
+            return None
+        prompts = [chat_prompt(tokenizer, e["prompt"], variant.chat_template) for e in examples]
+        return label_probabilities(model, tokenizer, prompts, [texts[0] for texts in generated.texts],
+                                   examples[0]["labels"])
