@@ -4,6 +4,7 @@
   points are not auto-loaded, so the test sees no stray installed plugin.
 - ``register_plugin``: ``register_plugin(module_or_object, name="x")`` adds a throwaway
   plugin for one test and removes it afterwards.
+- ``random_decode``: drive a decoding constraint with a random policy (does every answer parse?).
 - ``JsonHandler`` and ``serve_loopback``: a fake HTTP endpoint on 127.0.0.1 (for a
   teacher or judge that talks to an OpenAI-compatible server).
 
@@ -24,6 +25,28 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from reasonrl.core import manager
+
+
+def random_decode(rule, tokenizer, budget: int, rng, free_pool=None) -> tuple[str, int]:
+    """Text a policy that picks uniformly among the tokens ``rule`` allows writes within
+    ``budget`` tokens (``free_pool``: the ids it picks from where the rule leaves the choice
+    free, default the whole vocabulary), and how many tokens it wrote."""
+    if hasattr(rule, "set_budget"):
+        rule.set_budget(budget)
+    pool = list(range(len(tokenizer))) if free_pool is None else list(free_pool)
+    out: list[int] = []
+    while len(out) < budget:
+        allowed = rule.allowed()
+        if allowed is None or type(allowed).__name__ == "Excluding":  # any token, or all but a few
+            banned = set(allowed or ())
+            token = rng.choice([i for i in pool if i not in banned])
+        else:
+            token = rng.choice(list(allowed))
+        if token == tokenizer.eos_token_id:
+            break
+        rule.advance(token)
+        out.append(token)
+    return tokenizer.decode(out), len(out)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from typing import Sequence
 from pydantic import Field
 
 from reasonrl.core.registry import Params
+from reasonrl.plugins.answer_budget import KeepsRoomForAnswer
 from reasonrl.plugins.rollout import Excluding
 
 CODE = re.compile(r"<s_[a-z]_\d+>")
@@ -70,7 +71,7 @@ def prefix_tokens(tokenizer, literal: str) -> list[int]:
     return list(_prefix_tokens(tokenizer, literal))
 
 
-class SIDConstraint:
+class SIDConstraint(KeepsRoomForAnswer):
     """Per-row state machine fed one token at a time (``advance``); ``allowed`` gives the token
     ids the next position may take, an ``Excluding`` of the few it may not (free text), or None
     when any token may follow."""
@@ -109,22 +110,18 @@ class SIDConstraint:
         clone.inside = None if self.inside is None else list(self.inside)
         return clone
 
-    def set_budget(self, max_new_tokens: int) -> None:
-        if self.close_at_budget:
-            self.budget = max_new_tokens
-            self._close_if_out_of_room()
-
     def answer_room(self) -> int:
         """Tokens the longest answer from here may take: the opening, then each candidate (its SID
         and a separator, one token per character at worst), the close and end-of-sequence."""
         sid = 2 + max((len(c) for c in self.candidates), default=0)
         return len(WHOLE_ANSWER_OPEN) + len(self.candidates) * (sid + len(LIST_NEXT)) + len(LIST_CLOSE) + 1
 
-    def _close_if_out_of_room(self) -> None:
-        if (self.budget is None or self.in_answer or self.inside is not None
-                or self.budget - self.written > self.answer_room()):
-            return
-        self.forced = True
+    room = answer_room
+
+    def answer_started(self) -> bool:
+        return self.in_answer or self.inside is not None  # never close inside a SID
+
+    def open_answer(self) -> None:
         self.in_answer = True
         self.literal, self.then = (CLOSE_EXPLANATION if self.explaining else WHOLE_ANSWER_OPEN), self.begin
 
@@ -154,7 +151,7 @@ class SIDConstraint:
     def advance(self, token: int) -> None:
         self.written += 1
         self._advance_state(token)
-        self._close_if_out_of_room()
+        self.close_if_out_of_room()
 
     def _advance_state(self, token: int) -> None:
         if token == self.begin:
@@ -302,7 +299,7 @@ class NumberList:
         return copy.copy(self)
 
 
-class IndexConstraint:
+class IndexConstraint(KeepsRoomForAnswer):
     """The ``index_list`` rule for one example: free reasoning that may not end the answer early
     nor break the explanation string; once the ``"recommendations`` key is written, only a list
     of distinct candidate numbers and its close; end-of-sequence after it. With a budget
@@ -316,25 +313,20 @@ class IndexConstraint:
         self.tail, self.explaining = "", False
         self.literal: str | None = None  # punctuation still to write before the list
         self.in_answer = False
-        self.forced = False
 
     def __deepcopy__(self, memo):
         clone = copy.copy(self)
         clone.numbers = self.numbers.copy()
         return clone
 
-    def answer_room(self) -> int:
+    def room(self) -> int:
         return len(INDEX_ANSWER_OPEN) + self.numbers.max_items * (len(str(self.numbers.size)) + 2) + 3
 
-    def set_budget(self, max_new_tokens: int) -> None:
-        if self.close_at_budget:
-            self.budget = max_new_tokens
-            self._close_if_out_of_room()
+    def answer_started(self) -> bool:
+        return self.in_answer
 
-    def _close_if_out_of_room(self) -> None:
-        if self.budget is None or self.in_answer or self.budget - self.written > self.answer_room():
-            return
-        self.forced, self.in_answer = True, True
+    def open_answer(self) -> None:
+        self.in_answer = True
         self.literal = INDEX_CLOSE_EXPLANATION if self.explaining else INDEX_ANSWER_OPEN
 
     def allowed(self) -> list[int] | Excluding | None:
@@ -358,7 +350,7 @@ class IndexConstraint:
             self.literal = self.literal[len(text):] if self.literal.startswith(text) and text else None
         elif self.literal == "" and not self.numbers.feed(text):
             self.literal = None  # left the list's shape (possible only unconstrained): the parser reports it
-        self._close_if_out_of_room()
+        self.close_if_out_of_room()
 
     def _advance_free(self, text: str) -> None:
         self.tail = (self.tail + text)[-40:]

@@ -30,17 +30,28 @@ class ValidFormat:
         return Verdict(parsed.valid, parsed.error or "")
 
 
-class Top1Match:
-    """GR2's rejection rule: the trace's first recommendation is the held-out item."""
+class RankingCheck:
+    """A filter on the ranking a trace gives: invalid answers are rejected with their parse
+    error, valid ones judged by ``judge(order, target_index)``."""
 
     def __init__(self, params=None) -> None:
         self.params = params
+
+    def judge(self, order: list[int], target: int) -> Verdict:
+        raise NotImplementedError
 
     def check(self, example, completion: str) -> Verdict:
         parsed = parse_answer(completion, example)
         if not parsed.valid:
             return Verdict(False, parsed.error)
-        return Verdict(parsed.order[0] == example["target_index"], "top1_mismatch")
+        return self.judge(parsed.order, example["target_index"])
+
+
+class Top1Match(RankingCheck):
+    """GR2's rejection rule: the trace's first recommendation is the held-out item."""
+
+    def judge(self, order: list[int], target: int) -> Verdict:
+        return Verdict(order[0] == target, "top1_mismatch")
 
 
 class CitesSid:
@@ -57,16 +68,10 @@ class CitesSid:
         return Verdict(len(cited) >= self.min_citations, "too_few_sid_citations")
 
 
-class ImprovesInput:
+class ImprovesInput(RankingCheck):
     """The trace's ranking puts the held-out item higher than the input order did, or keeps it
     first where it already was: traces that teach improving on the pre-ranker, not luck."""
 
-    def __init__(self, params=None) -> None:
-        self.params = params
-
-    def check(self, example, completion: str) -> Verdict:
-        parsed = parse_answer(completion, example)
-        if not parsed.valid:
-            return Verdict(False, parsed.error)
-        before, after = example["target_index"], parsed.order.index(example["target_index"])
-        return Verdict(after < before or after == before == 0, "no_improvement")
+    def judge(self, order: list[int], target: int) -> Verdict:
+        after = order.index(target)
+        return Verdict(after < target or after == target == 0, "no_improvement")

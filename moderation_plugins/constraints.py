@@ -17,6 +17,7 @@ from typing import Sequence
 from pydantic import Field
 
 from reasonrl.core.registry import Params
+from reasonrl.plugins.answer_budget import KeepsRoomForAnswer
 
 LABEL_KEY, PROBABILITY_KEY = "Label:", "\nProbability: "
 VERDICT_OPEN = "\n" + LABEL_KEY
@@ -81,7 +82,7 @@ class Verdict:
         return copy.copy(self)
 
 
-class VerdictRule:
+class VerdictRule(KeepsRoomForAnswer):
     """One example's rule: free reasoning, then the verdict; ``set_budget`` keeps room for it."""
 
     def __init__(self, tokenizer, labels: Sequence[str], close_at_budget: bool = True) -> None:
@@ -89,7 +90,7 @@ class VerdictRule:
         self.verdict = Verdict(labels)
         self.alphabet = frozenset("".join(self.verdict.labels) + PROBABILITY_KEY + "0123456789.")
         self.close_at_budget, self.budget, self.written = close_at_budget, None, 0
-        self.tail, self.literal, self.in_verdict, self.forced = "", None, False, False
+        self.tail, self.literal, self.in_verdict = "", None, False
 
     def __deepcopy__(self, memo):
         clone = copy.copy(self)
@@ -100,15 +101,11 @@ class VerdictRule:
         longest = max(len(label) for label in self.verdict.labels)
         return len(VERDICT_OPEN) + longest + len(PROBABILITY_KEY) + 4 + 1
 
-    def set_budget(self, max_new_tokens: int) -> None:
-        if self.close_at_budget:
-            self.budget = max_new_tokens
-            self._close_if_out_of_room()
+    def answer_started(self) -> bool:
+        return self.in_verdict
 
-    def _close_if_out_of_room(self) -> None:
-        if self.budget is None or self.in_verdict or self.budget - self.written > self.room():
-            return
-        self.forced, self.in_verdict, self.literal = True, True, VERDICT_OPEN
+    def open_answer(self) -> None:
+        self.in_verdict, self.literal = True, VERDICT_OPEN
 
     def allowed(self):
         from reasonrl.plugins.rollout import Excluding
@@ -136,7 +133,7 @@ class VerdictRule:
             self.literal = self.literal[len(text):] if self.literal.startswith(text) else ""
         elif not self.verdict.feed(text):
             self.in_verdict = False
-        self._close_if_out_of_room()
+        self.close_if_out_of_room()
 
 
 class VerdictCloseParams(Params):

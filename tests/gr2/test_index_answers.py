@@ -16,7 +16,7 @@ from reasonrl.gr2_plugins.parsing import NOT_JSON, NOT_PERMUTATION, UNKNOWN_INDE
 from reasonrl.gr2_plugins.prompts import index_teacher_prompt
 from reasonrl.gr2_plugins.rewards import RankGainReward, RankGainParams
 from reasonrl.plugins.models import char_tokenizer
-from reasonrl.plugins.rollout import Excluding
+from reasonrl.testing import random_decode
 
 
 def answer(numbers, explanation="x"):
@@ -115,21 +115,7 @@ def test_index_constraint_decodes_only_parseable_answers():
     example = {"answer_format": "index", "candidates": [f"c{i}" for i in range(12)], "target_index": 0}
     rng = random.Random(0)
     for trial in range(30):
-        rule = IndexConstraint(tok, size=12, max_items=3)
-        rule.set_budget(90)
-        out = []
-        for _ in range(90):
-            allowed = rule.allowed()
-            if allowed is None or isinstance(allowed, Excluding):
-                banned = set(allowed or ())
-                token = rng.choice([i for i in range(len(tok)) if i not in banned])
-            else:
-                token = rng.choice(allowed)
-            if token == tok.eos_token_id:
-                break
-            rule.advance(token)
-            out.append(token)
-        text = tok.decode(out)
+        text, _ = random_decode(IndexConstraint(tok, size=12, max_items=3), tok, 90, rng)
         parsed = parse_answer(text, example)
         assert parsed.valid, (trial, text)
         assert len(json.loads(text[text.rindex("{"):])["recommendations"]) <= 3

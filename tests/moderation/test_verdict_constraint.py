@@ -5,7 +5,7 @@ import random
 from reasonrl.moderation_plugins.constraints import Verdict, VerdictRule
 from reasonrl.moderation_plugins.parsing import parse_verdict
 from reasonrl.plugins.models import char_tokenizer
-from reasonrl.plugins.rollout import Excluding
+from reasonrl.testing import random_decode
 
 LABELS = ["benign", "malicious"]
 
@@ -24,31 +24,13 @@ def test_the_verdict_reader_accepts_labels_then_a_probability():
     assert done.complete and not done.full
 
 
-def decode(rule, tok, rng, budget, free_tokens=None):
-    rule.set_budget(budget)
-    out = []
-    while len(out) < budget:
-        allowed = rule.allowed()
-        if allowed is None or isinstance(allowed, Excluding):
-            banned = set(allowed or ())
-            pool = free_tokens if free_tokens is not None else range(len(tok))
-            token = rng.choice([i for i in pool if i not in banned])
-        else:
-            token = rng.choice(allowed)
-        if token == tok.eos_token_id:
-            break
-        rule.advance(token)
-        out.append(token)
-    return tok.decode(out), len(out)
-
-
 def test_random_policies_always_end_with_a_parseable_verdict_within_the_budget():
     tok = char_tokenizer("abcdefghijklmnopqrstuvwxyzLP:. \n0123456789")
     rng = random.Random(0)
     for trial in range(40):
         rule = VerdictRule(tok, LABELS)
         budget = rule.room() + rng.randrange(0, 40)
-        text, written = decode(rule, tok, rng, budget)
+        text, written = random_decode(rule, tok, budget, rng)
         parsed = parse_verdict(text, LABELS)
         assert written <= budget and parsed.label in LABELS and parsed.probability is not None, (trial, text)
 
@@ -61,6 +43,6 @@ def test_a_verdict_the_model_starts_itself_is_completed_with_a_known_label():
         rule.advance(token)
     allowed = {tok.decode([i]) for i in rule.allowed()}
     assert allowed == {" "}
-    text, _ = decode(rule, tok, random.Random(1), 60)
+    text, _ = random_decode(rule, tok, 60, random.Random(1))
     parsed = parse_verdict("it asks to ignore the rules\nLabel:" + text, LABELS)
     assert parsed.label in LABELS and parsed.probability is not None and not rule.forced
