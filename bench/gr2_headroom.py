@@ -112,7 +112,11 @@ def main(argv=None) -> int:
         print(f"| {split} | {len(ex)} | {built['coverage']:.3f} | "
               f"{statistics.fmean(e['target_index'] + 1 for e in ex):.2f} |")
     train = lists["train"]["examples"]
-    scorers = {"logistic regression": fit_logistic(train), "LambdaMART (LightGBM)": fit_lambdamart(train)}
+    scorers = {"logistic regression": fit_logistic(train)}
+    try:
+        scorers["LambdaMART (LightGBM)"] = fit_lambdamart(train)
+    except ImportError:
+        print("\n(LambdaMART left out: pip install 'reasonrl[baselines]' brings lightgbm)")
     for split in ("validation", "test"):
         examples = lists[split]["examples"]
         print("\n".join(table(split, examples, scorers)))
