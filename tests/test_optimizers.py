@@ -127,6 +127,16 @@ def test_dapo_kl_term_by_hand():
     assert stats["kl"] == pytest.approx(k3 / 3)
 
 
+def test_dr_grpo_kl_term_by_hand():
+    """Dr. GRPO's constant-length sum: the policy tokens and beta x k1 over batch x max length."""
+    dr = DrGRPO(DrGRPOParams(beta=0.5, kl_estimator="k1", max_completion_length=4))
+    assert dr.needs_reference and not DrGRPO(DrGRPOParams()).needs_reference
+    new = torch.log(torch.tensor([[0.5], [0.5]]))
+    b = dr.prepare(batch([1.0, 1.0], [[1], [1]], old=new.clone()))  # equal rewards: advantages 0
+    loss, stats = dr.loss(b, new, ref_logprobs=torch.log(torch.tensor([[0.25], [0.25]])))
+    assert loss.item() == pytest.approx(0.5 * 2 * math.log(2) / (2 * 4)) and stats["kl"] == pytest.approx(math.log(2))
+
+
 def test_dapo_dynamic_sampling_and_truncation_mask():
     dapo = DAPO(DAPOParams(mask_truncated=True))
     assert not dapo.keep_group([1.0, 1.0, 1.0]) and dapo.keep_group([1.0, 0.0])
