@@ -357,7 +357,12 @@ class IndexConstraint(KeepsRoomForAnswer):
         if EXPLANATION_OPEN in self.tail:
             self.tail, self.explaining = self.tail.rsplit(EXPLANATION_OPEN, 1)[1], True
         if SIDConstraint.ANSWER_KEY in self.tail:
-            self._enter_list(INDEX_KEY_REST, self.tail.rsplit(SIDConstraint.ANSWER_KEY, 1)[1])
+            before, written = self.tail.rsplit(SIDConstraint.ANSWER_KEY, 1)
+            if self.explaining or before.rstrip().endswith("{"):
+                self._enter_list(INDEX_KEY_REST, written)
+            else:  # the key of an object never opened: a proper answer object follows (evaluation), or
+                # the rollout fails to parse (rl: the repair must not be as good as answering)
+                self.in_answer, self.literal = True, (INDEX_ANSWER_OPEN if self.close_at_budget else None)
         elif self.explaining and '"' in self.tail:
             self._enter_list(INDEX_CLOSE_EXPLANATION, self.tail[self.tail.index('"'):])
 

@@ -156,3 +156,17 @@ def test_rerank_answers_index_lists_exactly_as_the_evaluation_did(tmp_path):
         result = reranker.rerank(example["history"], example["candidate_ids"], until=example["until"])
         assert result.text == row["output"]
         assert result.error is None and sorted(result.ranking) == sorted(example["candidate_ids"])
+
+
+def test_an_answer_key_outside_any_object_gets_a_proper_answer_in_evaluation_only():
+    tok = char_tokenizer('abcdefghijklmnopqrstuvwxyz"{}[]:, 0123456789')
+    written = 'the "recommendations'
+    repaired = IndexConstraint(tok, size=5, max_items=2, close_at_budget=True)
+    for token in tok(written, add_special_tokens=False)["input_ids"]:
+        repaired.advance(token)
+    text, _ = random_decode(repaired, tok, 60, random.Random(0))
+    assert parse_answer(written + text, {"answer_format": "index", "candidates": list("abcde")}).valid
+    rollout = IndexConstraint(tok, size=5, max_items=2, close_at_budget=False)
+    for token in tok(written, add_special_tokens=False)["input_ids"]:
+        rollout.advance(token)
+    assert rollout.in_answer and rollout.allowed() is None  # no repair: the rollout is judged as written
