@@ -61,6 +61,9 @@ class GR2PrepareParams(Params):
         "pre-ranker's order and the answer lists numbers, best first, possibly only the top few"))
     prompt_evidence: bool = Field(False, description=(
         "index prompts: show what the logs say about each candidate (co-watching with the last films, recent views)"))
+    evidence_ranks: bool = Field(False, description=(
+        "with prompt_evidence: each count also gives its rank among the list's candidates, so comparing "
+        "candidates is written on each line"))
     seed: int = Field(0, description="seed of the user caps and the corpus windows")
     progress: bool = Field(True, description="show progress bars")
 
@@ -213,9 +216,10 @@ class GR2Prepare:
                     "teacher_prompt_targeted": teacher_prompt(shown, cands, target=target)}
         evidence = example["evidence"]
         scores = scorer.scores(example["features"])
-        return {**out, "prompt": index_student_prompt(shown, cands, evidence if p.prompt_evidence else None),
-                "teacher_prompt": index_teacher_prompt(shown, cands, evidence, scores),
-                "teacher_prompt_targeted": index_teacher_prompt(shown, cands, evidence, scores, target=target)}
+        ranked = p.evidence_ranks
+        return {**out, "prompt": index_student_prompt(shown, cands, evidence if p.prompt_evidence else None, ranked),
+                "teacher_prompt": index_teacher_prompt(shown, cands, evidence, scores, ranked=ranked),
+                "teacher_prompt_targeted": index_teacher_prompt(shown, cands, evidence, scores, target, ranked)}
 
     def semantic_ids(self, context: StageContext, data: Interactions, catalog: list[str]):
         from reasonrl.gr2_plugins.embeddings import embed_texts

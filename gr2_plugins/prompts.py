@@ -41,25 +41,40 @@ def teacher_prompt(history: Sequence[Mapping], candidates: Sequence[Mapping], ta
 INDEX_ANSWER_FORMAT = '{"explanation": "...", "recommendations": [N, N, ...]}'
 
 
-def evidence_text(evidence: Mapping, last_title: str | None) -> str:
-    """What the logs say about one candidate, in words a trace can repeat."""
+EVIDENCE_KEYS = ("after_last", "near_recent", "recent_views")
+
+
+def evidence_ranks(evidence: Sequence[Mapping]) -> list[dict[str, int]]:
+    """Each candidate's rank among the list on each piece of evidence (1 = the most; ties share)."""
+    return [{key: 1 + sum(other[key] > mine[key] for other in evidence) for key in EVIDENCE_KEYS}
+            for mine in evidence]
+
+
+def evidence_text(evidence: Mapping, last_title: str | None, ranks: Mapping[str, int] | None = None) -> str:
+    """What the logs say about one candidate, in words a trace can repeat; with ``ranks``, each
+    count also says where it stands in the list, so the comparison is written on the line."""
+    def rank(key: str) -> str:
+        return f" (rank {ranks[key]})" if ranks else ""
+
     parts = []
     if last_title:
-        parts.append(f"right after {last_title}: {evidence['after_last']} viewers")
-    parts.append(f"near your recent films: {evidence['near_recent']}")
-    parts.append(f"views in the last 4 weeks: {evidence['recent_views']}")
+        parts.append(f"right after {last_title}: {evidence['after_last']} viewers{rank('after_last')}")
+    parts.append(f"near your recent films: {evidence['near_recent']}{rank('near_recent')}")
+    parts.append(f"views in the last 4 weeks: {evidence['recent_views']}{rank('recent_views')}")
     return "; ".join(parts)
 
 
 def numbered_lines(candidates: Sequence[Mapping], evidence: Sequence[Mapping] | None = None,
-                   last_title: str | None = None, scores: Sequence[float] | None = None) -> list[str]:
+                   last_title: str | None = None, scores: Sequence[float] | None = None,
+                   ranked: bool = False) -> list[str]:
     """``[n] <sid> Title (year) | genres`` per candidate (n = the upstream ranker's position),
-    with the logs' evidence and the evidence model's score where given."""
+    with the logs' evidence (and its ranks, ``ranked``) and the evidence model's score where given."""
     lines = []
+    ranks = evidence_ranks(evidence) if evidence is not None and ranked else None
     for n, item in enumerate(candidates, start=1):
         line = f"[{n}] {item_line(item)}"
         if evidence is not None:
-            line += f" | {evidence_text(evidence[n - 1], last_title)}"
+            line += f" | {evidence_text(evidence[n - 1], last_title, ranks[n - 1] if ranks else None)}"
         if scores is not None:
             line += f" | score: {scores[n - 1]:.3f}"
         lines.append(line)
@@ -67,25 +82,26 @@ def numbered_lines(candidates: Sequence[Mapping], evidence: Sequence[Mapping] | 
 
 
 def index_student_prompt(history: Sequence[Mapping], candidates: Sequence[Mapping],
-                         evidence: Sequence[Mapping] | None = None) -> str:
+                         evidence: Sequence[Mapping] | None = None, ranked: bool = False) -> str:
     """The student's prompt when it answers with candidate numbers (``answer_format: index``)."""
     last = history[-1]["title"] if history else None
     lines = ["Rerank movies for a viewer.", "Watched, oldest to newest:"]
     lines += [item_line(i) for i in history]
-    lines += ["Candidates, best first by the upstream ranker:"] + numbered_lines(candidates, evidence, last)
+    lines += ["Candidates, best first by the upstream ranker:"] + numbered_lines(candidates, evidence, last,
+                                                                                  ranked=ranked)
     lines.append(f"Reason briefly, citing candidates by number, then answer {INDEX_ANSWER_FORMAT} with the numbers "
                  f"of the most likely next watches first; unlisted candidates keep their order.")
     return "\n".join(lines)
 
 
 def index_teacher_prompt(history: Sequence[Mapping], candidates: Sequence[Mapping], evidence: Sequence[Mapping],
-                         scores: Sequence[float], target: Mapping | None = None) -> str:
+                         scores: Sequence[float], target: Mapping | None = None, ranked: bool = False) -> str:
     """The teacher's prompt for index answers: the student's view plus the evidence model's score."""
     last = history[-1]["title"] if history else None
     lines = [TEACHER_ROLE, "", "The viewer watched, oldest to newest:"]
     lines += [item_line(i) for i in history]
     lines += ["", "Candidates from the upstream ranker, with what the viewing logs say:"]
-    lines += numbered_lines(candidates, evidence, last, scores)
+    lines += numbered_lines(candidates, evidence, last, scores, ranked)
     if target is not None:
         lines += ["", f"The viewer actually watched [{candidates.index(target) + 1}] next; explain why it fits best."]
     lines += ["", "Think in steps: weigh each candidate's evidence, citing candidates by number, then end with "

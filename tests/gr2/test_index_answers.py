@@ -170,3 +170,14 @@ def test_an_answer_key_outside_any_object_gets_a_proper_answer_in_evaluation_onl
     for token in tok(written, add_special_tokens=False)["input_ids"]:
         rollout.advance(token)
     assert rollout.in_answer and rollout.allowed() is None  # no repair: the rollout is judged as written
+
+
+def test_evidence_ranks_are_written_on_each_line_and_the_teacher_still_reads_them():
+    from reasonrl.gr2_plugins.prompts import evidence_ranks
+
+    ranks = evidence_ranks(EVIDENCE)
+    assert [r["after_last"] for r in ranks] == [4, 2, 4, 1, 3]  # 12 > 4 > 1 > 0 = 0 (ties share)
+    prompt = index_teacher_prompt(HISTORY, CANDIDATES, EVIDENCE, SCORES, ranked=True)
+    assert "right after Old Film: 12 viewers (rank 1); near your recent films: 7 (rank 1)" in prompt
+    trace = FeatureRankerTeacher(FeatureTeacherParams(temperature=0.0, answer_items=3)).sample(prompt)
+    assert "[4]: watched right after Old Film by 12 viewers." in trace
