@@ -84,7 +84,8 @@ def test_plugins_params_lists_every_option_with_type_default_and_description(rea
     assert lines[0].startswith("policy_optimizers 'dapo' (reasonrl.plugins.optimizers:dapo)")
     rows = {line.split()[0]: line.split(None, 3)[1:] for line in lines[3:] if line.strip()}
     assert rows["epsilon_high"][:2] == ["float", "0.28"] and rows["epsilon_high"][2].startswith("upper clip")
-    assert set(rows) == {"epsilon_low", "epsilon_high", "dynamic_sampling", "mask_truncated", "std_eps"}
+    assert set(rows) == {"epsilon_low", "epsilon_high", "dynamic_sampling", "mask_truncated", "std_eps", "beta",
+                         "kl_estimator"}
 
 
 def test_plugins_params_nested_defaults_come_from_the_parent(reasonrl_registry, capsys):
