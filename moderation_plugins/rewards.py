@@ -58,7 +58,10 @@ class BalancedLabelParams(Params):
 class BalancedLabelAccuracy:
     """``label_balanced``: a correct label earns 1 / (K x share of its class), a wrong or missing
     one 0. Answering one label for everything then earns 1/K on average whichever label it is,
-    so the majority label is no longer the easy optimum that plain accuracy makes it."""
+    so the majority label is no longer the easy optimum that plain accuracy makes it. Only
+    with an optimizer that keeps reward scale across groups (``dr_grpo``): all rollouts of a
+    group share one gold label, and ``dapo``/``grpo`` divide each group by its std, which
+    cancels the weight; with those, draw prompts ``stratified`` instead."""
 
     def __init__(self, params: BalancedLabelParams | None = None) -> None:
         self.params = params or BalancedLabelParams()

@@ -197,3 +197,20 @@ def test_collapse_guard_stops_after_k_steps_above_the_share_and_resets():
     with pytest.raises(StopTraining, match="label=spam took more than 80% of the rollouts for 3 steps") as stop:
         guard.summarize(skewed, step=7)
     assert stop.value.restore_steps_back == 3
+
+
+def test_a_class_weight_is_cancelled_by_group_std_normalisation():
+    """Why label_balanced needs dr_grpo (or stratified draws) to act: within a group every
+    rollout has the same gold label, so its weight scales the group, and dapo/grpo divide it out."""
+    import torch
+
+    from reasonrl.plugins.optimizers import group_advantages
+
+    correct = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0])
+    groups = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    weight = torch.tensor([2 / 3] * 4 + [2.0] * 4)  # a majority-label group, then a minority-label one
+    plain = group_advantages(correct, groups, True, 1e-6)
+    balanced = group_advantages(correct * weight, groups, True, 1e-6)
+    assert torch.allclose(plain, balanced, atol=1e-5)
+    unscaled = group_advantages(correct * weight, groups, False, 1e-6)  # dr_grpo: no std division
+    assert not torch.allclose(group_advantages(correct, groups, False, 1e-6), unscaled)
