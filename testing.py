@@ -31,13 +31,15 @@ def random_decode(rule, tokenizer, budget: int, rng, free_pool=None) -> tuple[st
     """Text a policy that picks uniformly among the tokens ``rule`` allows writes within
     ``budget`` tokens (``free_pool``: the ids it picks from where the rule leaves the choice
     free, default the whole vocabulary), and how many tokens it wrote."""
+    from reasonrl.plugins.rollout import Excluding  # torch: only where a test decodes
+
     if hasattr(rule, "set_budget"):
         rule.set_budget(budget)
     pool = list(range(len(tokenizer))) if free_pool is None else list(free_pool)
     out: list[int] = []
     while len(out) < budget:
         allowed = rule.allowed()
-        if allowed is None or type(allowed).__name__ == "Excluding":  # any token, or all but a few
+        if allowed is None or isinstance(allowed, Excluding):  # any token, or all but a few
             banned = set(allowed or ())
             token = rng.choice([i for i in pool if i not in banned])
         else:

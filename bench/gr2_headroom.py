@@ -23,7 +23,7 @@ import numpy as np
 from reasonrl.gr2_plugins.data import leave_one_out, load_movielens
 from reasonrl.gr2_plugins.features import FEATURES
 from reasonrl.gr2_plugins.metrics import chance_metrics, ndcg_at, paired_bootstrap
-from reasonrl.gr2_plugins.prepare import GR2Prepare, GR2PrepareParams
+from reasonrl.gr2_plugins.prepare import GR2Prepare, GR2PrepareParams, fit_evidence_model
 
 
 def build(dataset: str, train_targets: int, path: str | None = None) -> dict:
@@ -42,13 +42,8 @@ def matrix(examples: list[dict]) -> tuple[np.ndarray, np.ndarray, list[int]]:
 
 
 def fit_logistic(train: list[dict]):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    x, y, _ = matrix(train)
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(x, y)
-    return lambda features: model.decision_function(np.asarray(features))
+    """The ``feature_ranker`` teacher's own model, fit as ``gr2_prepare`` fits it."""
+    return fit_evidence_model({"examples": train}).scores
 
 
 def fit_lambdamart(train: list[dict], seed: int = 0):

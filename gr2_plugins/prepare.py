@@ -11,6 +11,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from reasonrl.core.config import ItemTokenizerRef
+from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.contracts import StageContext
 from reasonrl.core.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from reasonrl.core.registry import Params
@@ -118,8 +119,8 @@ def fit_evidence_model(built: dict) -> EvidenceModel:
 
     rows = [(f, float(i == e["target_index"])) for e in built["examples"] for i, f in enumerate(e["features"])]
     if not rows:
-        raise ValueError("no training list holds its target: the evidence model has nothing to fit; "
-                         "raise train_targets_per_user or candidates")
+        raise ReasonRLError("gr2_prepare: no training list holds its target, so the evidence model behind "
+                            "answer_format: index has nothing to fit; raise train_targets_per_user or candidates")
     x = np.array([r[0] for r in rows], dtype=np.float64)
     y = np.array([r[1] for r in rows])
     mean, scale = x.mean(0), np.where(x.std(0) > 0, x.std(0), 1.0)
