@@ -38,6 +38,20 @@ def normalise_sid(text: str) -> str:
     return _SPACE.sub("", str(text))
 
 
+def answer_object(text: str) -> dict | None:
+    """The answer's JSON object: the first top-level object holding a ``recommendations`` list,
+    else the object from the last ``{"explanation"`` on (a stray quote or brace in the reasoning
+    can hide the first one from the scan)."""
+    obj = extract_json_object(text)
+    if not has_list(obj) and '{"explanation"' in text:
+        obj = extract_json_object(text[text.rindex('{"explanation"'):])
+    return obj if has_list(obj) else None
+
+
+def has_list(obj) -> bool:
+    return isinstance(obj, dict) and isinstance(obj.get("recommendations"), list)
+
+
 def parse_ranking(text: str, candidates: Sequence[str]) -> ParsedRanking:
     """Map the answer's recommendation list onto the candidate list.
 
@@ -46,8 +60,8 @@ def parse_ranking(text: str, candidates: Sequence[str]) -> ParsedRanking:
     >>> parse_ranking('{"recommendations": ["<a>", "<a>"]}', ["<a>", "<b>"]).error
     'not_permutation'
     """
-    obj = extract_json_object(text)
-    if not isinstance(obj, dict) or not isinstance(obj.get("recommendations"), list):
+    obj = answer_object(text)
+    if obj is None:
         return ParsedRanking(None, NOT_JSON)
     explanation = str(obj.get("explanation", ""))
     index = {normalise_sid(c): i for i, c in enumerate(candidates)}
@@ -72,10 +86,6 @@ def candidate_number(entry, size: int) -> int | None:
     return int(text) - 1
 
 
-def has_list(obj) -> bool:
-    return isinstance(obj, dict) and isinstance(obj.get("recommendations"), list)
-
-
 def parse_index_ranking(text: str, size: int) -> ParsedRanking:
     """Map an index answer onto the candidates: the listed numbers first, the rest in input order.
 
@@ -84,10 +94,8 @@ def parse_index_ranking(text: str, size: int) -> ParsedRanking:
     >>> parse_index_ranking('{"recommendations": [5]}', 4).error
     'unknown_index'
     """
-    obj = extract_json_object(text)
-    if not has_list(obj) and '{"explanation"' in text:  # a stray quote or brace in the reasoning hid it
-        obj = extract_json_object(text[text.rindex('{"explanation"'):])
-    if not has_list(obj) or not obj["recommendations"]:
+    obj = answer_object(text)
+    if obj is None or not obj["recommendations"]:
         return ParsedRanking(None, NOT_JSON)
     explanation = str(obj.get("explanation", ""))
     order = [candidate_number(entry, size) for entry in obj["recommendations"]]

@@ -132,3 +132,10 @@ def test_comparisons_must_name_variants():
     GR2EvaluateParams(dataset=dataset, variants=variants, comparisons=[["pre-ranker", "RL"]])
     with pytest.raises(ValidationError, match="'SFT'.*not a variant name"):
         GR2EvaluateParams(dataset=dataset, variants=variants, comparisons=[["SFT", "RL"]])
+
+
+def test_a_stray_quote_in_the_reasoning_does_not_hide_the_answer():
+    from reasonrl.gr2_plugins.parsing import parse_ranking
+
+    text = 'a set {} first, then ' + answer([1, 0] + list(range(2, 10)))  # the scan finds {} first
+    assert parse_ranking(text, CANDIDATES).order[:2] == [1, 0]
