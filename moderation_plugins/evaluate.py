@@ -152,6 +152,14 @@ def score_verdicts(examples: list[dict], verdicts: list[dict]) -> dict[str, Any]
     return report
 
 
+def answer_counts(rows: dict[str, dict[str, Any]]) -> str:
+    """How many examples each row gave each label: a row that answers one label shows it here."""
+    lines = [f"- {name}: " + ", ".join(f"{label} {n}" for label, n in sorted(Counter(
+        "none" if p is None else p for p in row["predictions"]).items()))
+        for name, row in rows.items() if row.get("predictions")]
+    return ("\n\nAnswers per label:\n" + "\n".join(lines)) if lines else ""
+
+
 def model_score_metrics(examples: list[dict], verdicts: list[dict], probabilities) -> dict[str, Any]:
     """ROC-AUC, PR-AUC and ECE from the model's own label probabilities (binary tasks), with the
     verdict's label as the prediction; empty when there are none."""
@@ -232,7 +240,7 @@ class ModerationEvaluate(VariantEvaluation):
         comparisons, paired = self.comparisons(rows, examples)
         payload = {"title": p.title, "examples": len(examples), "split": p.split, "rows": rows,
                    "comparisons": comparisons}
-        return payload, markdown_table(p.title, rows, len(examples)) + paired
+        return payload, markdown_table(p.title, rows, len(examples)) + answer_counts(rows) + paired
 
     def comparisons(self, rows, examples) -> tuple[list[dict[str, Any]], str]:
         """Paired differences in macro-F1 between variants on the same examples."""

@@ -145,3 +145,10 @@ def test_rubric_reward_builds_its_judge_from_the_registry_and_reads_the_task_pol
     out = reward(["p", "p"], [good, "Label: spam"], [EX, EX])
     assert 0.0 < out[0]["rubric"] < 1.0 and out[1]["rubric"] == 0.0
     assert type(reward.judge()).__name__ == "HFJudge"
+
+
+def test_the_report_counts_each_rows_answers_per_label():
+    from reasonrl.moderation_plugins.evaluate import answer_counts
+
+    rows = {"RL": {"predictions": ["benign", "malicious", "benign", None]}, "floor": {"predictions": None}}
+    assert answer_counts(rows) == "\n\nAnswers per label:\n- RL: benign 2, malicious 1, none 1"
