@@ -25,7 +25,7 @@ from typing import Sequence
 from pydantic import Field
 
 from reasonrl.core.registry import Params
-from reasonrl.plugins.answer_budget import KeepsRoomForAnswer
+from reasonrl.plugins.constraint_kit import KeepsRoomForAnswer, prefix_tokens, token_text, token_texts, tokens_within
 from reasonrl.plugins.rollout import Excluding
 
 CODE = re.compile(r"<s_[a-z]_\d+>")
@@ -43,17 +43,6 @@ def sid_codes(sid: str) -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=8)
-def token_texts(tokenizer) -> tuple[str, ...]:
-    """Each token id's text alone (computed once per tokenizer)."""
-    return tuple(tokenizer.decode([i]) for i in range(len(tokenizer)))
-
-
-@lru_cache(maxsize=256)
-def _prefix_tokens(tokenizer, literal: str) -> tuple[int, ...]:
-    return tuple(i for i, text in enumerate(token_texts(tokenizer)) if text and literal.startswith(text))
-
-
-@lru_cache(maxsize=8)
 def string_breakers(tokenizer) -> tuple[int, ...]:
     """Tokens that would break the explanation's JSON string: a control character, a backslash,
     or a quote that does not start the string's close (``", "recommendations": ["``)."""
@@ -64,11 +53,6 @@ def string_breakers(tokenizer) -> tuple[int, ...]:
         if stray_quote or "\\" in text or any(ord(c) < 32 for c in text):
             out.append(token)
     return tuple(out)
-
-
-def prefix_tokens(tokenizer, literal: str) -> list[int]:
-    """Token ids whose text is a non-empty prefix of ``literal``: the tokens that keep writing it."""
-    return list(_prefix_tokens(tokenizer, literal))
 
 
 class SIDConstraint(KeepsRoomForAnswer):
@@ -195,8 +179,7 @@ class SIDConstraint(KeepsRoomForAnswer):
             self.literal = None
 
     def _text(self, token: int) -> str:
-        texts = token_texts(self.tokenizer)
-        return texts[token] if token < len(texts) else ""  # a model row past the tokenizer's vocabulary
+        return token_text(self.tokenizer, token)
 
     def _enter_answer(self, expected: str, written: str) -> None:
         """The answer list comes next: ``expected`` leads to its first SID, of which ``written``
@@ -249,12 +232,6 @@ INDEX_CLOSE_EXPLANATION = '", "recommendations": ['
 INDEX_ANSWER_OPEN = '{"explanation": "", "recommendations": ['
 INDEX_KEY_REST = '": ['
 LIST_CHARS = frozenset("0123456789, ]}")
-
-
-@lru_cache(maxsize=8)
-def list_tokens(tokenizer) -> tuple[tuple[int, str], ...]:
-    """(id, text) of the tokens an index list can be written with."""
-    return tuple((i, t) for i, t in enumerate(token_texts(tokenizer)) if t and set(t) <= LIST_CHARS)
 
 
 class NumberList:
@@ -338,12 +315,11 @@ class IndexConstraint(KeepsRoomForAnswer):
             return prefix_tokens(self.tokenizer, self.literal) or None
         if self.numbers.state == "done":
             return [self.eos]
-        return [i for i, text in list_tokens(self.tokenizer) if self.numbers.copy().feed(text)] or None
+        return [i for i, text in tokens_within(self.tokenizer, LIST_CHARS) if self.numbers.copy().feed(text)] or None
 
     def advance(self, token: int) -> None:
         self.written += 1
-        texts = token_texts(self.tokenizer)
-        text = texts[token] if token < len(texts) else ""
+        text = token_text(self.tokenizer, token)
         if not self.in_answer:
             self._advance_free(text)
         elif self.literal:

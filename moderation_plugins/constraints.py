@@ -11,32 +11,16 @@ from __future__ import annotations
 
 import copy
 import re
-from functools import lru_cache
 from typing import Sequence
 
 from pydantic import Field
 
 from reasonrl.core.registry import Params
-from reasonrl.plugins.answer_budget import KeepsRoomForAnswer
+from reasonrl.plugins.constraint_kit import KeepsRoomForAnswer, prefix_tokens, token_text, tokens_within
 
 LABEL_KEY, PROBABILITY_KEY = "Label:", "\nProbability: "
 VERDICT_OPEN = "\n" + LABEL_KEY
 NUMBER = re.compile(r"(0(\.\d{0,2})?|1(\.0{0,2})?)")
-
-
-def token_texts(tokenizer) -> tuple[str, ...]:
-    return _token_texts(tokenizer)
-
-
-@lru_cache(maxsize=8)
-def _token_texts(tokenizer) -> tuple[str, ...]:
-    return tuple(tokenizer.decode([i]) for i in range(len(tokenizer)))
-
-
-@lru_cache(maxsize=32)
-def verdict_tokens(tokenizer, alphabet: frozenset) -> tuple[tuple[int, str], ...]:
-    """(id, text) of the tokens whose characters can all appear in a verdict."""
-    return tuple((i, t) for i, t in enumerate(token_texts(tokenizer)) if t and set(t) <= alphabet)
 
 
 class Verdict:
@@ -113,16 +97,15 @@ class VerdictRule(KeepsRoomForAnswer):
         if not self.in_verdict:
             return Excluding((self.eos,))
         if self.literal:
-            return [i for i, t in enumerate(token_texts(self.tokenizer)) if t and self.literal.startswith(t)] or None
+            return prefix_tokens(self.tokenizer, self.literal) or None
         if self.verdict.full:
             return [self.eos]
-        allowed = [i for i, t in verdict_tokens(self.tokenizer, self.alphabet) if self.verdict.copy().feed(t)]
+        allowed = [i for i, t in tokens_within(self.tokenizer, self.alphabet) if self.verdict.copy().feed(t)]
         return allowed + [self.eos] if self.verdict.complete else allowed or None
 
     def advance(self, token: int) -> None:
         self.written += 1
-        texts = token_texts(self.tokenizer)
-        text = texts[token] if token < len(texts) else ""
+        text = token_text(self.tokenizer, token)
         if not self.in_verdict:
             self.tail = (self.tail + text)[-20:]
             if LABEL_KEY in self.tail:  # the model opened the verdict itself
