@@ -9,7 +9,6 @@ input order. Its reasoning names each cited candidate once, with the evidence th
 
 from __future__ import annotations
 
-import math
 import random
 import re
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pydantic import Field
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.registry import Params
 from reasonrl.gr2_plugins.prompts import answer_json
+from reasonrl.gr2_plugins.taste_teacher import gumbel_order
 
 _CANDIDATE = re.compile(r"^\[(?P<n>\d+)\] .*?\) \| [^|]* \| (?P<evidence>.*) \| score: (?P<score>-?[\d.]+)$")
 _AFTER = re.compile(r"right after (?P<title>.*): (?P<count>\d+) viewers")
@@ -82,9 +82,7 @@ class FeatureRankerTeacher:
 
     def sample(self, prompt: str) -> str:
         candidates, target = read_candidates(prompt)
-        noisy = [c.score - self.params.temperature * math.log(-math.log(self.random.random() or 1e-12))
-                 for c in candidates]
-        order = sorted(range(len(candidates)), key=lambda i: -noisy[i])
+        order = gumbel_order([c.score for c in candidates], self.params.temperature, self.random)
         if target is not None:
             order = sorted(order, key=lambda i: candidates[i].number != target)
         return self.explain([candidates[i] for i in order[: self.params.answer_items]])

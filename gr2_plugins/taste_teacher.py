@@ -98,6 +98,13 @@ def mean_year(history: Sequence[Movie]) -> float | None:
     return sum(years) / len(years) if years else None
 
 
+def gumbel_order(scores: Sequence[float], temperature: float, rng: random.Random) -> list[int]:
+    """Indices best first by score plus Gumbel noise of scale ``temperature``: a sample from the
+    softmax over the scores, one candidate after another (0: the scores' own order)."""
+    noisy = [s - temperature * math.log(-math.log(rng.random() or 1e-12)) for s in scores]
+    return sorted(range(len(scores)), key=lambda i: -noisy[i])
+
+
 class TasteProfileTeacher:
     """Samples traces whose order follows the viewer's genre/era profile plus Gumbel noise."""
 
@@ -116,9 +123,7 @@ class TasteProfileTeacher:
         history, candidates, target = read_prompt(prompt)
         profile, era = genre_profile(history, self.params.decay), mean_year(history)
         scores = [self.score(m, profile, era, i) for i, m in enumerate(candidates)]
-        noisy = [s - self.params.temperature * math.log(-math.log(self.random.random() or 1e-12))
-                 for s in scores]
-        order = sorted(range(len(candidates)), key=lambda i: -noisy[i])
+        order = gumbel_order(scores, self.params.temperature, self.random)
         if target is not None:
             order = sorted(order, key=lambda i: candidates[i].sid != target)
         if self.params.copy_share and self.random.random() < self.params.copy_share:
