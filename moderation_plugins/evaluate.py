@@ -152,6 +152,14 @@ def score_verdicts(examples: list[dict], verdicts: list[dict]) -> dict[str, Any]
     return report
 
 
+def majority_line(examples: list[dict]) -> str:
+    """The trivial floor: the macro-F1 and accuracy of answering the split's most common label."""
+    gold = [e["label"] for e in examples]
+    label, count = Counter(gold).most_common(1)[0]
+    f1 = macro_f1([label] * len(gold), gold, examples[0]["labels"])
+    return f"\n\nMajority label (always {label}): macro-F1 {f1:.4f}, accuracy {count / len(gold):.4f}"
+
+
 def answer_counts(rows: dict[str, dict[str, Any]]) -> str:
     """How many examples each row gave each label: a row that answers one label shows it here."""
     lines = [f"- {name}: " + ", ".join(f"{label} {n}" for label, n in sorted(Counter(
@@ -240,7 +248,8 @@ class ModerationEvaluate(VariantEvaluation):
         comparisons, paired = self.comparisons(rows, examples)
         payload = {"title": p.title, "examples": len(examples), "split": p.split, "rows": rows,
                    "comparisons": comparisons}
-        return payload, markdown_table(p.title, rows, len(examples)) + answer_counts(rows) + paired
+        return payload, (markdown_table(p.title, rows, len(examples)) + majority_line(examples) + answer_counts(rows)
+                         + paired)
 
     def comparisons(self, rows, examples) -> tuple[list[dict[str, Any]], str]:
         """Paired differences in macro-F1 between variants on the same examples."""

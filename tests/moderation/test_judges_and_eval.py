@@ -152,3 +152,11 @@ def test_the_report_counts_each_rows_answers_per_label():
 
     rows = {"RL": {"predictions": ["benign", "malicious", "benign", None]}, "floor": {"predictions": None}}
     assert answer_counts(rows) == "\n\nAnswers per label:\n- RL: benign 2, malicious 1, none 1"
+
+
+def test_the_report_states_the_majority_label_floor():
+    from reasonrl.moderation_plugins.evaluate import majority_line
+
+    examples = [{"label": "a", "labels": ["a", "b"]}] * 3 + [{"label": "b", "labels": ["a", "b"]}]
+    # always a: F1(a) = 2 x 3 / (3 + 4) = 6/7, F1(b) = 0; macro 3/7
+    assert majority_line(examples) == f"\n\nMajority label (always a): macro-F1 {3 / 7:.4f}, accuracy 0.7500"
