@@ -15,6 +15,7 @@ from scratch, and every later stage that takes it as an input, directly or not.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -32,6 +33,7 @@ from reasonrl.core.contracts import _ATTEMPT, _RUN_DIR, StageContext
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.io import atomic_write_json, atomic_write_text, read_json
 from reasonrl.core.registry import Registry
+from reasonrl.core.runlock import RunLock
 
 MARKER = "stage_done.json"
 ATTEMPTS = "attempts.jsonl"
@@ -68,6 +70,14 @@ def run_pipeline(
         from reasonrl.core.manager import get_registry
 
         registry = get_registry()
+    # other ranks of a multi-process launch share the main process's hold on the folder
+    if is_main_process():
+        check_writable(config.run_dir)
+    with RunLock(config.run_dir) if is_main_process() else contextlib.nullcontext():
+        return _run_locked(config, force, registry, echo)
+
+
+def _run_locked(config: ResolvedConfig, force: Iterable[str], registry: Registry, echo) -> dict[str, dict[str, Any]]:
     run_dir = config.run_dir
     plan = plan_stages(config, force)
     share_cores(config, echo)

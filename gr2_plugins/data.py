@@ -18,7 +18,7 @@ from pydantic import Field
 
 from reasonrl.core.assets import Asset, resolve_path
 from reasonrl.core.errors import ReasonRLError
-from reasonrl.plugins.hf_dataset import TableParams, load_table
+from reasonrl.plugins.hf_dataset import TableParams, builder_for, first_file, load_table, resolve_data_file
 
 ASSETS = {
     "movielens_100k": (Asset("movielens-100k", "pip", "recbole", "1.2.1",
@@ -116,35 +116,95 @@ class InteractionsTableParams(TableParams):
 
 def load_interactions_table(params: InteractionsTableParams, min_rating: float = 0.0) -> Interactions:
     """The same :class:`Interactions` MovieLens gives, from a user's table (every split read)."""
-    rows = [row for split_rows in load_table(params).values() for row in split_rows]
+    rows = [row for split_rows in load_table(_as_text(params)).values() for row in split_rows]
     if not rows:
         raise ReasonRLError(f"the interactions table {params.data_files!r} has no rows")
     for column in (params.user_column, params.item_column, params.timestamp_column, params.rating_column):
         if column is not None and column not in rows[0]:
             raise ReasonRLError(f"the interactions table has no column {column!r}; its columns are {sorted(rows[0])}."
                                 f" Name the right one in table.user_column / item_column / timestamp_column")
-    items: dict[str, Item] = {}
+    items = ItemCatalog(params)
     events: dict[str, list[tuple[float, str]]] = {}
+    empty_ids = 0
     for index, row in enumerate(rows):
-        item_id = str(row[params.item_column])
-        if item_id not in items:
-            items[item_id] = _table_item(item_id, row, params)
-        if params.rating_column is not None and float(row[params.rating_column]) < min_rating:
+        user, item_id = _cell(row.get(params.user_column)), _cell(row.get(params.item_column))
+        if not user or not item_id:
+            empty_ids += 1
+            continue
+        items.add(item_id, row, index)
+        if params.rating_column is not None and _rating(row[params.rating_column], index, params) < min_rating:
             continue
         when = _timestamp(row[params.timestamp_column], index, params.timestamp_column)
-        events.setdefault(str(row[params.user_column]), []).append((when, item_id))
+        events.setdefault(user, []).append((when, item_id))
+    if empty_ids:
+        print(f"    interactions table: {empty_ids} of {len(rows)} rows have an empty "
+              f"{params.user_column} or {params.item_column} and were skipped")
     sequences, times = time_ordered(events)
-    return Interactions(items, sequences, {"ratings": sum(map(len, sequences.values()))}, times)
+    return Interactions(items.finish(), sequences, {"ratings": sum(map(len, sequences.values())),
+                                                    "rows_without_ids": empty_ids}, times)
 
 
-def _table_item(item_id: str, row: dict, params: InteractionsTableParams) -> Item:
-    def value(column: str | None) -> str:
-        found = row.get(column) if column else None
-        return "" if found is None or found != found else str(found)  # None, or NaN from an empty CSV cell
+def _as_text(params: InteractionsTableParams) -> InteractionsTableParams:
+    """CSV cells read as text: ids such as ``u_17`` after thousands of numeric ones, or a rating
+    typed ``abc``, reach the row checks below instead of failing inside pyarrow's type inference."""
+    import datasets
 
-    year = value(params.year_column).split(".")[0]
-    genres = [g.strip() for g in value(params.genres_column).split(params.genre_separator) if g.strip()]
-    return Item(item_id, value(params.title_column) or item_id, year, genres)
+    if builder_for(params) != "csv" or "features" in params.load_kwargs:
+        return params
+    first = resolve_data_file(first_file(params.data_files))
+    delimiter = params.load_kwargs.get("delimiter", params.load_kwargs.get("sep", "\t" if first.endswith(".tsv") else ","))
+    with open(first, newline="", encoding=params.load_kwargs.get("encoding", "utf-8"), errors="replace") as handle:
+        header = next(csv.reader(handle, delimiter=delimiter), [])
+    features = datasets.Features({name: datasets.Value("string") for name in header})
+    return params.model_copy(update={"load_kwargs": {**params.load_kwargs, "features": features}})
+
+
+def _cell(found) -> str:
+    """A cell as stripped text ('' for None or the NaN of an empty CSV cell)."""
+    return "" if found is None or found != found else str(found).strip()
+
+
+def _rating(value, index: int, params: InteractionsTableParams) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ReasonRLError(f"row {index} of the interactions table: {params.rating_column} {value!r} is not a "
+                            f"number; fix the row, or set rating_column: null to read no ratings") from None
+
+
+class ItemCatalog:
+    """Items and their metadata, from every row that names them. An empty cell says nothing;
+    two different non-empty values of one item's title, year or genres are an error naming the
+    item and the rows, so no row silently renames an item (and changes its semantic ID)."""
+
+    def __init__(self, params: InteractionsTableParams) -> None:
+        self.params = params
+        self.seen: dict[str, dict[str, tuple[str, int]]] = {}
+
+    def add(self, item_id: str, row: dict, index: int) -> None:
+        known = self.seen.setdefault(item_id, {})
+        for column in (self.params.title_column, self.params.year_column, self.params.genres_column):
+            value = _cell(row.get(column)) if column else ""
+            if not value:
+                continue
+            if column not in known:
+                known[column] = (value, index)
+            elif known[column][0] != value:
+                first, at = known[column]
+                raise ReasonRLError(
+                    f"item {item_id!r} has two {column}s in the interactions table: {first!r} (row {at}) and "
+                    f"{value!r} (row {index}); give each item one {column} (or leave the cell empty)")
+
+    def finish(self) -> dict[str, Item]:
+        return {item_id: self.item(item_id, known) for item_id, known in self.seen.items()}
+
+    def item(self, item_id: str, known: dict[str, tuple[str, int]]) -> Item:
+        def value(column: str | None) -> str:
+            return known[column][0] if column in known else ""
+
+        year = value(self.params.year_column).split(".")[0]
+        genres = [g.strip() for g in value(self.params.genres_column).split(self.params.genre_separator) if g.strip()]
+        return Item(item_id, value(self.params.title_column) or item_id, year, genres)
 
 
 def _timestamp(value, index: int, column: str) -> float:

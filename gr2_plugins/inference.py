@@ -123,7 +123,8 @@ class Reranker:
         stats = self.prompting.stats
         evidence = None if stats is None else [
             asdict(stats.evidence(history, stats.last_time if until is None else until, c)) for c in candidates]
-        return {**out, "prompt": index_student_prompt(shown, cands, evidence, self.prompting.ranked)}
+        return {**out, "prompt": index_student_prompt(shown, cands, evidence, self.prompting.ranked,
+                                                    self.prompting.tags)}
 
 
 @dataclass
@@ -134,6 +135,7 @@ class Prompting:
     answer_format: str = "sid"
     stats: object | None = None
     ranked: bool = False  # evidence_ranks
+    tags: bool = False  # evidence_tags
 
     @classmethod
     def of_run(cls, run_dir: Path) -> "Prompting":
@@ -146,7 +148,8 @@ class Prompting:
         if not (folder / SequenceStats.STATS_FILE).exists():
             raise ReasonRLError(f"{folder} has no {SequenceStats.STATS_FILE}: its prompts show the logs' evidence, "
                                 f"which rerank needs to rebuild them; rerun the prepare stage (--force prepare)")
-        return cls(answer_format, SequenceStats.load(folder), bool(prepared_setting(run_dir, "evidence_ranks", False)))
+        return cls(answer_format, SequenceStats.load(folder), bool(prepared_setting(run_dir, "evidence_ranks", False)),
+                   bool(prepared_setting(run_dir, "evidence_tags", False)))
 
 
 def prepared_history_items(run_dir: Path) -> int:

@@ -65,6 +65,9 @@ class GR2PrepareParams(Params):
     evidence_ranks: bool = Field(False, description=(
         "with prompt_evidence: each count also gives its rank among the list's candidates, so comparing "
         "candidates is written on each line"))
+    evidence_tags: bool = Field(False, description=(
+        "with prompt_evidence: each candidate line opens with its places on each piece of evidence, ties in input "
+        "order ('[3] after#1 near#5 trend#8 | ...'), so the most co-watched candidate is one tag to find"))
     seed: int = Field(0, description="seed of the user caps and the corpus windows")
     progress: bool = Field(True, description="show progress bars")
 
@@ -217,10 +220,10 @@ class GR2Prepare:
                     "teacher_prompt_targeted": teacher_prompt(shown, cands, target=target)}
         evidence = example["evidence"]
         scores = scorer.scores(example["features"])
-        ranked = p.evidence_ranks
-        return {**out, "prompt": index_student_prompt(shown, cands, evidence if p.prompt_evidence else None, ranked),
-                "teacher_prompt": index_teacher_prompt(shown, cands, evidence, scores, ranked=ranked),
-                "teacher_prompt_targeted": index_teacher_prompt(shown, cands, evidence, scores, target, ranked)}
+        ranked, tags = p.evidence_ranks, p.evidence_tags and p.prompt_evidence
+        return {**out, "prompt": index_student_prompt(shown, cands, evidence if p.prompt_evidence else None, ranked, tags),
+                "teacher_prompt": index_teacher_prompt(shown, cands, evidence, scores, ranked=ranked, tags=tags),
+                "teacher_prompt_targeted": index_teacher_prompt(shown, cands, evidence, scores, target, ranked, tags)}
 
     def semantic_ids(self, context: StageContext, data: Interactions, catalog: list[str]):
         from reasonrl.gr2_plugins.embeddings import embed_texts

@@ -74,17 +74,17 @@ def _resolve_files(files):
     return {split: _resolve_files(f) for split, f in files.items()}
 
 
-def _first_file(files) -> str | None:
+def first_file(files) -> str | None:
     if isinstance(files, str):
         return files
     values = files if isinstance(files, list) else list((files or {}).values())
-    return _first_file(values[0]) if values else None
+    return first_file(values[0]) if values else None
 
 
 def builder_for(params: TableParams) -> str:
     if params.path:
         return params.path
-    first = _first_file(params.data_files)
+    first = first_file(params.data_files)
     suffix = Path(first or "").suffix.lower()
     if suffix not in BUILDERS:
         raise ReasonRLError(f"cannot tell the format of data file {first!r}; name it in path: "
@@ -102,15 +102,18 @@ def load_table(params: TableParams) -> dict[str, list[dict[str, Any]]]:
         raise ReasonRLError("a table needs data_files (local files) or path (a Hub dataset id)")
     builder = builder_for(params)
     kwargs = dict(params.load_kwargs)
-    if builder == "csv" and _first_file(params.data_files or "").endswith(".tsv"):
+    if builder == "csv" and first_file(params.data_files or "").endswith(".tsv"):
         kwargs.setdefault("delimiter", "\t")
     datasets.disable_progress_bars()
     try:
         loaded = datasets.load_dataset(builder, name=params.name, data_files=_resolve_files(params.data_files),
                                        revision=params.revision, cache_dir=str(cache_dir() / "hf_datasets"),
                                        **kwargs)
-    except (FileNotFoundError, ValueError) as exc:
-        raise ReasonRLError(f"load_dataset({builder!r}, data_files={params.data_files!r}) failed: {exc}") from exc
+    except (FileNotFoundError, ValueError, datasets.exceptions.DatasetGenerationError) as exc:
+        cause = exc.__cause__ or exc  # the generation error wraps what was wrong (a cell's type, the encoding)
+        raise ReasonRLError(f"load_dataset({builder!r}, data_files={params.data_files!r}) failed: "
+                            f"{type(cause).__name__}: {str(cause)[:500]}. Check the file's encoding (UTF-8) and that "
+                            f"each column holds one type; load_kwargs passes options to the reader") from exc
     if not params.splits:
         return {split: loaded[split].to_list() for split in loaded}
     return {ours: _select_split(loaded, builder, theirs, params).to_list() for ours, theirs in params.splits.items()}

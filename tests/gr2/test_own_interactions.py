@@ -72,3 +72,28 @@ def test_gr2_prepare_on_a_fetched_table_via_the_cli(tmp_path, capsys):
 def test_dataset_table_needs_its_table():
     with pytest.raises(ReasonRLError, match="exactly when dataset is 'table'"):
         resolve_config({"run_name": "x", "stages": [{"stage": "gr2_prepare", "dataset": "table"}]})
+
+
+def test_an_item_with_two_titles_is_an_error_naming_it_and_an_empty_cell_says_nothing(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("user_id,item_id,timestamp,title\nu1,50,1,\nu2,50,2,Star Wars\nu3,50,3,Star Wars\n")
+    table = load_interactions_table(InteractionsTableParams(data_files=str(path)))
+    assert table.items["50"].title == "Star Wars"  # the empty first cell does not rename it "50"
+    path.write_text("user_id,item_id,timestamp,title\nu1,50,1,Star Wars\nu2,50,2,Totally Different Film\n")
+    with pytest.raises(ReasonRLError, match=r"item '50' has two titles.*'Star Wars' \(row 0\).*"
+                                            r"'Totally Different Film' \(row 1\)"):
+        load_interactions_table(InteractionsTableParams(data_files=str(path)))
+
+
+def test_a_text_rating_names_its_row_and_text_ids_after_numeric_ones_are_read(tmp_path, capsys):
+    path = tmp_path / "t.csv"
+    # thousands of numeric user ids first: the CSV reader's type guess used to fail on "u_x"
+    lines = [f"{i % 300},{i % 40},{i},4" for i in range(20_000)] + ["u_x,3,20001,5", ",3,20002,5"]
+    path.write_text("user_id,item_id,timestamp,rating\n" + "\n".join(lines) + "\n")
+    table = load_interactions_table(InteractionsTableParams(data_files=str(path), rating_column="rating"))
+    assert table.sequences["u_x"] == ["3"] and "7" in table.sequences
+    assert table.stats["rows_without_ids"] == 1
+    assert "1 of 20002 rows have an empty user_id or item_id" in capsys.readouterr().out
+    path.write_text(path.read_text() + "u1,3,20003,abc\n")
+    with pytest.raises(ReasonRLError, match="row 20002 .*rating 'abc' is not a number"):
+        load_interactions_table(InteractionsTableParams(data_files=str(path), rating_column="rating"), min_rating=3)
