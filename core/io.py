@@ -40,3 +40,12 @@ def atomic_write_jsonl(path: str | Path, rows: Any) -> Path:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def unicode_problem(text: str) -> str | None:
+    """Why ``text`` cannot be written as UTF-8 (a lone surrogate such as ``\\ud800``), else None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"not valid Unicode text: a lone surrogate {text[exc.start]!r} at character {exc.start}"
+    return None

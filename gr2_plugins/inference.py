@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -47,10 +48,12 @@ class Reranker:
     """``Reranker.from_run(run_dir).rerank(history_ids, candidate_ids)``"""
 
     def __init__(self, model, tokenizer, items: dict[str, dict], max_new_tokens: int | None = None,
-                 history_items: int = 10, settings=None, prompting: "Prompting | None" = None):
+                 history_items: int = 10, settings=None, prompting: "Prompting | None" = None,
+                 max_candidates: int | None = None):
         """``settings``: a DecodeSettings (chat template, constraint, answer length), as the run's
         evaluation decoded this model; ``max_new_tokens`` overrides its answer length;
-        ``prompting``: how the run's prompts were built (SID answers by default)."""
+        ``prompting``: how the run's prompts were built (SID answers by default);
+        ``max_candidates``: the longest list the model was trained to rerank (no limit: None)."""
         from reasonrl.plugins.manifest import DecodeSettings, constraint_for
 
         self.model, self.tokenizer, self.items = model.eval(), tokenizer, items
@@ -61,7 +64,8 @@ class Reranker:
         self.history_items = history_items
         self.prompting = prompting or Prompting()
         self.why = ""
-        self._by_title = {item["title"].lower(): item_id for item_id, item in items.items()}
+        self.max_candidates = max_candidates
+        self._by_title = {title_key(item["title"]): item_id for item_id, item in items.items()}
 
     @classmethod
     def from_run(cls, run_dir: str | Path, stage: str | None = None, device: str | None = None, dtype: str = "auto",
@@ -75,6 +79,7 @@ class Reranker:
         settings, why = choose_model(run_dir, stage)
         kwargs.setdefault("history_items", prepared_history_items(run_dir))
         kwargs.setdefault("prompting", Prompting.of_run(run_dir))
+        kwargs.setdefault("max_candidates", prepared_candidates(run_dir))
         reranker = cls(*load_trained(run_dir, settings.stage, device, dtype), items, settings=settings, **kwargs)
         reranker.why = why
         return reranker
@@ -83,13 +88,31 @@ class Reranker:
         """Item ids for ids or exact titles; unknown items fail with suggestions."""
         ids, unknown = [], []
         for ref in refs:
-            item_id = ref if ref in self.items else self._by_title.get(str(ref).lower())
+            item_id = ref if ref in self.items else self._by_title.get(title_key(ref))
             (ids if item_id else unknown).append(item_id or ref)
         if unknown:
-            hints = {u: difflib.get_close_matches(str(u).lower(), list(self._by_title), n=2) for u in unknown}
+            hints = {u: difflib.get_close_matches(title_key(u), list(self._by_title), n=2) for u in unknown}
             raise ReasonRLError(f"unknown {role} items {unknown}: use item ids or exact titles of this run's "
                                 f"catalogue; close titles: {hints}")
         return ids
+
+    def check(self, history: Sequence[str], candidates: Sequence[str]) -> None:
+        """A request the model can answer: known items, no repeated candidate, no more candidates
+        than it was trained on, and a prompt that leaves room for the answer."""
+        history, candidates = self.resolve(history, "history"), self.resolve(candidates, "candidate")
+        repeated = sorted({c for c in candidates if candidates.count(c) > 1})
+        if repeated:
+            raise ReasonRLError(f"candidates {repeated} appear more than once; give each candidate once")
+        if self.max_candidates is not None and len(candidates) > self.max_candidates:
+            raise ReasonRLError(f"{len(candidates)} candidates: this model was trained to rerank at most "
+                                f"{self.max_candidates} (gr2_prepare candidates); send the pre-ranker's top "
+                                f"{self.max_candidates}")
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        prompt = self.example(history[-self.history_items:], candidates, None)["prompt"]
+        length = len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        if limit is not None and length + self.settings.max_new_tokens > limit:
+            raise ReasonRLError(f"the prompt is {length} tokens and the answer needs {self.settings.max_new_tokens}: "
+                                f"more than the model's {limit} positions; send fewer or shorter items")
 
     def rerank(self, history: Sequence[str], candidates: Sequence[str], until: float | None = None) -> RerankResult:
         """``until``: the time of the last history item (index runs with evidence count recent
@@ -157,6 +180,18 @@ def prepared_history_items(run_dir: Path) -> int:
     from reasonrl.gr2_plugins.prepare import GR2PrepareParams
 
     return int(prepared_setting(run_dir, "history_items", GR2PrepareParams.model_fields["history_items"].default))
+
+
+def prepared_candidates(run_dir: Path) -> int:
+    """How many candidates the run's gr2_prepare stage put in each list (the most a request may send)."""
+    from reasonrl.gr2_plugins.prepare import GR2PrepareParams
+
+    return int(prepared_setting(run_dir, "candidates", GR2PrepareParams.model_fields["candidates"].default))
+
+
+def title_key(title) -> str:
+    """A title as matched: Unicode normal form (NFKC), case and spacing ignored."""
+    return " ".join(unicodedata.normalize("NFKC", str(title)).casefold().split())
 
 
 def prepared_setting(run_dir: Path, key: str, default):
@@ -230,7 +265,12 @@ class RerankCommand:
 
         failed: Counter = Counter()
         for request in requests:
-            result = reranker.rerank(request["history"], request["candidates"])
+            try:
+                reranker.check(request["history"], request["candidates"])
+            except ReasonRLError as exc:  # one bad request is reported; the others are still answered
+                result = RerankResult(None, "", "", f"refused: {exc}")
+            else:
+                result = reranker.rerank(request["history"], request["candidates"])
             failed.update([result.error] if result.ranking is None else [])
             print(json.dumps(vars(result)), flush=True)
         if failed:
@@ -240,6 +280,7 @@ class RerankCommand:
         return 0
 
     def run_one(self, reranker: Reranker, args) -> int:
+        reranker.check(args.history, args.candidates)
         result = reranker.rerank(args.history, args.candidates)
         print(f"reasoning:\n{result.text}\n")
         if result.ranking is None:
@@ -266,9 +307,7 @@ class RerankEndpoint:
         self.params = params
 
     def prepare(self, served, request: RerankRequest):
-        reranker = self.reranker(served)
-        reranker.resolve(request.history, "history")  # unknown items fail this request alone
-        reranker.resolve(request.candidates, "candidate")
+        self.reranker(served).check(request.history, request.candidates)  # a bad request fails alone
         return "rerank", (request.history, request.candidates)
 
     def run_batch(self, served, key, payloads) -> list[dict]:
@@ -278,4 +317,4 @@ class RerankEndpoint:
         return served.shared("reranker", lambda: Reranker(
             served.model, served.tokenizer, read_items(find_items_file(served.run_dir)),
             history_items=prepared_history_items(served.run_dir), settings=served.settings,
-            prompting=Prompting.of_run(served.run_dir)))
+            prompting=Prompting.of_run(served.run_dir), max_candidates=prepared_candidates(served.run_dir)))

@@ -12,6 +12,7 @@ from typing import Sequence
 from pydantic import BaseModel, ConfigDict, Field
 
 from reasonrl.core.errors import ReasonRLError
+from reasonrl.core.io import unicode_problem
 from reasonrl.moderation_plugins.parsing import parse_verdict
 from reasonrl.moderation_plugins.prompts import classifier_prompt, load_policy_document, policy_labels
 from reasonrl.plugins.models import add_inference_arguments
@@ -63,9 +64,13 @@ class Classifier:
         from reasonrl.plugins.manifest import decode
 
         labels = meta["labels"]
-        prompts = [classifier_prompt(policy_text, text, labels) for text in texts]
-        texts = decode(self.model, self.tokenizer, prompts, self.settings)
-        return [Classification(**asdict(parse_verdict(text, labels))) for text in texts]
+        problems = [unicode_problem(text) if isinstance(text, str) else "not a string" for text in texts]
+        good = [i for i, problem in enumerate(problems) if problem is None]
+        prompts = [classifier_prompt(policy_text, texts[i], labels) for i in good]
+        answers = dict(zip(good, decode(self.model, self.tokenizer, prompts, self.settings) if prompts else []))
+        # a text that cannot be encoded is answered with its error; the others are still classified
+        return [Classification(**asdict(parse_verdict(answers[i], labels))) if i in answers else
+                Classification("", None, None, f"text {i}: {problems[i]}") for i in range(len(texts))]
 
 
 class ClassifyCommand:
@@ -87,17 +92,31 @@ class ClassifyCommand:
                                          max_new_tokens=args.max_new_tokens)
         print(f"model: stage {classifier.settings.stage!r} ({classifier.why}); decoding as "
               f"{classifier.settings.origin}", file=sys.stderr)
-        texts = []
-        for number, line in enumerate(sys.stdin, 1):
-            if line.strip():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ReasonRLError(f"stdin line {number}: not JSON ({exc.msg}); send {{\"text\": ...}} per line")
-                texts.append(record["text"] if isinstance(record, dict) else str(record))
-        for text, verdict in zip(texts, classifier.classify(texts, args.policy)):
-            print(json.dumps({"text": text, **asdict(verdict)}, ensure_ascii=False), flush=True)
-        return 0
+        lines = [(number, line) for number, line in enumerate(sys.stdin, 1) if line.strip()]
+        read = [read_text_line(number, line) for number, line in lines]
+        texts = [text for text, error in read if error is None]
+        verdicts = iter(classifier.classify(texts, args.policy))
+        for (number, _), (text, error) in zip(lines, read):
+            row = {"line": number, "text": text, "reasoning": "", "label": None, "probability": None, "error": error} \
+                if error is not None else {"line": number, "text": text, **asdict(next(verdicts))}
+            print(json.dumps(row, ensure_ascii=error is not None), flush=True)
+        bad = sum(error is not None for _, error in read)
+        if bad:
+            print(f"{bad} of {len(lines)} lines could not be classified (bad input; see their error)", file=sys.stderr)
+        return 1 if bad else 0
+
+
+def read_text_line(number: int, line: str) -> tuple[str | None, str | None]:
+    """(text, error) of one stdin line: ``{"text": ...}`` or a bare JSON string."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return None, f"stdin line {number}: not JSON ({exc.msg}); send {{\"text\": ...}} per line"
+    text = record.get("text") if isinstance(record, dict) else record
+    if not isinstance(text, str):
+        return None, f"stdin line {number}: no \"text\" string; send {{\"text\": ...}} per line"
+    problem = unicode_problem(text)
+    return (text, None) if problem is None else (text, f"stdin line {number}: {problem}")
 
 
 MAX_TEXTS = 64

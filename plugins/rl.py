@@ -18,7 +18,7 @@ from reasonrl.core.errors import ReasonRLError, StopTraining
 from reasonrl.core.io import atomic_write_json
 from reasonrl.plugins.models import chat_prompt
 from reasonrl.plugins.rewards import INVALID, score_samples
-from reasonrl.plugins.rollout import completion_logprobs, replay_allowed
+from reasonrl.plugins.rollout import check_rollouts, completion_logprobs, engine_logprob_gap, replay_allowed
 from reasonrl.plugins.training import Trainer, TrainingParams, seed_all, step_seed
 
 
@@ -217,6 +217,8 @@ class RLStage(Trainer):
         if batch is None:  # every group was filtered out (on some rank): nothing to learn from this step
             return {**info, "loss": 0.0, "step_seconds": time.perf_counter() - started}
         info.update(self._score_old(batch))
+        if not getattr(self, "_engine_checked", False):
+            self._check_engine_logprobs(batch)
         batch = self._with_global_totals(self.optimizer_algo.prepare(batch))
         stats: dict[str, float] = {}
         for _ in range(self.params.updates_per_batch):
@@ -261,6 +263,7 @@ class RLStage(Trainer):
             rollouts = self.engine.generate(self.accelerator.unwrap_model(self.model), self.tokenizer,
                                             [self._prompt(e) for e in examples], params.group_size, generator=generator,
                                             **constraints)
+            check_rollouts(rollouts, len(examples), params.group_size, params.rollout.name)
             if constraints:
                 rollouts.allowed = self._allowed(rollouts, constraints["constraints"])
             expanded = [e for e in examples for _ in range(params.group_size)]
@@ -382,6 +385,24 @@ class RLStage(Trainer):
     def _pad_id(self) -> int:
         tok = self.tokenizer
         return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+    ENGINE_GAP_LIMIT = 0.5  # nats per token; an engine sampling the policy it was given shows ~0-0.05
+
+    def _check_engine_logprobs(self, batch: RolloutBatch) -> None:
+        """Once per process, before the first update: the engine's log-probs of the sampled tokens
+        agree with the policy's own. All-zero or shuffled log-probs pass every shape check but
+        make every ratio wrong from step 1."""
+        self._engine_checked = True
+        part = next(self._micro_batches(batch))
+        with torch.no_grad(), self.accelerator.autocast():
+            trainer = self._forward(part, self.model, False)[0]
+        gap = engine_logprob_gap(trainer, part.old_logprobs, part.mask)
+        if gap > self.ENGINE_GAP_LIMIT:
+            raise ReasonRLError(
+                f"rollout engine {self.params.rollout.name!r} broke its contract in logprobs: they differ from the "
+                f"policy's own log-probs of the same tokens by {gap:.3f} nats per token on average (limit "
+                f"{self.ENGINE_GAP_LIMIT}); an engine returns the log-prob of each sampled token under the "
+                f"distribution it sampled from (see the Rollouts contract)")
 
     @torch.no_grad()
     def _score_old(self, batch: RolloutBatch) -> dict[str, float]:

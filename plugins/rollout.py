@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from reasonrl.core.contracts import Rollouts
+from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.registry import Params
 from reasonrl.plugins.logits import chosen_logits, chosen_logprobs, split_policy
 
@@ -470,3 +471,56 @@ def _full_sequence_scores(model, split, prompt_ids, completion_ids, group_size, 
         hidden = out.hidden_states[-1] if want_hidden else None
     states = hidden[:, width - 1:-1] if want_hidden else None
     return CompletionScores(first, after, split.head if split else None, states)
+
+
+# ---------------------------------------------------------------- the engine contract, checked
+
+
+def check_rollouts(rollouts, prompts: int, group_size: int, engine: str) -> None:
+    """What a rollout engine returned, against the contract (:class:`~reasonrl.core.contracts.Rollouts`):
+    counts, shapes, a 0/1 mask, finite log-probs <= 0 on generated tokens. A broken engine fails
+    here, naming itself and the field, instead of training on garbage with exit 0."""
+    n = prompts * group_size
+
+    def fail(field: str, problem: str) -> None:
+        raise ReasonRLError(f"rollout engine {engine!r} broke its contract in {field}: {problem} (asked for "
+                            f"{prompts} prompts x {group_size} samples = {n} completions); fix the engine")
+
+    for field in ("prompt_ids", "completion_ids", "mask", "logprobs", "truncated", "texts", "group_size"):
+        if not hasattr(rollouts, field):
+            fail(field, "missing")
+    if rollouts.group_size != group_size:
+        fail("group_size", f"{rollouts.group_size}, not {group_size}")
+    if len(rollouts.prompt_ids) != prompts:
+        fail("prompt_ids", f"{len(rollouts.prompt_ids)} prompts")
+    ids = rollouts.completion_ids
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.shape[0] != n or ids.dtype != torch.long:
+        fail("completion_ids", f"expected a [{n}, T] long tensor, got {_describe(ids)}")
+    for field in ("mask", "logprobs"):
+        value = getattr(rollouts, field)
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != tuple(ids.shape):
+            fail(field, f"expected shape {tuple(ids.shape)} like completion_ids, got {_describe(value)}")
+    if not bool(((rollouts.mask == 0) | (rollouts.mask == 1)).all()):
+        fail("mask", "values other than 0 and 1")
+    if not isinstance(rollouts.truncated, torch.Tensor) or tuple(rollouts.truncated.shape) != (n,):
+        fail("truncated", f"expected shape ({n},), got {_describe(rollouts.truncated)}")
+    if len(rollouts.texts) != n:
+        fail("texts", f"{len(rollouts.texts)} texts")
+    generated = rollouts.logprobs[rollouts.mask.bool()]
+    if not bool(torch.isfinite(generated).all()):
+        fail("logprobs", "non-finite values on generated tokens")
+    if generated.numel() and float(generated.max()) > 1e-3:
+        fail("logprobs", f"a log-prob of {float(generated.max()):.3g} > 0 on a generated token")
+
+
+def _describe(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    return type(value).__name__
+
+
+def engine_logprob_gap(trainer_logprobs: torch.Tensor, engine_logprobs: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean |trainer - engine| log-prob per generated token (nats): ~0 for an engine that samples
+    from the policy it is given, a few hundredths for one with its own numerics (vLLM)."""
+    keep = mask.bool()
+    return float((trainer_logprobs.float() - engine_logprobs.float())[keep].abs().mean()) if keep.any() else 0.0

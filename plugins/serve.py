@@ -2,19 +2,25 @@
 
 - ``GET /health``, ``GET /v1/models``
 - ``POST /v1/chat/completions``: ``n``, ``temperature`` (0 = greedy), ``top_p``, ``max_tokens``,
-  ``stop``, ``seed``, ``logprobs`` / ``top_logprobs``;
+  ``stop``, ``seed``, ``logprobs`` / ``top_logprobs``, ``stream``;
+- ``POST /v1/completions``: the same on a raw prompt, plus ``echo`` and integer ``logprobs``, so
+  evaluation harnesses can read a prompt's log-likelihood (``echo``, ``max_tokens: 0``);
 - ``POST /v1/<name>`` for every registered ``serve_endpoints`` component: the moderation pack's
   ``classify`` and the GR2 pack's ``rerank`` answer as ``reasonrl classify`` / ``rerank`` do.
 
 Requests that arrive within ``batch_wait_ms`` of each other and decode the same way are
 generated as one batch, on one worker thread (the model is not shared between threads).
-At most ``max_concurrency`` requests are in flight; more get 429 with ``Retry-After``.
-Errors are OpenAI-shaped: ``{"error": {"message", "type", "param", "code"}}``.
+At most ``max_concurrency`` requests are in flight; more get 429 with ``Retry-After``. Bodies
+over ``max_body_bytes`` get 413 before they are read, and prompts are measured before they are
+tokenized, so one huge request neither blocks ``/health`` nor stays in memory.
+Errors are OpenAI-shaped: ``{"error": {"message", "type", "param", "code"}}``, unknown routes
+and wrong methods too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import threading
 import time
@@ -22,44 +28,23 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any, Callable
 
 from reasonrl.core.errors import ReasonRLError
-
-MAX_N = 8
-
-
-# ---------------------------------------------------------------- request bodies
-
-
-class Message(BaseModel):
-    role: Literal["system", "user", "assistant"]
-    content: str
-
-
-class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields this server does not use
-    model: str
-    messages: list[Message] = Field(min_length=1)
-    max_tokens: int | None = Field(None, gt=0)
-    max_completion_tokens: int | None = Field(None, gt=0)
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    n: int = Field(1, ge=1, le=MAX_N)
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    logprobs: bool = False
-    top_logprobs: int | None = Field(None, ge=0, le=20)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 kind: str = "invalid_request_error") -> None:
-        super().__init__(message)
-        self.status, self.message, self.param, self.code, self.kind = status, message, param, code, kind
-
+from reasonrl.plugins.serve_openai import (  # noqa: F401  (Message, chat_text: this module's public names)
+    ApiError,
+    ChatRequest,
+    CompletionRequest,
+    Message,
+    chat_chunks,
+    chat_max_tokens,
+    chat_text,
+    check_prompt_length,
+    completion_chunks,
+    generate_chat,
+    generate_completions,
+    sampling_key,
+)
 
 # ---------------------------------------------------------------- the served model
 
@@ -72,6 +57,7 @@ class ServeOptions:
     max_concurrency: int = 32
     policies: tuple[str, ...] = ()  # policy files /v1/classify may read
     api_key_env: str | None = None
+    max_body_bytes: int = 1_000_000  # larger bodies get 413 before they are read
 
 
 class ServedRun:
@@ -155,97 +141,6 @@ class Batcher:
                 entry[3].set_result(result)
 
 
-# ---------------------------------------------------------------- generation
-
-
-def chat_text(tokenizer, messages: list[Message]) -> str:
-    """The chat template when the tokenizer has one; else the messages' contents, one per line."""
-    plain = [m.model_dump() for m in messages]
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=True)
-    return "\n".join(m["content"] for m in plain)
-
-
-def sampling_key(request: ChatRequest, cap: int) -> tuple:
-    max_tokens = request.max_completion_tokens or request.max_tokens or cap
-    if max_tokens > cap:
-        raise ApiError(400, f"max_tokens {max_tokens} is above this server's limit {cap} (--max-new-tokens)",
-                       param="max_tokens")
-    stop = (request.stop,) if isinstance(request.stop, str) else tuple(request.stop or ())
-    return ("chat", request.temperature, request.top_p, max_tokens, request.n, stop)
-
-
-def check_length(served: ServedRun, request: ChatRequest, max_tokens: int) -> None:
-    """A prompt that cannot fit the model's positions is this request's 400, not the batch's 500."""
-    limit = getattr(served.model.config, "max_position_embeddings", None)
-    prompt = len(served.tokenizer(chat_text(served.tokenizer, request.messages), add_special_tokens=False)["input_ids"])
-    if limit is not None and prompt + max_tokens > limit:
-        raise ApiError(400, f"the prompt is {prompt} tokens and max_tokens {max_tokens}: together more than the "
-                            f"model's {limit} positions; shorten the messages or lower max_tokens", param="messages",
-                       code="context_length_exceeded")
-
-
-def generate_chat(served: ServedRun, key: tuple, requests: list[ChatRequest]) -> list[dict]:
-    """One batch of chat requests that decode the same way -> their response bodies."""
-    import torch
-
-    from reasonrl.plugins.rollout import HFRolloutEngine, SamplingParams, model_device
-
-    _, temperature, top_p, max_tokens, n, stop = key
-    greedy = temperature == 0
-    engine = HFRolloutEngine(SamplingParams(temperature=1.0 if greedy else temperature, top_p=top_p,
-                                            top_k=1 if greedy else 0, max_new_tokens=max_tokens,
-                                            stop_strings=list(stop), prompt_batch_size=len(requests)))
-    prompts = [chat_text(served.tokenizer, r.messages) for r in requests]
-    device = model_device(served.model)
-    generators = [torch.Generator(device=device).manual_seed(r.seed if r.seed is not None else secrets.randbits(63))
-                  for r in requests]
-    rollouts = engine.generate(served.model, served.tokenizer, prompts, n, generator=generators)
-    return [chat_response(served, rollouts, index, request) for index, request in enumerate(requests)]
-
-
-def chat_response(served: ServedRun, rollouts, index: int, request: ChatRequest) -> dict:
-    n = rollouts.group_size
-    choices = []
-    for j in range(n):
-        row = index * n + j
-        ids = rollouts.completion_ids[row][rollouts.mask[row].bool()]
-        choice = {"index": j, "message": {"role": "assistant", "content": rollouts.texts[row]},
-                  "finish_reason": "length" if bool(rollouts.truncated[row]) else "stop", "logprobs": None}
-        if request.logprobs:
-            choice["logprobs"] = {"content": token_logprobs(served, rollouts.prompt_ids[index], ids,
-                                                            request.top_logprobs or 0)}
-        choices.append(choice)
-    completion_tokens = int(rollouts.mask[index * n:(index + 1) * n].sum())
-    prompt_tokens = len(rollouts.prompt_ids[index])
-    return {"id": f"chatcmpl-{secrets.token_hex(12)}", "object": "chat.completion", "created": int(time.time()),
-            "model": served.name, "choices": choices,
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens}}
-
-
-def token_logprobs(served: ServedRun, prompt_ids, completion_ids, top: int) -> list[dict]:
-    """Per generated token: its log-prob and the ``top`` most likely tokens at that position,
-    from the model's own distribution (temperature 1), recomputed with one forward pass."""
-    import torch
-
-    ids = torch.cat([prompt_ids, completion_ids])[None]
-    with torch.no_grad():
-        logits = served.model(input_ids=ids).logits[0, len(prompt_ids) - 1:-1].float().log_softmax(-1)
-    out = []
-    for position, token in enumerate(completion_ids.tolist()):
-        values, indices = logits[position].topk(top) if top else (torch.empty(0), torch.empty(0, dtype=torch.long))
-        out.append({**_token_entry(served.tokenizer, token, float(logits[position, token])),
-                    "top_logprobs": [_token_entry(served.tokenizer, int(i), float(v))
-                                     for v, i in zip(values, indices)]})
-    return out
-
-
-def _token_entry(tokenizer, token: int, logprob: float) -> dict:
-    text = tokenizer.decode([token])
-    return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
-
-
 # ---------------------------------------------------------------- the app
 
 
@@ -265,6 +160,7 @@ def create_app(served: ServedRun):
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     options = served.options
     batcher = Batcher(options.max_batch_size, options.batch_wait_ms / 1000)
@@ -296,6 +192,15 @@ def create_app(served: ServedRun):
     @app.exception_handler(ReasonRLError)
     async def bad_request(request: Request, exc: ReasonRLError):
         return await api_error(request, ApiError(400, str(exc)))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(exc.status_code)
+        message = {404: f"no route {request.url.path}; see GET /v1/models and the routes in the docs",
+                   405: f"{request.method} is not allowed on {request.url.path}"}.get(exc.status_code, str(exc.detail))
+        return await api_error(request, ApiError(exc.status_code, message, code=code))
+
+    app.add_middleware(BodyLimit, max_bytes=options.max_body_bytes)
 
     @app.middleware("http")
     async def concurrency_limit(request: Request, call_next):
@@ -347,9 +252,19 @@ def add_routes(app, served: ServedRun, batcher: Batcher, state: dict) -> None:
     @app.post("/v1/chat/completions")
     async def chat(request: ChatRequest):
         check_model(served, request.model)
-        key = sampling_key(request, options.max_new_tokens)
-        check_length(served, request, key[3])
-        return await batcher.submit(key, request, lambda batch: generate_chat(served, key, batch))
+        key = sampling_key("chat", request, chat_max_tokens(request, options.max_new_tokens), options.max_new_tokens)
+        prompt = chat_text(served.tokenizer, request.messages)
+        await asyncio.to_thread(check_prompt_length, served, [prompt], key[3], "messages")
+        body = await batcher.submit(key, request, lambda batch: generate_chat(served, key, batch))
+        return streamed(chat_chunks(body, include_usage(request))) if request.stream else body
+
+    @app.post("/v1/completions")
+    async def completions(request: CompletionRequest):
+        check_model(served, request.model)
+        key = sampling_key("text", request, request.max_tokens, options.max_new_tokens)
+        await asyncio.to_thread(check_prompt_length, served, request.prompts(), key[3], "prompt")
+        body = await batcher.submit(key, request, lambda batch: generate_completions(served, key, batch))
+        return streamed(completion_chunks(body, include_usage(request))) if request.stream else body
 
     from reasonrl.core.manager import get_registry
 
@@ -369,6 +284,54 @@ def add_endpoint(app, served: ServedRun, batcher: Batcher, name: str, endpoint) 
 
     route.__annotations__ = {"request": endpoint.request_model}  # FastAPI reads the body model from here
     app.post(f"/v1/{name}", name=name, summary=(endpoint.__doc__ or "").strip().split("\n")[0])(route)
+
+
+def include_usage(request) -> bool:
+    return bool(request.stream_options and request.stream_options.include_usage)
+
+
+def streamed(chunks):
+    from fastapi.responses import StreamingResponse
+
+    return StreamingResponse(chunks, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+class BodyLimit:
+    """ASGI middleware: a body over ``max_bytes`` is answered 413 (OpenAI-shaped) as soon as its
+    declared length, or the bytes read so far, pass the limit; it is never held whole."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await self.refuse(send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:  # FastAPI passes an HTTPException from here on to the app's handler
+                from fastapi import HTTPException
+
+                raise HTTPException(413, self.message())
+            return message
+
+        await self.app(scope, counted, send)
+
+    def message(self) -> str:
+        return f"the request body is over this server's limit of {self.max_bytes} bytes (--max-body-bytes)"
+
+    async def refuse(self, send) -> None:
+        body = json.dumps({"error": {"message": self.message(), "type": "invalid_request_error",
+                                     "param": None, "code": "request_too_large"}}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
 
 def check_model(served: ServedRun, name: str | None) -> None:
@@ -421,6 +384,8 @@ class ServeCommand:
         parser.add_argument("--policy", action="append", default=[], metavar="FILE",
                             help="a policy file /v1/classify may name (by path or file stem); repeatable; "
                                  "no other server file is read")
+        parser.add_argument("--max-body-bytes", type=int, default=1_000_000,
+                            help="larger request bodies get 413 before they are read")
         parser.add_argument("--api-key-env", default=None, metavar="VAR",
                             help="require 'Authorization: Bearer $VAR' on /v1/ routes")
         add_inference_arguments(parser)
@@ -436,7 +401,7 @@ class ServeCommand:
                 raise ReasonRLError(f"reasonrl serve --threads {args.threads}: give at least 1 thread")
             torch.set_num_threads(args.threads)
         options = ServeOptions(args.max_new_tokens, args.max_batch_size, args.batch_wait_ms, args.max_concurrency,
-                               tuple(args.policy), args.api_key_env)
+                               tuple(args.policy), args.api_key_env, args.max_body_bytes)
         served = ServedRun.load(args.run_dir, args.stage, options, args.device, args.dtype)
         print(f"serving {served.name!r} on http://{args.host}:{args.port}/v1 "
               f"(batch <= {options.max_batch_size}, <= {options.max_concurrency} requests in flight)", flush=True)

@@ -76,6 +76,7 @@ class SFTStage(Trainer):
         self._check_targets(examples)
         steps = max(1, int(len(examples) * params.epochs / params.batch_size))
         self.setup(context, steps)
+        self._check_characters(examples)
         encoded = [self.encode(e) for e in examples]
         self._check_lengths(encoded)
         draw = row_sampler(examples, params.balance_field, context.stage_id)
@@ -129,10 +130,28 @@ class SFTStage(Trainer):
         weights.append(float(segments[-1][1]))
         return ids, weights
 
+    def _token_limit(self) -> tuple[int | None, str]:
+        context = getattr(self.accelerator.unwrap_model(self.model).config, "max_position_embeddings", None)
+        return (self.params.max_length, "max_length") if self.params.max_length else (context, "the model's context")
+
+    def _check_characters(self, examples: list[dict[str, Any]]) -> None:
+        """A row that cannot fit however it tokenizes (no token is longer than 64 characters) is
+        named before anything is tokenized: one huge row must not hold gigabytes first."""
+        limit, name = self._token_limit()
+        if limit is None:
+            return
+        p = self.params
+        for index, example in enumerate(examples):
+            segments = (p.segments_field and example.get(p.segments_field)) or [[example.get(p.completion_field), 1]]
+            size = len(str(example[p.prompt_field])) + sum(len(str(text)) for text, _ in segments)
+            if size > 64 * limit:
+                raise ReasonRLError(
+                    f"sft stage {self.context.stage_id!r}: row {index} of split {p.split!r} has {size} characters, "
+                    f"far more than {name} ({limit} tokens) can hold; drop or shorten it")
+
     def _check_lengths(self, encoded: list[tuple[list[int], list[float]]]) -> None:
         """Stop before training if an example would not fit whole: never drop trained tokens."""
-        context = getattr(self.accelerator.unwrap_model(self.model).config, "max_position_embeddings", None)
-        limit, name = (self.params.max_length, "max_length") if self.params.max_length else (context, "the model's context")
+        limit, name = self._token_limit()
         if limit is None:
             return
         lengths = [len(ids) for ids, _ in encoded]

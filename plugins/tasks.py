@@ -32,6 +32,9 @@ class JsonlDatasetParams(Params):
 
     files: dict[str, str] = Field(description="split -> file, e.g. {train: prepare/train.jsonl}")
     limit: int | None = Field(None, gt=0, description="keep the first N examples of each split")
+    max_row_bytes: int = Field(8_000_000, gt=0, description=(
+        "a longer line is an error naming it, found before it is read whole (one huge row would otherwise "
+        "hold gigabytes while it is parsed and tokenized)"))
 
 
 def sort_prompt(digits: list[int]) -> str:
@@ -80,6 +83,33 @@ class SortAccuracy:
         return results
 
 
+def read_jsonl_rows(path: Path, limit: int | None, max_row_bytes: int) -> list[dict]:
+    """The rows of a JSON-lines file; a line over ``max_row_bytes`` or not JSON is an error naming it."""
+    import json
+
+    from reasonrl.core.errors import ReasonRLError
+
+    rows = []
+    with open(path, "rb") as handle:
+        number = 0
+        while line := handle.readline(max_row_bytes + 1):
+            number += 1
+            if len(line) > max_row_bytes and not line.endswith(b"\n"):
+                raise ReasonRLError(f"{path}:{number}: a row longer than max_row_bytes ({max_row_bytes} bytes); "
+                                    f"shorten or drop it, or raise max_row_bytes in the dataset's params")
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line.decode("utf-8")))
+            except UnicodeDecodeError as exc:
+                raise ReasonRLError(f"{path}:{number}: not UTF-8 (byte {exc.start}); save the file as UTF-8") from None
+            except json.JSONDecodeError as exc:
+                raise ReasonRLError(f"{path}:{number}: not JSON ({exc.msg})") from None
+            if limit and len(rows) >= limit:
+                break
+    return rows
+
+
 class JsonlDataset:
     """Examples from JSON-lines files, one per split (often an earlier stage's output)."""
 
@@ -87,8 +117,6 @@ class JsonlDataset:
         self.params = params
 
     def splits(self) -> dict[str, list[dict]]:
-        import json
-
         from reasonrl.core.contracts import current_run_dir
         from reasonrl.core.errors import ReasonRLError
 
@@ -100,15 +128,5 @@ class JsonlDataset:
             if not path.exists():
                 raise ReasonRLError(f"jsonl dataset: split {split!r} file {path} does not exist; run the stage "
                                     f"that writes it first or fix files.{split}")
-            rows = []
-            with open(path, encoding="utf-8") as handle:
-                for number, line in enumerate(handle, 1):
-                    if line.strip():
-                        try:
-                            rows.append(json.loads(line))
-                        except json.JSONDecodeError as exc:
-                            raise ReasonRLError(f"{path}:{number}: not JSON ({exc.msg})") from None
-                    if self.params.limit and len(rows) >= self.params.limit:
-                        break
-            out[split] = rows
+            out[split] = read_jsonl_rows(path, self.params.limit, self.params.max_row_bytes)
         return out

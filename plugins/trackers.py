@@ -6,6 +6,7 @@ import json
 import math
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
@@ -53,7 +54,11 @@ class JsonlTracker:
 
     def open(self, run_dir: Path) -> None:
         self._path = Path(run_dir) / self.params.filename
+        torn = _ends_mid_line(self._path)
         self._handle = open(self._path, "a", encoding="utf-8")
+        if torn:  # a killed or disk-full attempt left half a row: this attempt's rows start on a new line
+            self._handle.write("\n")
+            print(f"    {self._path.name}: its last row was cut off by an earlier attempt; it is skipped when read")
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
@@ -77,13 +82,29 @@ def read_metrics(path: str | Path) -> list[dict]:
     """The rows of a ``jsonl`` tracker file, one per (stage, step): a row logged again by a
     later attempt (a resumed stage replaying steps past its checkpoint) replaces the earlier one."""
     latest: dict[tuple, dict] = {}
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
+    torn = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        try:
+            row = json.loads(line)
+        except ValueError:  # a row cut off by a kill or a full disk
+            torn.append(number)
+            continue
         names = sorted(k for k in row if k not in ("step", "time", "attempt"))
         key = (os.path.commonprefix(names).rpartition("/")[0] if len(names) > 1 else names[0], row["step"])
         if key not in latest or row.get("attempt", 0) >= latest[key].get("attempt", 0):
             latest[key] = row
+    if torn:
+        warnings.warn(f"{path}: skipped {len(torn)} row(s) cut off mid-write (line {', '.join(map(str, torn[:5]))})",
+                      stacklevel=2)
     return sorted(latest.values(), key=lambda r: r["time"])
+
+
+def _ends_mid_line(path: Path) -> bool:
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    with open(path, "rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) != b"\n"
 
 
 class TensorboardTracker:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import torch
 from pydantic import Field
+from safetensors import SafetensorError
 
 from reasonrl.core.config import DatasetRef
 from reasonrl.core.contracts import StageContext
@@ -19,6 +20,9 @@ from reasonrl.core.registry import Params
 from reasonrl.plugins.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from reasonrl.plugins.manifest import DecodeSettings, write_training_manifest
 from reasonrl.plugins.models import MODEL_DIR, ModelSpec, load_policy, save_policy
+
+# a full disk surfaces as OSError from plain writes and as SafetensorError from safetensors
+SAVE_ERRORS = (OSError, SafetensorError)
 
 
 class DeepSpeedParams(Params):
@@ -352,7 +356,7 @@ class Trainer:
             saved = save_policy(model, self.tokenizer, folder)
             write_training_manifest(saved, self.decode_settings())
             return saved
-        except OSError as exc:
+        except SAVE_ERRORS as exc:
             self._keep_finished_training(state, exc)
 
     def save_snapshot(self, step: int) -> Path:
@@ -372,11 +376,11 @@ class Trainer:
         return DecodeSettings(stage=self.context.stage_id, chat_template=getattr(self.params, "chat_template", False),
                               origin=f"training {self.context.stage_id}")
 
-    def _keep_finished_training(self, state: dict[str, Any] | None, exc: OSError) -> None:
+    def _keep_finished_training(self, state: dict[str, Any] | None, exc: Exception) -> None:
         folder = self.context.stage_dir / MODEL_DIR
         try:
             self.checkpoint(self.total_steps, state)
-        except OSError:
+        except SAVE_ERRORS:
             kept = "the final checkpoint could not be written either; the last periodic one is kept"
         else:
             kept = f"the trained weights are kept as a checkpoint of step {self.total_steps} in {self.checkpoint_dir}"

@@ -109,7 +109,8 @@ def test_classify_equals_the_classify_command(server, run_dir, monkeypatch, caps
                  "--device", "cpu"]) == 0
     command = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert served_results["labels"] == ["ham", "spam"]
-    assert served_results["results"] == [{k: v for k, v in row.items() if k != "text"} for row in command]
+    assert [row["line"] for row in command] == [1, 2]
+    assert served_results["results"] == [{k: v for k, v in row.items() if k not in ("text", "line")} for row in command]
 
 
 def test_classify_with_an_inline_policy(server):
@@ -295,3 +296,146 @@ def test_serve_threads_are_set_before_the_model_loads(monkeypatch, tmp_path, cap
     finally:
         torch.set_num_threads(before)
     assert seen == [1] and "stop here" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the OpenAI client, streams, completions
+
+
+@pytest.fixture(scope="module")
+def openai_client(server):
+    openai = pytest.importorskip("openai")
+    served, client = server
+    return served, openai.OpenAI(base_url=str(client.base_url) + "/v1", api_key="unused", max_retries=0)
+
+
+def test_the_openai_client_gets_chat_n_and_logprobs(openai_client, server):
+    served, oa = openai_client
+    reply = oa.chat.completions.create(model=served.name, messages=[{"role": "user", "content": "hello"}],
+                                       temperature=0, max_tokens=5, n=2, logprobs=True, top_logprobs=2)
+    plain = chat(server[1], "hello", temperature=0, max_tokens=5, n=2).json()
+    assert [c.message.content for c in reply.choices] == [c["message"]["content"] for c in plain["choices"]]
+    assert len(reply.choices[0].logprobs.content) == reply.usage.completion_tokens // 2
+    assert all(len(t.top_logprobs) == 2 for t in reply.choices[0].logprobs.content)
+
+
+def test_a_streamed_chat_yields_the_same_text_in_chunks(openai_client):
+    served, oa = openai_client
+    whole = oa.chat.completions.create(model=served.name, messages=[{"role": "user", "content": "stream me"}],
+                                       temperature=0, max_tokens=8)
+    chunks = list(oa.chat.completions.create(model=served.name, messages=[{"role": "user", "content": "stream me"}],
+                                             temperature=0, max_tokens=8, stream=True,
+                                             stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content and len(chunks) >= 4
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == whole.choices[0].finish_reason
+    assert chunks[-1].usage.total_tokens == whole.usage.total_tokens
+
+
+def test_completions_echo_the_prompt_log_likelihood_as_the_model_computes_it(openai_client):
+    served, oa = openai_client
+    prompt = "abc de"
+    reply = oa.completions.create(model=served.name, prompt=prompt, max_tokens=0, echo=True, logprobs=1)
+    choice = reply.choices[0]
+    assert choice.text == prompt
+    ids = torch.tensor(served.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    with torch.no_grad():
+        logp = served.model(input_ids=ids[None]).logits[0].float().log_softmax(-1)
+    expected = [None] + [float(logp[i - 1, ids[i]]) for i in range(1, len(ids))]
+    assert choice.logprobs.token_logprobs[0] is None
+    assert choice.logprobs.token_logprobs[1:] == pytest.approx(expected[1:], abs=1e-5)
+    assert "".join(choice.logprobs.tokens) == prompt
+    assert choice.logprobs.text_offset == [sum(map(len, choice.logprobs.tokens[:i])) for i in range(len(ids))]
+
+
+def test_completions_generate_n_samples_and_stream(openai_client):
+    served, oa = openai_client
+    reply = oa.completions.create(model=served.name, prompt=["one", "two"], max_tokens=4, n=2, temperature=0)
+    assert [c.index for c in reply.choices] == [0, 1, 2, 3]
+    assert reply.choices[0].text == reply.choices[1].text  # greedy: both samples agree
+    chunks = list(oa.completions.create(model=served.name, prompt="one", max_tokens=4, temperature=0, stream=True))
+    assert "".join(c.choices[0].text for c in chunks) == reply.choices[0].text
+
+
+# ---------------------------------------------------------------- limits and hostile input
+
+
+def test_a_body_over_the_limit_is_a_413_declared_or_streamed_and_health_stays_quick(run_dir):
+    _, server, url = serve(run_dir, max_body_bytes=100_000)
+    try:
+        client = httpx.Client(base_url=url, timeout=60)
+        big = json.dumps({"model": "myrun/rl", "messages": [{"role": "user", "content": "x" * 200_000}]})
+        declared = client.post("/v1/chat/completions", content=big, headers={"content-type": "application/json"})
+        streamed = client.post("/v1/chat/completions", content=iter([big[:60_000].encode(), big[60_000:].encode()]),
+                               headers={"content-type": "application/json"})
+        for reply in (declared, streamed):
+            assert reply.status_code == 413 and reply.json()["error"]["code"] == "request_too_large"
+        # under the byte limit but far over the positions: refused before it is tokenized
+        long = chat(client, "y " * 45_000)
+        assert long.status_code == 400 and long.json()["error"]["code"] == "context_length_exceeded"
+        assert client.get("/health").status_code == 200
+    finally:
+        server.should_exit = True
+
+
+@pytest.mark.parametrize("method, path, status", [("GET", "/v1/nowhere", 404), ("GET", "/v1/chat/completions", 405)])
+def test_unknown_routes_and_wrong_methods_answer_in_the_openai_shape(server, method, path, status):
+    _, client = server
+    reply = client.request(method, path)
+    assert reply.status_code == status and path in reply.json()["error"]["message"]
+
+
+def test_a_body_that_is_not_utf8_or_holds_a_lone_surrogate_is_a_400(server):
+    _, client = server
+    bad_bytes = client.post("/v1/chat/completions", content=b'{"model": "myrun/rl", "messages": "\xff\xfe"}',
+                            headers={"content-type": "application/json"})
+    assert bad_bytes.status_code == 400 and bad_bytes.json()["error"]["type"] == "invalid_request_error"
+    surrogate = '{"model": "myrun/rl", "messages": [{"role": "user", "content": "a\\ud800b"}]}'
+    reply = client.post("/v1/chat/completions", content=surrogate, headers={"content-type": "application/json"})
+    assert reply.status_code == 400 and "lone surrogate" in reply.json()["error"]["message"]
+
+
+def test_classify_answers_the_good_texts_of_a_batch_with_one_bad_line(server, run_dir, monkeypatch, capsys):
+    _, client = server
+    texts = ["fine text", "a\ud800b", "another one"]
+    body = json.dumps({"texts": texts, "policy": "spam_email"})  # ensure_ascii keeps the surrogate escaped
+    reply = client.post("/v1/classify", content=body, headers={"content-type": "application/json"}).json()
+    errors = [r["error"] for r in reply["results"]]
+    assert "lone surrogate" in errors[1] and errors[0] != errors[1] and len(errors) == 3
+    lines = [json.dumps({"text": t}) for t in texts] + ["not json"]
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(lines) + "\n"))
+    assert main(["classify", str(run_dir), "--policy", "spam_email", "--max-new-tokens", str(CAP),
+                 "--device", "cpu"]) == 1
+    out = capsys.readouterr()
+    rows = [json.loads(line) for line in out.out.strip().splitlines()]
+    assert [r["line"] for r in rows] == [1, 2, 3, 4]
+    assert "stdin line 2: not valid Unicode text: a lone surrogate" in rows[1]["error"]
+    assert "stdin line 4: not JSON" in rows[3]["error"]
+    assert [rows[i]["reasoning"] for i in (0, 2)] == [reply["results"][i]["reasoning"] for i in (0, 2)]
+    assert "2 of 4 lines could not be classified" in out.err
+
+
+@pytest.mark.parametrize("candidates, needle", [
+    ([str(i % 5) for i in range(3)] + ["2"], "appear more than once"),
+    (["0", "1", "2", "3", "4"] * 1, None),
+])
+def test_rerank_refuses_repeated_candidates(server, candidates, needle):
+    _, client = server
+    reply = client.post("/v1/rerank", json={"history": [], "candidates": candidates})
+    assert reply.status_code == (400 if needle else 200)
+    if needle:
+        assert needle in reply.json()["error"]["message"]
+
+
+def test_rerank_refuses_more_candidates_than_trained_and_matches_titles_in_any_normal_form(run_dir, tmp_path):
+    import shutil
+
+    from reasonrl.gr2_plugins.inference import Reranker
+
+    folder = tmp_path / "myrun"
+    shutil.copytree(run_dir, folder)
+    (folder / "config.resolved.yaml").write_text("stages:\n- stage: gr2_prepare\n  id: prepare\n  candidates: 3\n")
+    reranker = Reranker.from_run(folder, device="cpu", max_new_tokens=CAP)
+    with pytest.raises(Exception, match="4 candidates: this model was trained to rerank at most 3"):
+        reranker.check([], ["0", "1", "2", "3"])
+    assert reranker.resolve(["ｆｉｌｍ 2 ", "Film\u00a03"], "candidate") == ["2", "3"]  # NFKC, spacing, case

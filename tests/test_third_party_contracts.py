@@ -159,3 +159,43 @@ def test_gr2_prepare_runs_a_third_party_item_tokenizer(tmp_path, stubs):
     assert tokens[0] == "<x_0>" and len(tokens) == 96
     example = json.loads((tmp_path / "r" / "prepare" / "test.jsonl").read_text().splitlines()[0])
     assert all(sid.startswith("<x_") for sid in example["candidates"])
+
+
+class ZeroLogprobs(StubEngine):
+    @torch.no_grad()
+    def _sample(self, model, ids, generator, rule):
+        tokens, logprobs = super()._sample(model, ids, generator, rule)
+        return tokens, torch.zeros_like(logprobs)
+
+
+class OneSampleShort(StubEngine):
+    def generate(self, *args, **kwargs):
+        out = super().generate(*args, **kwargs)
+        return replace(out, completion_ids=out.completion_ids[:-1], mask=out.mask[:-1], logprobs=out.logprobs[:-1],
+                       truncated=out.truncated[:-1], texts=out.texts[:-1])
+
+
+class PositiveLogprobs(StubEngine):
+    def generate(self, *args, **kwargs):
+        out = super().generate(*args, **kwargs)
+        return replace(out, logprobs=out.logprobs.abs() + 0.5)
+
+
+@pytest.mark.parametrize("engine, field, needle", [
+    (ZeroLogprobs, "logprobs", "differ from the policy's own log-probs"),
+    (OneSampleShort, "completion_ids", "expected a [6, T] long tensor"),
+    (PositiveLogprobs, "logprobs", "> 0 on a generated token"),
+])
+def test_a_broken_rollout_engine_is_named_with_the_field_it_broke(tmp_path, register_plugin, engine, field, needle):
+    plugin = types.ModuleType("broken_engine")
+    plugin.register_rollout_engines = hookimpl(lambda register: register("broken_engine", engine))
+    register_plugin(plugin, name="broken_engine")
+    stage = {"stage": "rl", "id": "rl", "model": TINY, "dataset": "sort_digits", "rollout": "broken_engine",
+             "rewards": ["sort_accuracy"], "steps": 2, "prompts_per_step": 2, "group_size": 3, "progress": False}
+    config = resolve_config({"run_name": "r", "output_dir": str(tmp_path), "stages": [stage]})
+    from reasonrl.core.errors import ReasonRLError
+
+    with pytest.raises(ReasonRLError, match=f"engine 'broken_engine' broke its contract in {field}") as caught:
+        run_pipeline(config, echo=lambda m: None)
+    assert needle in str(caught.value)
+    assert not (tmp_path / "r" / "rl" / "model").exists()  # nothing was trained on it

@@ -145,6 +145,37 @@ def test_failed_final_save_keeps_the_trained_weights_as_a_checkpoint(tmp_path, m
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_full_disk_in_safetensors_keeps_the_trained_weights_as_a_checkpoint(tmp_path, monkeypatch,
+                                                                              reasonrl_registry):
+    from safetensors import SafetensorError
+
+    import reasonrl.plugins.training as training
+
+    def disk_full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: No space left on device (os error 28)")
+
+    monkeypatch.setattr(training, "save_policy", disk_full)
+    with pytest.raises(ReasonRLError, match="No space left on device.*checkpoint of step 3"):
+        run_pipeline(rl_only(tmp_path), **QUIET)
+    state = json.loads((tmp_path / "r" / "rl" / "checkpoint" / "trainer_state.json").read_text())["state"]
+    assert state["step"] == 3
+
+
+def test_a_metrics_row_cut_off_mid_write_is_skipped_and_the_next_attempt_starts_a_new_line(tmp_path,
+                                                                                         reasonrl_registry):
+    run_pipeline(sort_run(tmp_path), **QUIET)
+    path = tmp_path / "r" / "metrics.jsonl"
+    before = read_metrics(path)
+    with open(path, "a") as handle:
+        handle.write('{"step": 9, "time": 17')  # the disk filled mid-row
+    run_pipeline(sort_run(tmp_path, overrides=["stages[1].lr=0.002"]), force=["rl"], **QUIET)
+    with pytest.warns(UserWarning, match="skipped 1 row"):
+        after = read_metrics(path)
+    assert [r["step"] for r in after if "rl/loss" in r] == [1, 2, 3]
+    assert [r["attempt"] for r in after if "rl/loss" in r] == [2, 2, 2]
+    assert len([r for r in after if "sft/loss" in r]) == len([r for r in before if "sft/loss" in r])
+
+
 def test_resumed_runs_mark_their_metric_rows_and_read_back_once_per_step(tmp_path, monkeypatch, reasonrl_registry):
     original = dies_at(monkeypatch, RLStage, "maybe_checkpoint", 3)  # step 3 is logged, its checkpoint is not
     with pytest.raises(KeyboardInterrupt):
@@ -208,6 +239,25 @@ def test_row_without_the_prompt_field_names_the_row(tmp_path, stage, reasonrl_re
 def test_empty_split_is_a_clear_error(tmp_path, stage, reasonrl_registry):
     with pytest.raises(ReasonRLError, match=r"split 'train' of dataset 'jsonl' is empty"):
         run_pipeline(jsonl_run(tmp_path, [], stage), **QUIET)
+
+
+@pytest.mark.parametrize("stage", ["rl", "sft"])
+def test_one_huge_row_is_named_before_it_is_read_whole(tmp_path, stage, reasonrl_registry, monkeypatch):
+    rows = [{"prompt": "12", "completion": "12", "answer": "12"}, {"prompt": "9" * 9_000_000, "completion": "1"}]
+    config = jsonl_run(tmp_path, rows, stage)
+    with pytest.raises(ReasonRLError, match=r"data.jsonl:2: a row longer than max_row_bytes \(8000000 bytes\)"):
+        run_pipeline(config, **QUIET)
+
+
+def test_a_row_too_long_for_the_model_is_named_before_anything_is_tokenized(tmp_path, reasonrl_registry,
+                                                                          monkeypatch):
+    rows = [{"prompt": "12", "completion": "12"}, {"prompt": "3" * 600_000, "completion": "3"}]
+    encoded = []
+    monkeypatch.setattr(SFTStage, "encode", lambda self, example: encoded.append(example) or ([1], [1.0]))
+    with pytest.raises(ReasonRLError, match=r"row 1 of split 'train' has 600001 characters, far more than the "
+                                            r"model's context"):
+        run_pipeline(jsonl_run(tmp_path, rows, "sft"), **QUIET)
+    assert encoded == []
 
 
 def test_invalid_yaml_in_set_or_environment(reasonrl_registry, monkeypatch):
