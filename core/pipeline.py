@@ -71,15 +71,28 @@ def run_pipeline(
 
         registry = get_registry()
     # other ranks of a multi-process launch share the main process's hold on the folder
-    if is_main_process():
-        check_writable(config.run_dir)
-    with RunLock(config.run_dir) if is_main_process() else contextlib.nullcontext():
-        return _run_locked(config, force, registry, echo)
+    if not is_main_process():
+        return _run_locked(config, plan_stages(config, force), registry, echo)
+    check_writable(config.run_dir)
+    shared = shares_folder(plan_stages(config, force), config, registry)
+    with RunLock(config.run_dir, shared=shared):
+        plan = plan_stages(config, force)  # again, under the lock: another run may have finished stages
+        if shared and not shares_folder(plan, config, registry):
+            raise ReasonRLError(f"run folder {config.run_dir} changed while this run started; run it again")
+        return _run_locked(config, plan, registry, echo)
 
 
-def _run_locked(config: ResolvedConfig, force: Iterable[str], registry: Registry, echo) -> dict[str, dict[str, Any]]:
+def shares_folder(plan: dict[str, str], config: ResolvedConfig, registry: Registry) -> bool:
+    """True when every stage left to run is built for several workers in one folder
+    (``shares_run_folder``) and none starts over: such runs may go side by side."""
+    names = {stage.id: stage.name for stage in config.stages}
+    left = [stage_id for stage_id, action in plan.items() if action != "skip"]
+    return bool(left) and all(plan[s] == "run" and getattr(registry.get("stages", names[s]).resolve_factory(),
+                                                           "shares_run_folder", False) for s in left)
+
+
+def _run_locked(config: ResolvedConfig, plan: dict[str, str], registry: Registry, echo) -> dict[str, dict[str, Any]]:
     run_dir = config.run_dir
-    plan = plan_stages(config, force)
     share_cores(config, echo)
     attempt = _start_attempt(config, plan) if is_main_process() else 0
     # under a multi-process launch only the main process writes files and reports metrics

@@ -364,6 +364,9 @@ def smallest_matching(rl_points: Sequence[tuple[int, float]], target: float, tol
 
 
 class ModerationStudy:
+    # several processes may run one study in one run folder: points are claimed one by one
+    shares_run_folder = True
+
     def __init__(self, params) -> None:
         self.params = params
 
