@@ -9,7 +9,6 @@ input order. Its reasoning names each cited candidate once, with the evidence th
 
 from __future__ import annotations
 
-import math
 import random
 import re
 from dataclasses import dataclass
@@ -19,12 +18,10 @@ from pydantic import Field
 
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.registry import Params
-from reasonrl.gr2_plugins.prompts import answer_json
+from reasonrl.gr2_plugins.prompts import answer_json, leaders, leaders_line
 from reasonrl.gr2_plugins.taste_teacher import gumbel_order
 
-_CANDIDATE = re.compile(r"^\[(?P<n>\d+)\] (?:(?P<tags>after#\d+ near#\d+ trend#\d+) \| )?.*?\) \| [^|]* \| "
-                        r"(?P<evidence>.*) \| score: (?P<score>-?[\d.]+)$")
-_AFTER_TAG = re.compile(r"after#(\d+)")
+_CANDIDATE = re.compile(r"^\[(?P<n>\d+)\] .*?\) \| [^|]* \| (?P<evidence>.*) \| score: (?P<score>-?[\d.]+)$")
 _AFTER = re.compile(r"right after (?P<title>.*): (?P<count>\d+) viewers")
 _NEAR = re.compile(r"near your recent films: (\d+)")
 _RECENT = re.compile(r"views in the last 4 weeks: (\d+)")
@@ -35,8 +32,9 @@ class FeatureTeacherParams(Params):
     temperature: float = Field(0.5, ge=0, description="Gumbel noise on the scores: 0 = always the model's order")
     answer_items: int = Field(3, gt=0, description="numbers in the answer (the rest keep the input order)")
     order_by: Literal["model", "co_watching"] = Field("model", description=(
-        "model: the evidence model's score; co_watching: viewers who watched the candidate right after the last "
-        "film, ties in input order (a rule a student can read off the prompt's after# tags)"))
+        "model: the evidence model's score plus Gumbel noise; co_watching: the candidates most watched right after "
+        "the last film, most first (those with a count of 0 keep the input order; temperature unused), in the words "
+        "of the prompt's evidence summary (gr2_prepare evidence_summary), so the student can copy the lookup"))
     seed: int = 0
     """seed of the Gumbel noise"""
 
@@ -49,13 +47,9 @@ class Candidate:
     last_title: str
     near_recent: int
     recent_views: int
-    after_place: int | None = None  # the line's after# tag, where the prompt has tags
 
     def why(self) -> str:
-        """The strongest piece of evidence for this candidate, in words (tagged prompts: its
-        after# place and count, short, so the student's reasoning stays a lookup)."""
-        if self.after_place is not None:
-            return f"after#{self.after_place}, {self.after_last} viewers right after your last film"
+        """The strongest piece of evidence for this candidate, in words."""
         if self.after_last:
             return f"watched right after {self.last_title} by {self.after_last} viewers"
         if self.near_recent:
@@ -73,10 +67,9 @@ def read_candidates(prompt: str) -> tuple[list[Candidate], int | None]:
             continue
         evidence = match["evidence"]
         after, near, recent = _AFTER.search(evidence), _NEAR.search(evidence), _RECENT.search(evidence)
-        place = _AFTER_TAG.match(match["tags"]) if match["tags"] else None
         candidates.append(Candidate(int(match["n"]), float(match["score"]), int(after["count"]) if after else 0,
                                     after["title"] if after else "", int(near.group(1)) if near else 0,
-                                    int(recent.group(1)) if recent else 0, int(place.group(1)) if place else None))
+                                    int(recent.group(1)) if recent else 0))
     if not candidates:
         raise ReasonRLError("feature_ranker teacher: no scored candidate lines ('[n] ... | score: x') in the prompt; "
                             "it reads the teacher prompts of gr2_prepare with answer_format: index")
@@ -93,16 +86,20 @@ class FeatureRankerTeacher:
 
     def sample(self, prompt: str) -> str:
         candidates, target = read_candidates(prompt)
-        order = gumbel_order(self.scores(candidates), self.params.temperature, self.random)
+        if self.params.order_by == "co_watching":
+            return self.co_watching(candidates)
+        order = gumbel_order([c.score for c in candidates], self.params.temperature, self.random)
         if target is not None:
             order = sorted(order, key=lambda i: candidates[i].number != target)
         return self.explain([candidates[i] for i in order[: self.params.answer_items]])
 
-    def scores(self, candidates: Sequence[Candidate]) -> list[float]:
-        if self.params.order_by == "model":
-            return [c.score for c in candidates]
-        # co-watching count first; the tiny decrement keeps ties in input order at temperature 0
-        return [math.log1p(c.after_last) - 1e-6 * c.number for c in candidates]
+    def co_watching(self, candidates: Sequence[Candidate]) -> str:
+        """The co-watching leaders, said as the prompt's summary line says them, then the answer."""
+        pairs = leaders([{"after_last": c.after_last} for c in candidates], "after_last", self.params.answer_items)
+        numbers = [candidates[n - 1].number for n, _ in pairs]
+        why = (f"[{numbers[0]}] was watched right after your last film by the most viewers." if numbers
+               else "No candidate was watched right after your last film; the upstream order stays.")
+        return leaders_line("after_last", pairs) + "\n" + answer_json(why, numbers or [candidates[0].number])
 
     def explain(self, chosen: Sequence[Candidate]) -> str:
         lines = [f"[{c.number}]: {c.why()}." for c in chosen]

@@ -147,7 +147,7 @@ class Reranker:
         evidence = None if stats is None else [
             asdict(stats.evidence(history, stats.last_time if until is None else until, c)) for c in candidates]
         return {**out, "prompt": index_student_prompt(shown, cands, evidence, self.prompting.ranked,
-                                                    self.prompting.tags)}
+                                                    self.prompting.summary)}
 
 
 @dataclass
@@ -158,7 +158,7 @@ class Prompting:
     answer_format: str = "sid"
     stats: object | None = None
     ranked: bool = False  # evidence_ranks
-    tags: bool = False  # evidence_tags
+    summary: bool = False  # evidence_summary
 
     @classmethod
     def of_run(cls, run_dir: Path) -> "Prompting":
@@ -172,7 +172,7 @@ class Prompting:
             raise ReasonRLError(f"{folder} has no {SequenceStats.STATS_FILE}: its prompts show the logs' evidence, "
                                 f"which rerank needs to rebuild them; rerun the prepare stage (--force prepare)")
         return cls(answer_format, SequenceStats.load(folder), bool(prepared_setting(run_dir, "evidence_ranks", False)),
-                   bool(prepared_setting(run_dir, "evidence_tags", False)))
+                   bool(prepared_setting(run_dir, "evidence_summary", False)))
 
 
 def prepared_history_items(run_dir: Path) -> int:

@@ -65,9 +65,9 @@ class GR2PrepareParams(Params):
     evidence_ranks: bool = Field(False, description=(
         "with prompt_evidence: each count also gives its rank among the list's candidates, so comparing "
         "candidates is written on each line"))
-    evidence_tags: bool = Field(False, description=(
-        "with prompt_evidence: each candidate line opens with its places on each piece of evidence, ties in input "
-        "order ('[3] after#1 near#5 trend#8 | ...'), so the most co-watched candidate is one tag to find"))
+    evidence_summary: bool = Field(False, description=(
+        "with prompt_evidence: after the candidates, one line per piece of evidence names its three leaders "
+        "('Most watched right after your last film: [3] 34, [6] 12, [7] 9'), a list the answer can copy from"))
     seed: int = Field(0, description="seed of the user caps and the corpus windows")
     progress: bool = Field(True, description="show progress bars")
 
@@ -220,10 +220,12 @@ class GR2Prepare:
                     "teacher_prompt_targeted": teacher_prompt(shown, cands, target=target)}
         evidence = example["evidence"]
         scores = scorer.scores(example["features"])
-        ranked, tags = p.evidence_ranks, p.evidence_tags and p.prompt_evidence
-        return {**out, "prompt": index_student_prompt(shown, cands, evidence if p.prompt_evidence else None, ranked, tags),
-                "teacher_prompt": index_teacher_prompt(shown, cands, evidence, scores, ranked=ranked, tags=tags),
-                "teacher_prompt_targeted": index_teacher_prompt(shown, cands, evidence, scores, target, ranked, tags)}
+        ranked, summary = p.evidence_ranks, p.evidence_summary and p.prompt_evidence
+        shown_evidence = evidence if p.prompt_evidence else None
+        return {**out, "prompt": index_student_prompt(shown, cands, shown_evidence, ranked, summary),
+                "teacher_prompt": index_teacher_prompt(shown, cands, evidence, scores, ranked=ranked, summary=summary),
+                "teacher_prompt_targeted": index_teacher_prompt(shown, cands, evidence, scores, target, ranked,
+                                                                summary)}
 
     def semantic_ids(self, context: StageContext, data: Interactions, catalog: list[str]):
         from reasonrl.gr2_plugins.embeddings import embed_texts

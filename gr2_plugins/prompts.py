@@ -50,23 +50,27 @@ def evidence_ranks(evidence: Sequence[Mapping]) -> list[dict[str, int]]:
             for mine in evidence]
 
 
-TAG_NAMES = {"after_last": "after", "near_recent": "near", "recent_views": "trend"}
+LEADER_TITLES = {"after_last": "Most watched right after your last film",
+                 "near_recent": "Most watched near your recent films",
+                 "recent_views": "Most viewed in the last 4 weeks"}
 
 
-def evidence_places(evidence: Sequence[Mapping]) -> list[dict[str, int]]:
-    """Each candidate's place in the list on each piece of evidence, ties in input order, so
-    every place from 1 to n is held by exactly one candidate."""
-    places = [dict() for _ in evidence]
-    for key in EVIDENCE_KEYS:
-        order = sorted(range(len(evidence)), key=lambda i: (-evidence[i][key], i))
-        for place, i in enumerate(order, start=1):
-            places[i][key] = place
-    return places
+def leaders(evidence: Sequence[Mapping], key: str, top: int = 3) -> list[tuple[int, int]]:
+    """(candidate number, count) of the ``top`` candidates with the most ``key`` evidence
+    (ties in input order), those with a count of 0 left out."""
+    order = sorted(range(len(evidence)), key=lambda i: (-evidence[i][key], i))
+    return [(i + 1, evidence[i][key]) for i in order[:top] if evidence[i][key] > 0]
 
 
-def evidence_tags(places: Mapping[str, int]) -> str:
-    """``after#1 near#5 trend#8``: one candidate's places, written where a line starts."""
-    return " ".join(f"{TAG_NAMES[key]}#{places[key]}" for key in EVIDENCE_KEYS)
+def leaders_line(key: str, pairs: Sequence[tuple[int, int]]) -> str:
+    """``Most watched right after your last film: [3] 34, [6] 12, [7] 9`` (``none`` without any)."""
+    return f"{LEADER_TITLES[key]}: " + (", ".join(f"[{n}] {count}" for n, count in pairs) or "none")
+
+
+def evidence_summary(evidence: Sequence[Mapping]) -> list[str]:
+    """One line per piece of evidence naming its leaders: which candidates stand out is written
+    as a short list a student can copy from, not spread over ten candidate lines."""
+    return ["What the logs say, most first:"] + [leaders_line(key, leaders(evidence, key)) for key in EVIDENCE_KEYS]
 
 
 def evidence_text(evidence: Mapping, last_title: str | None, ranks: Mapping[str, int] | None = None) -> str:
@@ -85,16 +89,13 @@ def evidence_text(evidence: Mapping, last_title: str | None, ranks: Mapping[str,
 
 def numbered_lines(candidates: Sequence[Mapping], evidence: Sequence[Mapping] | None = None,
                    last_title: str | None = None, scores: Sequence[float] | None = None,
-                   ranked: bool = False, tags: bool = False) -> list[str]:
+                   ranked: bool = False) -> list[str]:
     """``[n] <sid> Title (year) | genres`` per candidate (n = the upstream ranker's position),
-    with the logs' evidence (and its ranks, ``ranked``) and the evidence model's score where given.
-    With ``tags``, each line opens with the candidate's places (``[3] after#1 near#5 trend#8 | ...``):
-    finding "the most co-watched" becomes finding one tag, a lookup a small student can learn."""
+    with the logs' evidence (and its ranks, ``ranked``) and the evidence model's score where given."""
     lines = []
     ranks = evidence_ranks(evidence) if evidence is not None and ranked else None
-    places = evidence_places(evidence) if evidence is not None and tags else None
     for n, item in enumerate(candidates, start=1):
-        line = f"[{n}] {evidence_tags(places[n - 1])} | {item_line(item)}" if places else f"[{n}] {item_line(item)}"
+        line = f"[{n}] {item_line(item)}"
         if evidence is not None:
             line += f" | {evidence_text(evidence[n - 1], last_title, ranks[n - 1] if ranks else None)}"
         if scores is not None:
@@ -104,13 +105,16 @@ def numbered_lines(candidates: Sequence[Mapping], evidence: Sequence[Mapping] | 
 
 
 def index_student_prompt(history: Sequence[Mapping], candidates: Sequence[Mapping],
-                         evidence: Sequence[Mapping] | None = None, ranked: bool = False, tags: bool = False) -> str:
+                         evidence: Sequence[Mapping] | None = None, ranked: bool = False,
+                         summary: bool = False) -> str:
     """The student's prompt when it answers with candidate numbers (``answer_format: index``)."""
     last = history[-1]["title"] if history else None
     lines = ["Rerank movies for a viewer.", "Watched, oldest to newest:"]
     lines += [item_line(i) for i in history]
     lines += ["Candidates, best first by the upstream ranker:"] + numbered_lines(candidates, evidence, last,
-                                                                                  ranked=ranked, tags=tags)
+                                                                                  ranked=ranked)
+    if evidence is not None and summary:
+        lines += evidence_summary(evidence)
     lines.append(f"Reason briefly, citing candidates by number, then answer {INDEX_ANSWER_FORMAT} with the numbers "
                  f"of the most likely next watches first; unlisted candidates keep their order.")
     return "\n".join(lines)
@@ -118,13 +122,15 @@ def index_student_prompt(history: Sequence[Mapping], candidates: Sequence[Mappin
 
 def index_teacher_prompt(history: Sequence[Mapping], candidates: Sequence[Mapping], evidence: Sequence[Mapping],
                          scores: Sequence[float], target: Mapping | None = None, ranked: bool = False,
-                         tags: bool = False) -> str:
+                         summary: bool = False) -> str:
     """The teacher's prompt for index answers: the student's view plus the evidence model's score."""
     last = history[-1]["title"] if history else None
     lines = [TEACHER_ROLE, "", "The viewer watched, oldest to newest:"]
     lines += [item_line(i) for i in history]
     lines += ["", "Candidates from the upstream ranker, with what the viewing logs say:"]
-    lines += numbered_lines(candidates, evidence, last, scores, ranked, tags)
+    lines += numbered_lines(candidates, evidence, last, scores, ranked)
+    if summary:
+        lines += evidence_summary(evidence)
     if target is not None:
         lines += ["", f"The viewer actually watched [{candidates.index(target) + 1}] next; explain why it fits best."]
     lines += ["", "Think in steps: weigh each candidate's evidence, citing candidates by number, then end with "

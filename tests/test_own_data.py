@@ -110,6 +110,14 @@ def test_moderation_table_names_the_first_bad_label(tmp_path):
         build("moderation_table", **user_table(tmp_path, rows)).splits()
 
 
+def test_moderation_table_that_is_not_utf8_is_a_clear_error(tmp_path):
+    params = user_table(tmp_path, REPLIES)
+    path = tmp_path / "replies.csv"
+    path.write_bytes(path.read_bytes().replace(b"thanks for the note number 3", "caf\u00e9 na\u00efve".encode("latin-1")))
+    with pytest.raises(ReasonRLError, match=r"failed: UnicodeDecodeError: .*Check the file's encoding \(UTF-8\)"):
+        build("moderation_table", **params).splits()
+
+
 def test_moderation_table_maps_labels_and_needs_policy_labels(tmp_path):
     params = user_table(tmp_path, [(text, "1" if label == "rude" else "0") for text, label in REPLIES])
     splits = build("moderation_table", label_map={"0": "fine", "1": "rude"}, **params).splits()

@@ -181,3 +181,25 @@ def test_evidence_ranks_are_written_on_each_line_and_the_teacher_still_reads_the
     assert "right after Old Film: 12 viewers (rank 1); near your recent films: 7 (rank 1)" in prompt
     trace = FeatureRankerTeacher(FeatureTeacherParams(temperature=0.0, answer_items=3)).sample(prompt)
     assert "[4]: watched right after Old Film by 12 viewers." in trace
+
+
+def test_the_evidence_summary_names_each_kind_of_evidence_leaders_and_the_teacher_copies_it():
+    from reasonrl.gr2_plugins.prompts import index_student_prompt
+
+    prompt = index_student_prompt(HISTORY, CANDIDATES, EVIDENCE, summary=True)
+    # counts 0, 4, 0, 12, 1 right after: [4] 12 first, zeros left out
+    assert "Most watched right after your last film: [4] 12, [2] 4, [5] 1" in prompt
+    assert "Most watched near your recent films: [4] 7, [1] 3, [2] 2" in prompt
+    assert "Most viewed in the last 4 weeks: [2] 9, [4] 3, [1] 1" in prompt  # tie 1 = 1 = 1: input order
+    teacher_prompt = index_teacher_prompt(HISTORY, CANDIDATES, EVIDENCE, SCORES, summary=True)
+    trace = FeatureRankerTeacher(FeatureTeacherParams(order_by="co_watching", answer_items=2)).sample(teacher_prompt)
+    reasoning, answer_text = trace.split("\n", 1)
+    assert reasoning == "Most watched right after your last film: [4] 12, [2] 4"
+    assert reasoning in prompt  # the student's reasoning is a copy of its own prompt's line
+    example = {"answer_format": "index", "candidates": [c["sid"] for c in CANDIDATES], "target_index": 1}
+    assert parse_answer(answer_text, example).order == [3, 1, 0, 2, 4]
+    nothing = [{**e, "after_last": 0} for e in EVIDENCE]
+    quiet = FeatureRankerTeacher(FeatureTeacherParams(order_by="co_watching")).sample(
+        index_teacher_prompt(HISTORY, CANDIDATES, nothing, SCORES, summary=True))
+    assert quiet.startswith("Most watched right after your last film: none\n")
+    assert parse_answer(quiet, example).order == [0, 1, 2, 3, 4]  # nothing stands out: the input order stays
