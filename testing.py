@@ -94,6 +94,16 @@ class JsonHandler(BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port no one listens on now (the OS picks it), for a launcher that needs a number:
+    fixed ports collide when two test runs share a machine."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
 def serve_loopback(handler: type[BaseHTTPRequestHandler], host: str = "127.0.0.1"):
     """Serve ``handler`` on a free port of ``host`` in a thread; yields the base URL (``.../v1``)."""
     httpd = ThreadingHTTPServer((host, 0), handler)

@@ -73,7 +73,7 @@ class HealthPoller:
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
+    with socket.socket() as probe:  # the OS picks a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 

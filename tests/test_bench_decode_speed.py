@@ -1,3 +1,4 @@
+import importlib
 import sys
 from pathlib import Path
 
@@ -7,15 +8,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 
 def test_rows_must_be_multiples_of_the_group():
-    decode_speed = pytest.importorskip("decode_speed")
+    decode_speed = importlib.import_module("decode_speed")
     assert decode_speed.rows_per_step("16,32,128") == [16, 32, 128]
     with pytest.raises(SystemExit, match=r"--rows '16,6': \[6\] are not positive multiples of 4"):
         decode_speed.rows_per_step("16,6")
 
 
 def test_rows_sweep_prints_one_row_per_batch_with_consistent_tokens_per_second(monkeypatch, tmp_path, capsys):
-    decode_speed = pytest.importorskip("decode_speed")
-    rl_step_vs_trl = pytest.importorskip("rl_step_vs_trl")
+    decode_speed = importlib.import_module("decode_speed")
+    rl_step_vs_trl = importlib.import_module("rl_step_vs_trl")
     monkeypatch.setattr(decode_speed, "NEW_TOKENS", 3)
     monkeypatch.setattr(decode_speed, "PROMPT_TOKENS", 4)
     monkeypatch.setattr(decode_speed, "REPEATS", 1)

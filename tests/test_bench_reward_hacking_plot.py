@@ -1,3 +1,4 @@
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -35,7 +36,7 @@ def fake_run(tmp_path: Path) -> Path:
 
 
 def test_test_list_table_counts_valid_answers_and_pairs_the_same_lists(tmp_path):
-    plot = pytest.importorskip("gr2_reward_hacking_plot")
+    plot = importlib.import_module("gr2_reward_hacking_plot")
     table = plot.test_list_table(fake_run(tmp_path)).splitlines()
     # start: orders [0,1,2] (tau 1), [0,2,1] (tau 1/3), [2,1,0] (tau -1); first kept on 2 of 3
     assert table[2] == "| start | 3 | 0.67 | +0.111 |"

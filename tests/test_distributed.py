@@ -9,6 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from reasonrl.testing import free_port
+
 SCRIPT = Path(__file__).parent / "ddp_lm.py"
 RL_SCRIPT = Path(__file__).parent / "ddp_rl.py"
 NO_LAUNCHER = shutil.which("accelerate") is None and not Path(sys.executable).with_name("accelerate").exists()
@@ -29,7 +31,7 @@ def launch_two(script, out, tag, port):
 def test_two_process_ddp_matches_single_process(tmp_path):
     single = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path), "single"], capture_output=True, text=True)
     assert single.returncode == 0, single.stderr[-3000:]
-    ddp = launch_two(SCRIPT, tmp_path, "ddp", 29533)
+    ddp = launch_two(SCRIPT, tmp_path, "ddp", free_port())
     assert ddp.returncode == 0, ddp.stderr[-3000:]  # a rank drift would raise in check_ranks_agree
     a, b = saved(tmp_path, "single"), saved(tmp_path, "ddp")
     assert a.keys() == b.keys()
@@ -63,7 +65,7 @@ def test_two_process_rl_matches_single_process(tmp_path):
 
     single = subprocess.run([sys.executable, str(RL_SCRIPT), str(tmp_path), "single"], capture_output=True, text=True)
     assert single.returncode == 0, single.stderr[-3000:]
-    ddp = launch_two(RL_SCRIPT, tmp_path, "ddp", 29534)
+    ddp = launch_two(RL_SCRIPT, tmp_path, "ddp", free_port())
     assert ddp.returncode == 0, ddp.stderr[-3000:]  # a rank drift would raise in check_ranks_agree
     history = {tag: json.loads((tmp_path / tag / "rl" / "history.json").read_text()) for tag in ("single", "ddp")}
     assert [h["reward/mean"] for h in history["ddp"]] == pytest.approx([h["reward/mean"] for h in history["single"]])

@@ -46,8 +46,10 @@ def test_export_writes_a_loadable_folder_with_a_model_card(run_dir, tmp_path, re
     assert main(["export", str(run_dir / "rl"), "--to", str(out)]) == 0
     model = AutoModelForCausalLM.from_pretrained(out)
     trained = AutoModelForCausalLM.from_pretrained(run_dir / "rl" / "model")
-    for (name, a), (_, b) in zip(model.state_dict().items(), trained.state_dict().items()):
-        assert torch.equal(a, b), name
+    exported, original = model.state_dict(), trained.state_dict()
+    assert exported.keys() == original.keys()  # a missing or extra tensor fails here, not silently
+    for name in original:
+        assert torch.equal(exported[name], original[name]), name
     assert AutoTokenizer.from_pretrained(out)("go away")["input_ids"]
 
     card = ModelCard.load(out / "README.md")

@@ -5,6 +5,7 @@ prints a table. Run with ``pytest -m gpu``.
 """
 
 import json
+import math
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from safetensors import safe_open
 
 from reasonrl.plugins.training import training_precision
 from reasonrl.smoke import PIPELINES, run_smoke
+from reasonrl.testing import free_port
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -33,7 +35,9 @@ def test_tiny_pipeline_runs_on_the_gpu(name, tmp_path):
     if result["report"] is not None:
         rows = result["report"]["rows"]
         assert all(0.0 <= row.get("parse_failure_rate", 0.0) <= 1.0 for row in rows.values())
-        assert json.dumps(rows)  # every metric is a plain number
+        # every scalar metric is a finite number (json.dumps would have let NaN through)
+        scalars = [v for row in rows.values() for v in row.values() if isinstance(v, float)]
+        assert scalars and all(math.isfinite(v) for v in scalars), rows
     answer_with_the_trained_model_on_the_gpu(name, result["run_dir"])
 
 
@@ -66,7 +70,7 @@ def _train(script, out, tag, extra, processes=0):
     from pathlib import Path
 
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-                "--master_port", "29561"] if processes else [sys.executable]
+                "--master_port", str(free_port())] if processes else [sys.executable]
     done = subprocess.run(launcher + [str(Path(__file__).parent / script), str(out), tag, json.dumps(extra)],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -177,8 +177,22 @@ def test_hook_registers_a_working_component(kind, register_plugin):
     assert works(registry.build(kind, "throwaway"))
 
 
-def test_throwaway_plugin_is_removed_after_its_test(reasonrl_registry):
-    assert "throwaway" not in reasonrl_registry.names("reward_functions")
+def test_register_plugin_withdraws_what_it_registered_when_the_test_ends(reasonrl_registry):
+    """Drives the fixture by hand: registered during the test, gone after its teardown (the
+    registry itself is not reset in between, so only the fixture's own teardown can remove it)."""
+    import types
+
+    from reasonrl import testing
+    from reasonrl.core import manager
+
+    plugin = types.ModuleType("temporary")
+    plugin.register_reward_functions = hookimpl(lambda register: register("temporary_reward", object))
+    steps = testing.register_plugin.__wrapped__(reasonrl_registry)
+    next(steps)(plugin, name="temporary")
+    assert "temporary_reward" in manager.get_registry().names("reward_functions")
+    with pytest.raises(StopIteration):
+        next(steps)  # the fixture's teardown
+    assert "temporary_reward" not in manager.get_registry().names("reward_functions")
 
 
 def test_docs_list_every_kind():

@@ -3,6 +3,7 @@
 import io
 import json
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -89,15 +90,93 @@ def test_chat_logprobs_equal_the_model_distribution(server):
     assert len(content) == reply["usage"]["completion_tokens"]
 
 
-def test_concurrent_requests_are_batched_and_answer_as_alone(server):
-    _, client = server
+class Gate:
+    """A serve endpoint that holds the generation thread until the test opens it: requests sent
+    meanwhile queue up, with no timing window to hit or miss."""
+
+    def __init__(self):
+        self.open, self.entered = threading.Event(), threading.Event()
+
+    def hold(self, pool, client):
+        """Send one gate request and return once it holds the generation thread."""
+        self.entered.clear()
+        held = pool.submit(client.post, "/v1/gate", json={})
+        assert self.entered.wait(60)
+        return held
+
+    def __call__(self, params=None):
+        from pydantic import BaseModel
+
+        gate = self
+
+        class GateRequest(BaseModel):
+            pass
+
+        class Endpoint:
+            request_model = GateRequest
+
+            def prepare(self, served, request):
+                return "gate", None
+
+            def run_batch(self, served, key, payloads):
+                gate.entered.set()
+                gate.open.wait(60)
+                return [{"ok": True} for _ in payloads]
+
+        return Endpoint()
+
+
+@pytest.fixture
+def gated(run_dir, register_plugin):
+    """A server with the gate endpoint; yields (client, gate, start_options)."""
+    from reasonrl import hookimpl
+
+    gate = Gate()
+
+    class Plugin:
+        @staticmethod
+        @hookimpl
+        def register_serve_endpoints(register):
+            register("gate", gate, summary="holds the generation thread")
+
+    register_plugin(Plugin(), name="gate-endpoint")
+    servers = []
+
+    def start(**options):
+        _, server, url = serve(run_dir, **options)
+        servers.append(server)
+        return httpx.Client(base_url=url, timeout=60)
+
+    yield start, gate
+    gate.open.set()
+    for server in servers:
+        server.should_exit = True
+
+
+def wait_for_in_flight(client, count):
+    for _ in range(600):
+        if client.get("/health").json()["in_flight"] >= count:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"never {count} requests in flight")
+
+
+def test_requests_queued_behind_a_busy_model_run_as_one_batch_and_answer_as_alone(gated):
+    start, gate = gated
+    client = start(batch_wait_ms=10, max_batch_size=8)
     prompts = [f"prompt number {i}" for i in range(5)]
+    gate.open.set()
     alone = [chat(client, p, temperature=0, max_tokens=6).json()["choices"][0]["message"]["content"] for p in prompts]
-    before = client.get("/health").json()["largest_batch"]
-    with ThreadPoolExecutor(5) as pool:
-        together = list(pool.map(lambda p: chat(client, p, temperature=0, max_tokens=6).json(), prompts))
-    assert [r["choices"][0]["message"]["content"] for r in together] == alone
-    assert client.get("/health").json()["largest_batch"] > max(before, 1)
+    gate.open.clear()
+    with ThreadPoolExecutor(6) as pool:
+        held = gate.hold(pool, client)
+        together = [pool.submit(chat, client, p, temperature=0, max_tokens=6) for p in prompts]
+        wait_for_in_flight(client, 6)
+        gate.open.set()
+        assert held.result().json() == {"ok": True}
+        answers = [f.result().json()["choices"][0]["message"]["content"] for f in together]
+    assert answers == alone
+    assert client.get("/health").json()["largest_batch"] == 5
 
 
 def test_classify_equals_the_classify_command(server, run_dir, monkeypatch, capsys):
@@ -159,22 +238,17 @@ def test_a_body_that_is_not_json_is_a_400(server):
     assert reply.status_code == 400 and "JSON" in reply.json()["error"]["message"]
 
 
-def test_the_concurrency_limit_answers_429_with_retry_after(run_dir):
-    _, server, url = serve(run_dir, max_concurrency=1, batch_wait_ms=800)
-    try:
-        client = httpx.Client(base_url=url, timeout=60)
-        slow = threading.Thread(target=chat, args=(client, "first"), kwargs={"max_tokens": 2})
-        slow.start()
-        import time
-
-        time.sleep(0.3)  # the first request waits in the batcher
+def test_the_concurrency_limit_answers_429_with_retry_after(gated):
+    start, gate = gated
+    client = start(max_concurrency=1)
+    with ThreadPoolExecutor(1) as pool:
+        held = gate.hold(pool, client)
         reply = chat(client, "second", max_tokens=2)
-        slow.join()
-        assert reply.status_code == 429 and reply.headers["Retry-After"] == "1"
-        assert "limit is 1" in reply.json()["error"]["message"]
-        assert chat(client, "third", max_tokens=2).status_code == 200
-    finally:
-        server.should_exit = True
+        gate.open.set()
+        assert held.result().status_code == 200
+    assert reply.status_code == 429 and reply.headers["Retry-After"] == "1"
+    assert "limit is 1" in reply.json()["error"]["message"]
+    assert chat(client, "third", max_tokens=2).status_code == 200
 
 
 def test_an_api_key_is_required_when_configured(run_dir, monkeypatch):
@@ -236,7 +310,7 @@ def test_a_judge_in_another_run_uses_the_served_model(server, tmp_path):
     assert 0.0 <= metrics[-1]["rl/reward/rubric"] <= 1.0
 
 
-def test_a_third_party_endpoint_is_served_with_batching(run_dir, register_plugin):
+def test_a_third_party_endpoint_is_served_with_batching(gated, register_plugin):
     """A plugin's serve_endpoints component becomes POST /v1/<name>, validated and batched."""
     from pydantic import BaseModel
 
@@ -265,16 +339,18 @@ def test_a_third_party_endpoint_is_served_with_batching(run_dir, register_plugin
             register("length", lambda params: Length(), summary="token count")
 
     register_plugin(Plugin(), name="length-endpoint")
-    _, server, url = serve(run_dir, batch_wait_ms=300)
-    try:
-        client = httpx.Client(base_url=url, timeout=60)
-        with ThreadPoolExecutor(3) as pool:
-            replies = list(pool.map(lambda t: client.post("/v1/length", json={"text": t}).json(), ["ab", "abc", "a"]))
-        assert [r["tokens"] for r in replies] == [2, 3, 1] and max(r["batch"] for r in replies) > 1
-        assert client.post("/v1/length", json={"text": ""}).json()["error"]["message"] == "text is empty"
-        assert client.post("/v1/length", json={}).status_code == 400
-    finally:
-        server.should_exit = True
+    start, gate = gated
+    client = start()
+    with ThreadPoolExecutor(4) as pool:
+        held = gate.hold(pool, client)
+        queued = [pool.submit(client.post, "/v1/length", json={"text": t}) for t in ["ab", "abc", "a"]]
+        wait_for_in_flight(client, 4)
+        gate.open.set()
+        held.result()
+        replies = [f.result().json() for f in queued]
+    assert [r["tokens"] for r in replies] == [2, 3, 1] and [r["batch"] for r in replies] == [3, 3, 3]
+    assert client.post("/v1/length", json={"text": ""}).json()["error"]["message"] == "text is empty"
+    assert client.post("/v1/length", json={}).status_code == 400
 
 
 def test_serve_threads_are_set_before_the_model_loads(monkeypatch, tmp_path, capsys):

@@ -97,7 +97,11 @@ def test_config_edit_after_a_kill_does_not_resume_the_old_settings(tmp_path, mon
     monkeypatch.undo()
     with pytest.raises(ReasonRLError, match=r"checkpoint .* was written under another config.*--force rl"):
         run_pipeline(sort_run(tmp_path, overrides=["stages[1].lr=0.5"]), **QUIET)
-    run_pipeline(sort_run(tmp_path), **QUIET)  # the same config still resumes
+    steps = []
+    original = RLStage.train_step
+    monkeypatch.setattr(RLStage, "train_step", lambda self, step: steps.append(step) or original(self, step))
+    outputs = run_pipeline(sort_run(tmp_path), **QUIET)  # the same config still resumes
+    assert steps == [2] and outputs["rl"]["steps"] == 3  # from the step-2 checkpoint, not from scratch
 
 
 def test_environment_values_are_masked_at_their_own_path_only(reasonrl_registry, monkeypatch):

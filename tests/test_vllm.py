@@ -200,13 +200,22 @@ def test_trained_token_rows_reach_vllm_folded_in(tmp_path):
     from reasonrl.plugins.models import LoraParams
 
     (tmp_path / "t.txt").write_text("<s_a_1>\n")
-    model, _ = load_policy(ModelSpec(source="tiny", tiny=TINY, add_tokens="t.txt",
-                                     lora=LoraParams(r=4, alpha=8, trainable_tokens="t.txt")), tmp_path)
+    model, tokenizer = load_policy(ModelSpec(source="tiny", tiny=TINY, add_tokens="t.txt",
+                                             lora=LoraParams(r=4, alpha=8, trainable_tokens="t.txt")), tmp_path)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "trainable_tokens" in name or "lora_B" in name:
                 p.normal_(0, 0.5)
-    merged = copy.deepcopy(model).merge_and_unload().state_dict()
     pushed = dict(policy_weights(model))
-    assert pushed.keys() == merged.keys()
-    assert all(torch.allclose(pushed[k], merged[k]) for k in merged)
+    # what vLLM would build from the pushed weights: a plain model of the base config; it must
+    # compute what the adapted model computes, on a sequence holding the trained token
+    from transformers import AutoModelForCausalLM
+
+    plain = AutoModelForCausalLM.from_config(copy.deepcopy(model.get_base_model().config))
+    missing, unexpected = plain.load_state_dict(pushed, strict=False)
+    assert not unexpected and all("lm_head" in name for name in missing), (missing, unexpected)
+    plain.tie_weights()
+    trained_token = tokenizer.convert_tokens_to_ids("<s_a_1>")
+    ids = torch.tensor([[1, 2, trained_token, 3, trained_token]])
+    with torch.no_grad():
+        assert torch.allclose(plain.eval()(input_ids=ids).logits, model.eval()(input_ids=ids).logits, atol=1e-5)
