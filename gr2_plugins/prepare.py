@@ -134,6 +134,14 @@ def fit_evidence_model(built: dict) -> EvidenceModel:
 class GR2Prepare:
     """Loads MovieLens, builds top-k lists with the pre-ranker, semantic IDs, prompts and corpus."""
 
+    @staticmethod
+    def data_cards(entry: dict) -> list[tuple[str, str, str]]:
+        """(name, description, licence) of the data a stage configured as ``entry`` reads (model cards)."""
+        source = entry.get("dataset", GR2PrepareParams.model_fields["dataset"].default)
+        if source == "table":
+            return [("table", "your interactions table", "state your data's licence")]
+        return [(source, "MovieLens (GroupLens)", "research use only, no redistribution of the data")]
+
     def __init__(self, params: GR2PrepareParams) -> None:
         self.params = params
 

