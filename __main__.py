@@ -1,3 +1,4 @@
 from reasonrl.core.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # importing the module (docs tools inspect every module) runs nothing
+    raise SystemExit(main())

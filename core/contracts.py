@@ -206,7 +206,7 @@ class RolloutEngine(Protocol):
     temperature so that old and new log-probs are of one distribution. ``generator``
     seeds the sampling (resumed runs replay it): one ``torch.Generator``, or a list with
     one per prompt, whose samples then draw only from their own prompt's generator.
-    ``constraints`` holds one rule per prompt from a :class:`DecodingConstraint` (None:
+    ``constraints`` holds one rule per prompt from a ``DecodingConstraint`` (None:
     unconstrained); a rule with ``set_budget(max_new_tokens)`` is told the token budget
     before decoding (``plugins.rollout.tell_budget``).
     """

@@ -195,6 +195,7 @@ def describe_params(model: type[BaseModel], prefix: str = "", defaults: BaseMode
         expanded = nested is not None and isinstance(value, BaseModel)
         rows.append({"name": prefix + name, "type": type_name(field.annotation),
                      "default": "(below)" if expanded else _value_text(value),
+                     "value": "(below)" if expanded else _plain_value(value),
                      "description": field.description or ""})
         if expanded:
             rows += describe_params(nested, f"{prefix}{name}.", value)
@@ -204,6 +205,18 @@ def describe_params(model: type[BaseModel], prefix: str = "", defaults: BaseMode
 
 
 REQUIRED = object()
+
+
+def _plain_value(value: Any) -> Any:
+    """The default as plain data (what a config file would hold)."""
+    from pydantic_core import PydanticSerializationError, to_jsonable_python
+
+    if value is REQUIRED:
+        return "required"
+    try:
+        return to_jsonable_python(value)
+    except PydanticSerializationError:
+        return repr(value)
 
 
 def _value_text(value: Any) -> str:

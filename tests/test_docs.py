@@ -40,7 +40,7 @@ def test_generated_reference_follows_the_code(site, reasonrl_registry):
 
     components = (site / "api" / "components" / "index.html").read_text()
     assert all(f"<code>{kind}</code>" in components for kind in KINDS)
-    params = (site / "api" / "params" / "index.html").read_text()
+    params = (site / "api" / "params" / "policy_optimizers" / "index.html").read_text()
     described = reasonrl_registry.get("policy_optimizers", "dapo").params_model().model_fields["epsilon_high"]
     assert described.description in params.replace("&#39;", "'")
     cli = (site / "api" / "cli" / "index.html").read_text()
@@ -86,3 +86,44 @@ def test_rloo_advantages_by_hand():
     assert prepared.advantages.tolist() == [[0.0, 0.0], [-1.5, 0.0], [1.5, 1.5]] and batch.advantages is None
     loss, _ = rloo.loss(prepared, torch.zeros(3, 2))
     assert loss.item() == pytest.approx(-(0 + 0 - 1.5 + 1.5 + 1.5) / 5)
+
+
+def test_reference_pages_render_types_roles_and_defaults_as_a_reader_expects(site):
+    pages = [p for p in (site / "api").rglob("index.html")] + [site / "examples" / "index.html"]
+    assert len(pages) >= 18  # contracts, the params overview, one params page per kind, cli, python api
+    for page in pages:
+        text = page.read_text()
+        assert "\\|" not in text, page  # a pipe escaped inside a code span shows its backslash
+        # source listings and values keep their docstrings as written
+        prose = re.sub(r"<pre.*?</pre>|<code[^>]*>.*?</code>", "", text, flags=re.S)
+        for role in (":class:", ":func:", ":meth:", ":data:", "``"):
+            assert role not in prose, (page, role)
+    stages = (site / "api" / "params" / "stages" / "index.html").read_text()
+    assert "<code>int &#124; None</code>" in stages
+    # defaults as a config file writes them, not as Python reprs
+    assert "<code>[{name: jsonl, params: {}}]</code>" in (site / "api" / "params" / "index.html").read_text()
+    assert "<code>None</code>" not in stages and "<code>null</code>" in stages
+    assert 'id="reasonrl-config"' in (site / "api" / "cli" / "index.html").read_text()
+    python_api = (site / "api" / "python" / "index.html").read_text()
+    assert "Reranker" in python_api and "from_run" in python_api and "register_plugin" in python_api
+    examples = (site / "examples" / "index.html").read_text()
+    assert all(f"<code>{p.name}</code>" in examples for p in (ROOT / "examples").glob("*.yaml"))
+    architecture = (site / "architecture" / "index.html").read_text()
+    assert "{{ kinds_table }}" not in architecture and "<code>prepare(batch)</code>" in architecture
+    assert not list(site.rglob("*.json")) or all("ledger" not in str(p) for p in site.rglob("*.json"))
+
+
+def test_the_quickstart_config_on_the_home_page_runs(tmp_path, reasonrl_registry):
+    import yaml
+
+    from reasonrl.core.config import resolve_config
+    from reasonrl.core.pipeline import run_pipeline
+
+    text = (ROOT / "docs" / "index.md").read_text()
+    data = yaml.safe_load(re.findall(r"```yaml\n(.*?)```", text, re.S)[0])
+    data["output_dir"] = str(tmp_path)
+    config = resolve_config(data, ["stages[1].steps=2", "stages[0].progress=false", "stages[1].progress=false"])
+    outputs = run_pipeline(config, echo=lambda m: None)
+    assert outputs["rl"]["steps"] == 2 and outputs["sft"]["steps"] > 0
+    for name in ("config.resolved.yaml", "metrics.jsonl", "sft", "rl"):
+        assert (config.run_dir / name).exists(), name  # what the page says a run folder holds
