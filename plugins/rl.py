@@ -63,6 +63,10 @@ class RLParams(TrainingParams):
         "uniform: each prompt drawn from the whole split; stratified: every step draws the classes of stratify_by "
         "equally often (a majority class cannot dominate the batches, e.g. moderation labels)"))
     stratify_by: str = Field("label", description="the example field whose values stratified draws balance")
+    balance_advantages: bool = Field(False, description=(
+        "after the optimizer's advantages, divide each stratify_by class's by their own spread over the batch, so "
+        "every class pulls with the same strength (per-class advantage normalisation; group-wise std scaling alone "
+        "lets the class whose groups disagree more dominate)"))
     sampling_seeds: Literal["batch", "prompt"] = Field("batch", description=(
         "batch: one random stream per rollout batch (fastest); prompt: one per prompt, so results do not "
         "depend on batching or on the number of processes"))
@@ -96,6 +100,21 @@ def mean_components(rows: list[dict[str, float | None]], prefix: str) -> dict[st
         if values:
             means[prefix + name] = statistics.fmean(values)
     return means
+
+
+def balance_by_class(advantages: torch.Tensor, mask: torch.Tensor, group_classes: list, group_size: int,
+                     eps: float = 1e-6) -> torch.Tensor:
+    """Each class's advantages divided by their std over the class's generated tokens: every
+    class then pulls with the same strength, however much its groups' rewards spread."""
+    out = advantages.clone()
+    sample_classes = [c for c in group_classes for _ in range(group_size)]
+    keep = mask.bool()
+    for value in set(map(str, sample_classes)):
+        rows = torch.tensor([str(c) == value for c in sample_classes], device=advantages.device)
+        tokens = advantages[rows][keep[rows]]
+        if tokens.numel() > 1 and float(tokens.std()) > eps:
+            out[rows] = advantages[rows] / tokens.std()
+    return out
 
 
 def strata_of(examples: list[dict], field: str, stage: str) -> dict[Any, list[int]]:
@@ -219,7 +238,11 @@ class RLStage(Trainer):
         info.update(self._score_old(batch))
         if not getattr(self, "_engine_checked", False):
             self._check_engine_logprobs(batch)
-        batch = self._with_global_totals(self.optimizer_algo.prepare(batch))
+        batch = self.optimizer_algo.prepare(batch)
+        if self.params.balance_advantages:
+            batch = replace(batch, advantages=balance_by_class(batch.advantages, batch.mask,
+                                                               self.batch_classes, batch.group_size))
+        batch = self._with_global_totals(batch)
         stats: dict[str, float] = {}
         for _ in range(self.params.updates_per_batch):
             loss, stats = self._update(batch)
@@ -245,6 +268,7 @@ class RLStage(Trainer):
         rng = random.Random(step_seed(self.seed, step, salt=1))
         target = params.prompts_per_step // self.world
         kept, dropped, all_rewards, components, observed = [], 0, [], [], []
+        classes = []  # the stratify_by value of each kept group (per-class advantage normalisation)
         batch_generator = torch.Generator(device=self.accelerator.device).manual_seed(
             step_seed(self.seed, step, salt=self.rank))
         self.model.eval()
@@ -277,9 +301,11 @@ class RLStage(Trainer):
                 group = slice(g * params.group_size, (g + 1) * params.group_size)
                 if self.optimizer_algo.keep_group(rewards[group]):
                     kept.append((rollouts, g, rewards[group]))
+                    classes.append(examples[g].get(params.stratify_by))
                 else:
                     dropped += 1
         kept = kept[:min(self._all_ranks(len(kept)))]  # equal batches on every rank
+        self.batch_classes = classes[:len(kept)]
         info = self._across_ranks({**self._rollout_metrics(all_rewards, components, dropped, kept),
                                    **mean_components(observed, "metric/")})
         info.update(self._summaries(info, step))
