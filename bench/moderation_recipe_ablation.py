@@ -28,9 +28,13 @@ RECIPES = {
     "+ collapse guard": {"metrics": [GUARD]},
     "+ label_balanced": {"rewards": ["label_balanced", "verdict_format"], "weights": "label_balanced"},
     "+ stratified draws": {"prompt_draws": "stratified"},
+    "+ stratified draws + per-class advantages": {"prompt_draws": "stratified", "balance_advantages": True},
     "full recipe (balanced, stratified, KL 0.01, guard)": {
         "rewards": ["label_balanced", "verdict_format"], "weights": "label_balanced", "prompt_draws": "stratified",
         "metrics": [GUARD], "beta": 0.01},
+    "full recipe + per-class advantages": {
+        "rewards": ["label_balanced", "verdict_format"], "weights": "label_balanced", "prompt_draws": "stratified",
+        "metrics": [GUARD], "beta": 0.01, "balance_advantages": True},
 }
 
 
@@ -41,6 +45,7 @@ def rl_stage(index: int, recipe: dict, data: dict) -> dict:
             "rewards": recipe.get("rewards", ["label_accuracy", "verdict_format"]),
             "combiner": {"name": "weighted_sum", "params": {"weights": {reward: 1.0, "format": 0.2}}},
             "prompt_draws": recipe.get("prompt_draws", "uniform"), "constraint": "verdict_close",
+            "balance_advantages": recipe.get("balance_advantages", False),
             "metrics": recipe.get("metrics", ["verdict_labels"]),
             "rollout": {"name": "hf", "params": {"max_new_tokens": 80, "temperature": 1.0}},
             "steps": 12, "prompts_per_step": 8, "group_size": 8, "lr": 1e-3, "progress": False}
