@@ -147,7 +147,7 @@ class Reranker:
         evidence = None if stats is None else [
             asdict(stats.evidence(history, stats.last_time if until is None else until, c)) for c in candidates]
         return {**out, "prompt": index_student_prompt(shown, cands, evidence, self.prompting.ranked,
-                                                    self.prompting.summary)}
+                                                    self.prompting.summary, self.prompting.lines)}
 
 
 @dataclass
@@ -159,6 +159,7 @@ class Prompting:
     stats: object | None = None
     ranked: bool = False  # evidence_ranks
     summary: bool = False  # evidence_summary
+    lines: bool = True  # evidence_lines
 
     @classmethod
     def of_run(cls, run_dir: Path) -> "Prompting":
@@ -171,8 +172,10 @@ class Prompting:
         if not (folder / SequenceStats.STATS_FILE).exists():
             raise ReasonRLError(f"{folder} has no {SequenceStats.STATS_FILE}: its prompts show the logs' evidence, "
                                 f"which rerank needs to rebuild them; rerun the prepare stage (--force prepare)")
+        summary = bool(prepared_setting(run_dir, "evidence_summary", False))
+        lines = bool(prepared_setting(run_dir, "evidence_lines", True)) or not summary  # as gr2_prepare decides
         return cls(answer_format, SequenceStats.load(folder), bool(prepared_setting(run_dir, "evidence_ranks", False)),
-                   bool(prepared_setting(run_dir, "evidence_summary", False)))
+                   summary, lines)
 
 
 def prepared_history_items(run_dir: Path) -> int:

@@ -68,6 +68,9 @@ class GR2PrepareParams(Params):
     evidence_summary: bool = Field(False, description=(
         "with prompt_evidence: after the candidates, one line per piece of evidence names its three leaders "
         "('Most watched right after your last film: [3] 34, [6] 12, [7] 9'), a list the answer can copy from"))
+    evidence_lines: bool = Field(True, description=(
+        "with prompt_evidence: each candidate's line carries its counts in words; false with evidence_summary: "
+        "only the summary lines (a prompt half as long)"))
     seed: int = Field(0, description="seed of the user caps and the corpus windows")
     progress: bool = Field(True, description="show progress bars")
 
@@ -230,7 +233,8 @@ class GR2Prepare:
         scores = scorer.scores(example["features"])
         ranked, summary = p.evidence_ranks, p.evidence_summary and p.prompt_evidence
         shown_evidence = evidence if p.prompt_evidence else None
-        return {**out, "prompt": index_student_prompt(shown, cands, shown_evidence, ranked, summary),
+        lines = p.evidence_lines or not summary
+        return {**out, "prompt": index_student_prompt(shown, cands, shown_evidence, ranked, summary, lines),
                 "teacher_prompt": index_teacher_prompt(shown, cands, evidence, scores, ranked=ranked, summary=summary),
                 "teacher_prompt_targeted": index_teacher_prompt(shown, cands, evidence, scores, target, ranked,
                                                                 summary)}

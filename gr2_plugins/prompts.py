@@ -106,13 +106,14 @@ def numbered_lines(candidates: Sequence[Mapping], evidence: Sequence[Mapping] | 
 
 def index_student_prompt(history: Sequence[Mapping], candidates: Sequence[Mapping],
                          evidence: Sequence[Mapping] | None = None, ranked: bool = False,
-                         summary: bool = False) -> str:
-    """The student's prompt when it answers with candidate numbers (``answer_format: index``)."""
+                         summary: bool = False, evidence_lines: bool = True) -> str:
+    """The student's prompt when it answers with candidate numbers (``answer_format: index``);
+    ``evidence_lines=False`` keeps the counts off the candidate lines (then only ``summary`` shows them)."""
     last = history[-1]["title"] if history else None
     lines = ["Rerank movies for a viewer.", "Watched, oldest to newest:"]
     lines += [item_line(i) for i in history]
-    lines += ["Candidates, best first by the upstream ranker:"] + numbered_lines(candidates, evidence, last,
-                                                                                  ranked=ranked)
+    lines += ["Candidates, best first by the upstream ranker:"] + numbered_lines(
+        candidates, evidence if evidence_lines else None, last, ranked=ranked)
     if evidence is not None and summary:
         lines += evidence_summary(evidence)
     lines.append(f"Reason briefly, citing candidates by number, then answer {INDEX_ANSWER_FORMAT} with the numbers "
