@@ -31,7 +31,7 @@ def random_decode(rule, tokenizer, budget: int, rng, free_pool=None) -> tuple[st
     """Text a policy that picks uniformly among the tokens ``rule`` allows writes within
     ``budget`` tokens (``free_pool``: the ids it picks from where the rule leaves the choice
     free, default the whole vocabulary), and how many tokens it wrote."""
-    from reasonrl.plugins.rollout import Excluding  # torch: only where a test decodes
+    from reasonrl.plugins.engine.rollout import Excluding  # torch: only where a test decodes
 
     if hasattr(rule, "set_budget"):
         rule.set_budget(budget)

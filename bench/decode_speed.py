@@ -31,7 +31,7 @@ def load(model_arg: str, device: str, random_init: bool):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     if model_arg == "smollm2":
-        from reasonrl.plugins.models import packaged_model_dir
+        from reasonrl.plugins.engine.models import packaged_model_dir
 
         model_arg = packaged_model_dir("smollm2-135m-instruct")
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
@@ -60,7 +60,7 @@ def median_call(fn) -> float:
 
 
 def ours(model, tokenizer, prompts, group):
-    from reasonrl.plugins.rollout import HFRolloutEngine, SamplingParams
+    from reasonrl.plugins.engine.rollout import HFRolloutEngine, SamplingParams
 
     engine = HFRolloutEngine(SamplingParams(max_new_tokens=NEW_TOKENS, temperature=1.0, prompt_batch_size=len(prompts)))
 

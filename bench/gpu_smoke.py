@@ -37,7 +37,7 @@ TOKENIZER_FILES = ("config.json", "generation_config.json", "tokenizer.json", "t
 def pack_assets(folder: Path) -> None:
     """Copy the cached datasets, item embeddings and SmolLM2's config + tokenizer into ``folder``."""
     from reasonrl.core.assets import cache_dir
-    from reasonrl.plugins.models import packaged_model_dir
+    from reasonrl.plugins.engine.models import packaged_model_dir
     from reasonrl.smoke import run_smoke
 
     with tempfile.TemporaryDirectory() as tmp:  # fills the cache (datasets, embeddings) on first use
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def smollm2_config_here() -> Path:
-    from reasonrl.plugins.models import packaged_model_dir
+    from reasonrl.plugins.engine.models import packaged_model_dir
 
     return packaged_model_dir("smollm2-135m-instruct")
 

@@ -18,7 +18,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from reasonrl.core.manager import get_registry
-from reasonrl.plugins.models import ModelSpec, chat_prompt, load_policy
+from reasonrl.plugins.engine.models import ModelSpec, chat_prompt, load_policy
 
 TASKS = ("prompt_injection", "spam_email", "harmful_response", "risk_area")
 

@@ -36,7 +36,7 @@ SWEEP_PROMPT = [128, 256, 512]
 # ---------------------------------------------------------------- shared workload
 def model_dir(kind: str) -> str:
     """Folder of the benchmark model: ``smollm2`` (135M) or ``tiny`` (2 layers, SmolLM2 vocabulary)."""
-    from reasonrl.plugins.models import packaged_model_dir
+    from reasonrl.plugins.engine.models import packaged_model_dir
 
     smol = packaged_model_dir("smollm2-135m-instruct")
     if kind == "smollm2":

@@ -97,7 +97,7 @@ class Arithmetic:
 # ---------------------------------------------------------------- phases
 def rl_phases(model, tokenizer, arithmetic: Arithmetic) -> list[tuple]:
     """(phase, seconds, flops, bytes) of one RL step's phases on the short-prompt shape."""
-    from reasonrl.plugins.rollout import HFRolloutEngine, SamplingParams, completion_logprobs, prefill
+    from reasonrl.plugins.engine.rollout import HFRolloutEngine, SamplingParams, completion_logprobs, prefill
 
     s = SHAPE
     rows = s["prompts"] * s["group"]
@@ -183,7 +183,7 @@ def rows_table(model, arithmetic: Arithmetic, rate: float, bw: float, row_counts
 
 def train_phases(model, arithmetic: Arithmetic) -> list[tuple]:
     """(phase, seconds, flops, bytes, tokens) of one sft step (loss on the second half) and one lm step."""
-    from reasonrl.plugins.supervised import label_logprobs, weighted_mean_nll
+    from reasonrl.plugins.engine.supervised import label_logprobs, weighted_mean_nll
 
     batch, length = TRAIN["batch"], TRAIN["seq_len"]
     ids = torch.randint(0, model.config.vocab_size, (batch, length), generator=torch.Generator().manual_seed(0))

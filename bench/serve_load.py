@@ -30,7 +30,7 @@ BIG = 10_000_000
 
 def tiny_run(folder: Path) -> Path:
     """A run folder a server can load: a tiny model and a five-item catalogue."""
-    from reasonrl.plugins.models import TinyModelParams, save_policy, tiny_model
+    from reasonrl.plugins.engine.models import TinyModelParams, save_policy, tiny_model
 
     run = folder / "loadrun"
     model, tokenizer = tiny_model(TinyModelParams(alphabet=ALPHABET, max_positions=2048), seed=1)

@@ -23,9 +23,9 @@ import torch
 
 from reasonrl.core.manager import get_registry
 from reasonrl.moderation_plugins.prompts import sft_completion
-from reasonrl.plugins import rollout
-from reasonrl.plugins.models import ModelSpec, chat_prompt, load_policy
-from reasonrl.plugins.supervised import label_logprobs
+from reasonrl.plugins.engine import rollout
+from reasonrl.plugins.engine.models import ModelSpec, chat_prompt, load_policy
+from reasonrl.plugins.engine.supervised import label_logprobs
 
 DATA = {"max_chars": 400, "validation_fraction": 0.16, "warm_start_examples": 32}
 REPEATS = 3

@@ -25,8 +25,8 @@ from typing import Sequence
 from pydantic import Field
 
 from reasonrl.core.registry import Params
-from reasonrl.plugins.constraint_kit import KeepsRoomForAnswer, prefix_tokens, token_text, token_texts, tokens_within
-from reasonrl.plugins.rollout import Excluding
+from reasonrl.plugins.engine.constraint_kit import KeepsRoomForAnswer, prefix_tokens, token_text, token_texts, tokens_within
+from reasonrl.plugins.engine.rollout import Excluding
 
 CODE = re.compile(r"<s_[a-z]_\d+>")
 

@@ -18,7 +18,7 @@ from pydantic import Field
 
 from reasonrl.core.assets import Asset, resolve_path
 from reasonrl.core.errors import ReasonRLError
-from reasonrl.plugins.hf_dataset import TableParams, builder_for, first_file, load_table, resolve_data_file
+from reasonrl.plugins.data.hf_dataset import TableParams, builder_for, first_file, load_table, resolve_data_file
 
 ASSETS = {
     "movielens_100k": (Asset("movielens-100k", "pip", "recbole", "1.2.1",

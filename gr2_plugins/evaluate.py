@@ -29,7 +29,7 @@ from reasonrl.plugins.evaluation import (
     report_table,
     write_outputs,
 )
-from reasonrl.plugins.rollout import SamplingParams
+from reasonrl.plugins.engine.rollout import SamplingParams
 
 
 class Variant(Params):
@@ -165,7 +165,7 @@ class GR2Evaluate(VariantEvaluation):
     best_metric = "ndcg@5"
 
     def decode_settings(self, variant: Variant):
-        from reasonrl.plugins.manifest import DecodeSettings
+        from reasonrl.plugins.engine.manifest import DecodeSettings
 
         if variant.stage is None:
             return None

@@ -16,7 +16,7 @@ from typing import Sequence
 from pydantic import Field
 
 from reasonrl.core.registry import Params
-from reasonrl.plugins.constraint_kit import KeepsRoomForAnswer, prefix_tokens, token_text, tokens_within
+from reasonrl.plugins.engine.constraint_kit import KeepsRoomForAnswer, prefix_tokens, token_text, tokens_within
 
 LABEL_KEY, PROBABILITY_KEY = "Label:", "\nProbability: "
 VERDICT_OPEN = "\n" + LABEL_KEY
@@ -92,7 +92,7 @@ class VerdictRule(KeepsRoomForAnswer):
         self.in_verdict, self.literal = True, VERDICT_OPEN
 
     def allowed(self):
-        from reasonrl.plugins.rollout import Excluding
+        from reasonrl.plugins.engine.rollout import Excluding
 
         if not self.in_verdict:
             return Excluding((self.eos,))

@@ -28,7 +28,7 @@ from reasonrl.moderation_plugins.prompts import (
     policy_labels,
     sft_completion,
 )
-from reasonrl.plugins.hf_dataset import TableParams, load_table
+from reasonrl.plugins.data.hf_dataset import TableParams, load_table
 
 
 class SplitParams(Params):

@@ -22,8 +22,8 @@ from reasonrl.moderation_plugins.baseline import classification_report
 from reasonrl.moderation_plugins.metrics import macro_f1, paired_metric_bootstrap
 from reasonrl.moderation_plugins.parsing import parse_verdict
 from reasonrl.plugins.evaluation import VariantEvaluation, check_comparisons, paired_lines
-from reasonrl.plugins.models import ModelSpec
-from reasonrl.plugins.rollout import SamplingParams
+from reasonrl.plugins.engine.models import ModelSpec
+from reasonrl.plugins.engine.rollout import SamplingParams
 
 
 class EvalVariant(Params):
@@ -226,7 +226,7 @@ class ModerationEvaluate(VariantEvaluation):
     best_metric = "macro_f1"
 
     def decode_settings(self, variant):
-        from reasonrl.plugins.manifest import DecodeSettings
+        from reasonrl.plugins.engine.manifest import DecodeSettings
 
         if variant.stage is None:
             return None
@@ -316,7 +316,7 @@ class ModerationEvaluate(VariantEvaluation):
 
     def score_with_model(self, model, tokenizer, variant, examples, generated) -> list[list[float]] | None:
         from reasonrl.moderation_plugins.scores import label_probabilities
-        from reasonrl.plugins.models import chat_prompt
+        from reasonrl.plugins.engine.models import chat_prompt
 
         if not self.params.model_scores or len(examples[0]["labels"]) != 2:
             return None

@@ -15,7 +15,7 @@ from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.io import unicode_problem
 from reasonrl.moderation_plugins.parsing import parse_verdict
 from reasonrl.moderation_plugins.prompts import classifier_prompt, load_policy_document, policy_labels
-from reasonrl.plugins.models import add_inference_arguments
+from reasonrl.plugins.engine.models import add_inference_arguments
 
 
 @dataclass
@@ -33,7 +33,7 @@ class Classifier:
                  settings=None) -> None:
         """``settings``: a DecodeSettings as the run's evaluation decoded this model (it then decides
         the chat template); ``max_new_tokens`` overrides its answer length."""
-        from reasonrl.plugins.manifest import DecodeSettings
+        from reasonrl.plugins.engine.manifest import DecodeSettings
 
         self.model, self.tokenizer = model.eval(), tokenizer
         settings = settings or DecodeSettings(stage="?", chat_template=chat_template)
@@ -45,8 +45,8 @@ class Classifier:
     def from_run(cls, run_dir: str | Path, stage: str | None = None, device: str | None = None, dtype: str = "auto",
                  **kwargs) -> "Classifier":
         """The asked stage, else the best variant of the run's evaluation, decoded as evaluated."""
-        from reasonrl.plugins.manifest import choose_model
-        from reasonrl.plugins.models import load_trained
+        from reasonrl.plugins.engine.manifest import choose_model
+        from reasonrl.plugins.engine.models import load_trained
 
         settings, why = choose_model(Path(run_dir), stage)
         classifier = cls(*load_trained(Path(run_dir), settings.stage, device, dtype), settings=settings, **kwargs)
@@ -61,7 +61,7 @@ class Classifier:
 
     def classify_with(self, texts: Sequence[str], meta: dict, policy_text: str) -> list[Classification]:
         """Verdicts under an already loaded policy (front matter with ``labels``, body text)."""
-        from reasonrl.plugins.manifest import decode
+        from reasonrl.plugins.engine.manifest import decode
 
         labels = meta["labels"]
         problems = [unicode_problem(text) if isinstance(text, str) else "not a string" for text in texts]

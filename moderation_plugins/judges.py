@@ -14,7 +14,7 @@ from typing import Sequence
 from pydantic import Field
 
 from reasonrl.core.registry import Params
-from reasonrl.plugins.models import ModelSpec
+from reasonrl.plugins.engine.models import ModelSpec
 from reasonrl.plugins.teachers import OpenAITeacherParams
 
 
@@ -51,7 +51,7 @@ class HFJudge:
     """A local causal LM: softmax of the next-token logits after the chat-formatted question."""
 
     def __init__(self, params) -> None:
-        from reasonrl.plugins.models import LazyModel
+        from reasonrl.plugins.engine.models import LazyModel
 
         self.params = params
         self.model = LazyModel(params.model)
@@ -72,8 +72,8 @@ class HFJudge:
     def probability_yes(self, prompts: Sequence[str]) -> list[float]:
         import torch
 
-        from reasonrl.plugins.models import chat_prompt
-        from reasonrl.plugins.rollout import model_device
+        from reasonrl.plugins.engine.models import chat_prompt
+        from reasonrl.plugins.engine.rollout import model_device
 
         model = self._load()
         texts = [chat_prompt(self.tokenizer, p, self.params.chat_template) for p in prompts]
@@ -97,7 +97,7 @@ class OpenAICompatibleJudge:
     ``openai_compatible`` teacher."""
 
     def __init__(self, params) -> None:
-        from reasonrl.plugins.http_client import ChatClient, reply_cache
+        from reasonrl.plugins.serving.http_client import ChatClient, reply_cache
 
         self.params = params
         self.cache = reply_cache(params)
@@ -109,7 +109,7 @@ class OpenAICompatibleJudge:
 
     def judge_one(self, prompt: str) -> float:
         from reasonrl.core.io import atomic_write_json
-        from reasonrl.plugins.http_client import chat_body, request_key
+        from reasonrl.plugins.serving.http_client import chat_body, request_key
 
         body = chat_body(self.params, prompt)
         body.update(max_tokens=1, temperature=0.0, logprobs=True, top_logprobs=self.params.top_logprobs)
@@ -124,7 +124,7 @@ class OpenAICompatibleJudge:
 def require_answer(reply: dict) -> None:
     """A judge reply needs a choice with log-probabilities or answer text (content may be null
     when only log-probabilities come back)."""
-    from reasonrl.plugins.http_client import InvalidReply
+    from reasonrl.plugins.serving.http_client import InvalidReply
 
     choices = reply.get("choices") if isinstance(reply, dict) else None
     if not choices:

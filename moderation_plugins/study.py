@@ -39,9 +39,9 @@ from reasonrl.core.io import atomic_write_json, atomic_write_text, read_json
 from reasonrl.core.pipeline import MARKER, run_stage
 from reasonrl.core.registry import Params
 from reasonrl.moderation_plugins.ledger import check_start, entry_path, read_entry, write_entry
-from reasonrl.plugins.models import MODEL_DIR, ModelSpec
-from reasonrl.plugins.rollout import SamplingParams
-from reasonrl.plugins.training import CHECKPOINT_DIR
+from reasonrl.plugins.engine.models import MODEL_DIR, ModelSpec
+from reasonrl.plugins.engine.rollout import SamplingParams
+from reasonrl.plugins.engine.training import CHECKPOINT_DIR
 
 
 class StudyParams(Params):

@@ -18,8 +18,8 @@ from safetensors.torch import load_file, save_file
 
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.io import atomic_write_json
-from reasonrl.plugins.rollout import SamplingParams
-from reasonrl.plugins.supervised import SFTParams, SFTStage
+from reasonrl.plugins.engine.rollout import SamplingParams
+from reasonrl.plugins.engine.supervised import SFTParams, SFTStage
 
 BEST_WEIGHTS = "best_trainable.safetensors"
 

@@ -1,4 +1,5 @@
-"""Helpers every evaluation stage shares: batched generation with a trained model, bar plots."""
+"""Helpers every evaluation stage shares: writing outputs, loading variants, bar plots (batched
+generation itself lives in ``engine.generation``; its names are importable from here too)."""
 
 from __future__ import annotations
 
@@ -6,50 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-
-def generate_texts(model, tokenizer, prompts: Sequence[str], sampling, samples: int = 1, seed: int = 0,
-                   chat_template: bool = False, desc: str = "generate", progress: bool = True,
-                   constraints: Sequence | None = None) -> list[list[str]]:
-    """``samples`` completions per prompt (see :func:`generate_samples`)."""
-    return generate_samples(model, tokenizer, prompts, sampling, samples, seed, chat_template, desc, progress,
-                            constraints).texts
-
-
-@dataclass
-class Generations:
-    texts: list[list[str]]
-    """``samples`` completions per prompt"""
-    cut: list[list[bool]]
-    """True where a completion reached ``max_new_tokens`` without ending"""
-
-
-def generate_samples(model, tokenizer, prompts: Sequence[str], sampling, samples: int = 1, seed: int = 0,
-                     chat_template: bool = False, desc: str = "generate", progress: bool = True,
-                     constraints: Sequence | None = None) -> Generations:
-    """``samples`` completions per prompt, batched by ``sampling.prompt_batch_size`` with a progress
-    bar, and which of them the token budget cut; ``constraints`` (one per prompt) restrict tokens as
-    the rollout engine documents."""
-    import torch
-    from tqdm.auto import tqdm
-
-    from reasonrl.plugins.models import chat_prompt
-    from reasonrl.plugins.rollout import HFRolloutEngine, model_device
-
-    model.eval()
-    engine = HFRolloutEngine(sampling)
-    formatted = [chat_prompt(tokenizer, p, chat_template) for p in prompts]
-    size = sampling.prompt_batch_size
-    generator = torch.Generator(device=model_device(model)).manual_seed(seed)
-    out = Generations([], [])
-    for start in tqdm(range(0, len(formatted), size), desc=desc, disable=not progress):
-        rules = None if constraints is None else constraints[start:start + size]
-        rollouts = engine.generate(model, tokenizer, formatted[start:start + size], samples, generator=generator,
-                                   constraints=rules)
-        cut = rollouts.truncated.tolist()
-        for i in range(0, len(rollouts.texts), samples):
-            out.texts.append(rollouts.texts[i:i + samples])
-            out.cut.append(cut[i:i + samples])
-    return out
+from reasonrl.plugins.engine.generation import Generations, generate_samples, generate_texts  # noqa: F401
 
 
 def write_outputs(folder: Path, variant: str, rows: Sequence[dict]) -> Path:
@@ -137,8 +95,8 @@ class VariantEvaluation:
         return None
 
     def write_manifest(self, context, rows: dict[str, dict[str, Any]]) -> None:
-        """The settings each trained variant was evaluated with, and the best one (plugins/manifest.py)."""
-        from reasonrl.plugins.manifest import write_evaluation_manifest
+        """The settings each trained variant was evaluated with, and the best one (plugins/engine/manifest.py)."""
+        from reasonrl.plugins.engine.manifest import write_evaluation_manifest
 
         # a stage evaluated in several rows (greedy, then sampled) answers as its first row does
         names: dict[str, str] = {}
@@ -162,7 +120,7 @@ class VariantEvaluation:
 
 def load_model(spec_or_stage, run_dir: Path):
     """(model, tokenizer) from a ModelSpec, or from the name of an earlier stage of the run."""
-    from reasonrl.plugins.models import ModelSpec, load_policy
+    from reasonrl.plugins.engine.models import ModelSpec, load_policy
 
     spec = ModelSpec(source="stage", stage=spec_or_stage) if isinstance(spec_or_stage, str) else spec_or_stage
     return load_policy(spec, run_dir)

@@ -9,12 +9,12 @@ P = "reasonrl.plugins"
 
 @hookimpl
 def register_trackers(register):
-    register("jsonl", f"{P}.trackers:JsonlTracker", params=f"{P}.trackers:JsonlParams", summary="metrics as JSON lines in the run folder")
-    register("tensorboard", f"{P}.trackers:TensorboardTracker", params=f"{P}.trackers:TensorboardParams",
+    register("jsonl", f"{P}.tracking.trackers:JsonlTracker", params=f"{P}.tracking.trackers:JsonlParams", summary="metrics as JSON lines in the run folder")
+    register("tensorboard", f"{P}.tracking.trackers:TensorboardTracker", params=f"{P}.tracking.trackers:TensorboardParams",
              summary="metrics as TensorBoard scalars (extra: tensorboard)")
-    register("wandb", f"{P}.trackers:WandbTracker", params=f"{P}.trackers:WandbParams",
+    register("wandb", f"{P}.tracking.trackers:WandbTracker", params=f"{P}.tracking.trackers:WandbParams",
              summary="Weights & Biases runs (optional: pip install wandb)")
-    register("mlflow", f"{P}.trackers:MlflowTracker", params=f"{P}.trackers:MlflowParams",
+    register("mlflow", f"{P}.tracking.trackers:MlflowTracker", params=f"{P}.tracking.trackers:MlflowParams",
              summary="MLflow runs (optional: pip install mlflow)")
 
 
@@ -34,46 +34,46 @@ def register_reward_functions(register):
              summary="DAPO overlong shaping: 0, linear penalty in the cache band, -1 beyond")
     register("length_penalty", f"{P}.rewards:LengthPenalty", params=f"{P}.rewards:LengthPenaltyParams",
              summary="penalty for completions outside [min, max] words")
-    register("sort_accuracy", f"{P}.tasks:SortAccuracy", summary="fraction of positions equal to the sorted answer")
+    register("sort_accuracy", f"{P}.data.tasks:SortAccuracy", summary="fraction of positions equal to the sorted answer")
 
 
 @hookimpl
 def register_policy_optimizers(register):
-    register("grpo", f"{P}.optimizers:grpo", params=f"{P}.optimizers:GRPOParams",
+    register("grpo", f"{P}.engine.optimizers:grpo", params=f"{P}.engine.optimizers:GRPOParams",
              summary="group-normalised advantages, clipped ratio, optional KL (k1/k3)")
-    register("dr_grpo", f"{P}.optimizers:dr_grpo", params=f"{P}.optimizers:DrGRPOParams",
+    register("dr_grpo", f"{P}.engine.optimizers:dr_grpo", params=f"{P}.engine.optimizers:DrGRPOParams",
              summary="GRPO without std scaling and per-sequence length normalisation")
-    register("dapo", f"{P}.optimizers:dapo", params=f"{P}.optimizers:DAPOParams",
+    register("dapo", f"{P}.engine.optimizers:dapo", params=f"{P}.engine.optimizers:DAPOParams",
              summary="clip-higher, token-level loss, dynamic sampling, truncation mask")
-    register("ppo", f"{P}.optimizers:PPO", params=f"{P}.optimizers:PPOParams",
+    register("ppo", f"{P}.engine.optimizers:PPO", params=f"{P}.engine.optimizers:PPOParams",
              summary="value head, GAE, clipped policy and value losses")
 
 
 @hookimpl
 def register_rollout_engines(register):
-    register("hf", f"{P}.rollout:HFRolloutEngine", params=f"{P}.rollout:SamplingParams",
+    register("hf", f"{P}.engine.rollout:HFRolloutEngine", params=f"{P}.engine.rollout:SamplingParams",
              summary="transformers sampling with KV cache, one prefill per prompt group")
-    register("vllm", f"{P}.vllm_engine:VLLMRolloutEngine", params=f"{P}.vllm_engine:VLLMParams",
+    register("vllm", f"{P}.engine.vllm_engine:VLLMRolloutEngine", params=f"{P}.engine.vllm_engine:VLLMParams",
              summary="colocated vLLM sampling, weights pushed each step (extra: vllm, GPU)")
 
 
 @hookimpl
 def register_stages(register):
-    register("rl", f"{P}.rl:RLStage", params=f"{P}.rl:RLParams",
+    register("rl", f"{P}.engine.rl:RLStage", params=f"{P}.engine.rl:RLParams",
              summary="on-policy RL: rollouts, rewards, combiner, filter, optimizer")
-    register("sft", f"{P}.supervised:SFTStage", params=f"{P}.supervised:SFTParams",
+    register("sft", f"{P}.engine.supervised:SFTStage", params=f"{P}.engine.supervised:SFTParams",
              summary="supervised fine-tuning with per-segment loss weights")
-    register("lm", f"{P}.supervised:LMStage", params=f"{P}.supervised:LMParams",
+    register("lm", f"{P}.engine.supervised:LMStage", params=f"{P}.engine.supervised:LMParams",
              summary="causal LM training with sequence packing (mid-training)")
 
 
 @hookimpl
 def register_datasets(register):
-    register("sort_digits", f"{P}.tasks:SortDigits", params=f"{P}.tasks:SortDigitsParams",
+    register("sort_digits", f"{P}.data.tasks:SortDigits", params=f"{P}.data.tasks:SortDigitsParams",
              summary="toy verifiable task: sort a short list of digits")
-    register("jsonl", f"{P}.tasks:JsonlDataset", params=f"{P}.tasks:JsonlDatasetParams",
+    register("jsonl", f"{P}.data.tasks:JsonlDataset", params=f"{P}.data.tasks:JsonlDatasetParams",
              summary="JSON-lines files per split, paths relative to the run folder")
-    register("hf_dataset", f"{P}.hf_dataset:HFDataset", params=f"{P}.hf_dataset:HFDatasetParams",
+    register("hf_dataset", f"{P}.data.hf_dataset:HFDataset", params=f"{P}.data.hf_dataset:HFDatasetParams",
              summary="your CSV / JSON / Parquet files or a Hub id via datasets.load_dataset, columns mapped")
 
 
@@ -87,7 +87,7 @@ def register_teacher_generators(register):
 
 @hookimpl
 def register_commands(register):
-    register("serve", f"{P}.serve:ServeCommand",
+    register("serve", f"{P}.serving.serve:ServeCommand",
              summary="an OpenAI-compatible server over a trained run: chat, classify, rerank (FastAPI + uvicorn)")
-    register("export", f"{P}.export:ExportCommand",
+    register("export", f"{P}.serving.export:ExportCommand",
              summary="a trained stage as a plain transformers folder with a model card; optional Hub push")

@@ -10,9 +10,9 @@ from pydantic import Field
 
 from reasonrl.core.io import atomic_write_json
 from reasonrl.core.registry import Params
-from reasonrl.plugins.http_client import ChatClient, chat_body, reply_cache, request_key
-from reasonrl.plugins.models import ModelSpec
-from reasonrl.plugins.rollout import SamplingParams
+from reasonrl.plugins.serving.http_client import ChatClient, chat_body, reply_cache, request_key
+from reasonrl.plugins.engine.models import ModelSpec
+from reasonrl.plugins.engine.rollout import SamplingParams
 
 
 class HFTeacherParams(Params):
@@ -57,7 +57,7 @@ class HFTeacher:
     """Samples n completions per prompt from a local model (chat template applied)."""
 
     def __init__(self, params: HFTeacherParams) -> None:
-        from reasonrl.plugins.models import LazyModel
+        from reasonrl.plugins.engine.models import LazyModel
 
         self.params = params
         self.model = LazyModel(params.model)
@@ -65,7 +65,7 @@ class HFTeacher:
     def _load(self):
         import torch
 
-        from reasonrl.plugins.rollout import HFRolloutEngine, model_device
+        from reasonrl.plugins.engine.rollout import HFRolloutEngine, model_device
 
         model, self.tokenizer = self.model.get()
         if not hasattr(self, "engine"):
@@ -74,7 +74,7 @@ class HFTeacher:
         return model
 
     def format(self, prompt: str) -> str:
-        from reasonrl.plugins.models import chat_prompt
+        from reasonrl.plugins.engine.models import chat_prompt
 
         return chat_prompt(self.tokenizer, prompt, self.params.chat_template, self.params.system)
 

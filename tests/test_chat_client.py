@@ -6,7 +6,7 @@ import warnings
 import pytest
 
 from reasonrl.core.errors import ReasonRLError
-from reasonrl.plugins.http_client import ChatClient, warn_if_key_in_clear
+from reasonrl.plugins.serving.http_client import ChatClient, warn_if_key_in_clear
 from reasonrl.plugins.teachers import OpenAICompatibleTeacher, OpenAITeacherParams
 from reasonrl.testing import JsonHandler, serve_loopback
 

@@ -16,7 +16,7 @@ def test_plugins_json_has_exactly_the_documented_keys(reasonrl_registry, capsys)
     rows = json.loads(capsys.readouterr().out)
     assert rows and all(set(r) == {"kind", "name", "plugin", "package", "where", "summary"} for r in rows)
     dapo = next(r for r in rows if r["name"] == "dapo")
-    assert {"kind": "policy_optimizers", "name": "dapo", "where": "reasonrl.plugins.optimizers:dapo"}.items() <= dapo.items()
+    assert {"kind": "policy_optimizers", "name": "dapo", "where": "reasonrl.plugins.engine.optimizers:dapo"}.items() <= dapo.items()
     module, _, attribute = dapo["where"].partition(":")
     assert callable(getattr(importlib.import_module(module), attribute))  # one hop from the name to the code
 
@@ -81,7 +81,7 @@ def test_plugins_into_a_closed_pipe_is_quiet(reasonrl_registry, monkeypatch):
 def test_plugins_params_lists_every_option_with_type_default_and_description(reasonrl_registry, capsys):
     assert main(["plugins", "--params", "dapo"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("policy_optimizers 'dapo' (reasonrl.plugins.optimizers:dapo)")
+    assert lines[0].startswith("policy_optimizers 'dapo' (reasonrl.plugins.engine.optimizers:dapo)")
     rows = {line.split()[0]: line.split(None, 3)[1:] for line in lines[3:] if line.strip()}
     assert rows["epsilon_high"][:2] == ["float", "0.28"] and rows["epsilon_high"][2].startswith("upper clip")
     assert set(rows) == {"epsilon_low", "epsilon_high", "dynamic_sampling", "mask_truncated", "std_eps", "beta",

@@ -41,7 +41,7 @@ class ImplicitDeviceRecorder(TorchFunctionMode):
 
 
 def test_the_recorder_sees_a_factory_call_without_device():
-    from reasonrl.plugins.rollout import left_pad
+    from reasonrl.plugins.engine.rollout import left_pad
 
     # code compiled under a file name inside the package counts as reasonrl's own
     own_code = compile("torch.zeros(2)\ntorch.ones(2, device='cpu')\n", str(PACKAGE / "plugins" / "example.py"), "exec")
@@ -73,9 +73,9 @@ def test_training_stages_create_every_tensor_on_an_explicit_device(tmp_path, opt
 def test_inference_and_judging_create_every_tensor_on_an_explicit_device(reasonrl_registry):
     from reasonrl.moderation_plugins.judges import HFJudge, HFJudgeParams
     from reasonrl.plugins.evaluation import generate_texts
-    from reasonrl.plugins.manifest import DecodeSettings, decode
-    from reasonrl.plugins.models import ModelSpec, TinyModelParams, load_policy
-    from reasonrl.plugins.rollout import SamplingParams
+    from reasonrl.plugins.engine.manifest import DecodeSettings, decode
+    from reasonrl.plugins.engine.models import ModelSpec, TinyModelParams, load_policy
+    from reasonrl.plugins.engine.rollout import SamplingParams
 
     model, tokenizer = load_policy(ModelSpec(source="tiny", tiny=TinyModelParams(hidden_size=32, intermediate_size=64)))
     recorder = ImplicitDeviceRecorder()

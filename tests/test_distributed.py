@@ -38,7 +38,7 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-5), key
     start = saved(tmp_path, "single")  # training moved the weights at all
-    from reasonrl.plugins.models import TinyModelParams, tiny_model
+    from reasonrl.plugins.engine.models import TinyModelParams, tiny_model
 
     base, _ = tiny_model(TinyModelParams(hidden_size=32), seed=0)
     assert not torch.allclose(base.state_dict()["model.norm.weight"], start["model.norm.weight"])

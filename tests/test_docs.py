@@ -62,7 +62,7 @@ def test_the_optimizer_tutorial_code_trains(tmp_path, register_plugin):
              "group_size": 4, "progress": False}
     config = resolve_config({"run_name": "rloo", "output_dir": str(tmp_path), "stages": [stage]})
     run_pipeline(config, echo=lambda *_: None)
-    from reasonrl.plugins.trackers import read_metrics
+    from reasonrl.plugins.tracking.trackers import read_metrics
 
     rows = read_metrics(config.run_dir / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2] and all("rl/optim/ratio_mean" in r for r in rows)

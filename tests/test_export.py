@@ -96,7 +96,7 @@ def test_a_third_party_dataset_and_a_pack_stage_name_their_own_licence_in_the_ca
     from huggingface_hub import ModelCard
 
     from reasonrl import hookimpl
-    from reasonrl.plugins.models import TinyModelParams, save_policy, tiny_model
+    from reasonrl.plugins.engine.models import TinyModelParams, save_policy, tiny_model
 
     class Reviews:
         card = ("Acme product reviews, 2024", "CC-BY-4.0")

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from reasonrl.plugins.training import training_precision
+from reasonrl.plugins.engine.training import training_precision
 from reasonrl.smoke import PIPELINES, run_smoke
 from reasonrl.testing import free_port
 

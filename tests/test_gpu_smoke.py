@@ -8,7 +8,7 @@ import pytest
 
 import reasonrl
 
-from reasonrl.plugins.training import training_precision
+from reasonrl.plugins.engine.training import training_precision
 
 SCRIPT = Path(reasonrl.__file__).parent / "bench" / "gpu_smoke.py"
 

@@ -34,3 +34,66 @@ def test_import_direction(pack):
     for path in (ROOT / pack).rglob("*.py"):
         bad = imported_packs(path) & FORBIDDEN[pack]
         assert not bad, f"{path.relative_to(ROOT)} imports {bad}"
+
+
+# what each part of plugins/ may import from the others (any import, in a function or not)
+PLUGIN_RULES = {
+    "data": set(), "tracking": set(), "rewards": set(), "register": set(),
+    "engine": {"rewards"},
+    "serving": {"engine"},
+    "evaluation": {"engine"},
+    "teachers": {"engine", "serving"},
+}
+
+
+def plugin_part(path: Path) -> str:
+    relative = path.relative_to(ROOT / "plugins")
+    return relative.parts[0] if len(relative.parts) > 1 else relative.stem
+
+
+def imported_modules(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("reasonrl."):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("reasonrl."))
+    return found
+
+
+def test_plugins_sub_packages_import_only_what_their_rule_allows():
+    for path in (ROOT / "plugins").rglob("*.py"):
+        part = plugin_part(path)
+        if part == "__init__":
+            continue
+        others = {m.split(".")[2] for m in imported_modules(path) if m.startswith("reasonrl.plugins.")} - {part}
+        assert others <= PLUGIN_RULES[part], f"{path.relative_to(ROOT)} ({part}) imports {others - PLUGIN_RULES[part]}"
+
+
+def module_name(path: Path) -> str:
+    relative = path.relative_to(ROOT).with_suffix("")
+    parts = [p for p in relative.parts if p != "__init__"]
+    return ".".join(["reasonrl", *parts])
+
+
+def test_no_import_cycle_among_the_library_modules():
+    """Imports between the library's modules form no cycle, counting those inside functions
+    (which defer a heavy library, not a design problem: two modules needing each other)."""
+    import graphlib
+
+    modules = {module_name(p): p for pack in ("core", "plugins", "gr2_plugins", "moderation_plugins")
+               for p in (ROOT / pack).rglob("*.py")}
+    graph = {name: {m for m in imported_modules(path) if m in modules and m != name}
+             for name, path in modules.items()}
+    graphlib.TopologicalSorter(graph).prepare()  # raises CycleError naming the cycle
+
+
+def test_modules_that_moved_into_sub_packages_keep_their_old_import_path():
+    import importlib
+
+    from reasonrl.plugins import MOVED
+
+    for name, package in MOVED.items():
+        new = importlib.import_module(f"reasonrl.plugins.{package}.{name}")
+        assert importlib.import_module(f"reasonrl.plugins.{name}") is new
+        assert new.__spec__.name == f"reasonrl.plugins.{package}.{name}"

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from reasonrl.plugins import logits as chunked
-from reasonrl.plugins import rollout
-from reasonrl.plugins.logits import chosen_logits, chosen_logprobs, split_policy
-from reasonrl.plugins.models import TinyModelParams, tiny_model
-from reasonrl.plugins.rollout import completion_logprobs, token_logprobs
+from reasonrl.plugins.engine import logits as chunked
+from reasonrl.plugins.engine import rollout
+from reasonrl.plugins.engine.logits import chosen_logits, chosen_logprobs, split_policy
+from reasonrl.plugins.engine.models import TinyModelParams, tiny_model
+from reasonrl.plugins.engine.rollout import completion_logprobs, token_logprobs
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_split_policy_only_for_plain_head_models():
 
 def score(model, checkpointed, plain, monkeypatch, allowed=None):
     """(log-probs, values, embedding gradient, head-weight gradient) of four fixed completions."""
-    from reasonrl.plugins.training import enable_gradient_checkpointing
+    from reasonrl.plugins.engine.training import enable_gradient_checkpointing
 
     torch.manual_seed(0)
     value_head = torch.nn.Linear(model.config.hidden_size, 1)
@@ -74,7 +74,7 @@ def score(model, checkpointed, plain, monkeypatch, allowed=None):
 
 @pytest.mark.parametrize("checkpointed", [False, True])
 def test_completion_scores_split_equal_plain(checkpointed, monkeypatch):
-    from reasonrl.plugins.rollout import Excluding
+    from reasonrl.plugins.engine.rollout import Excluding
 
     allowed = [{1: [6, 8, 10]}, {0: Excluding([1, 3])}, {}, {2: [0, 2]}]
     for constraint in (None, allowed):
@@ -127,7 +127,7 @@ def test_lora_policy_scores_alike_split_or_plain(monkeypatch):
 
 
 def test_the_chunked_projection_is_opt_in(monkeypatch):
-    from reasonrl.plugins import supervised
+    from reasonrl.plugins.engine import supervised
 
     def refuse(model):
         raise AssertionError("the default path must not split the policy")

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from reasonrl.core.errors import ReasonRLError
-from reasonrl.plugins.models import ModelSpec, load_policy, packaged_model_dir
-from reasonrl.plugins.rollout import HFRolloutEngine, SamplingParams
+from reasonrl.plugins.engine.models import ModelSpec, load_policy, packaged_model_dir
+from reasonrl.plugins.engine.rollout import HFRolloutEngine, SamplingParams
 
 
 def test_model_spec_requires_its_source_field():
@@ -37,7 +37,7 @@ def test_packaged_smollm2_loads_from_gguf_and_chats():
 def test_bpe_tokenizer_from_a_run_corpus_round_trips_and_keeps_added_tokens(tmp_path):
     import json as _json
 
-    from reasonrl.plugins.models import TinyModelParams, add_tokens, tiny_model
+    from reasonrl.plugins.engine.models import TinyModelParams, add_tokens, tiny_model
 
     rows = [{"text": f"The movie number {i} is a drama from 19{i % 90 + 10}."} for i in range(200)]
     (tmp_path / "corpus.jsonl").write_text("".join(_json.dumps(r) + "\n" for r in rows))
@@ -59,9 +59,9 @@ def test_sft_loss_on_kept_logits_equals_the_loss_on_all_logits(split, monkeypatc
 
     import torch
 
-    from reasonrl.plugins import logits, supervised
-    from reasonrl.plugins.models import TinyModelParams, tiny_model
-    from reasonrl.plugins.supervised import SFTStage, first_trained_position, weighted_nll
+    from reasonrl.plugins.engine import logits, supervised
+    from reasonrl.plugins.engine.models import TinyModelParams, tiny_model
+    from reasonrl.plugins.engine.supervised import SFTStage, first_trained_position, weighted_nll
 
     model, tokenizer = tiny_model(TinyModelParams(), seed=0)
     batch = [(list(range(5, 17)), [0.0] * 6 + [0.5] * 3 + [1.0] * 3), (list(range(7, 15)), [0.0] * 4 + [1.0] * 4)]

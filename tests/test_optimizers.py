@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from reasonrl.core.contracts import RolloutBatch
-from reasonrl.plugins.optimizers import (
+from reasonrl.plugins.engine.optimizers import (
     PPO,
     aggregate,
     clipped_token_loss,
@@ -15,7 +15,7 @@ from reasonrl.plugins.optimizers import (
     kl_penalty,
     terminal_rewards,
 )
-from reasonrl.plugins.optimizers import DAPOParams, DrGRPOParams, GRPOParams, PPOParams, dapo as DAPO, dr_grpo as DrGRPO, grpo as GRPO
+from reasonrl.plugins.engine.optimizers import DAPOParams, DrGRPOParams, GRPOParams, PPOParams, dapo as DAPO, dr_grpo as DrGRPO, grpo as GRPO
 
 
 def batch(rewards, mask, groups=None, group_size=2, old=None):

@@ -160,7 +160,7 @@ def test_lm_and_rl_read_an_hf_dataset(tmp_path):
     config = resolve_config({"run_name": "lmrl", "output_dir": str(tmp_path / "runs"), "stages": stages})
     outputs = run_pipeline(config, echo=lambda *_: None)
     assert outputs["lm"]["steps"] == 3 and outputs["rl"]["steps"] == 2
-    from reasonrl.plugins.trackers import read_metrics
+    from reasonrl.plugins.tracking.trackers import read_metrics
 
     rl_rows = [r for r in read_metrics(config.run_dir / "metrics.jsonl") if "rl/reward/sort_accuracy" in r]
     assert len(rl_rows) == 2  # the templated prompts were scored against the table's answers

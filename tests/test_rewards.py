@@ -12,7 +12,7 @@ from reasonrl.plugins.rewards import (
     overlong_penalty,
     score_samples,
 )
-from reasonrl.plugins.tasks import SortAccuracy, SortDigits, SortDigitsParams
+from reasonrl.plugins.data.tasks import SortAccuracy, SortDigits, SortDigitsParams
 
 
 def test_overlong_shaping_by_hand():

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from reasonrl.plugins.models import TinyModelParams, tiny_model
-from reasonrl.plugins.rollout import HFRolloutEngine, SamplingParams, completion_logprobs, filter_logits, left_pad
+from reasonrl.plugins.engine.models import TinyModelParams, tiny_model
+from reasonrl.plugins.engine.rollout import HFRolloutEngine, SamplingParams, completion_logprobs, filter_logits, left_pad
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_left_pad():
 
 
 def test_exponential_race_sampling_matches_the_distribution():
-    from reasonrl.plugins.rollout import sample_tokens
+    from reasonrl.plugins.engine.rollout import sample_tokens
 
     probs = torch.tensor([[0.6, 0.3, 0.1, 0.0]]).expand(20000, 4)
     draws = sample_tokens(probs, torch.Generator().manual_seed(0))
@@ -87,8 +87,8 @@ def test_exponential_race_sampling_matches_the_distribution():
 
 
 def test_generation_stops_at_every_eos_id_the_generation_config_lists():
-    from reasonrl.plugins.models import ModelSpec, load_policy
-    from reasonrl.plugins.rollout import HFRolloutEngine, SamplingParams, stop_token_ids
+    from reasonrl.plugins.engine.models import ModelSpec, load_policy
+    from reasonrl.plugins.engine.rollout import HFRolloutEngine, SamplingParams, stop_token_ids
 
     model, tokenizer = load_policy(ModelSpec(source="tiny", tiny=TinyModelParams(hidden_size=32, intermediate_size=64)))
     engine = HFRolloutEngine(SamplingParams(max_new_tokens=12, temperature=1.0))
@@ -102,8 +102,8 @@ def test_generation_stops_at_every_eos_id_the_generation_config_lists():
 
 
 def test_gradient_checkpointing_gives_the_same_logprobs_values_and_gradients():
-    from reasonrl.plugins.rollout import recomputes_activations
-    from reasonrl.plugins.training import enable_gradient_checkpointing
+    from reasonrl.plugins.engine.rollout import recomputes_activations
+    from reasonrl.plugins.engine.training import enable_gradient_checkpointing
 
     def run(checkpointing):
         model, tokenizer = tiny_model(TinyModelParams(), seed=3)
@@ -145,7 +145,7 @@ class EvenTokensAfterFirst(PositionRule):
 
 def constrained_rollouts(policy, rule, max_new_tokens: int, seed: int):
     """3 samples for each of 2 prompts under ``rule()``, and what it allowed, replayed per sample."""
-    from reasonrl.plugins.rollout import replay_allowed
+    from reasonrl.plugins.engine.rollout import replay_allowed
 
     model, tokenizer = policy
     engine = HFRolloutEngine(SamplingParams(max_new_tokens=max_new_tokens, temperature=0.8))
@@ -177,14 +177,14 @@ class ExcludeOddThenAllowEven(PositionRule):
     """Forbids odd ids at even positions (an Excluding) and allows even ids only at odd ones."""
 
     def allowed(self):
-        from reasonrl.plugins.rollout import Excluding
+        from reasonrl.plugins.engine.rollout import Excluding
 
         return Excluding(range(1, 30, 2)) if self.position % 2 == 0 else list(range(2, 30, 2))
 
 
 def test_excluded_tokens_are_renormalised_alike_when_sampled_and_trained(policy, monkeypatch):
-    from reasonrl.plugins import rollout
-    from reasonrl.plugins.rollout import Excluding
+    from reasonrl.plugins.engine import rollout
+    from reasonrl.plugins.engine.rollout import Excluding
 
     model, tokenizer = policy
     out, allowed = constrained_rollouts(policy, ExcludeOddThenAllowEven, 6, seed=1)
@@ -203,7 +203,7 @@ def test_excluded_tokens_are_renormalised_alike_when_sampled_and_trained(policy,
 
 
 def test_finished_rows_leave_the_batch_and_the_others_sample_as_before(policy):
-    from reasonrl.plugins.rollout import HFRolloutEngine, SamplingParams
+    from reasonrl.plugins.engine.rollout import HFRolloutEngine, SamplingParams
 
     model, tokenizer = policy
     eos = tokenizer.eos_token_id
@@ -241,7 +241,7 @@ COMMON = "0123456789 abc 0123456789 xyz>"  # more leading tokens than MIN_SHARED
 
 
 def test_prompts_that_start_alike_run_their_prefix_once_and_score_as_full_forwards(policy, monkeypatch):
-    from reasonrl.plugins import rollout
+    from reasonrl.plugins.engine import rollout
 
     model, tokenizer = policy
     prompts = [torch.tensor(tokenizer(COMMON + tail)["input_ids"]) for tail in ("47>", "1>", "123456>")]
@@ -267,7 +267,7 @@ def test_prompts_that_start_alike_run_their_prefix_once_and_score_as_full_forwar
 
 
 def test_a_shared_prefix_decodes_like_whole_prompts(policy, monkeypatch):
-    from reasonrl.plugins import rollout
+    from reasonrl.plugins.engine import rollout
 
     model, tokenizer = policy
     engine = HFRolloutEngine(SamplingParams(max_new_tokens=6, top_k=1, prompt_batch_size=4))
@@ -283,7 +283,7 @@ def test_a_shared_prefix_decodes_like_whole_prompts(policy, monkeypatch):
 
 @pytest.mark.parametrize("chunked", [False, True])
 def test_sft_log_probs_with_a_shared_prefix_equal_whole_rows_with_their_gradients(chunked):
-    from reasonrl.plugins.supervised import label_logprobs
+    from reasonrl.plugins.engine.supervised import label_logprobs
 
     model, tokenizer = tiny_model(TinyModelParams(), seed=5)
     model.train()

@@ -13,7 +13,7 @@ import torch
 
 from reasonrl.core.pipeline import run_pipeline
 from reasonrl.core.runlock import HOLDERS_DIR, RunFolderBusy, RunLock
-from reasonrl.plugins.rl import RLStage
+from reasonrl.plugins.engine.rl import RLStage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_trustworthy_runs import QUIET, rl_weights, sort_run  # noqa: E402

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from reasonrl.core.cli import main
-from reasonrl.plugins.models import TinyModelParams, save_policy, tiny_model
-from reasonrl.plugins.serve import Message, ServedRun, ServeOptions, chat_text, create_app, start_in_thread
+from reasonrl.plugins.engine.models import TinyModelParams, save_policy, tiny_model
+from reasonrl.plugins.serving.serve import Message, ServedRun, ServeOptions, chat_text, create_app, start_in_thread
 
 ASCII = "".join(chr(c) for c in range(32, 127))
 ITEMS = {str(i): {"id": str(i), "sid": f"<|sid_begin|><s_a_{i}><|sid_end|>", "title": f"Film {i}", "year": "1999",
@@ -267,7 +267,7 @@ def test_a_judge_in_another_run_uses_the_served_model(server, tmp_path):
     """The project's openai_compatible judge (httpx + tenacity client) against the project's own server."""
     from reasonrl.core.config import resolve_config
     from reasonrl.core.pipeline import run_pipeline
-    from reasonrl.plugins.trackers import read_metrics
+    from reasonrl.plugins.tracking.trackers import read_metrics
 
     served, client = server
     (tmp_path / "policy.md").write_text("---\nlabels: [fine, rude]\n---\nRude replies insult the reader.\n")
@@ -355,7 +355,7 @@ def test_a_third_party_endpoint_is_served_with_batching(gated, register_plugin):
 
 def test_serve_threads_are_set_before_the_model_loads(monkeypatch, tmp_path, capsys):
     from reasonrl.core.errors import ReasonRLError
-    from reasonrl.plugins import serve
+    from reasonrl.plugins.serving import serve
 
     before = torch.get_num_threads()
     assert main(["serve", str(tmp_path), "--threads", "0"]) == 2

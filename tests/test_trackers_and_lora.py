@@ -43,7 +43,7 @@ def test_lora_training_merges_adapters_on_save(tmp_path, reasonrl_registry):
     saved = AutoModelForCausalLM.from_pretrained(tmp_path / "t" / "rl" / "model")
     names = [n for n, _ in saved.named_parameters()]
     assert not any("lora" in n for n in names)  # merged into plain weights
-    from reasonrl.plugins.models import TinyModelParams, tiny_model
+    from reasonrl.plugins.engine.models import TinyModelParams, tiny_model
 
     base, _ = tiny_model(TinyModelParams(hidden_size=32), seed=0)
     q = "model.layers.0.self_attn.q_proj.weight"
@@ -56,7 +56,7 @@ def test_wandb_follows_its_own_mode_setting(tmp_path, monkeypatch):
     import sys
     import types
 
-    from reasonrl.plugins.trackers import WandbParams, WandbTracker
+    from reasonrl.plugins.tracking.trackers import WandbParams, WandbTracker
 
     calls = []
     fake = types.ModuleType("wandb")
@@ -107,7 +107,7 @@ def test_lora_trains_the_embedding_rows_of_listed_tokens_and_saves_them_merged(t
 
     from reasonrl.core.config import resolve_config
     from reasonrl.core.pipeline import run_pipeline
-    from reasonrl.plugins.models import ModelSpec, TinyModelParams, load_policy
+    from reasonrl.plugins.engine.models import ModelSpec, TinyModelParams, load_policy
 
     run = tmp_path / "runs" / "tok"
     run.mkdir(parents=True)
@@ -132,7 +132,7 @@ def test_lora_trains_the_embedding_rows_of_listed_tokens_and_saves_them_merged(t
 
 def test_trainable_tokens_must_exist(tmp_path):
     from reasonrl.core.errors import ReasonRLError
-    from reasonrl.plugins.models import LoraParams, ModelSpec, load_policy
+    from reasonrl.plugins.engine.models import LoraParams, ModelSpec, load_policy
 
     (tmp_path / "t.txt").write_text("<never_added>\n")
     with pytest.raises(ReasonRLError, match=r"1 tokens of .*t.txt are not in the tokenizer.*model.add_tokens"):

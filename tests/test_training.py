@@ -6,9 +6,9 @@ from safetensors.torch import load_file
 
 from reasonrl.core.config import resolve_config
 from reasonrl.core.pipeline import run_pipeline
-from reasonrl.plugins.checkpoint import flatten_optimizer_state, unflatten_optimizer_state
-from reasonrl.plugins.rl import RLStage
-from reasonrl.plugins.supervised import pack_sequences, weighted_nll
+from reasonrl.plugins.engine.checkpoint import flatten_optimizer_state, unflatten_optimizer_state
+from reasonrl.plugins.engine.rl import RLStage
+from reasonrl.plugins.engine.supervised import pack_sequences, weighted_nll
 
 
 def test_weighted_nll_by_hand():
@@ -145,7 +145,7 @@ def test_sft_never_cuts_trained_tokens(tmp_path, reasonrl_registry):
 
 def test_sft_encodes_the_whole_example_and_can_ignore_segments(tmp_path, reasonrl_registry):
     from reasonrl.core.manager import get_registry
-    from reasonrl.plugins.models import ModelSpec, TinyModelParams, load_policy
+    from reasonrl.plugins.engine.models import ModelSpec, TinyModelParams, load_policy
 
     rows = [{"prompt": "12>", "segments": [["9" * 30, 0.5], ["21", 1.0]], "answer": "21"}]
     config = sft_stage(tmp_path, rows, segments_field=None, completion_field="answer")

@@ -16,9 +16,9 @@ from reasonrl import hookimpl
 from reasonrl.core.config import ConfigError, dump_config, load_config, resolve_config
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.pipeline import MARKER, StaleStageError, run_pipeline
-from reasonrl.plugins.rl import RLStage
-from reasonrl.plugins.supervised import SFTStage
-from reasonrl.plugins.trackers import read_metrics
+from reasonrl.plugins.engine.rl import RLStage
+from reasonrl.plugins.engine.supervised import SFTStage
+from reasonrl.plugins.tracking.trackers import read_metrics
 
 QUIET = dict(echo=lambda m: None)
 TINY = {"source": "tiny", "tiny": {"hidden_size": 32, "intermediate_size": 64}}
@@ -153,7 +153,7 @@ def test_a_full_disk_in_safetensors_keeps_the_trained_weights_as_a_checkpoint(tm
                                                                               reasonrl_registry):
     from safetensors import SafetensorError
 
-    import reasonrl.plugins.training as training
+    import reasonrl.plugins.engine.training as training
 
     def disk_full(*args, **kwargs):
         raise SafetensorError("Error while serializing: No space left on device (os error 28)")

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from reasonrl.core.errors import ReasonRLError
-from reasonrl.plugins.models import ModelSpec, TinyModelParams, load_policy, tiny_model
-from reasonrl.plugins.rollout import completion_logprobs
-from reasonrl.plugins.vllm_engine import VLLMParams, VLLMRolloutEngine, policy_weights
+from reasonrl.plugins.engine.models import ModelSpec, TinyModelParams, load_policy, tiny_model
+from reasonrl.plugins.engine.rollout import completion_logprobs
+from reasonrl.plugins.engine.vllm_engine import VLLMParams, VLLMRolloutEngine, policy_weights
 
 FAKE = Path(__file__).parent / "fake_vllm"
 TINY = TinyModelParams(hidden_size=32, intermediate_size=64)
@@ -37,7 +37,7 @@ def fake_vllm(monkeypatch):
 
 
 def lora_policy():
-    from reasonrl.plugins.models import LoraParams
+    from reasonrl.plugins.engine.models import LoraParams
 
     model, tokenizer = load_policy(ModelSpec(source="tiny", tiny=TINY, lora=LoraParams(r=4, alpha=8)))
     with torch.no_grad():  # non-zero adapters, so folding them in changes the weights
@@ -151,7 +151,7 @@ def test_rl_stage_trains_through_vllm_with_a_constraint_and_importance_weights(f
 
 def test_importance_weights_by_hand():
     from reasonrl.core.contracts import RolloutBatch
-    from reasonrl.plugins.rl import RLStage
+    from reasonrl.plugins.engine.rl import RLStage
 
     batch = RolloutBatch(prompt_ids=[torch.tensor([1])], completion_ids=torch.tensor([[3, 4, 0]]),
                          mask=torch.tensor([[1, 1, 0]]), old_logprobs=torch.tensor([[-1.5, -1.0, 0.0]]),
@@ -167,7 +167,7 @@ def test_importance_weights_by_hand():
 
 
 def test_importance_weights_scale_each_tokens_policy_term():
-    from reasonrl.plugins.optimizers import clipped_token_loss
+    from reasonrl.plugins.engine.optimizers import clipped_token_loss
 
     new, old, adv = torch.tensor([[-1.0, -1.0]]), torch.tensor([[-1.0, -1.0]]), torch.tensor([[2.0, 2.0]])
     plain, _ = clipped_token_loss(new, old, adv, 0.2, 0.2)
@@ -197,7 +197,7 @@ def test_real_vllm_logprobs_match_hf_rescoring_after_a_weight_push():
 def test_trained_token_rows_reach_vllm_folded_in(tmp_path):
     import copy
 
-    from reasonrl.plugins.models import LoraParams
+    from reasonrl.plugins.engine.models import LoraParams
 
     (tmp_path / "t.txt").write_text("<s_a_1>\n")
     model, tokenizer = load_policy(ModelSpec(source="tiny", tiny=TINY, add_tokens="t.txt",

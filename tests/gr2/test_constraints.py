@@ -1,8 +1,8 @@
 import torch
 
 from reasonrl.gr2_plugins.constraints import SIDConstraint, prompt_sids
-from reasonrl.plugins.models import char_tokenizer
-from reasonrl.plugins.rollout import Excluding, HFRolloutEngine, constrain
+from reasonrl.plugins.engine.models import char_tokenizer
+from reasonrl.plugins.engine.rollout import Excluding, HFRolloutEngine, constrain
 
 SIDS = ["<|sid_begin|><s_a_1><s_b_1><|sid_end|>", "<|sid_begin|><s_a_1><s_b_2><|sid_end|>",
         "<|sid_begin|><s_a_2><s_b_1><|sid_end|>"]
@@ -109,8 +109,8 @@ def test_prompt_sids_and_the_logit_mask():
 
 
 def test_engine_obeys_a_constraint_for_every_sample():
-    from reasonrl.plugins.models import TinyModelParams, tiny_model
-    from reasonrl.plugins.rollout import SamplingParams
+    from reasonrl.plugins.engine.models import TinyModelParams, tiny_model
+    from reasonrl.plugins.engine.rollout import SamplingParams
 
     model, tok = tiny_model(TinyModelParams(alphabet="abc"), seed=0)
     b = tok.convert_tokens_to_ids("b")
@@ -131,7 +131,7 @@ def test_engine_obeys_a_constraint_for_every_sample():
     assert out.texts == ["bbbbb"] * 6
     # the recorded log-probs are of the distribution sampled from: one allowed token has probability 1,
     # and the trainer, told what was allowed, scores the same; unmasked it would not
-    from reasonrl.plugins.rollout import completion_logprobs, replay_allowed
+    from reasonrl.plugins.engine.rollout import completion_logprobs, replay_allowed
 
     assert out.logprobs.abs().max() < 1e-6
     allowed = [replay_allowed(AlwaysB(), row.tolist()) for row in out.completion_ids]
@@ -196,7 +196,7 @@ def test_a_reasoning_that_runs_long_is_closed_in_time_for_a_whole_answer():
 
 
 def test_the_engine_tells_the_budget_to_the_rules_a_replay_uses():
-    from reasonrl.plugins.rollout import tell_budget
+    from reasonrl.plugins.engine.rollout import tell_budget
 
     tok = tokenizer_with_sids()
     rule = SIDConstraint(tok, SIDS, HISTORY)

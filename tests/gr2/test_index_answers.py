@@ -15,7 +15,7 @@ from reasonrl.gr2_plugins.metrics import chance_metrics, ndcg_at
 from reasonrl.gr2_plugins.parsing import NOT_JSON, NOT_PERMUTATION, UNKNOWN_INDEX, parse_answer, parse_index_ranking
 from reasonrl.gr2_plugins.prompts import index_teacher_prompt
 from reasonrl.gr2_plugins.rewards import RankGainReward, RankGainParams
-from reasonrl.plugins.models import char_tokenizer
+from reasonrl.plugins.engine.models import char_tokenizer
 from reasonrl.testing import random_decode
 
 

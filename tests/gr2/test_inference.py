@@ -2,7 +2,7 @@ import pytest
 
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.gr2_plugins.inference import Reranker
-from reasonrl.plugins.models import TinyModelParams, tiny_model
+from reasonrl.plugins.engine.models import TinyModelParams, tiny_model
 
 ITEMS = {str(i): {"id": str(i), "sid": f"<|sid_begin|><s_a_{i}><|sid_end|>", "title": f"Film {i}", "year": "1999",
                   "genres": ["Drama"]} for i in range(5)}
@@ -34,7 +34,7 @@ def test_rerank_command_runs_on_a_saved_run(tmp_path, reasonrl_registry, capsys)
     import json
 
     from reasonrl.core.cli import main
-    from reasonrl.plugins.models import save_policy
+    from reasonrl.plugins.engine.models import save_policy
 
     (tmp_path / "prepare").mkdir()
     (tmp_path / "prepare" / "items.jsonl").write_text("".join(json.dumps(i) + "\n" for i in ITEMS.values()))
@@ -88,7 +88,7 @@ def test_choose_model_prefers_the_asked_stage_then_the_best_variant_then_the_new
     import os
 
     from reasonrl.core.io import atomic_write_json
-    from reasonrl.plugins.manifest import DecodeSettings, choose_model, write_evaluation_manifest, \
+    from reasonrl.plugins.engine.manifest import DecodeSettings, choose_model, write_evaluation_manifest, \
         write_training_manifest
 
     for number, stage in enumerate(["sft", "rl"]):

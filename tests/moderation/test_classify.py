@@ -6,7 +6,7 @@ import pytest
 from reasonrl.core.cli import main
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.moderation_plugins.inference import Classifier
-from reasonrl.plugins.models import TinyModelParams, save_policy, tiny_model
+from reasonrl.plugins.engine.models import TinyModelParams, save_policy, tiny_model
 
 
 @pytest.fixture

@@ -53,7 +53,7 @@ def test_hf_judge_matches_a_direct_next_token_computation():
     import torch
 
     from reasonrl.moderation_plugins.judges import HFJudge, HFJudgeParams
-    from reasonrl.plugins.models import ModelSpec, TinyModelParams
+    from reasonrl.plugins.engine.models import ModelSpec, TinyModelParams
 
     spec = ModelSpec(source="tiny", tiny=TinyModelParams(alphabet="yesnoYESNO ab?"))
     judge = HFJudge(HFJudgeParams(model=spec, chat_template=False, batch_size=2))

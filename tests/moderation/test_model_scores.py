@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from reasonrl.moderation_plugins.scores import first_label_tokens, label_probabilities, verdict_prefix
-from reasonrl.plugins.models import TinyModelParams, char_tokenizer, tiny_model
+from reasonrl.plugins.engine.models import TinyModelParams, char_tokenizer, tiny_model
 
 LABELS = ["benign", "malicious"]
 

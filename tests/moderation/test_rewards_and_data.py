@@ -89,7 +89,7 @@ def test_tfidf_baseline_learns_a_keyword_rule(tmp_path, reasonrl_registry):
 
 def test_verdict_labels_metric_counts_each_answer_once():
     from reasonrl.moderation_plugins.rewards import VerdictLabels
-    from reasonrl.plugins.rl import mean_components
+    from reasonrl.plugins.engine.rl import mean_components
 
     answers = ["Label: spam", "Label: spam", "Label: ham", "no verdict here"]
     rows = VerdictLabels()([""] * 4, answers, [EX] * 4)
@@ -146,7 +146,7 @@ def test_warm_start_split_is_balanced_and_kept_apart_from_the_ladder(tmp_path, r
 def test_balanced_row_sampler_draws_each_label_equally():
     import random
 
-    from reasonrl.plugins.supervised import row_sampler
+    from reasonrl.plugins.engine.supervised import row_sampler
 
     rows = [{"label": "a"}] * 90 + [{"label": "b"}] * 10
     draw = row_sampler(rows, "label", "warm")
@@ -204,7 +204,7 @@ def test_a_class_weight_is_cancelled_by_group_std_normalisation():
     rollout has the same gold label, so its weight scales the group, and dapo/grpo divide it out."""
     import torch
 
-    from reasonrl.plugins.optimizers import group_advantages
+    from reasonrl.plugins.engine.optimizers import group_advantages
 
     correct = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0])
     groups = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])

@@ -4,7 +4,7 @@ import random
 
 from reasonrl.moderation_plugins.constraints import Verdict, VerdictRule
 from reasonrl.moderation_plugins.parsing import parse_verdict
-from reasonrl.plugins.models import char_tokenizer
+from reasonrl.plugins.engine.models import char_tokenizer
 from reasonrl.testing import random_decode
 
 LABELS = ["benign", "malicious"]

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from reasonrl.core.errors import ReasonRLError
-from reasonrl.plugins.serve_openai import (  # noqa: F401  (Message, chat_text: this module's public names)
+from reasonrl.plugins.serving.serve_openai import (  # noqa: F401  (Message, chat_text: this module's public names)
     ApiError,
     ChatRequest,
     CompletionRequest,
@@ -64,7 +64,7 @@ class ServedRun:
     """A trained run's model, with the packs' inference objects built on it when first asked."""
 
     def __init__(self, run_dir: Path, stage: str | None, model, tokenizer, options: ServeOptions) -> None:
-        from reasonrl.plugins.manifest import choose_model
+        from reasonrl.plugins.engine.manifest import choose_model
 
         self.run_dir, self.model, self.tokenizer, self.options = run_dir, model.eval(), tokenizer, options
         # how the packs' routes decode: as the run's evaluation measured this stage
@@ -79,8 +79,8 @@ class ServedRun:
     @classmethod
     def load(cls, run_dir: str | Path, stage: str | None, options: ServeOptions, device: str | None = None,
              dtype: str = "auto") -> "ServedRun":
-        from reasonrl.plugins.manifest import choose_model
-        from reasonrl.plugins.models import load_trained
+        from reasonrl.plugins.engine.manifest import choose_model
+        from reasonrl.plugins.engine.models import load_trained
 
         stage = choose_model(Path(run_dir), stage)[0].stage
         return cls(Path(run_dir), stage, *load_trained(Path(run_dir), stage, device, dtype), options)
@@ -366,7 +366,7 @@ class ServeCommand:
         self.params = params
 
     def add_arguments(self, parser) -> None:
-        from reasonrl.plugins.models import add_inference_arguments
+        from reasonrl.plugins.engine.models import add_inference_arguments
 
         parser.add_argument("run_dir", help="a finished run folder")
         parser.add_argument("--stage", help="which training stage's model (default: the best variant of the "

@@ -26,7 +26,7 @@ from pydantic import Field
 
 from reasonrl.core.contracts import Rollouts
 from reasonrl.core.errors import ReasonRLError
-from reasonrl.plugins.rollout import SamplingParams, mask_logits, model_device, tell_budget
+from reasonrl.plugins.engine.rollout import SamplingParams, mask_logits, model_device, tell_budget
 
 CONSTRAINT_ARG = "reasonrl_constraint"
 
@@ -142,7 +142,7 @@ class VLLMRolloutEngine:
         except ImportError as exc:
             raise ReasonRLError("rollout engine 'vllm' needs vLLM on a CUDA machine: pip install 'reasonrl[vllm]'; "
                                 "use rollout: hf on CPU") from exc
-        from reasonrl.plugins.models import save_policy
+        from reasonrl.plugins.engine.models import save_policy
 
         self._scratch = tempfile.TemporaryDirectory(prefix="reasonrl-vllm-")
         save_policy(_unwrap(model), tokenizer, Path(self._scratch.name))  # LoRA merged: a plain model

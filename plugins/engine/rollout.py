@@ -18,7 +18,7 @@ from pydantic import Field
 from reasonrl.core.contracts import Rollouts
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.registry import Params
-from reasonrl.plugins.logits import chosen_logits, chosen_logprobs, split_policy
+from reasonrl.plugins.engine.logits import chosen_logits, chosen_logprobs, split_policy
 
 
 class SamplingParams(Params):
@@ -327,7 +327,7 @@ def token_logprobs(logits: torch.Tensor, ids: torch.Tensor, temperature: float =
 class CompletionScores(NamedTuple):
     """What scores a completion: ``first`` [rows, V], the logits that predict its token 0, and
     ``after`` [rows, W, .], the outputs at its tokens (position t predicts token t + 1): logits,
-    or hidden states that ``head`` projects chunk by chunk (see ``plugins/logits.py``).
+    or hidden states that ``head`` projects chunk by chunk (see ``plugins/engine/logits.py``).
     ``states`` [rows, W, H]: the hidden state where each token is predicted (a value head's input)."""
     first: torch.Tensor
     after: torch.Tensor
@@ -360,7 +360,7 @@ def completion_logprobs(model, prompt_ids, completion_ids, group_size, pad_id, t
     graph, so the backward pass also covers each prompt once. ``allowed`` (per sample
     {position: token ids}) renormalises those positions over the tokens a decoding
     constraint allowed, the distribution the engine sampled from. ``chunked``: through the chunked
-    vocabulary projection where the model allows it (``plugins/logits.py``).
+    vocabulary projection where the model allows it (``plugins/engine/logits.py``).
     """
     want_hidden = value_head is not None
     split = split_policy(model) if chunked else None

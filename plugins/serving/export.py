@@ -54,7 +54,7 @@ class RunInfo:
 
     def base_model(self) -> tuple[str | None, str | None, str]:
         """(Hub id or None, licence or None, description) of the model the lineage starts from."""
-        from reasonrl.plugins.models import PACKAGED_ORIGINS
+        from reasonrl.plugins.engine.models import PACKAGED_ORIGINS
 
         model = self.lineage()[0].get("model") or {}
         source = model.get("source", "tiny")

@@ -71,7 +71,7 @@ def latest_evaluation(run_dir: Path) -> dict[str, Any] | None:
 def choose_model(run_dir: Path, stage: str | None = None) -> tuple[DecodeSettings, str]:
     """(settings, why): the asked stage, else the evaluation's best variant, else the newest
     trained stage; settings from the evaluation that measured that stage, else from training."""
-    from reasonrl.plugins.models import find_model_dir
+    from reasonrl.plugins.engine.models import find_model_dir
 
     run_dir = Path(run_dir)
     evaluation = latest_evaluation(run_dir)
@@ -96,8 +96,8 @@ def choose_model(run_dir: Path, stage: str | None = None) -> tuple[DecodeSetting
 
 def decode(model, tokenizer, prompts: list[str], settings: DecodeSettings, constraints=None) -> list[str]:
     """Greedy answers decoded exactly as the evaluation decoded them (same batching)."""
-    from reasonrl.plugins.evaluation import generate_texts
-    from reasonrl.plugins.rollout import SamplingParams
+    from reasonrl.plugins.engine.generation import generate_texts
+    from reasonrl.plugins.engine.rollout import SamplingParams
 
     sampling = SamplingParams(top_k=1, max_new_tokens=settings.max_new_tokens,
                               prompt_batch_size=settings.prompt_batch_size)

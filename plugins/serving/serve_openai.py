@@ -133,7 +133,7 @@ def check_prompt_length(served, prompts: list[str], max_tokens: int, param: str)
 def rollouts_for(served, key: tuple, prompts: list[str], seeds: list[int | None]):
     import torch
 
-    from reasonrl.plugins.rollout import HFRolloutEngine, SamplingParams, model_device
+    from reasonrl.plugins.engine.rollout import HFRolloutEngine, SamplingParams, model_device
 
     _, temperature, top_p, max_tokens, n, stop = key
     greedy = temperature == 0

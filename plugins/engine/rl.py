@@ -16,10 +16,10 @@ from reasonrl.core.config import CombinerRef, ConstraintRef, OptimizerRef, Rewar
 from reasonrl.core.contracts import RolloutBatch, StageContext
 from reasonrl.core.errors import ReasonRLError, StopTraining
 from reasonrl.core.io import atomic_write_json
-from reasonrl.plugins.models import chat_prompt
+from reasonrl.plugins.engine.models import chat_prompt
 from reasonrl.plugins.rewards import INVALID, score_samples
-from reasonrl.plugins.rollout import check_rollouts, completion_logprobs, engine_logprob_gap, replay_allowed
-from reasonrl.plugins.training import Trainer, TrainingParams, seed_all, step_seed
+from reasonrl.plugins.engine.rollout import check_rollouts, completion_logprobs, engine_logprob_gap, replay_allowed
+from reasonrl.plugins.engine.training import Trainer, TrainingParams, seed_all, step_seed
 
 
 class RLParams(TrainingParams):
@@ -221,7 +221,7 @@ class RLStage(Trainer):
         return list(getattr(self, "resumed_state", {}).get("history", []))
 
     def _reference_model(self):
-        from reasonrl.plugins.models import load_policy
+        from reasonrl.plugins.engine.models import load_policy
 
         reference, _ = load_policy(self.params.model.model_copy(update={"lora": None}), self.context.run_dir, self.seed)
         return reference.to(self.accelerator.device).eval().requires_grad_(False)

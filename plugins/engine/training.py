@@ -17,9 +17,9 @@ from reasonrl.core.config import DatasetRef
 from reasonrl.core.contracts import StageContext
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.registry import Params
-from reasonrl.plugins.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
-from reasonrl.plugins.manifest import DecodeSettings, write_training_manifest
-from reasonrl.plugins.models import MODEL_DIR, ModelSpec, load_policy, save_policy
+from reasonrl.plugins.engine.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from reasonrl.plugins.engine.manifest import DecodeSettings, write_training_manifest
+from reasonrl.plugins.engine.models import MODEL_DIR, ModelSpec, load_policy, save_policy
 
 # a full disk surfaces as OSError from plain writes and as SafetensorError from safetensors
 SAVE_ERRORS = (OSError, SafetensorError)

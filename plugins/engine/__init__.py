@@ -1,0 +1,1 @@
+"""Training and sampling: models, rollout engines, policy optimizers, the lm / sft / rl trainers."""

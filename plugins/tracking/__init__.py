@@ -1,0 +1,1 @@
+"""Metric trackers: JSON lines, TensorBoard, Weights & Biases, MLflow."""
