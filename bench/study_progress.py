@@ -28,17 +28,9 @@ import yaml
 from reasonrl.core.config import load_config
 from reasonrl.core.io import read_json
 from reasonrl.core.pipeline import stage_fingerprint, stage_inputs
-from reasonrl.moderation_plugins.ledger import entry_path
-from reasonrl.moderation_plugins.study import (
-    ModerationStudy,
-    StudyParams,
-    curve_shape,
-    fit_cells,
-    fit_sigmoid,
-    point_name,
-    shape_line,
-    t_interval,
-)
+from reasonrl.plugins.studies.ledger import entry_path
+from reasonrl.moderation_plugins.study import ModerationStudy, StudyParams, point_name
+from reasonrl.plugins.studies.curves import curve_shape, fit_cells, fit_sigmoid, shape_line, t_interval
 
 
 def study_params(run_dir: Path, stage_id: str) -> StudyParams:

@@ -43,7 +43,8 @@ def test_progress_lists_finished_points_with_means_intervals_and_paired_differen
 def test_fit_lines_fit_the_means_of_the_seeds_done_once_four_rungs_started():
     from study_progress import fit_lines
 
-    from reasonrl.moderation_plugins.study import StudyParams, curve_shape, fit_cells, fit_sigmoid, shape_line
+    from reasonrl.moderation_plugins.study import StudyParams
+    from reasonrl.plugins.studies.curves import curve_shape, fit_cells, fit_sigmoid, shape_line
 
     params = StudyParams.model_validate({"dataset": {"name": "harmful_response"}, "values": [16, 32, 64, 128, 512],
                                          "recipes": ["sft", "rl"], "seeds": [0, 1]})

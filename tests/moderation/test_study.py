@@ -5,7 +5,7 @@ import torch
 
 from reasonrl.core.config import resolve_config
 from reasonrl.core.pipeline import run_pipeline
-from reasonrl.moderation_plugins.study import fit_sigmoid, sigmoid_curve, smallest_matching
+from reasonrl.plugins.studies.curves import fit_sigmoid, sigmoid_curve, smallest_matching
 
 TINY_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,:;'<>\n-_()?!/*#"
 TINY = {"source": "tiny", "tiny": {"max_positions": 2048, "alphabet": TINY_ALPHABET}}
@@ -74,7 +74,7 @@ def test_sigmoid_fit_intervals_undefined_without_spare_points_or_on_a_flat_ladde
 
 
 def test_fit_cells_print_intervals_and_undefined():
-    from reasonrl.moderation_plugins.study import fit_cells
+    from reasonrl.plugins.studies.curves import fit_cells
 
     fit = {"A": 0.8, "B": 1.25, "C_mid": 40.0, "R2": 0.91,
            "ci95": {"A": [0.7, 0.9], "B": None, "C_mid": [12.5, 67.5]}}
@@ -86,7 +86,7 @@ def test_lack_of_fit_splits_the_residuals_into_curve_and_seed_spread_by_hand():
     import numpy as np
     from scipy.special import betainc
 
-    from reasonrl.moderation_plugins.study import lack_of_fit
+    from reasonrl.plugins.studies.curves import lack_of_fit
 
     rungs = [(2, [0.52, 0.50]), (4, [0.61, 0.66, 0.63]), (8, [0.70, 0.74, 0.69]), (16, [0.80, 0.76, 0.77]),
              (32, [0.78, 0.79, 0.81])]
@@ -108,7 +108,7 @@ def test_lack_of_fit_splits_the_residuals_into_curve_and_seed_spread_by_hand():
 def test_curve_shape_says_sigmoid_like_only_for_an_inner_rise_within_the_seed_spread():
     import numpy as np
 
-    from reasonrl.moderation_plugins.study import curve_shape
+    from reasonrl.plugins.studies.curves import curve_shape
 
     xs, rng = [2, 4, 8, 16, 32, 64], np.random.default_rng(0)
 
@@ -282,7 +282,7 @@ def test_study_gives_both_recipes_the_same_passes_over_seeds_and_counts_the_warm
 
 
 def test_t_interval_by_hand():
-    from reasonrl.moderation_plugins.study import t_interval
+    from reasonrl.plugins.studies.curves import t_interval
 
     # scores 0.4, 0.5, 0.6: mean 0.5, sd 0.1, t(0.975, 2) = 4.3027 -> half-width 4.3027 * 0.1 / sqrt(3) = 0.24842
     low, high = t_interval([0.4, 0.5, 0.6])
@@ -338,7 +338,7 @@ def test_claims_let_workers_share_points_and_dead_workers_hand_theirs_over(tmp_p
     import socket
     import subprocess
 
-    from reasonrl.moderation_plugins.study import CLAIM, claim_point
+    from reasonrl.plugins.studies.claims import CLAIM, claim_point
 
     folder = tmp_path / "point"
     assert claim_point(folder) and not claim_point(folder)  # held by a live process (this one)
@@ -427,7 +427,7 @@ def ledger_run(tmp_path, folder: str, run_name: str = "study", **rl):
 
 def test_ledger_carries_points_to_a_new_run_folder_once_the_start_scores_the_same(tmp_path, monkeypatch):
     from reasonrl.moderation_plugins import study
-    from reasonrl.moderation_plugins.ledger import LedgerMismatchError
+    from reasonrl.plugins.studies.ledger import LedgerMismatchError
 
     trained = []
     train = study.ModerationStudy.train_child
