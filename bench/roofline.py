@@ -97,7 +97,8 @@ class Arithmetic:
 # ---------------------------------------------------------------- phases
 def rl_phases(model, tokenizer, arithmetic: Arithmetic) -> list[tuple]:
     """(phase, seconds, flops, bytes) of one RL step's phases on the short-prompt shape."""
-    from reasonrl.plugins.engine.rollout import HFRolloutEngine, SamplingParams, completion_logprobs, prefill
+    from reasonrl.plugins.engine.rollout import HFRolloutEngine, SamplingParams, prefill
+    from reasonrl.plugins.engine.scoring import completion_logprobs
 
     s = SHAPE
     rows = s["prompts"] * s["group"]

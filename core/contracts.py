@@ -145,11 +145,16 @@ class Judge(Protocol):
     def probability_yes(self, prompts: Sequence[str]) -> list[float]: ...
 
 
+class Excluding(tuple):
+    """What a constraint's ``allowed()`` returns to forbid a few token ids and allow the rest
+    (a plain list of ids allows those only)."""
+
+
 @runtime_checkable
 class DecodingConstraint(Protocol):
     """Builds a per-sample rule: ``allowed()`` -> the token ids the next position may take (None:
-    any; an ``Excluding`` tuple from ``plugins.rollout``: any but those), ``advance(token_id)``
-    after each sampled token. The rollout engine masks the rest."""
+    any; an ``Excluding`` tuple of ids: any but those), ``advance(token_id)`` after each sampled
+    token. The rollout engine masks the rest."""
 
     def for_example(self, tokenizer: Any, example: Mapping[str, Any]) -> Any: ...
 
@@ -208,7 +213,7 @@ class RolloutEngine(Protocol):
     one per prompt, whose samples then draw only from their own prompt's generator.
     ``constraints`` holds one rule per prompt from a ``DecodingConstraint`` (None:
     unconstrained); a rule with ``set_budget(max_new_tokens)`` is told the token budget
-    before decoding (``plugins.rollout.tell_budget``).
+    before decoding, by the engine.
     """
 
     temperature: float

@@ -217,3 +217,18 @@ def register_serve_endpoints(register: Register) -> None:
     ``ReasonRLError`` becomes HTTP 400), and ``run_batch(served, key, payloads)`` answers
     the payloads that share a key in one call, one JSON-able dict each, in order.
     """
+
+
+@hookspec
+def run_starting(config: Any, echo: Callable[[str], None]) -> None:
+    """Called once in the main process before a run's stages (``config``: the ResolvedConfig).
+
+    A plugin applies run-wide settings of its own concern and warns about the setup: the
+    built-in engine pack sets torch's thread count from the config's ``threads:`` and warns
+    when a judge or teacher is served on the same CPU cores. Not a component kind."""
+
+
+@hookspec
+def run_facts() -> dict[str, Any]:
+    """What a plugin adds to a run's ``versions.json`` (the engine pack: torch's thread counts,
+    which results depend on). Every implementation's mapping is merged; not a component kind."""

@@ -15,7 +15,6 @@ from scratch, and every later stage that takes it as an input, directly or not.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -32,6 +31,7 @@ from reasonrl.core.config import ResolvedConfig, ResolvedStage, config_dict, dum
 from reasonrl.core.contracts import _ATTEMPT, _RUN_DIR, StageContext
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.io import atomic_write_json, atomic_write_text, read_json
+from reasonrl.core.manager import get_plugin_manager
 from reasonrl.core.registry import Registry
 from reasonrl.core.runlock import RunLock
 
@@ -93,7 +93,7 @@ def shares_folder(plan: dict[str, str], config: ResolvedConfig, registry: Regist
 
 def _run_locked(config: ResolvedConfig, plan: dict[str, str], registry: Registry, echo) -> dict[str, dict[str, Any]]:
     run_dir = config.run_dir
-    share_cores(config, echo)
+    get_plugin_manager().hook.run_starting(config=config, echo=echo)  # run-wide settings of the plugins
     attempt = _start_attempt(config, plan) if is_main_process() else 0
     # under a multi-process launch only the main process writes files and reports metrics
     trackers = [registry.build("trackers", ref.name, ref.params) for ref in config.run.trackers] \
@@ -342,54 +342,7 @@ def environment_versions() -> dict[str, Any]:
         name = dist.metadata["Name"]
         if name:
             packages[name] = dist.version
-    return {"python": sys.version, "platform": platform.platform(), "threads": thread_settings(),
-            "packages": dict(sorted(packages.items()))}
-
-
-LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
-
-
-def share_cores(config: ResolvedConfig, echo=print) -> None:
-    """Apply the config's ``threads``; without it, warn when a stage calls a server on this
-    machine (a judge or teacher) while the run trains on the CPU: both would use every core."""
-    threads = config.run.threads
-    import torch  # a stage imports it anyway
-
-    if threads is not None:
-        torch.set_num_threads(threads)
-        return
-    local = loopback_urls(config.raw)
-    if local and not torch.cuda.is_available():
-        where, url = local[0]
-        echo(f"warning: {where} = {url} is served on this machine, and this run trains on its CPU with every "
-             f"core ({os.cpu_count()}). Two torch processes with every core each slow each other down (measured: "
-             f"40x on 2 cores). Fix: set `threads:` at the top of the config and start the server with "
-             f"`reasonrl serve ... --threads N` so that the two add up to the cores.")
-
-
-def loopback_urls(value: Any, path: str = "") -> list[tuple[str, str]]:
-    """(config path, url) of every ``base_url`` that points at this machine."""
-    from urllib.parse import urlparse
-
-    found = []
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for key, item in items:
-        where = f"{path}.{key}" if isinstance(key, str) else f"{path}[{key}]"
-        if key == "base_url" and isinstance(item, str) and urlparse(item).hostname in LOOPBACK_HOSTS:
-            found.append((where.lstrip("."), item))
-        else:
-            found += loopback_urls(item, where)
-    return found
-
-
-def thread_settings() -> dict[str, Any]:
-    """Results depend on how many threads torch reduces over, so runs record it."""
-    settings: dict[str, Any] = {name: os.environ.get(name) for name in
-                                ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-    settings["cpu_count"] = os.cpu_count()
-    try:
-        import torch  # a stage imports it anyway; the core only asks when a run starts
-    except ImportError:
-        return settings
-    settings.update(torch_threads=torch.get_num_threads(), torch_interop_threads=torch.get_num_interop_threads())
-    return settings
+    facts: dict[str, Any] = {}
+    for found in get_plugin_manager().hook.run_facts():
+        facts.update(found or {})
+    return {"python": sys.version, "platform": platform.platform(), **facts, "packages": dict(sorted(packages.items()))}

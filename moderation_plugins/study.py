@@ -21,34 +21,23 @@ import hashlib
 import json
 import math
 import shutil
-import statistics
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from reasonrl.core.config import DatasetRef
 from reasonrl.core.contracts import StageContext
-from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.io import atomic_write_json, atomic_write_text, read_json
 from reasonrl.core.pipeline import MARKER, run_stage
 from reasonrl.core.registry import Params
 from reasonrl.plugins.studies.claims import CLAIM, WORKER_POLL_SECONDS, claim_point
-from reasonrl.plugins.studies.curves import (
-    curve_shape,
-    fit_cells,
-    fit_sigmoid,
-    shape_line,
-    sigmoid_curve,
-    smallest_matching,
-    t_interval,
-)
-from reasonrl.plugins.studies.ledger import check_start, entry_path, read_entry, write_entry
+from reasonrl.moderation_plugins.study_ledger import WAIT, StudyLedger
+from reasonrl.moderation_plugins.study_report import StudyReport
 from reasonrl.plugins.engine.models import MODEL_DIR, ModelSpec
 from reasonrl.plugins.engine.rollout import SamplingParams
-from reasonrl.plugins.engine.training import CHECKPOINT_DIR
+from reasonrl.plugins.engine.saving import CHECKPOINT_DIR
 
 
 class StudyParams(Params):
@@ -106,18 +95,6 @@ class StudyParams(Params):
 AXIS_FIELD = {"rollouts": "group_size", "steps": "steps"}
 # child params that change how a point runs, not what it produces
 RESULT_NEUTRAL = frozenset({"progress", "checkpoint_every", "snapshots"})
-WAIT = object()  # a point that needs another worker's point first
-
-
-class StalePointError(ReasonRLError):
-    def __init__(self, stage_id: str, name: str, folder) -> None:
-        super().__init__(
-            f"stage {stage_id!r}: point {name!r} in {folder} was trained or scored under other settings than the "
-            f"config's (its rl/sft params, seed, starting model or evaluation changed); reusing it would mix two "
-            f"setups in one ladder. Move that folder away to redo the point, rerun with --force {stage_id} to "
-            f"redo the whole study, or give the config a new run_name.")
-
-
 def starting_output_id(context: StageContext, model: ModelSpec, key: str = "output_id") -> str | None:
     """The output id (or with ``key="fingerprint"``, the config fingerprint) of the earlier stage the
     study's model comes from; None for other sources."""
@@ -138,22 +115,13 @@ def rung_budget(recipe: str, n: int, passes: float, params: dict[str, Any]) -> d
     return {"steps": max(1, math.ceil(passes * n / params.get("prompts_per_step", 8)))}
 
 
-def score_cell(point: dict[str, Any]) -> str:
-    ci = point.get("ci95")
-    return f"{point['score']:.4f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
-
-
-def budget_text(budget: dict[str, Any]) -> str:
-    return ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in budget.items() if v is not None)
-
-
 def warm_start_pool(context: StageContext, dataset: DatasetRef) -> int | None:
     """Size of the dataset's separate warm-start split, when it keeps one."""
     pool = context.build(dataset).splits().get("warm_start")
     return len(pool) if pool else None
 
 
-class ModerationStudy:
+class ModerationStudy(StudyLedger, StudyReport):
     # several processes may run one study in one run folder: points are claimed one by one
     shares_run_folder = True
 
@@ -253,47 +221,6 @@ class ModerationStudy:
         return score
 
     # ------------------------------------------------------------------ ledger
-    def ledger_entry(self, context: StageContext, name: str, job: tuple[str, int, int] | None) -> tuple[Path, str]:
-        """Where the ledger keeps this point, and its portable fingerprint."""
-        portable = self.point_fingerprint(context, job, start_key="fingerprint")
-        return entry_path(self.params.ledger, context.run_dir.name, context.stage_id, name, portable), portable
-
-    def record_in_ledger(self, context: StageContext, name: str, job: tuple[str, int, int] | None) -> None:
-        """Write a finished point to the ledger; for the starting model, first check that it scores as
-        the ledger says (LedgerMismatchError when not)."""
-        if self.params.ledger is None:
-            return
-        stored = read_json(context.stage_dir / name / "point.json")
-        path, portable = self.ledger_entry(context, name, job)
-        if job is None and check_start(path, stored["metrics"]):
-            return
-        write_entry(path, name, portable, stored)
-
-    def adopt_from_ledger(self, context: StageContext, name: str, job: tuple[str, int, int] | None,
-                          fingerprint: str) -> float | None | object:
-        """The ledger's score of this point, stored as the point's own: None when the ledger lacks it
-        (or cannot vouch for the starting model), WAIT while another worker scores the starting model."""
-        if self.params.ledger is None or job is None:
-            return None
-        entry = read_entry(self.ledger_entry(context, name, job)[0])
-        if entry is None:
-            return None
-        base = context.stage_dir / self.name(None) / "point.json"
-        if not base.exists():
-            return WAIT
-        if not check_start(self.ledger_entry(context, self.name(None), None)[0], read_json(base)["metrics"]):
-            return None
-        origin = {"host": entry["host"], "recorded": entry["recorded"]}
-        atomic_write_json(context.stage_dir / name / "point.json", {
-            "score": entry["score"], "metrics": entry["metrics"], "fingerprint": fingerprint, "ledger": origin})
-        return float(entry["metrics"][self.params.metric])
-
-    def stored_score(self, context: StageContext, name: str, fingerprint: str) -> float:
-        folder = context.stage_dir / name
-        stored = read_json(folder / "point.json")
-        if stored.get("fingerprint", fingerprint) != fingerprint:
-            raise StalePointError(context.stage_id, name, folder)
-        return float(stored["metrics"][self.params.metric])
 
     def point_fingerprint(self, context: StageContext, job: tuple[str, int, int] | None,
                           start_key: str = "output_id") -> str:
@@ -360,93 +287,5 @@ class ModerationStudy:
         return float(metrics[p.metric]), metrics
 
     # ------------------------------------------------------------------ report
-    def report(self, base: float, points: dict[str, list[tuple[int, list[float]]]],
-               warm_start: int | None) -> dict[str, Any]:
-        p = self.params
-        means = {recipe: [(v, statistics.fmean(scores)) for v, scores in pts] for recipe, pts in points.items()}
-        fits = {recipe: fit_sigmoid([v for v, _ in pts], [s for _, s in pts], base) for recipe, pts in means.items()}
-        report: dict[str, Any] = {
-            "axis": p.axis, "metric": p.metric, "eval_split": p.eval_split, "untrained": base, "seeds": p.seeds,
-            "warm_start_examples": warm_start, "passes": p.passes,
-            "points": {recipe: [{"value": v, "score": statistics.fmean(scores), "scores": scores,
-                                 "ci95": t_interval(scores), "budget": self.budget(recipe, v)} for v, scores in pts]
-                       for recipe, pts in points.items()},
-            "fits": fits, "shapes": {recipe: curve_shape(fits[recipe], pts) for recipe, pts in points.items()}}
-        if "rl" in means and "sft" in means:
-            sft_best = max(s for _, s in means["sft"])
-            report["sft_best"] = sft_best
-            report["rl_matches_sft_best_at"] = smallest_matching(means["rl"], sft_best, p.match_tolerance)
-        return report
 
-    def budget(self, recipe: str, value: int) -> dict[str, float]:
-        """What one rung trained on: optimiser steps and examples (sft) or rollouts (rl) seen."""
-        params = self.child_params(recipe, value)
-        n = value if self.params.axis == "examples" else None
-        if recipe == "sft":
-            batch, epochs = params.get("batch_size", 8), params.get("epochs", 1.0)
-            steps = max(1, int((n or 0) * epochs / batch)) if n else None
-            return {"steps": steps, "examples_seen": steps * batch if steps else None}
-        steps, prompts, group = params.get("steps", 50), params.get("prompts_per_step", 8), params.get("group_size", 8)
-        return {"steps": steps, "prompts_seen": steps * prompts, "rollouts": steps * prompts * group}
 
-    def markdown(self, report: dict[str, Any]) -> str:
-        p = self.params
-        seeds = len(report["seeds"])
-        lines = [f"### {p.title}: {p.metric} vs {p.axis} ({p.eval_split} split)", "",
-                 f"starting model (R0 of the fit): {report['untrained']:.4f}; "
-                 + (f"mean of {seeds} seeds [95% t-interval]" if seeds > 1 else "one seed"), "",
-                 "| recipe | " + " | ".join(str(v) for v in p.values) + " | A | B | C_mid | R^2 |",
-                 "|---" * (len(p.values) + 5) + "|"]
-        for recipe, pts in report["points"].items():
-            lines.append(f"| {recipe} | " + " | ".join(score_cell(pt) for pt in pts) + " | " +
-                         " | ".join(fit_cells(report["fits"].get(recipe))) + " |")
-        lines += ["", "Budget per rung: " + "; ".join(
-            f"{recipe} " + ", ".join(f"{pt['value']}: {budget_text(pt['budget'])}" for pt in pts)
-            for recipe, pts in report["points"].items()) + "."]
-        lines.append(f"Fit to the means of the {len(p.values)} rungs; brackets: Wald 95% intervals with "
-                     f"{len(p.values) - 3} residual degree(s) of freedom, undefined on a flat ladder or at a bound.")
-        lines += [shape_line(recipe, shape) + "." for recipe, shape in report.get("shapes", {}).items()]
-        if report.get("passes") is not None:
-            lines.append(f"Both recipes see each of the n examples {report['passes']:g} time(s) per rung.")
-        if report.get("from_ledger"):
-            lines.append(f"{report['from_ledger']} of the points were trained elsewhere and taken from the ledger "
-                         f"{p.ledger} (the starting model scored the same here, to the last digit).")
-        if report.get("warm_start_examples"):
-            lines.append(f"The starting model's warm start used {report['warm_start_examples']} further labelled "
-                         f"examples, kept apart from every rung's n: a rung of n used n + "
-                         f"{report['warm_start_examples']} labels in all.")
-        if "sft_best" in report:
-            at = report["rl_matches_sft_best_at"]
-            lines += ["", f"SFT's best: {report['sft_best']:.4f}; RL matches it (within {p.match_tolerance}) "
-                      + (f"from {p.axis} = {at}." if at is not None else "nowhere on this ladder.")]
-        return "\n".join(lines)
-
-    def plot(self, path, report: dict[str, Any]) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import numpy as np
-
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for recipe, pts in report["points"].items():
-            xs = [pt["value"] for pt in pts]
-            ys = [pt["score"] for pt in pts]
-            # 95% intervals over seeds as error bars (zero-length with one seed)
-            errors = [[y - (pt["ci95"] or [y, y])[0] for y, pt in zip(ys, pts)],
-                      [(pt["ci95"] or [y, y])[1] - y for y, pt in zip(ys, pts)]]
-            line = ax.errorbar(xs, ys, yerr=errors, fmt="o", capsize=3, label=f"{recipe} (measured)").lines[0]
-            fit = report["fits"].get(recipe)
-            if fit:
-                grid = np.geomspace(min(xs) / 2, max(xs) * 2, 100)
-                ax.plot(grid, sigmoid_curve(grid, fit["R0"], fit["A"], fit["B"], fit["C_mid"]), "-",
-                        color=line.get_color(), label=f"{recipe} fit (R^2 {fit['R2']:.2f})")
-        ax.axhline(report["untrained"], color="grey", linestyle=":", label="starting model (R0)")
-        ax.set_xscale("log")
-        ax.set_xlabel(self.params.axis)
-        ax.set_ylabel(self.params.metric)
-        ax.set_title(self.params.title)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
-        plt.close(fig)

@@ -3,7 +3,6 @@ generation itself lives in ``engine.generation``; its names are importable from 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 

@@ -91,3 +91,17 @@ def register_commands(register):
              summary="an OpenAI-compatible server over a trained run: chat, classify, rerank (FastAPI + uvicorn)")
     register("export", f"{P}.serving.export:ExportCommand",
              summary="a trained stage as a plain transformers folder with a model card; optional Hub push")
+
+
+@hookimpl
+def run_starting(config, echo):
+    from reasonrl.plugins.engine.threads import share_cores
+
+    share_cores(config, echo)
+
+
+@hookimpl
+def run_facts():
+    from reasonrl.plugins.engine.threads import thread_settings
+
+    return {"threads": thread_settings()}

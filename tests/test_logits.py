@@ -7,7 +7,7 @@ from reasonrl.plugins.engine import logits as chunked
 from reasonrl.plugins.engine import rollout
 from reasonrl.plugins.engine.logits import chosen_logits, chosen_logprobs, split_policy
 from reasonrl.plugins.engine.models import TinyModelParams, tiny_model
-from reasonrl.plugins.engine.rollout import completion_logprobs, token_logprobs
+from reasonrl.plugins.engine.scoring import completion_logprobs, token_logprobs
 
 
 @pytest.fixture

@@ -133,7 +133,7 @@ def test_threads_are_applied_and_recorded(counting, run_dir):
 def test_a_server_on_this_machine_without_a_thread_split_is_warned_about(counting, run_dir, monkeypatch):
     import torch
 
-    from reasonrl.core.pipeline import loopback_urls
+    from reasonrl.plugins.engine.threads import loopback_urls
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     raw = {"stages": [{"judge": {"params": {"base_url": "http://127.0.0.1:8000/v1"}}},

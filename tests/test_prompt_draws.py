@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 
 from reasonrl.core.errors import ReasonRLError
-from reasonrl.plugins.engine.rl import draw_examples, strata_of
+from reasonrl.plugins.engine.rl_sampling import draw_examples, strata_of
 
 SPLIT = [{"label": "benign", "i": i} for i in range(90)] + [{"label": "malicious", "i": i} for i in range(10)]
 
@@ -31,7 +31,7 @@ def test_stratified_draws_name_a_missing_field():
 def test_per_class_advantage_normalisation_gives_every_class_the_same_pull():
     import torch
 
-    from reasonrl.plugins.engine.rl import balance_by_class
+    from reasonrl.plugins.engine.rl_update import balance_by_class
 
     # two groups of 2 per class: class a's advantages spread +-1, class b's +-4, class c's not at all
     advantages = torch.tensor([[1.0, 1.0], [-1.0, -1.0], [4.0, 4.0], [-4.0, -4.0], [0.0, 0.0], [0.0, 0.0]])

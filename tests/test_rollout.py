@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from reasonrl.plugins.engine.models import TinyModelParams, tiny_model
-from reasonrl.plugins.engine.rollout import HFRolloutEngine, SamplingParams, completion_logprobs, filter_logits, left_pad
+from reasonrl.plugins.engine.rollout import HFRolloutEngine, SamplingParams, filter_logits, left_pad
+from reasonrl.plugins.engine.scoring import completion_logprobs
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +103,7 @@ def test_generation_stops_at_every_eos_id_the_generation_config_lists():
 
 
 def test_gradient_checkpointing_gives_the_same_logprobs_values_and_gradients():
-    from reasonrl.plugins.engine.rollout import recomputes_activations
+    from reasonrl.plugins.engine.scoring import recomputes_activations
     from reasonrl.plugins.engine.training import enable_gradient_checkpointing
 
     def run(checkpointing):

@@ -153,12 +153,12 @@ def test_a_full_disk_in_safetensors_keeps_the_trained_weights_as_a_checkpoint(tm
                                                                               reasonrl_registry):
     from safetensors import SafetensorError
 
-    import reasonrl.plugins.engine.training as training
+    import reasonrl.plugins.engine.saving as saving
 
     def disk_full(*args, **kwargs):
         raise SafetensorError("Error while serializing: No space left on device (os error 28)")
 
-    monkeypatch.setattr(training, "save_policy", disk_full)
+    monkeypatch.setattr(saving, "save_policy", disk_full)
     with pytest.raises(ReasonRLError, match="No space left on device.*checkpoint of step 3"):
         run_pipeline(rl_only(tmp_path), **QUIET)
     state = json.loads((tmp_path / "r" / "rl" / "checkpoint" / "trainer_state.json").read_text())["state"]

@@ -15,7 +15,7 @@ import torch
 
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.plugins.engine.models import ModelSpec, TinyModelParams, load_policy, tiny_model
-from reasonrl.plugins.engine.rollout import completion_logprobs
+from reasonrl.plugins.engine.scoring import completion_logprobs
 from reasonrl.plugins.engine.vllm_engine import VLLMParams, VLLMRolloutEngine, policy_weights
 
 FAKE = Path(__file__).parent / "fake_vllm"

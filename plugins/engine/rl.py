@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import statistics
 import time
 from collections import deque
@@ -13,12 +12,11 @@ import torch
 from pydantic import Field
 
 from reasonrl.core.config import CombinerRef, ConstraintRef, OptimizerRef, RewardRef, RolloutEngineRef
-from reasonrl.core.contracts import RolloutBatch, StageContext
+from reasonrl.core.contracts import StageContext
 from reasonrl.core.errors import ReasonRLError, StopTraining
 from reasonrl.core.io import atomic_write_json
-from reasonrl.plugins.engine.models import chat_prompt
-from reasonrl.plugins.rewards import INVALID, score_samples
-from reasonrl.plugins.engine.rollout import check_rollouts, completion_logprobs, engine_logprob_gap, replay_allowed
+from reasonrl.plugins.engine.rl_sampling import RolloutCollector, strata_of
+from reasonrl.plugins.engine.rl_update import PolicyUpdater, balance_by_class
 from reasonrl.plugins.engine.training import Trainer, TrainingParams, seed_all, step_seed
 
 
@@ -91,54 +89,7 @@ DEEPSPEED_IN_RL = (
     "deepspeed here (and from accelerate's config for this stage).")
 
 
-def mean_components(rows: list[dict[str, float | None]], prefix: str) -> dict[str, float]:
-    """Mean of each component over the samples where it applies (not None)."""
-    names = sorted({name for row in rows for name in row})
-    means = {}
-    for name in names:
-        values = [row[name] for row in rows if row.get(name) is not None]
-        if values:
-            means[prefix + name] = statistics.fmean(values)
-    return means
-
-
-def balance_by_class(advantages: torch.Tensor, mask: torch.Tensor, group_classes: list, group_size: int,
-                     eps: float = 1e-6) -> torch.Tensor:
-    """Each class's advantages divided by their std over the class's generated tokens: every
-    class then pulls with the same strength, however much its groups' rewards spread."""
-    out = advantages.clone()
-    sample_classes = [c for c in group_classes for _ in range(group_size)]
-    keep = mask.bool()
-    for value in set(map(str, sample_classes)):
-        rows = torch.tensor([str(c) == value for c in sample_classes], device=advantages.device)
-        tokens = advantages[rows][keep[rows]]
-        if tokens.numel() > 1 and float(tokens.std()) > eps:
-            out[rows] = advantages[rows] / tokens.std()
-    return out
-
-
-def strata_of(examples: list[dict], field: str, stage: str) -> dict[Any, list[int]]:
-    """Example indices per value of ``field``."""
-    strata: dict[Any, list[int]] = {}
-    for index, example in enumerate(examples):
-        if field not in example:
-            raise ReasonRLError(f"stage {stage!r}: prompt_draws: stratified balances {field!r}, and training example "
-                                f"{index} has no such field (it has {sorted(example)}); set stratify_by")
-        strata.setdefault(example[field], []).append(index)
-    return strata
-
-
-def draw_examples(examples: list[dict], strata: dict[Any, list[int]] | None, rng: random.Random, n: int) -> list[dict]:
-    """``n`` examples drawn uniformly, or with every stratum drawn n // K times (the remainder
-    from distinct strata chosen at random) and a uniform example inside each."""
-    if strata is None:
-        return [examples[rng.randrange(len(examples))] for _ in range(n)]
-    keys = sorted(strata, key=str)
-    order = keys * (n // len(keys)) + rng.sample(keys, n % len(keys))
-    return [examples[rng.choice(strata[key])] for key in order]
-
-
-class RLStage(Trainer):
+class RLStage(RolloutCollector, PolicyUpdater, Trainer):
     """On-policy RL with any registered optimizer, rollout engine and rewards."""
 
     def run(self, context: StageContext) -> dict[str, Any]:
@@ -252,90 +203,6 @@ class RLStage(Trainer):
         info["time/update"] = info["step_seconds"] - info["time/rollout"]
         return info
 
-    def _constraints(self, examples) -> dict:
-        if self.constraint is None:
-            return {}
-        return {"constraints": [self.constraint.for_example(self.tokenizer, e) for e in examples]}
-
-    def collect(self, step: int):
-        """Sample groups until ``prompts_per_step`` survive the optimizer's filter.
-
-        With several processes every rank draws the same global list of prompts each round
-        and samples its own contiguous share (groups stay on one rank); ranks agree on the
-        number of rounds and end with equally many groups, so their backward passes match.
-        """
-        params = self.params
-        rng = random.Random(step_seed(self.seed, step, salt=1))
-        target = params.prompts_per_step // self.world
-        kept, dropped, all_rewards, components, observed = [], 0, [], [], []
-        classes = []  # the stratify_by value of each kept group (per-class advantage normalisation)
-        batch_generator = torch.Generator(device=self.accelerator.device).manual_seed(
-            step_seed(self.seed, step, salt=self.rank))
-        self.model.eval()
-        for sampling_round in range(params.max_sampling_rounds):
-            needs = self._all_ranks(target - len(kept))
-            if sum(needs) == 0:
-                break
-            drawn = draw_examples(self.train, self.strata, rng, sum(needs))
-            first = sum(needs[:self.rank])
-            examples = drawn[first:first + needs[self.rank]]
-            if not examples:
-                continue
-            generator = batch_generator if params.sampling_seeds == "batch" else \
-                self._prompt_generators(step, sampling_round, first, len(examples))
-            constraints = self._constraints(examples)
-            rollouts = self.engine.generate(self.accelerator.unwrap_model(self.model), self.tokenizer,
-                                            [self._prompt(e) for e in examples], params.group_size, generator=generator,
-                                            **constraints)
-            check_rollouts(rollouts, len(examples), params.group_size, params.rollout.name)
-            if constraints:
-                rollouts.allowed = self._allowed(rollouts, constraints["constraints"])
-            expanded = [e for e in examples for _ in range(params.group_size)]
-            prompts = [self._prompt(e) for e in expanded]
-            rewards, parts = score_samples(self.reward_fns, self.combiner, prompts, rollouts.texts, expanded,
-                                           params.on_reward_error, params.invalid_reward)
-            all_rewards += rewards
-            components += parts
-            observed += self._observe(prompts, rollouts.texts, expanded)
-            for g in range(len(examples)):
-                group = slice(g * params.group_size, (g + 1) * params.group_size)
-                if self.optimizer_algo.keep_group(rewards[group]):
-                    kept.append((rollouts, g, rewards[group]))
-                    classes.append(examples[g].get(params.stratify_by))
-                else:
-                    dropped += 1
-        kept = kept[:min(self._all_ranks(len(kept)))]  # equal batches on every rank
-        self.batch_classes = classes[:len(kept)]
-        info = self._across_ranks({**self._rollout_metrics(all_rewards, components, dropped, kept),
-                                   **mean_components(observed, "metric/")})
-        info.update(self._summaries(info, step))
-        return (self._batch(kept) if kept else None), info
-
-    def _summaries(self, info: dict[str, float], step: int) -> dict[str, float]:
-        """Batch-level metrics: a ``metrics`` function may define ``summarize(means, step)`` over
-        the step's component means (e.g. the entropy of label shares); it may also stop the run."""
-        means = {k.removeprefix("metric/"): v for k, v in info.items() if k.startswith("metric/")}
-        out = {}
-        for _, fn in self.metric_fns:
-            if hasattr(fn, "summarize"):
-                out.update({f"metric/{k}": v for k, v in fn.summarize(means, step + 1).items()})
-        return out
-
-    def _observe(self, prompts, texts, examples) -> list[dict[str, float | None]]:
-        """The ``metrics`` functions' components per sample (not part of the reward)."""
-        rows: list[dict[str, float | None]] = [{} for _ in texts]
-        for _, fn in self.metric_fns:
-            for row, parts in zip(rows, fn(prompts, texts, examples)):
-                row.update(parts or {})
-        return rows
-
-    def _allowed(self, rollouts, constraints) -> list[dict[int, list[int]]]:
-        """What the constraint allowed at each sampled position, replayed per sample."""
-        g = self.params.group_size
-        lengths = rollouts.mask.sum(dim=1).tolist()
-        return [replay_allowed(constraints[row // g], rollouts.completion_ids[row, :int(n)].tolist())
-                for row, n in enumerate(lengths)]
-
     def _all_ranks(self, count: int) -> list[int]:
         """``count`` of every rank, in rank order (a collective: every rank must call it)."""
         if self.world == 1:
@@ -360,146 +227,6 @@ class RLStage(Trainer):
         from accelerate.utils import gather_object
 
         return {name for names in gather_object([sorted(metrics)]) for name in names}
-
-    def _prompt_generators(self, step: int, sampling_round: int, first: int, count: int) -> list[torch.Generator]:
-        """One generator per prompt, seeded by its position in the round's global draw: a prompt's
-        samples do not depend on which prompts share its batch or its rank (``sampling_seeds: prompt``)."""
-        base = step_seed(self.seed, step, salt=2 + sampling_round)
-        return [torch.Generator(device=self.accelerator.device).manual_seed(step_seed(base, first + i))
-                for i in range(count)]
-
-    def _with_global_totals(self, batch: RolloutBatch) -> RolloutBatch:
-        """Normalise every rank's loss by the totals of the global batch; the backward pass scales
-        by the world size, so data-parallel averaging gives the single-process gradient."""
-        if self.world == 1:
-            return batch
-        local = torch.tensor([batch.total_tokens, batch.num_sequences], device=self.accelerator.device)
-        total_tokens, num_sequences = self.accelerator.reduce(local, reduction="sum").tolist()
-        return replace(batch, total_tokens=int(total_tokens), num_sequences=int(num_sequences))
-
-    def _prompt(self, example: dict[str, Any]) -> str:
-        return chat_prompt(self.tokenizer, example[self.params.prompt_field], self.params.chat_template)
-
-    def _batch(self, kept) -> RolloutBatch:
-        g = self.params.group_size
-        width = max(int(r.mask[i * g:(i + 1) * g].sum(dim=1).max()) for r, i, _ in kept)
-        width = max(width, 1)
-        def rows(tensor, i):
-            tensor = tensor[i * g:(i + 1) * g, :width]
-            return torch.nn.functional.pad(tensor, (0, width - tensor.shape[1]))
-
-        return RolloutBatch(
-            prompt_ids=[r.prompt_ids[i] for r, i, _ in kept],
-            completion_ids=torch.cat([rows(r.completion_ids, i) for r, i, _ in kept]),
-            mask=torch.cat([rows(r.mask, i) for r, i, _ in kept]),
-            old_logprobs=torch.cat([rows(r.logprobs, i) for r, i, _ in kept]),
-            rewards=torch.tensor([x for _, _, rw in kept for x in rw], dtype=torch.float32, device=self.accelerator.device),
-            groups=torch.arange(len(kept), device=self.accelerator.device).repeat_interleave(g),
-            truncated=torch.cat([r.truncated[i * g:(i + 1) * g] for r, i, _ in kept]),
-            group_size=g,
-            allowed=None if kept[0][0].allowed is None else [a for r, i, _ in kept for a in r.allowed[i * g:(i + 1) * g]],
-        )
-
-    def _forward(self, batch: RolloutBatch, model, with_values: bool):
-        return completion_logprobs(
-            model, batch.prompt_ids, batch.completion_ids, batch.group_size, self._pad_id(),
-            temperature=self.engine.temperature,
-            value_head=self.extra.get("value_head") if with_values else None, allowed=batch.allowed,
-            chunked=self.params.chunked_logits,
-        )
-
-    def _pad_id(self) -> int:
-        tok = self.tokenizer
-        return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-
-    ENGINE_GAP_LIMIT = 0.5  # nats per token; an engine sampling the policy it was given shows ~0-0.05
-
-    def _check_engine_logprobs(self, batch: RolloutBatch) -> None:
-        """Once per process, before the first update: the engine's log-probs of the sampled tokens
-        agree with the policy's own. All-zero or shuffled log-probs pass every shape check but
-        make every ratio wrong from step 1."""
-        self._engine_checked = True
-        part = next(self._micro_batches(batch))
-        with torch.no_grad(), self.accelerator.autocast():
-            trainer = self._forward(part, self.model, False)[0]
-        gap = engine_logprob_gap(trainer, part.old_logprobs, part.mask)
-        if gap > self.ENGINE_GAP_LIMIT:
-            raise ReasonRLError(
-                f"rollout engine {self.params.rollout.name!r} broke its contract in logprobs: they differ from the "
-                f"policy's own log-probs of the same tokens by {gap:.3f} nats per token on average (limit "
-                f"{self.ENGINE_GAP_LIMIT}); an engine returns the log-prob of each sampled token under the "
-                f"distribution it sampled from (see the Rollouts contract)")
-
-    @torch.no_grad()
-    def _score_old(self, batch: RolloutBatch) -> dict[str, float]:
-        """Reference log-probs, old values and (for an engine with its own numerics) the trainer's
-        old log-probs, computed once per batch in micro-batches."""
-        cap = getattr(self.engine, "importance_sampling_cap", None)
-        if self.reference is None and not self.optimizer_algo.needs_values and not cap:
-            return {}
-        refs, values, olds = [], [], []
-        for part in self._micro_batches(batch):
-            with self.accelerator.autocast():  # the same precision as the update's forward pass
-                if self.reference is not None:
-                    refs.append(self._forward(part, self.reference, False)[0])
-                if self.optimizer_algo.needs_values or cap:
-                    logprobs, value = self._forward(part, self.model, self.optimizer_algo.needs_values)
-                    olds.append(logprobs)
-                    values.append(value)
-        batch.ref_logprobs = torch.cat(refs) if refs else None
-        batch.old_values = torch.cat(values) if self.optimizer_algo.needs_values else None
-        return self._importance_weights(batch, torch.cat(olds), cap) if cap else {}
-
-    @staticmethod
-    def _importance_weights(batch: RolloutBatch, trainer_logprobs: torch.Tensor, cap: float) -> dict[str, float]:
-        """Truncated importance sampling: the engine sampled from pi_engine, the loss is for
-        pi_trainer. The ratio's old log-probs become the trainer's own, and each token's term
-        is weighted by min(pi_trainer / pi_engine, cap)."""
-        mask = batch.mask.bool()
-        log_gap = (trainer_logprobs - batch.old_logprobs).float()
-        weights = torch.exp(log_gap).clamp(max=cap) * batch.mask
-        batch.old_logprobs, batch.is_weights = trainer_logprobs, weights
-        tokens = max(int(mask.sum()), 1)
-        return {"is/mean_weight": float(weights[mask].sum()) / tokens,
-                "is/capped_share": float((torch.exp(log_gap) > cap)[mask].sum()) / tokens,
-                "is/mean_abs_logprob_gap": float(log_gap.abs()[mask].sum()) / tokens}
-
-    def _micro_batches(self, batch: RolloutBatch):
-        size = self.params.micro_batch_prompts
-        for start in range(0, len(batch.prompt_ids), size):
-            yield batch.prompt_slice(start, min(start + size, len(batch.prompt_ids)))
-
-    def _update(self, batch: RolloutBatch):
-        total = 0.0
-        stats: dict[str, list[float]] = {}
-        for part in self._micro_batches(batch):
-            with self.accelerator.autocast():
-                logprobs, values = self._forward(part, self.model, self.optimizer_algo.needs_values)
-                loss, part_stats = self.optimizer_algo.loss(part, logprobs, ref_logprobs=part.ref_logprobs, values=values)
-            self.accelerator.backward(loss * self.world)  # DDP averages gradients over ranks
-            total += float(loss.detach())
-            for k, v in part_stats.items():
-                stats.setdefault(k, []).append(v)
-        stats_mean = {k: statistics.fmean(v) for k, v in stats.items()}
-        stats_mean["grad_norm"] = self.optimizer_step()
-        return total, stats_mean
-
-    def _rollout_metrics(self, rewards, components, dropped, kept) -> dict[str, float]:
-        metrics = {"reward/mean": statistics.fmean(rewards), "reward/std": statistics.pstdev(rewards),
-                   "groups/dropped": float(dropped), "groups/kept": float(len(kept))}
-        for name in sorted({k for c in components for k in c}):
-            # a component's mean is over the valid samples it applies to; reward/invalid is their share
-            values = [c[name] for c in components if c.get(name) is not None and (name == INVALID or not c[INVALID])]
-            if values:
-                metrics[f"reward/{name}"] = statistics.fmean(values)
-        g = self.params.group_size
-        lengths = [float(r.mask[i * g:(i + 1) * g].sum(dim=1).float().mean()) for r, i, _ in kept]
-        if lengths:
-            metrics["completion/length"] = statistics.fmean(lengths)
-            # answers the token budget cut: a reward computed on a cut answer says little about the policy
-            metrics["completion/cut"] = statistics.fmean(float(r.truncated[i * g:(i + 1) * g].float().mean())
-                                                         for r, i, _ in kept)
-        return metrics
 
     def _summary(self, history: list[dict[str, float]]) -> dict[str, Any]:
         rewards = [h["reward/mean"] for h in history]

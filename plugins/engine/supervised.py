@@ -12,7 +12,8 @@ from reasonrl.core.contracts import StageContext
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.plugins.engine.logits import chosen_logprobs, split_policy
 from reasonrl.plugins.engine.models import chat_prompt
-from reasonrl.plugins.engine.rollout import forward_with_cache, shared_prefix_cache, shared_prefix_length, token_logprobs
+from reasonrl.plugins.engine.rollout import forward_with_cache, shared_prefix_cache, shared_prefix_length
+from reasonrl.plugins.engine.scoring import token_logprobs
 from reasonrl.plugins.engine.training import Trainer, TrainingParams, step_seed
 
 

@@ -131,7 +131,8 @@ def test_engine_obeys_a_constraint_for_every_sample():
     assert out.texts == ["bbbbb"] * 6
     # the recorded log-probs are of the distribution sampled from: one allowed token has probability 1,
     # and the trainer, told what was allowed, scores the same; unmasked it would not
-    from reasonrl.plugins.engine.rollout import completion_logprobs, replay_allowed
+    from reasonrl.plugins.engine.rollout import replay_allowed
+    from reasonrl.plugins.engine.scoring import completion_logprobs
 
     assert out.logprobs.abs().max() < 1e-6
     allowed = [replay_allowed(AlwaysB(), row.tolist()) for row in out.completion_ids]

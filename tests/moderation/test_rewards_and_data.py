@@ -89,7 +89,7 @@ def test_tfidf_baseline_learns_a_keyword_rule(tmp_path, reasonrl_registry):
 
 def test_verdict_labels_metric_counts_each_answer_once():
     from reasonrl.moderation_plugins.rewards import VerdictLabels
-    from reasonrl.plugins.engine.rl import mean_components
+    from reasonrl.plugins.engine.rl_sampling import mean_components
 
     answers = ["Label: spam", "Label: spam", "Label: ham", "no verdict here"]
     rows = VerdictLabels()([""] * 4, answers, [EX] * 4)

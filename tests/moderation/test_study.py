@@ -301,7 +301,7 @@ def ladder_config(tmp_path, values, **study) -> dict:
 
 
 def test_study_points_survive_a_new_rung_and_stop_on_changed_settings(tmp_path):
-    from reasonrl.moderation_plugins.study import StalePointError
+    from reasonrl.moderation_plugins.study_ledger import StalePointError
 
     resolved = resolve_config(ladder_config(tmp_path, [2], seeds=[0, 1]))
     run_pipeline(resolved, echo=lambda *_: None)
