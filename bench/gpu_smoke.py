@@ -1,6 +1,6 @@
 """One short check for a CUDA machine, in one call.
 
-1. Each pack's tiny pipeline (``reasonrl.smoke``: engine, GR2, moderation) runs on the GPU:
+1. Each pack's tiny pipeline (``bench/smoke_pipelines.py``: engine, GR2, moderation) runs on the GPU:
    trainers keep float32 weights under bf16 autocast, inference runs in bf16.
 2. One RL step (DAPO loss, no KL) of a SmolLM2-135M-shaped model, random init from its
    config (nothing to download), against TRL's GRPOTrainer on the benchmark's two shapes.
@@ -38,7 +38,7 @@ def pack_assets(folder: Path) -> None:
     """Copy the cached datasets, item embeddings and SmolLM2's config + tokenizer into ``folder``."""
     from reasonrl.core.assets import cache_dir
     from reasonrl.plugins.engine.models import packaged_model_dir
-    from reasonrl.smoke import run_smoke
+    from smoke_pipelines import run_smoke
 
     with tempfile.TemporaryDirectory() as tmp:  # fills the cache (datasets, embeddings) on first use
         for name in ("gr2", "moderation"):
@@ -75,7 +75,7 @@ def random_smollm2(config_dir: Path, out: Path, reduced: bool) -> str:
 
 # ---------------------------------------------------------------- part 1: the packs' pipelines
 def pipeline_rows(workdir: Path) -> list[str]:
-    from reasonrl.smoke import PIPELINES, run_smoke
+    from smoke_pipelines import PIPELINES, run_smoke
 
     rows = []
     for name in PIPELINES:
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     lines = [machine_line(device) + (" (reduced mode)" if reduced else "")]
     with tempfile.TemporaryDirectory(prefix="reasonrl-gpu-smoke-") as tmp:
         if "pipelines" not in skip:
-            lines += ["", "Tiny pipelines (`reasonrl.smoke`):", "", PIPELINE_HEADER, *pipeline_rows(Path(tmp))]
+            lines += ["", "Tiny pipelines (`bench/smoke_pipelines.py`):", "", PIPELINE_HEADER, *pipeline_rows(Path(tmp))]
         if "rl" not in skip:
             config_dir = (args.assets / "smollm2-config") if args.assets else smollm2_config_here()
             model = random_smollm2(config_dir, Path(tmp) / "smollm2-random", reduced)

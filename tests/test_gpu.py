@@ -6,14 +6,18 @@ prints a table. Run with ``pytest -m gpu``.
 
 import json
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors import safe_open
 
 from reasonrl.plugins.engine.training import training_precision
-from reasonrl.smoke import PIPELINES, run_smoke
 from reasonrl.testing import free_port
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from smoke_pipelines import PIPELINES, run_smoke  # noqa: E402
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

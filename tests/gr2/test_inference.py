@@ -68,8 +68,13 @@ def test_rerank_answers_exactly_as_the_evaluation_measured(tmp_path, reasonrl_re
     with the evaluation's chat template, constraint, answer length and batching."""
     import json
 
+    import sys
+    from pathlib import Path
+
     from reasonrl.gr2_plugins.inference import Reranker
-    from reasonrl.smoke import run_smoke
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from smoke_pipelines import run_smoke
 
     run_dir = run_smoke("gr2", tmp_path)["run_dir"]
     reranker = Reranker.from_run(run_dir, device="cpu")

@@ -1,19 +1,5 @@
-"""Pytest fixtures for plugin authors (auto-loaded as a pytest plugin).
-
-- ``reasonrl_registry``: a freshly loaded registry of the built-in packs only; entry
-  points are not auto-loaded, so the test sees no stray installed plugin.
-- ``register_plugin``: ``register_plugin(module_or_object, name="x")`` adds a throwaway
-  plugin for one test and removes it afterwards.
-- ``random_decode``: drive a decoding constraint with a random policy (does every answer parse?).
-- ``JsonHandler`` and ``serve_loopback``: a fake HTTP endpoint on 127.0.0.1 (for a
-  teacher or judge that talks to an OpenAI-compatible server).
-
-Example::
-
-    def test_my_reward(register_plugin):
-        register_plugin(my_plugin_module)
-        reward = get_registry().build("reward_functions", "my_reward", {})
-"""
+"""Helpers for tests of plugins: drive a decoding constraint at random, pick a free port, and
+serve a fake JSON endpoint on loopback (importable without pytest)."""
 
 from __future__ import annotations
 
@@ -21,10 +7,6 @@ import contextlib
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-import pytest
-
-from reasonrl.core import manager
 
 
 def random_decode(rule, tokenizer, budget: int, rng, free_pool=None) -> tuple[str, int]:
@@ -51,27 +33,15 @@ def random_decode(rule, tokenizer, budget: int, rng, free_pool=None) -> tuple[st
     return tokenizer.decode(out), len(out)
 
 
-@pytest.fixture
-def reasonrl_registry(monkeypatch):
-    monkeypatch.setenv(manager.NO_ENTRY_POINTS_ENV, "1")
-    manager.reset()
-    yield manager.get_registry()
-    manager.reset()
+@contextlib.contextmanager
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port no one listens on now (the OS picks it), for a launcher that needs a number:
+    fixed ports collide when two test runs share a machine."""
+    import socket
 
-
-@pytest.fixture
-def register_plugin(reasonrl_registry):
-    added: list[str] = []
-
-    def register(plugin, name: str | None = None, package: str = "(test)"):
-        name = name or getattr(plugin, "__name__", None) or f"test-plugin-{len(added)}"
-        manager.register_plugin(plugin, name=name, package=package)
-        added.append(name)
-        return reasonrl_registry
-
-    yield register
-    for name in added:
-        manager.unregister_plugin(name)
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
 
 
 class JsonHandler(BaseHTTPRequestHandler):
@@ -91,17 +61,6 @@ class JsonHandler(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
-
-
-@contextlib.contextmanager
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port no one listens on now (the OS picks it), for a launcher that needs a number:
-    fixed ports collide when two test runs share a machine."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
 
 
 def serve_loopback(handler: type[BaseHTTPRequestHandler], host: str = "127.0.0.1"):
