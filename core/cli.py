@@ -8,7 +8,12 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+from reasonrl.core.assets import cache_dir, verify_cache
+from reasonrl.core.config import load_config
 from reasonrl.core.errors import ReasonRLError
+from reasonrl.core.manager import DEFAULT_PLUGINS, get_registry
+from reasonrl.core.pipeline import run_pipeline, shutdown_distributed
+from reasonrl.core.registry import describe_params
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +90,6 @@ def _plugin_commands(sub, command: str | None) -> None:
     """Subcommands registered by plugins; only the one being run is built (imported)."""
     if command in CORE_COMMANDS:
         return
-    from reasonrl.core.manager import get_registry
 
     registry = get_registry()
     for name in registry.names("commands"):
@@ -106,8 +110,6 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from reasonrl.core.manager import get_registry
-
     registry = get_registry()
     if args.kind:
         registry.names(args.kind)  # an unknown kind is an error that lists the kinds, not an empty table
@@ -132,8 +134,6 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def print_params(registry, name: str, kind: str | None, as_json: bool) -> int:
-    from reasonrl.core.registry import describe_params
-
     infos = [i for i in registry.all() if i.name == name and kind in (None, i.kind)]
     if not infos:
         known = sorted({i.name for i in registry.all() if kind in (None, i.kind)})
@@ -167,8 +167,6 @@ def format_table(rows: list[dict], columns: list[str]) -> str:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from reasonrl.core.config import load_config
-
     config = load_config(args.config, args.set)
     stages = ", ".join(f"{s.id} ({s.name})" for s in config.stages)
     print(f"{args.config}: valid; run {config.run.run_name!r} -> {config.run_dir}; stages: {stages}")
@@ -176,9 +174,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from reasonrl.core.config import load_config
-    from reasonrl.core.pipeline import run_pipeline, shutdown_distributed
-
     config = load_config(args.config, args.set)
     run_pipeline(config, force=args.force)
     shutdown_distributed()
@@ -189,7 +184,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_cache_verify(args: argparse.Namespace) -> int:
     import shutil
 
-    from reasonrl.core.assets import cache_dir, verify_cache
 
     results = verify_cache(full=True)
     for folder, problems in results.items():
@@ -207,7 +201,6 @@ def cmd_cache_verify(args: argparse.Namespace) -> int:
 
 def demo_configs() -> dict[str, Path]:
     """Demo configs shipped as ``demos/<name>.yaml`` inside the built-in packs."""
-    from reasonrl.core.manager import DEFAULT_PLUGINS
 
     found = {}
     for module_name in DEFAULT_PLUGINS:
@@ -220,9 +213,6 @@ def demo_configs() -> dict[str, Path]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from reasonrl.core.config import load_config
-    from reasonrl.core.pipeline import run_pipeline
-
     demos = demo_configs()
     if args.list or not args.name:
         for name, path in sorted(demos.items()):

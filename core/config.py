@@ -15,13 +15,8 @@ from typing import Any, ClassVar, Iterator
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from reasonrl.core.config_files import (  # noqa: F401  (ConfigError: raised by this module's users too)
-    ConfigError,
-    _join,
-    apply_override,
-    read_config_file,
-    substitute_env,
-)
+from reasonrl.core.config_files import ConfigError, _join, apply_override, read_config_file, substitute_env
+from reasonrl.core.manager import get_registry
 from reasonrl.core.registry import Registry, UnknownComponentError
 
 
@@ -139,7 +134,6 @@ def resolve_config(
     data: dict[str, Any], overrides: list[str] = (), registry: Registry | None = None, source: str = "config"
 ) -> ResolvedConfig:
     if registry is None:
-        from reasonrl.core.manager import get_registry
 
         registry = get_registry()
     data = _unshared_copy(data)

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from reasonrl.core.config import ResolvedConfig, ResolvedStage, config_dict, dump_config
-from reasonrl.core.contracts import _ATTEMPT, _RUN_DIR, StageContext
+from reasonrl.core.contracts import StageContext, _ATTEMPT, _RUN_DIR
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.io import atomic_write_json, atomic_write_text, read_json
-from reasonrl.core.manager import get_plugin_manager
+from reasonrl.core.manager import get_plugin_manager, get_registry
 from reasonrl.core.registry import Registry
 from reasonrl.core.runlock import RunLock
 
@@ -67,7 +67,6 @@ def run_pipeline(
 ) -> dict[str, dict[str, Any]]:
     """Run every unfinished stage; returns each stage's summary keyed by stage id."""
     if registry is None:
-        from reasonrl.core.manager import get_registry
 
         registry = get_registry()
     # other ranks of a multi-process launch share the main process's hold on the folder

@@ -22,14 +22,17 @@ from reasonrl.gr2_plugins.metrics import (
     ranking_metrics,
 )
 from reasonrl.gr2_plugins.parsing import parse_answer
+from reasonrl.plugins.engine.manifest import DecodeSettings
+from reasonrl.plugins.engine.rollout import SamplingParams
 from reasonrl.plugins.evaluation import (
     VariantEvaluation,
     check_comparisons,
+    generate_texts,
+    load_model,
     paired_lines,
     report_table,
     write_outputs,
 )
-from reasonrl.plugins.engine.rollout import SamplingParams
 
 
 class Variant(Params):
@@ -165,8 +168,6 @@ class GR2Evaluate(VariantEvaluation):
     best_metric = "ndcg@5"
 
     def decode_settings(self, variant: Variant):
-        from reasonrl.plugins.engine.manifest import DecodeSettings
-
         if variant.stage is None:
             return None
         p = self.params
@@ -194,8 +195,6 @@ class GR2Evaluate(VariantEvaluation):
         return {name: {k: v for k, v in m.items() if k not in ("ndcg@5_per_list", "trained")} for name, m in rows.items()}
 
     def generate(self, context: StageContext, variant: Variant, examples: list[dict]) -> list[str]:
-        from reasonrl.plugins.evaluation import generate_texts, load_model
-
         model, tokenizer = load_model(variant.stage, context.run_dir)
         constraints = None
         if self.params.constraint is not None:

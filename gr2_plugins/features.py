@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+from reasonrl.core.io import atomic_write_bytes, atomic_write_json, read_json
 
 FEATURES = ("position", "inv_position", "knn_score", "log_popularity", "log_recent_popularity",
             "log_after_last", "log_near_last", "log_near_recent", "after_last_share", "genre_overlap", "year_gap")
@@ -78,7 +79,6 @@ class SequenceStats:
         served model is shown the evidence its evaluation showed."""
         from safetensors.numpy import save as to_bytes
 
-        from reasonrl.core.io import atomic_write_bytes, atomic_write_json
 
         tensors = {"views": self.views, "stamps": np.concatenate(self.stamps + [np.zeros(0)]),
                    "stamp_offsets": np.cumsum([0] + [len(s) for s in self.stamps]).astype(np.int64)}
@@ -95,7 +95,6 @@ class SequenceStats:
     def load(cls, folder: Path) -> "SequenceStats":
         from safetensors.numpy import load_file
 
-        from reasonrl.core.io import read_json
 
         index = read_json(Path(folder) / cls.INDEX_FILE)
         tensors = load_file(str(Path(folder) / cls.STATS_FILE))

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.gr2_plugins.parsing import parse_answer
 from reasonrl.gr2_plugins.prompts import index_student_prompt, student_prompt
+from reasonrl.plugins.engine.manifest import DecodeSettings, choose_model, constraint_for, decode
 from reasonrl.plugins.engine.models import add_inference_arguments
 
 
@@ -54,7 +55,6 @@ class Reranker:
         evaluation decoded this model; ``max_new_tokens`` overrides its answer length;
         ``prompting``: how the run's prompts were built (SID answers by default);
         ``max_candidates``: the longest list the model was trained to rerank (no limit: None)."""
-        from reasonrl.plugins.engine.manifest import DecodeSettings, constraint_for
 
         self.model, self.tokenizer, self.items = model.eval(), tokenizer, items
         settings = settings or DecodeSettings(stage="?")
@@ -71,7 +71,6 @@ class Reranker:
     def from_run(cls, run_dir: str | Path, stage: str | None = None, device: str | None = None, dtype: str = "auto",
                  **kwargs) -> "Reranker":
         """The asked stage, else the best variant of the run's evaluation, decoded as evaluated."""
-        from reasonrl.plugins.engine.manifest import choose_model
         from reasonrl.plugins.engine.models import load_trained
 
         run_dir = Path(run_dir)
@@ -122,7 +121,6 @@ class Reranker:
     def rerank_many(self, requests: Sequence[tuple[Sequence[str], Sequence[str]]],
                     until: float | None = None) -> list[RerankResult]:
         """(history, candidates) pairs, decoded as one batch."""
-        from reasonrl.plugins.engine.manifest import decode
 
         resolved = [(self.resolve(h, "history")[-self.history_items:], self.resolve(c, "candidate"))
                     for h, c in requests]

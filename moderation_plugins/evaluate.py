@@ -21,9 +21,20 @@ from reasonrl.core.registry import Params
 from reasonrl.moderation_plugins.baseline import classification_report
 from reasonrl.moderation_plugins.metrics import macro_f1, paired_metric_bootstrap
 from reasonrl.moderation_plugins.parsing import parse_verdict
-from reasonrl.plugins.evaluation import VariantEvaluation, check_comparisons, paired_lines
+from reasonrl.moderation_plugins.rewards import ReasoningGrounding
+from reasonrl.moderation_plugins.scores import label_probabilities
+from reasonrl.plugins.engine.manifest import DecodeSettings
 from reasonrl.plugins.engine.models import ModelSpec
 from reasonrl.plugins.engine.rollout import SamplingParams
+from reasonrl.plugins.evaluation import (
+    VariantEvaluation,
+    check_comparisons,
+    generate_samples,
+    load_model,
+    paired_lines,
+    report_table,
+    write_outputs,
+)
 
 
 class EvalVariant(Params):
@@ -107,7 +118,6 @@ def aggregate_samples(samples: Sequence[str], labels: Sequence[str], cut: Sequen
 def classify_examples(model, tokenizer, examples: list[dict], sampling, samples: int = 1, seed: int = 0,
                       chat_template: bool = True, desc: str = "classify", progress: bool = True) -> list[dict]:
     """Each example's verdict (:func:`aggregate_samples`) and its ``samples`` traces."""
-    from reasonrl.plugins.evaluation import generate_samples
 
     generated = generate_samples(model, tokenizer, [e["prompt"] for e in examples], sampling, samples, seed=seed,
                                  chat_template=chat_template, desc=desc, progress=progress)
@@ -122,7 +132,6 @@ def verdicts_from(generated, examples: list[dict], samples: int) -> list[dict]:
 
 def grounding(texts: Sequence[str], example: dict) -> dict[str, float | None]:
     """The ``reasoning_grounding`` metric averaged over an example's traces (None where no trace has words)."""
-    from reasonrl.moderation_plugins.rewards import ReasoningGrounding
 
     parts = ReasoningGrounding()([example.get("prompt", "")] * len(texts), texts, [example] * len(texts))
     return {key: mean_of([p[key] for p in parts]) for key in ("grounded_words", "cites_content")}
@@ -194,8 +203,6 @@ def reliability_bins(confidence: Sequence[float], correct: Sequence[bool], bins:
 
 
 def markdown_table(title: str, rows: dict[str, dict[str, Any]], n: int) -> str:
-    from reasonrl.plugins.evaluation import report_table
-
     cells = {name: [f"{m[c]:.4f}" if isinstance(m.get(c), float) else "-" for c in COLUMNS] for name, m in rows.items()}
     return report_table(title, f"{n} examples", COLUMNS, cells)
 
@@ -226,8 +233,6 @@ class ModerationEvaluate(VariantEvaluation):
     best_metric = "macro_f1"
 
     def decode_settings(self, variant):
-        from reasonrl.plugins.engine.manifest import DecodeSettings
-
         if variant.stage is None:
             return None
         sampling = self.row_sampling(variant)
@@ -289,8 +294,6 @@ class ModerationEvaluate(VariantEvaluation):
         return json.dumps([source, self.row_sampling(variant).model_dump(mode="json"), variant.chat_template])
 
     def model_row(self, context: StageContext, variant, examples: list[dict]) -> dict[str, Any]:
-        from reasonrl.plugins.evaluation import generate_samples, load_model, write_outputs
-
         p = self.params
         key, samples = self.trace_key(variant), variant.mc_samples or p.mc_samples
         if key not in self.traces:
@@ -315,7 +318,6 @@ class ModerationEvaluate(VariantEvaluation):
         return {**row, **model_score_metrics(examples, verdicts, self.model_scores.get(key))}
 
     def score_with_model(self, model, tokenizer, variant, examples, generated) -> list[list[float]] | None:
-        from reasonrl.moderation_plugins.scores import label_probabilities
         from reasonrl.plugins.engine.models import chat_prompt
 
         if not self.params.model_scores or len(examples[0]["labels"]) != 2:

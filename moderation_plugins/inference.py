@@ -14,7 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.io import unicode_problem
 from reasonrl.moderation_plugins.parsing import parse_verdict
-from reasonrl.moderation_plugins.prompts import classifier_prompt, load_policy_document, policy_labels
+from reasonrl.moderation_plugins.prompts import (
+    BUILT_IN_POLICIES,
+    classifier_prompt,
+    load_policy_document,
+    parse_policy,
+    policy_labels,
+)
+from reasonrl.plugins.engine.manifest import DecodeSettings, choose_model, decode
 from reasonrl.plugins.engine.models import add_inference_arguments
 
 
@@ -33,7 +40,6 @@ class Classifier:
                  settings=None) -> None:
         """``settings``: a DecodeSettings as the run's evaluation decoded this model (it then decides
         the chat template); ``max_new_tokens`` overrides its answer length."""
-        from reasonrl.plugins.engine.manifest import DecodeSettings
 
         self.model, self.tokenizer = model.eval(), tokenizer
         settings = settings or DecodeSettings(stage="?", chat_template=chat_template)
@@ -45,7 +51,6 @@ class Classifier:
     def from_run(cls, run_dir: str | Path, stage: str | None = None, device: str | None = None, dtype: str = "auto",
                  **kwargs) -> "Classifier":
         """The asked stage, else the best variant of the run's evaluation, decoded as evaluated."""
-        from reasonrl.plugins.engine.manifest import choose_model
         from reasonrl.plugins.engine.models import load_trained
 
         settings, why = choose_model(Path(run_dir), stage)
@@ -61,8 +66,6 @@ class Classifier:
 
     def classify_with(self, texts: Sequence[str], meta: dict, policy_text: str) -> list[Classification]:
         """Verdicts under an already loaded policy (front matter with ``labels``, body text)."""
-        from reasonrl.plugins.engine.manifest import decode
-
         labels = meta["labels"]
         problems = [unicode_problem(text) if isinstance(text, str) else "not a string" for text in texts]
         good = [i for i, problem in enumerate(problems) if problem is None]
@@ -159,7 +162,6 @@ class ClassifyEndpoint:
 def resolve_policy(request: ClassifyRequest, allowed: Sequence[str]) -> tuple[dict, str, str]:
     """(front matter, text, name): a built-in task, a policy file the server was started with
     (by path or file stem), or a document in the request. Other server files are never read."""
-    from reasonrl.moderation_plugins.prompts import BUILT_IN_POLICIES, parse_policy
 
     if (request.policy is None) == (request.policy_text is None):
         raise ReasonRLError("give exactly one of policy (a name) and policy_text (a policy document)")

@@ -13,8 +13,10 @@ from typing import Sequence
 
 from pydantic import Field
 
+from reasonrl.core.io import atomic_write_json
 from reasonrl.core.registry import Params
 from reasonrl.plugins.engine.models import ModelSpec
+from reasonrl.plugins.serving.http_client import ChatClient, InvalidReply, chat_body, reply_cache, request_key
 from reasonrl.plugins.teachers import OpenAITeacherParams
 
 
@@ -97,8 +99,6 @@ class OpenAICompatibleJudge:
     ``openai_compatible`` teacher."""
 
     def __init__(self, params) -> None:
-        from reasonrl.plugins.serving.http_client import ChatClient, reply_cache
-
         self.params = params
         self.cache = reply_cache(params)
         self.client = ChatClient.from_params(params)
@@ -108,9 +108,6 @@ class OpenAICompatibleJudge:
             return list(pool.map(self.judge_one, prompts))
 
     def judge_one(self, prompt: str) -> float:
-        from reasonrl.core.io import atomic_write_json
-        from reasonrl.plugins.serving.http_client import chat_body, request_key
-
         body = chat_body(self.params, prompt)
         body.update(max_tokens=1, temperature=0.0, logprobs=True, top_logprobs=self.params.top_logprobs)
         cached = self.cache / f"judge-{request_key(self.params.base_url, body)}.json"
@@ -124,7 +121,6 @@ class OpenAICompatibleJudge:
 def require_answer(reply: dict) -> None:
     """A judge reply needs a choice with log-probabilities or answer text (content may be null
     when only log-probabilities come back)."""
-    from reasonrl.plugins.serving.http_client import InvalidReply
 
     choices = reply.get("choices") if isinstance(reply, dict) else None
     if not choices:

@@ -8,9 +8,12 @@ from pydantic import Field
 
 from reasonrl.core.config import JudgeRef
 from reasonrl.core.errors import ReasonRLError, StopTraining
+from reasonrl.core.manager import get_registry
 from reasonrl.core.registry import Params
 from reasonrl.moderation_plugins.metrics import reasoning_grounding
 from reasonrl.moderation_plugins.parsing import parse_verdict
+from reasonrl.moderation_plugins.prompts import load_policy_document
+from reasonrl.plugins.rewards import word_count_penalty
 
 
 class ReasoningLengthParams(Params):
@@ -192,8 +195,6 @@ class ReasoningLength:
         self.params = params
 
     def __call__(self, prompts, completions, examples):
-        from reasonrl.plugins.rewards import word_count_penalty
-
         p = self.params
         return [{"length": word_count_penalty(len(parse_verdict(c, e["labels"]).reasoning.split()), p.min_words,
                                               p.max_words, p.penalty, max_excess=1.0)}
@@ -220,14 +221,11 @@ class RubricJudge:
 
     def judge(self):
         if self._judge is None:
-            from reasonrl.core.manager import get_registry
 
             self._judge = get_registry().build("judges", self.params.judge.name, self.params.judge.params)
         return self._judge
 
     def __call__(self, prompts, completions, examples):
-        from reasonrl.moderation_plugins.prompts import load_policy_document
-
         p = self.params
         asks, owners = [], []
         for index, (completion, example) in enumerate(zip(completions, examples)):

@@ -32,12 +32,13 @@ from reasonrl.core.contracts import StageContext
 from reasonrl.core.io import atomic_write_json, atomic_write_text, read_json
 from reasonrl.core.pipeline import MARKER, run_stage
 from reasonrl.core.registry import Params
-from reasonrl.plugins.studies.claims import CLAIM, WORKER_POLL_SECONDS, claim_point
-from reasonrl.moderation_plugins.study_ledger import WAIT, StudyLedger
+from reasonrl.moderation_plugins.study_ledger import StudyLedger, WAIT
 from reasonrl.moderation_plugins.study_report import StudyReport
 from reasonrl.plugins.engine.models import MODEL_DIR, ModelSpec
 from reasonrl.plugins.engine.rollout import SamplingParams
 from reasonrl.plugins.engine.saving import CHECKPOINT_DIR
+from reasonrl.plugins.evaluation import load_model
+from reasonrl.plugins.studies.claims import CLAIM, WORKER_POLL_SECONDS, claim_point
 
 
 class StudyParams(Params):
@@ -274,7 +275,6 @@ class ModerationStudy(StudyLedger, StudyReport):
 
     def score_model(self, context: StageContext, child: str | None) -> tuple[float, dict[str, Any]]:
         from reasonrl.moderation_plugins.evaluate import classify_examples, score_verdicts
-        from reasonrl.plugins.evaluation import load_model
 
         p = self.params
         examples = context.build(p.dataset).splits()[p.eval_split][: p.eval_examples]

@@ -6,12 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from reasonrl.core.errors import ReasonRLError
+from reasonrl.core.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from reasonrl.plugins.engine.generation import Generations, generate_samples, generate_texts  # noqa: F401
+from reasonrl.plugins.engine.manifest import write_evaluation_manifest
 
 
 def write_outputs(folder: Path, variant: str, rows: Sequence[dict]) -> Path:
     """Every generated answer of one variant, as ``outputs_<variant>.jsonl`` (written atomically)."""
-    from reasonrl.core.io import atomic_write_jsonl
 
     name = "".join(c if c.isalnum() else "_" for c in variant)
     return atomic_write_jsonl(Path(folder) / f"outputs_{name}.jsonl", rows)
@@ -19,7 +21,6 @@ def write_outputs(folder: Path, variant: str, rows: Sequence[dict]) -> Path:
 
 def evaluation_examples(context, dataset_ref, split: str, limit: int | None = None) -> list[dict]:
     """The first ``limit`` examples of a split of the stage's dataset, checked to exist."""
-    from reasonrl.core.errors import ReasonRLError
 
     splits = context.build(dataset_ref).splits()
     if split not in splits:
@@ -62,7 +63,6 @@ def report_table(title: str, counted: str, header: Sequence[str], rows: dict[str
 def write_report(folder: Path, payload: dict[str, Any], table: str, rows: dict[str, dict[str, Any]],
                  bar_metrics: Sequence[str]) -> None:
     """``report.json`` (payload), ``report.md`` (table) and ``report.png`` (bars of ``bar_metrics``)."""
-    from reasonrl.core.io import atomic_write_json, atomic_write_text
 
     atomic_write_json(Path(folder) / "report.json", payload)
     atomic_write_text(Path(folder) / "report.md", table + "\n")
@@ -95,8 +95,6 @@ class VariantEvaluation:
 
     def write_manifest(self, context, rows: dict[str, dict[str, Any]]) -> None:
         """The settings each trained variant was evaluated with, and the best one (plugins/engine/manifest.py)."""
-        from reasonrl.plugins.engine.manifest import write_evaluation_manifest
-
         # a stage evaluated in several rows (greedy, then sampled) answers as its first row does
         names: dict[str, str] = {}
         settings = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from reasonrl.core.hookspecs import hookimpl
+from reasonrl.plugins.engine.threads import share_cores, thread_settings
 
 P = "reasonrl.plugins"
 
@@ -95,13 +96,11 @@ def register_commands(register):
 
 @hookimpl
 def run_starting(config, echo):
-    from reasonrl.plugins.engine.threads import share_cores
 
     share_cores(config, echo)
 
 
 @hookimpl
 def run_facts():
-    from reasonrl.plugins.engine.threads import thread_settings
 
     return {"threads": thread_settings()}

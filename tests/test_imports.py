@@ -115,3 +115,40 @@ def test_no_module_over_400_lines_class_over_200_or_function_over_50():
                 elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and size > 50:
                     too_big.append(f"{where}: {node.name}() {size} lines")
     assert not too_big, too_big
+
+
+HEAVY = {"torch", "transformers", "peft", "accelerate", "datasets", "sklearn", "scipy", "matplotlib", "fastapi",
+         "uvicorn", "starlette", "vllm", "deepspeed", "safetensors", "tokenizers", "lightgbm", "faiss", "numpy",
+         "huggingface_hub", "httpx", "tenacity", "tqdm", "pandas", "pyarrow"}
+
+
+def loads_heavy(module: str, seen: tuple = ()) -> bool:
+    """True when importing ``module`` imports a heavy library (directly or through the library's own modules)."""
+    parts = module.split(".")[1:]
+    path = ROOT.joinpath(*parts)
+    path = path / "__init__.py" if (path / "__init__.py").exists() else path.with_suffix(".py")
+    if not path.exists() or module in seen:
+        return False
+    for node in ast.parse(path.read_text()).body:
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+        for name in names:
+            if name.split(".")[0] in HEAVY or (name.startswith("reasonrl.") and loads_heavy(name, seen + (module,))):
+                return True
+    return False
+
+
+def test_library_imports_inside_functions_only_defer_a_heavy_library():
+    """A function-level import of the library's own module is for a module that loads torch (or
+    another heavy library); a light one belongs at the top, where readers look for it."""
+    light = []
+    for pack in ("core", "plugins", "gr2_plugins", "moderation_plugins"):
+        for path in (ROOT / pack).rglob("*.py"):
+            for function in ast.walk(ast.parse(path.read_text())):
+                if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    continue
+                for node in ast.walk(function):
+                    if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("reasonrl.") \
+                            and not loads_heavy(node.module):
+                        light.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.module}")
+    assert not light, light

@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import Field
 
+from reasonrl.core.assets import cache_dir
+from reasonrl.core.contracts import current_run_dir
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.registry import Params
 
@@ -52,7 +54,6 @@ class HFDatasetParams(TableParams):
 
 def resolve_data_file(name: str) -> str:
     """A relative path as given if it exists under the working folder, else under the run folder."""
-    from reasonrl.core.contracts import current_run_dir
 
     path = Path(name).expanduser()
     if path.is_absolute() or path.exists() or "://" in name:
@@ -96,7 +97,6 @@ def load_table(params: TableParams) -> dict[str, list[dict[str, Any]]]:
     """Split -> rows, read by ``datasets.load_dataset`` (cached under reasonrl's cache)."""
     import datasets
 
-    from reasonrl.core.assets import cache_dir
 
     if params.data_files is None and params.path is None:
         raise ReasonRLError("a table needs data_files (local files) or path (a Hub dataset id)")

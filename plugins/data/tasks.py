@@ -7,6 +7,8 @@ from pathlib import Path
 
 from pydantic import Field
 
+from reasonrl.core.contracts import current_run_dir
+from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.registry import Params
 
 
@@ -89,7 +91,6 @@ def read_jsonl_rows(path: Path, limit: int | None, max_row_bytes: int) -> list[d
     """The rows of a JSON-lines file; a line over ``max_row_bytes`` or not JSON is an error naming it."""
     import json
 
-    from reasonrl.core.errors import ReasonRLError
 
     rows = []
     with open(path, "rb") as handle:
@@ -119,9 +120,6 @@ class JsonlDataset:
         self.params = params
 
     def splits(self) -> dict[str, list[dict]]:
-        from reasonrl.core.contracts import current_run_dir
-        from reasonrl.core.errors import ReasonRLError
-
         out = {}
         for split, name in self.params.files.items():
             path = Path(name)

@@ -17,7 +17,9 @@ from pydantic import Field
 
 from reasonrl.core.config import ConstraintRef
 from reasonrl.core.io import atomic_write_json
+from reasonrl.core.manager import get_registry
 from reasonrl.core.registry import Params
+from reasonrl.plugins.engine.generation import generate_texts
 
 MANIFEST = "inference.json"
 
@@ -96,7 +98,6 @@ def choose_model(run_dir: Path, stage: str | None = None) -> tuple[DecodeSetting
 
 def decode(model, tokenizer, prompts: list[str], settings: DecodeSettings, constraints=None) -> list[str]:
     """Greedy answers decoded exactly as the evaluation decoded them (same batching)."""
-    from reasonrl.plugins.engine.generation import generate_texts
     from reasonrl.plugins.engine.rollout import SamplingParams
 
     sampling = SamplingParams(top_k=1, max_new_tokens=settings.max_new_tokens,
@@ -110,6 +111,5 @@ def constraint_for(settings: DecodeSettings):
     """The manifest's decoding constraint, built from the registry (None when there is none)."""
     if settings.constraint is None:
         return None
-    from reasonrl.core.manager import get_registry
 
     return get_registry().build("decoding_constraints", settings.constraint.name, settings.constraint.params)

@@ -10,6 +10,7 @@ import torch
 from pydantic import Field, model_validator
 
 from reasonrl.core.assets import Asset, asset_dir, fetch
+from reasonrl.core.contracts import current_run_dir
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.registry import Params
 
@@ -173,7 +174,6 @@ def load_policy(spec: ModelSpec, run_dir: Path | None = None, seed: int = 0):
     """(model, tokenizer) in train mode, in ``spec.dtype`` (auto: bf16 on a capable GPU, else float32)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from reasonrl.core.contracts import current_run_dir
 
     run_dir = run_dir if run_dir is not None else current_run_dir()
     dtype = resolve_dtype(spec.dtype)

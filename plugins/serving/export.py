@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from reasonrl.core.errors import ReasonRLError
+from reasonrl.core.manager import get_registry
 
 CONFIG_NAME = "reasonrl_config.yaml"
 UNKNOWN_DATA = ("your data", "state your data's licence")
@@ -71,8 +72,6 @@ class RunInfo:
     def data(self) -> list[tuple[str, str, str]]:
         """(dataset name, description, licence) of every dataset the run read, as the components
         say it: a stage's ``data_cards(entry)`` (data it loads itself), a dataset's ``card``."""
-        from reasonrl.core.manager import get_registry
-
         registry, found = get_registry(), {}
         for stage in self.config["stages"]:
             stage_class = _component(registry, "stages", stage.get("stage"))

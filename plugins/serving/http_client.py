@@ -15,6 +15,7 @@ import warnings
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from reasonrl.core.assets import cache_dir
 from reasonrl.core.errors import ReasonRLError
 
 RETRY_STATUS = {408, 409, 425, 429}
@@ -87,7 +88,6 @@ def reply_cache(params):
     """The folder validated replies are cached in: ``cache_dir`` or ``<REASONRL_CACHE>/teacher``."""
     from pathlib import Path
 
-    from reasonrl.core.assets import cache_dir
 
     return Path(params.cache_dir) if params.cache_dir else cache_dir() / "teacher"
 

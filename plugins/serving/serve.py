@@ -29,8 +29,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from reasonrl.core.errors import ReasonRLError
+from reasonrl.core.manager import get_registry
+from reasonrl.plugins.engine.manifest import choose_model
 from reasonrl.plugins.serving.guards import add_error_handlers, add_limits
-from reasonrl.plugins.serving.serve_openai import (  # noqa: F401  (Message, chat_text: this module's public names)
+from reasonrl.plugins.serving.serve_openai import (
     ApiError,
     ChatRequest,
     CompletionRequest,
@@ -63,8 +65,6 @@ class ServedRun:
     """A trained run's model, with the packs' inference objects built on it when first asked."""
 
     def __init__(self, run_dir: Path, stage: str | None, model, tokenizer, options: ServeOptions) -> None:
-        from reasonrl.plugins.engine.manifest import choose_model
-
         self.run_dir, self.model, self.tokenizer, self.options = run_dir, model.eval(), tokenizer, options
         # how the packs' routes decode: as the run's evaluation measured this stage
         settings, self.why = choose_model(run_dir, stage)
@@ -78,7 +78,6 @@ class ServedRun:
     @classmethod
     def load(cls, run_dir: str | Path, stage: str | None, options: ServeOptions, device: str | None = None,
              dtype: str = "auto") -> "ServedRun":
-        from reasonrl.plugins.engine.manifest import choose_model
         from reasonrl.plugins.engine.models import load_trained
 
         stage = choose_model(Path(run_dir), stage)[0].stage
@@ -210,7 +209,6 @@ def add_routes(app, served: ServedRun, batcher: Batcher, state: dict) -> None:
         body = await batcher.submit(key, request, lambda batch: generate_completions(served, key, batch))
         return streamed(completion_chunks(body, include_usage(request))) if request.stream else body
 
-    from reasonrl.core.manager import get_registry
 
     registry = get_registry()
     for name in registry.names("serve_endpoints"):

@@ -12,7 +12,10 @@ from typing import Any, Literal, Mapping
 
 from pydantic import Field
 
+from reasonrl.core.config import flatten_config
 from reasonrl.core.contracts import current_attempt
+from reasonrl.core.errors import ReasonRLError
+from reasonrl.core.io import atomic_write_json
 from reasonrl.core.registry import Params
 
 
@@ -68,8 +71,6 @@ class JsonlTracker:
 
     def log_config(self, config: Mapping[str, Any]) -> None:
         """Beside the metrics, as ``<name>.config.json``: every line of the metrics file stays a metrics row."""
-        from reasonrl.core.io import atomic_write_json
-
         atomic_write_json(self._path.with_suffix(".config.json"), dict(config))
 
     def close(self) -> None:
@@ -129,7 +130,6 @@ class TensorboardTracker:
         import yaml
         from torch.utils.tensorboard.summary import hparams
 
-        from reasonrl.core.config import flatten_config
 
         flat = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in flatten_config(config).items()}
         # written into this run's own event file; SummaryWriter.add_hparams would start another run folder
@@ -149,7 +149,6 @@ def _require(module: str, extra: str):
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        from reasonrl.core.errors import ReasonRLError
 
         raise ReasonRLError(f"tracker {extra!r} needs the {module} package: pip install {module}") from exc
 
@@ -196,8 +195,6 @@ class MlflowTracker:
         self._mlflow.log_metrics({k.replace("/", "."): float(v) for k, v in metrics.items()}, step=step)
 
     def log_config(self, config: Mapping[str, Any]) -> None:
-        from reasonrl.core.config import flatten_config
-
         # MLflow params are write-once strings of at most 6,000 characters
         self._mlflow.log_params({k: str(v)[:6000] for k, v in flatten_config(config).items()})
 
