@@ -33,7 +33,6 @@ def random_decode(rule, tokenizer, budget: int, rng, free_pool=None) -> tuple[st
     return tokenizer.decode(out), len(out)
 
 
-@contextlib.contextmanager
 def free_port(host: str = "127.0.0.1") -> int:
     """A port no one listens on now (the OS picks it), for a launcher that needs a number:
     fixed ports collide when two test runs share a machine."""
@@ -63,6 +62,7 @@ class JsonHandler(BaseHTTPRequestHandler):
         pass
 
 
+@contextlib.contextmanager
 def serve_loopback(handler: type[BaseHTTPRequestHandler], host: str = "127.0.0.1"):
     """Serve ``handler`` on a free port of ``host`` in a thread; yields the base URL (``.../v1``)."""
     httpd = ThreadingHTTPServer((host, 0), handler)

@@ -11,7 +11,8 @@ def test_fifty_mixed_requests_with_10_mb_bodies_leave_the_server_healthy():
     result = serve_load.measure(50)
     table = serve_load.table(result)
     assert result["server_errors"] == 0, table
-    assert {status for (kind, status) in result["answers"] if kind == "10 MB body"} == {413}, table
+    big = {status for (kind, status) in result["answers"] if kind == "10 MB body"}
+    assert 413 in big and big <= {413, 429}, table  # refused unread: too large, or over the in-flight limit
     assert sum(n for (kind, status), n in result["answers"].items() if status == 200) >= 30, table
     assert result["health_answers"] >= 3 and result["health_failures"] == 0, table
     assert result["health_slowest_s"] < 1.0, table

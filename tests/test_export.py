@@ -121,7 +121,7 @@ def test_a_third_party_dataset_and_a_pack_stage_name_their_own_licence_in_the_ca
 def test_export_holds_no_pack_or_dataset_name():
     from pathlib import Path
 
-    source = (Path(__file__).parents[1] / "plugins" / "export.py").read_text()
+    source = (Path(__file__).parents[1] / "plugins" / "serving" / "export.py").read_text()
     for name in ("movielens", "gr2", "moderation", "spam_email", "harmful_response", "risk_area",
                  "prompt_injection", "sort_digits", "SmolLM2"):
         assert name not in source, name

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from reasonrl.plugins.engine import logits as chunked
-from reasonrl.plugins.engine import rollout
+from reasonrl.plugins.engine import scoring
 from reasonrl.plugins.engine.logits import chosen_logits, chosen_logprobs, split_policy
 from reasonrl.plugins.engine.models import TinyModelParams, tiny_model
 from reasonrl.plugins.engine.scoring import completion_logprobs, token_logprobs
@@ -60,7 +60,7 @@ def score(model, checkpointed, plain, monkeypatch, allowed=None):
         enable_gradient_checkpointing(model)
     model.train()
     if plain:
-        monkeypatch.setattr(rollout, "split_policy", lambda model: None)
+        monkeypatch.setattr(scoring, "split_policy", lambda model: None)
     prompts = [torch.tensor([5, 9, 14, 3]), torch.tensor([7, 2])]
     completions = torch.tensor([[5, 6, 7, 8, 9, 10, 11], [8, 9, 2, 4, 4, 4, 4], [10, 11, 12, 13, 14, 15, 16],
                                 [13, 2, 0, 0, 0, 0, 0]])
@@ -113,7 +113,7 @@ def test_lora_policy_scores_alike_split_or_plain(monkeypatch):
                                                            init_lora_weights=False, task_type="CAUSAL_LM"))
         assert split_policy(model) is not None
         if plain:
-            monkeypatch.setattr(rollout, "split_policy", lambda model: None)
+            monkeypatch.setattr(scoring, "split_policy", lambda model: None)
         prompts, completions = [torch.tensor([5, 9, 14]), torch.tensor([7, 2])], torch.tensor([[5, 6, 7, 8]] * 4)
         logprobs, _ = completion_logprobs(model.train(), prompts, completions, 2, 0, chunked=True)
         logprobs.sum().backward()
@@ -132,7 +132,7 @@ def test_the_chunked_projection_is_opt_in(monkeypatch):
     def refuse(model):
         raise AssertionError("the default path must not split the policy")
 
-    monkeypatch.setattr(rollout, "split_policy", refuse)
+    monkeypatch.setattr(scoring, "split_policy", refuse)
     monkeypatch.setattr(supervised, "split_policy", refuse)
     model, _ = tiny_model(TinyModelParams(), seed=3)
     completion_logprobs(model, [torch.tensor([5, 9])], torch.tensor([[5, 6]]), 1, 0)

@@ -184,7 +184,7 @@ class ExcludeOddThenAllowEven(PositionRule):
 
 
 def test_excluded_tokens_are_renormalised_alike_when_sampled_and_trained(policy, monkeypatch):
-    from reasonrl.plugins.engine import rollout
+    from reasonrl.plugins.engine import scoring
     from reasonrl.plugins.engine.rollout import Excluding
 
     model, tokenizer = policy
@@ -196,7 +196,7 @@ def test_excluded_tokens_are_renormalised_alike_when_sampled_and_trained(policy,
     with torch.no_grad():
         cached, _ = completion_logprobs(*args, temperature=0.8, allowed=allowed)
         unmasked, _ = completion_logprobs(*args, temperature=0.8)
-        monkeypatch.setattr(rollout, "recomputes_activations", lambda model: True)  # the path without a cache
+        monkeypatch.setattr(scoring, "recomputes_activations", lambda model: True)  # the path without a cache
         whole, _ = completion_logprobs(*args, temperature=0.8, allowed=allowed)
     for trained in (cached, whole):
         assert torch.allclose(trained * out.mask, out.logprobs * out.mask, atol=1e-5)

@@ -38,7 +38,9 @@ def test_rerank_command_runs_on_a_saved_run(tmp_path, reasonrl_registry, capsys)
 
     (tmp_path / "prepare").mkdir()
     (tmp_path / "prepare" / "items.jsonl").write_text("".join(json.dumps(i) + "\n" for i in ITEMS.values()))
-    model, tokenizer = tiny_model(TinyModelParams(alphabet="".join(chr(c) for c in range(32, 127))))
+    # positions for the whole prompt: a longer one is refused before decoding (test_serve covers that)
+    model, tokenizer = tiny_model(TinyModelParams(alphabet="".join(chr(c) for c in range(32, 127)),
+                                                  max_positions=1024))
     save_policy(model, tokenizer, tmp_path / "rl" / "model")
     batch = tmp_path / "requests.jsonl"
     batch.write_text(json.dumps({"history": ["0"], "candidates": ["1", "2"]}) + "\n")
