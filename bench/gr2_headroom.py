@@ -57,6 +57,17 @@ def fit_lambdamart(train: list[dict], seed: int = 0):
     return lambda features: model.predict(np.asarray(features))
 
 
+def co_watching_rule(features) -> list[float]:
+    """The ``feature_ranker`` teacher's ``co_watching`` order: the three candidates most watched
+    right after the last film (a count above 0) first, the rest in input order."""
+    counts = [f[FEATURES.index("log_after_last")] for f in features]
+    leaders = [i for i in sorted(range(len(counts)), key=lambda i: (-counts[i], i))[:3] if counts[i] > 0]
+    scores = [0.0] * len(counts)
+    for place, i in enumerate(leaders):
+        scores[i] = 3.0 - place
+    return scores
+
+
 def ndcg5(examples: list[dict], scorer=None) -> list[float]:
     """NDCG@5 per list: the input order, or the order of ``scorer``'s scores (input order breaks ties)."""
     out = []
@@ -107,7 +118,7 @@ def main(argv=None) -> int:
         print(f"| {split} | {len(ex)} | {built['coverage']:.3f} | "
               f"{statistics.fmean(e['target_index'] + 1 for e in ex):.2f} |")
     train = lists["train"]["examples"]
-    scorers = {"logistic regression": fit_logistic(train)}
+    scorers = {"co-watching rule (the teacher's top 3)": co_watching_rule, "logistic regression": fit_logistic(train)}
     try:
         scorers["LambdaMART (LightGBM)"] = fit_lambdamart(train)
     except ImportError:

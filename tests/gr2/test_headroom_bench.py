@@ -34,3 +34,15 @@ def test_headroom_on_movielens_100k_prints_the_rows(capsys):
     out = capsys.readouterr().out
     assert "| chance (exact expectation) | 0.2948 |" in out and "| logistic regression |" in out
     assert "| pre-ranker (input order) |" in out and "later second" in out
+
+
+def test_the_co_watching_rule_promotes_the_three_most_watched_right_after_in_order():
+    column = headroom.FEATURES.index("log_after_last")
+
+    def features(counts):
+        return [[0.0] * column + [math.log1p(c)] + [0.0] * (len(headroom.FEATURES) - column - 1) for c in counts]
+
+    scores = headroom.co_watching_rule(features([0, 5, 0, 9, 5, 1, 0]))
+    order = sorted(range(7), key=lambda i: (-scores[i], i))
+    assert order == [3, 1, 4, 0, 2, 5, 6]  # 9, then the two 5s in input order; the 1 keeps its place
+    assert headroom.co_watching_rule(features([0, 0, 0])) == [0.0, 0.0, 0.0]  # nothing stands out: input order
