@@ -184,7 +184,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_cache_verify(args: argparse.Namespace) -> int:
     import shutil
 
-
     results = verify_cache(full=True)
     for folder, problems in results.items():
         print(f"{'ok' if not problems else 'DAMAGED'}  {folder}")
@@ -201,7 +200,6 @@ def cmd_cache_verify(args: argparse.Namespace) -> int:
 
 def demo_configs() -> dict[str, Path]:
     """Demo configs shipped as ``demos/<name>.yaml`` inside the built-in packs."""
-
     found = {}
     for module_name in DEFAULT_PLUGINS:
         folder = resources.files(module_name.rsplit(".", 1)[0]) / "demos"

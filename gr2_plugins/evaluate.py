@@ -23,11 +23,11 @@ from reasonrl.gr2_plugins.metrics import (
 )
 from reasonrl.gr2_plugins.parsing import parse_answer
 from reasonrl.plugins.engine.manifest import DecodeSettings
+from reasonrl.plugins.engine.generation import generate_texts
 from reasonrl.plugins.engine.rollout import SamplingParams
 from reasonrl.plugins.evaluation import (
     VariantEvaluation,
     check_comparisons,
-    generate_texts,
     load_model,
     paired_lines,
     report_table,

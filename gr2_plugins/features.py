@@ -79,7 +79,6 @@ class SequenceStats:
         served model is shown the evidence its evaluation showed."""
         from safetensors.numpy import save as to_bytes
 
-
         tensors = {"views": self.views, "stamps": np.concatenate(self.stamps + [np.zeros(0)]),
                    "stamp_offsets": np.cumsum([0] + [len(s) for s in self.stamps]).astype(np.int64)}
         for name in ("after", "near"):
@@ -94,7 +93,6 @@ class SequenceStats:
     @classmethod
     def load(cls, folder: Path) -> "SequenceStats":
         from safetensors.numpy import load_file
-
 
         index = read_json(Path(folder) / cls.INDEX_FILE)
         tensors = load_file(str(Path(folder) / cls.STATS_FILE))

@@ -24,12 +24,12 @@ from reasonrl.moderation_plugins.parsing import parse_verdict
 from reasonrl.moderation_plugins.rewards import ReasoningGrounding
 from reasonrl.moderation_plugins.scores import label_probabilities
 from reasonrl.plugins.engine.manifest import DecodeSettings
+from reasonrl.plugins.engine.generation import generate_samples
 from reasonrl.plugins.engine.models import ModelSpec
 from reasonrl.plugins.engine.rollout import SamplingParams
 from reasonrl.plugins.evaluation import (
     VariantEvaluation,
     check_comparisons,
-    generate_samples,
     load_model,
     paired_lines,
     report_table,
@@ -132,7 +132,6 @@ def verdicts_from(generated, examples: list[dict], samples: int) -> list[dict]:
 
 def grounding(texts: Sequence[str], example: dict) -> dict[str, float | None]:
     """The ``reasoning_grounding`` metric averaged over an example's traces (None where no trace has words)."""
-
     parts = ReasoningGrounding()([example.get("prompt", "")] * len(texts), texts, [example] * len(texts))
     return {key: mean_of([p[key] for p in parts]) for key in ("grounded_words", "cites_content")}
 

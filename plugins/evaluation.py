@@ -1,5 +1,5 @@
 """Helpers every evaluation stage shares: writing outputs, loading variants, bar plots (batched
-generation itself lives in ``engine.generation``; its names are importable from here too)."""
+generation itself lives in ``engine.generation``)."""
 
 from __future__ import annotations
 
@@ -8,20 +8,17 @@ from typing import Any, Sequence
 
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
-from reasonrl.plugins.engine.generation import Generations, generate_samples, generate_texts  # noqa: F401
 from reasonrl.plugins.engine.manifest import write_evaluation_manifest
 
 
 def write_outputs(folder: Path, variant: str, rows: Sequence[dict]) -> Path:
     """Every generated answer of one variant, as ``outputs_<variant>.jsonl`` (written atomically)."""
-
     name = "".join(c if c.isalnum() else "_" for c in variant)
     return atomic_write_jsonl(Path(folder) / f"outputs_{name}.jsonl", rows)
 
 
 def evaluation_examples(context, dataset_ref, split: str, limit: int | None = None) -> list[dict]:
     """The first ``limit`` examples of a split of the stage's dataset, checked to exist."""
-
     splits = context.build(dataset_ref).splits()
     if split not in splits:
         raise ReasonRLError(f"stage {context.stage_id!r}: dataset {dataset_ref.name!r} has no split {split!r}; "

@@ -96,11 +96,9 @@ def register_commands(register):
 
 @hookimpl
 def run_starting(config, echo):
-
     share_cores(config, echo)
 
 
 @hookimpl
 def run_facts():
-
     return {"threads": thread_settings()}

@@ -72,7 +72,7 @@ def test_training_stages_create_every_tensor_on_an_explicit_device(tmp_path, opt
 
 def test_inference_and_judging_create_every_tensor_on_an_explicit_device(reasonrl_registry):
     from reasonrl.moderation_plugins.judges import HFJudge, HFJudgeParams
-    from reasonrl.plugins.evaluation import generate_texts
+    from reasonrl.plugins.engine.generation import generate_texts
     from reasonrl.plugins.engine.manifest import DecodeSettings, decode
     from reasonrl.plugins.engine.models import ModelSpec, TinyModelParams, load_policy
     from reasonrl.plugins.engine.rollout import SamplingParams

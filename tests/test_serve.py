@@ -12,7 +12,8 @@ import torch
 
 from reasonrl.core.cli import main
 from reasonrl.plugins.engine.models import TinyModelParams, save_policy, tiny_model
-from reasonrl.plugins.serving.serve import Message, ServedRun, ServeOptions, chat_text, create_app, start_in_thread
+from reasonrl.plugins.serving.serve import ServedRun, ServeOptions, create_app, start_in_thread
+from reasonrl.plugins.serving.serve_openai import Message, chat_text
 
 ASCII = "".join(chr(c) for c in range(32, 127))
 ITEMS = {str(i): {"id": str(i), "sid": f"<|sid_begin|><s_a_{i}><|sid_end|>", "title": f"Film {i}", "year": "1999",

@@ -54,7 +54,6 @@ class HFDatasetParams(TableParams):
 
 def resolve_data_file(name: str) -> str:
     """A relative path as given if it exists under the working folder, else under the run folder."""
-
     path = Path(name).expanduser()
     if path.is_absolute() or path.exists() or "://" in name:
         return str(path) if "://" not in name else name
@@ -75,17 +74,17 @@ def _resolve_files(files):
     return {split: _resolve_files(f) for split, f in files.items()}
 
 
-def first_file(files) -> str | None:
+def _first_file(files) -> str | None:
     if isinstance(files, str):
         return files
     values = files if isinstance(files, list) else list((files or {}).values())
-    return first_file(values[0]) if values else None
+    return _first_file(values[0]) if values else None
 
 
 def builder_for(params: TableParams) -> str:
     if params.path:
         return params.path
-    first = first_file(params.data_files)
+    first = _first_file(params.data_files)
     suffix = Path(first or "").suffix.lower()
     if suffix not in BUILDERS:
         raise ReasonRLError(f"cannot tell the format of data file {first!r}; name it in path: "
@@ -93,16 +92,20 @@ def builder_for(params: TableParams) -> str:
     return BUILDERS[suffix]
 
 
-def load_table(params: TableParams) -> dict[str, list[dict[str, Any]]]:
-    """Split -> rows, read by ``datasets.load_dataset`` (cached under reasonrl's cache)."""
+def load_table(params: TableParams, cells_as_text: bool = False) -> dict[str, list[dict[str, Any]]]:
+    """Split -> rows, read by ``datasets.load_dataset`` (cached under reasonrl's cache).
+    ``cells_as_text``: a CSV's columns are all read as strings, so a loader can check each row
+    itself (ids such as ``u_17`` after thousands of numeric ones, a rating typed ``abc``) instead
+    of failing inside pyarrow's type inference."""
     import datasets
 
-
+    if cells_as_text:
+        params = csv_as_text(params)
     if params.data_files is None and params.path is None:
         raise ReasonRLError("a table needs data_files (local files) or path (a Hub dataset id)")
     builder = builder_for(params)
     kwargs = dict(params.load_kwargs)
-    if builder == "csv" and first_file(params.data_files or "").endswith(".tsv"):
+    if builder == "csv" and _first_file(params.data_files or "").endswith(".tsv"):
         kwargs.setdefault("delimiter", "\t")
     datasets.disable_progress_bars()
     try:
@@ -117,6 +120,22 @@ def load_table(params: TableParams) -> dict[str, list[dict[str, Any]]]:
     if not params.splits:
         return {split: loaded[split].to_list() for split in loaded}
     return {ours: _select_split(loaded, builder, theirs, params).to_list() for ours, theirs in params.splits.items()}
+
+
+def csv_as_text(params: TableParams) -> TableParams:
+    """``params`` with every column of its CSV typed as a string (other formats carry their types)."""
+    import csv
+
+    import datasets
+
+    if builder_for(params) != "csv" or "features" in params.load_kwargs:
+        return params
+    first = resolve_data_file(_first_file(params.data_files))
+    delimiter = params.load_kwargs.get("delimiter", params.load_kwargs.get("sep", "\t" if first.endswith(".tsv") else ","))
+    with open(first, newline="", encoding=params.load_kwargs.get("encoding", "utf-8"), errors="replace") as handle:
+        header = next(csv.reader(handle, delimiter=delimiter), [])
+    features = datasets.Features({name: datasets.Value("string") for name in header})
+    return params.model_copy(update={"load_kwargs": {**params.load_kwargs, "features": features}})
 
 
 def _select_split(loaded, builder: str, spec: str, params: TableParams):

@@ -91,7 +91,6 @@ def read_jsonl_rows(path: Path, limit: int | None, max_row_bytes: int) -> list[d
     """The rows of a JSON-lines file; a line over ``max_row_bytes`` or not JSON is an error naming it."""
     import json
 
-
     rows = []
     with open(path, "rb") as handle:
         number = 0

@@ -174,7 +174,6 @@ def load_policy(spec: ModelSpec, run_dir: Path | None = None, seed: int = 0):
     """(model, tokenizer) in train mode, in ``spec.dtype`` (auto: bf16 on a capable GPU, else float32)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-
     run_dir = run_dir if run_dir is not None else current_run_dir()
     dtype = resolve_dtype(spec.dtype)
     if spec.source == "tiny":

@@ -88,7 +88,6 @@ def reply_cache(params):
     """The folder validated replies are cached in: ``cache_dir`` or ``<REASONRL_CACHE>/teacher``."""
     from pathlib import Path
 
-
     return Path(params.cache_dir) if params.cache_dir else cache_dir() / "teacher"
 
 

@@ -36,7 +36,6 @@ from reasonrl.plugins.serving.serve_openai import (
     ApiError,
     ChatRequest,
     CompletionRequest,
-    Message,
     chat_chunks,
     chat_max_tokens,
     chat_text,
@@ -209,7 +208,6 @@ def add_routes(app, served: ServedRun, batcher: Batcher, state: dict) -> None:
         body = await batcher.submit(key, request, lambda batch: generate_completions(served, key, batch))
         return streamed(completion_chunks(body, include_usage(request))) if request.stream else body
 
-
     registry = get_registry()
     for name in registry.names("serve_endpoints"):
         add_endpoint(app, served, batcher, name, registry.build("serve_endpoints", name))
@@ -217,7 +215,6 @@ def add_routes(app, served: ServedRun, batcher: Batcher, state: dict) -> None:
 
 def add_endpoint(app, served: ServedRun, batcher: Batcher, name: str, endpoint) -> None:
     """``POST /v1/<name>``: validate with the endpoint's model, prepare alone, answer in batches."""
-
     async def route(request):
         check_model(served, getattr(request, "model", None))
         key, payload = endpoint.prepare(served, request)  # a bad request fails alone, before it joins a batch

@@ -130,7 +130,6 @@ class TensorboardTracker:
         import yaml
         from torch.utils.tensorboard.summary import hparams
 
-
         flat = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in flatten_config(config).items()}
         # written into this run's own event file; SummaryWriter.add_hparams would start another run folder
         for summary in hparams(flat, {}):
