@@ -18,7 +18,7 @@ from pydantic import Field
 
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.registry import Params
-from reasonrl.gr2_plugins.prompts import answer_json, leaders, leaders_line
+from reasonrl.gr2_plugins.prompts import HINT_TITLE, answer_json, hint_numbers, leaders, leaders_line
 from reasonrl.gr2_plugins.taste_teacher import gumbel_order
 
 _CANDIDATE = re.compile(r"^\[(?P<n>\d+)\] .*?\) \| [^|]* \| (?P<evidence>.*) \| score: (?P<score>-?[\d.]+)$")
@@ -26,6 +26,7 @@ _AFTER = re.compile(r"right after (?P<title>.*): (?P<count>\d+) viewers")
 _NEAR = re.compile(r"near your recent films: (\d+)")
 _RECENT = re.compile(r"views in the last 4 weeks: (\d+)")
 _TARGET = re.compile(r"actually watched \[(\d+)\] next")
+_HINT = re.compile(rf"^{HINT_TITLE} \([\d, ]+ viewers\): (?P<numbers>[\d, ]+)$", re.MULTILINE)
 
 
 class FeatureTeacherParams(Params):
@@ -34,7 +35,9 @@ class FeatureTeacherParams(Params):
     order_by: Literal["model", "co_watching"] = Field("model", description=(
         "model: the evidence model's score plus Gumbel noise; co_watching: the candidates most watched right after "
         "the last film, most first (those with a count of 0 keep the input order; temperature unused), in the words "
-        "of the prompt's evidence summary (gr2_prepare evidence_summary), so the student can copy the lookup"))
+        "of the prompt's evidence summary (gr2_prepare evidence_summary), so the student can copy the lookup; when the "
+        "prompt ends with the co-watching hint (gr2_prepare evidence_hint), the trace is only the answer, its "
+        "explanation repeating the hint's numbers"))
     seed: int = 0
     """seed of the Gumbel noise"""
 
@@ -87,7 +90,8 @@ class FeatureRankerTeacher:
     def sample(self, prompt: str) -> str:
         candidates, target = read_candidates(prompt)
         if self.params.order_by == "co_watching":
-            return self.co_watching(candidates)
+            hint = _HINT.search(prompt)
+            return self.copy_hint(hint["numbers"]) if hint else self.co_watching(candidates)
         order = gumbel_order([c.score for c in candidates], self.params.temperature, self.random)
         if target is not None:
             order = sorted(order, key=lambda i: candidates[i].number != target)
@@ -100,6 +104,12 @@ class FeatureRankerTeacher:
         why = (f"[{numbers[0]}] was watched right after your last film by the most viewers." if numbers
                else "No candidate was watched right after your last film; the upstream order stays.")
         return leaders_line("after_last", pairs) + "\n" + answer_json(why, numbers or [candidates[0].number])
+
+    @staticmethod
+    def copy_hint(numbers: str) -> str:
+        """The hint's numbers as the answer, said in the explanation first in the hint's own words."""
+        chosen = [int(n) for n in numbers.split(", ")]
+        return answer_json(f"{HINT_TITLE}: {hint_numbers(chosen)}", chosen)
 
     def explain(self, chosen: Sequence[Candidate]) -> str:
         lines = [f"[{c.number}]: {c.why()}." for c in chosen]

@@ -145,7 +145,7 @@ class Reranker:
         evidence = None if stats is None else [
             asdict(stats.evidence(history, stats.last_time if until is None else until, c)) for c in candidates]
         return {**out, "prompt": index_student_prompt(shown, cands, evidence, self.prompting.ranked,
-                                                    self.prompting.summary, self.prompting.lines)}
+                                                    self.prompting.summary, self.prompting.lines, self.prompting.hint)}
 
 
 @dataclass
@@ -158,6 +158,7 @@ class Prompting:
     ranked: bool = False  # evidence_ranks
     summary: bool = False  # evidence_summary
     lines: bool = True  # evidence_lines
+    hint: bool = False  # evidence_hint
 
     @classmethod
     def of_run(cls, run_dir: Path) -> "Prompting":
@@ -173,7 +174,7 @@ class Prompting:
         summary = bool(prepared_setting(run_dir, "evidence_summary", False))
         lines = bool(prepared_setting(run_dir, "evidence_lines", True)) or not summary  # as gr2_prepare decides
         return cls(answer_format, SequenceStats.load(folder), bool(prepared_setting(run_dir, "evidence_ranks", False)),
-                   summary, lines)
+                   summary, lines, bool(prepared_setting(run_dir, "evidence_hint", False)))
 
 
 def prepared_history_items(run_dir: Path) -> int:

@@ -71,6 +71,10 @@ class GR2PrepareParams(Params):
     evidence_lines: bool = Field(True, description=(
         "with prompt_evidence: each candidate's line carries its counts in words; false with evidence_summary: "
         "only the summary lines (a prompt half as long)"))
+    evidence_hint: bool = Field(False, description=(
+        "with prompt_evidence: the prompt ends with the three candidates most watched right after the last film "
+        "('Most watched right after your last film (78, 69, 50 viewers): 4, 1, 3'), always three numbers, last, so "
+        "an answer copies them by position"))
     seed: int = Field(0, description="seed of the user caps and the corpus windows")
     progress: bool = Field(True, description="show progress bars")
 
@@ -232,12 +236,14 @@ class GR2Prepare:
         evidence = example["evidence"]
         scores = scorer.scores(example["features"])
         ranked, summary = p.evidence_ranks, p.evidence_summary and p.prompt_evidence
+        hint = p.evidence_hint and p.prompt_evidence
         shown_evidence = evidence if p.prompt_evidence else None
         lines = p.evidence_lines or not summary
-        return {**out, "prompt": index_student_prompt(shown, cands, shown_evidence, ranked, summary, lines),
-                "teacher_prompt": index_teacher_prompt(shown, cands, evidence, scores, ranked=ranked, summary=summary),
+        return {**out, "prompt": index_student_prompt(shown, cands, shown_evidence, ranked, summary, lines, hint),
+                "teacher_prompt": index_teacher_prompt(shown, cands, evidence, scores, ranked=ranked, summary=summary,
+                                                       hint=hint),
                 "teacher_prompt_targeted": index_teacher_prompt(shown, cands, evidence, scores, target, ranked,
-                                                                summary)}
+                                                                summary, hint)}
 
     def semantic_ids(self, context: StageContext, data: Interactions, catalog: list[str]):
         from reasonrl.gr2_plugins.embeddings import embed_texts

@@ -73,6 +73,30 @@ def evidence_summary(evidence: Sequence[Mapping]) -> list[str]:
     return ["What the logs say, most first:"] + [leaders_line(key, leaders(evidence, key)) for key in EVIDENCE_KEYS]
 
 
+HINT_TITLE = "Most watched right after your last film"
+
+
+def hint_leaders(evidence: Sequence[Mapping], top: int = 3) -> list[int]:
+    """The ``top`` candidate numbers most watched right after the last film, zero counts included
+    (ties in input order): always ``top`` numbers, so the hint line has one shape."""
+    order = sorted(range(len(evidence)), key=lambda i: (-evidence[i]["after_last"], i))
+    return [i + 1 for i in order[:top]]
+
+
+def hint_numbers(numbers: Sequence[int]) -> str:
+    return ", ".join(str(n) for n in numbers)
+
+
+def hint_line(evidence: Sequence[Mapping]) -> str:
+    """``Most watched right after your last film (78, 69, 50 viewers): 4, 1, 3``, the prompt's last
+    line: the numbers end the prompt, so an answer repeating them copies tokens a fixed distance back
+    (a lookup by position, which a small student learns; a lookup by content it does not, see
+    ``bench/gr2_copy_probe.py``)."""
+    numbers = hint_leaders(evidence)
+    counts = ", ".join(str(evidence[n - 1]["after_last"]) for n in numbers)
+    return f"{HINT_TITLE} ({counts} viewers): {hint_numbers(numbers)}"
+
+
 def evidence_text(evidence: Mapping, last_title: str | None, ranks: Mapping[str, int] | None = None) -> str:
     """What the logs say about one candidate, in words a trace can repeat; with ``ranks``, each
     count also says where it stands in the list, so the comparison is written on the line."""
@@ -106,9 +130,10 @@ def numbered_lines(candidates: Sequence[Mapping], evidence: Sequence[Mapping] | 
 
 def index_student_prompt(history: Sequence[Mapping], candidates: Sequence[Mapping],
                          evidence: Sequence[Mapping] | None = None, ranked: bool = False,
-                         summary: bool = False, evidence_lines: bool = True) -> str:
+                         summary: bool = False, evidence_lines: bool = True, hint: bool = False) -> str:
     """The student's prompt when it answers with candidate numbers (``answer_format: index``);
-    ``evidence_lines=False`` keeps the counts off the candidate lines (then only ``summary`` shows them)."""
+    ``evidence_lines=False`` keeps the counts off the candidate lines (then only ``summary`` shows them);
+    ``hint`` ends the prompt with the co-watching leaders (``hint_line``)."""
     last = history[-1]["title"] if history else None
     lines = ["Rerank movies for a viewer.", "Watched, oldest to newest:"]
     lines += [item_line(i) for i in history]
@@ -118,12 +143,14 @@ def index_student_prompt(history: Sequence[Mapping], candidates: Sequence[Mappin
         lines += evidence_summary(evidence)
     lines.append(f"Reason briefly, citing candidates by number, then answer {INDEX_ANSWER_FORMAT} with the numbers "
                  f"of the most likely next watches first; unlisted candidates keep their order.")
+    if evidence is not None and hint:
+        lines.append(hint_line(evidence))
     return "\n".join(lines)
 
 
 def index_teacher_prompt(history: Sequence[Mapping], candidates: Sequence[Mapping], evidence: Sequence[Mapping],
                          scores: Sequence[float], target: Mapping | None = None, ranked: bool = False,
-                         summary: bool = False) -> str:
+                         summary: bool = False, hint: bool = False) -> str:
     """The teacher's prompt for index answers: the student's view plus the evidence model's score."""
     last = history[-1]["title"] if history else None
     lines = [TEACHER_ROLE, "", "The viewer watched, oldest to newest:"]
@@ -136,6 +163,8 @@ def index_teacher_prompt(history: Sequence[Mapping], candidates: Sequence[Mappin
         lines += ["", f"The viewer actually watched [{candidates.index(target) + 1}] next; explain why it fits best."]
     lines += ["", "Think in steps: weigh each candidate's evidence, citing candidates by number, then end with "
               "only this JSON, best first: " + INDEX_ANSWER_FORMAT]
+    if hint:
+        lines.append(hint_line(evidence))
     return "\n".join(lines)
 
 
