@@ -3,10 +3,12 @@
 Same model, prompts, batch, sampling (temperature 1, no top-k / top-p), and the same number of
 new tokens for every row (end-of-sequence switched off), one run. CPU: float32; CUDA: bf16
 weights. Prints milliseconds per decoded token step (prefill included once per call) and the
-ratio, medians of 3 calls after one warm-up.
+ratio, medians of 3 calls after one warm-up (which pays any compilation).
 
     python bench/decode_speed.py                                          # SmolLM2-135M (packaged weights)
     python bench/decode_speed.py --rows 16,32,64,128 --compiled-peer      # by batch; + compiled generate
+    python bench/decode_speed.py --static --captured                      # + our static cache, eager and captured
+    python bench/decode_speed.py --prompt-streams                         # + one random stream per prompt
     python bench/decode_speed.py --model .gpu_smoke/smollm2-config --random-init   # a folder with config + tokenizer
 """
 
@@ -59,13 +61,18 @@ def median_call(fn) -> float:
     return statistics.median(times)
 
 
-def ours(model, tokenizer, prompts, group):
+def ours(model, tokenizer, prompts, group, compile="off", prompt_streams=False):
+    """Our engine; ``compile``: its decode mode; ``prompt_streams``: one random stream per prompt
+    (``rl: sampling_seeds: prompt``) instead of one per batch."""
     from reasonrl.plugins.engine.rollout import HFRolloutEngine, SamplingParams
 
-    engine = HFRolloutEngine(SamplingParams(max_new_tokens=NEW_TOKENS, temperature=1.0, prompt_batch_size=len(prompts)))
+    engine = HFRolloutEngine(SamplingParams(max_new_tokens=NEW_TOKENS, temperature=1.0, prompt_batch_size=len(prompts),
+                                            compile=compile))
 
     def call():
-        out = engine.generate(model, tokenizer, prompts, group, generator=None)
+        generator = [torch.Generator(device=model.device).manual_seed(i) for i in range(len(prompts))] \
+            if prompt_streams else None
+        out = engine.generate(model, tokenizer, prompts, group, generator=generator)
         assert out.completion_ids.shape[1] == NEW_TOKENS
 
     return call
@@ -104,17 +111,47 @@ def compiled_peer(model, tokenizer, prompts, group):
     return peer(model, tokenizer, prompts, group, cache_implementation="static", compile_config=config)
 
 
-def header(args, device: str) -> list[str]:
-    columns = ["rows", "reasonrl ms/token step", "model.generate ms/token step", "speed-up", "reasonrl tokens/s",
-               "model.generate tokens/s"]
+def columns(args) -> list[tuple[str, object]]:
+    """(column name, call maker) of every timed decoder, ours first."""
+    out = [("reasonrl", lambda *a: ours(*a)), ("model.generate", peer)]
+    if args.static:
+        out.append(("reasonrl static cache", lambda *a: ours(*a, compile="static")))
+    if args.captured:
+        out.append(("reasonrl static + captured step", lambda *a: ours(*a, compile="graph")))
+    if args.prompt_streams:
+        out.append(("reasonrl, a stream per prompt", lambda *a: ours(*a, prompt_streams=True)))
     if args.compiled_peer:
-        columns.append("generate, static cache + compile, ms/token step")
+        out.append(("generate, static cache + compile", compiled_peer))
+    return out
+
+
+def header(args, device: str) -> list[str]:
+    names = ["rows"] + [f"{name} ms/token step" for name, _ in columns(args)] + ["speed-up vs generate"]
+    if args.captured:
+        names.append("captured vs our eager")
+    names += [f"{name} tokens/s" for name, _ in columns(args)]
     return [f"Device: {torch.cuda.get_device_name() if device == 'cuda' else 'CPU'}, torch {torch.__version__}, "
             f"model {args.model}, {PROMPT_TOKENS}-token prompts, {NEW_TOKENS} new tokens, medians of {REPEATS}.", "",
-            "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+            "| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
 
 
-def main() -> None:
+def decode_rows(args, model, tokenizer) -> list[str]:
+    """One table row per batch size: ms per token step of each decoder and the ratios."""
+    lines = []
+    for rows in rows_per_step(args.rows):
+        prompts = make_prompts(tokenizer, rows // GROUP, PROMPT_TOKENS)
+        times = {name: median_call(make(model, tokenizer, prompts, GROUP)) / NEW_TOKENS for name, make in columns(args)}
+        cells = [str(rows)] + [f"{t * 1e3:.2f}" for t in times.values()]
+        cells.append(f"{times['model.generate'] / times['reasonrl']:.2f}x")
+        if args.captured:
+            cells.append(f"{times['reasonrl'] / times['reasonrl static + captured step']:.2f}x")
+        cells += [f"{rows / t:.0f}" for t in times.values()]
+        lines.append("| " + " | ".join(cells) + " |")
+        print(lines[-1], flush=True)
+    return lines
+
+
+def arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2", help="smollm2 (the packaged weights) or a model folder")
     parser.add_argument("--random-init", action="store_true", help="build the model from the folder's config only")
@@ -122,32 +159,32 @@ def main() -> None:
                         help="comma-separated rows per decode step (multiples of 4: prompts x 4 samples)")
     parser.add_argument("--compiled-peer", action="store_true",
                         help="also time model.generate with a static KV cache and torch.compile (compilation excluded)")
+    parser.add_argument("--static", action="store_true", help="also time our decode on a static KV cache")
+    parser.add_argument("--captured", action="store_true",
+                        help="also time our static-cache decode with its step compiled (CUDA graphs on a GPU)")
+    parser.add_argument("--prompt-streams", action="store_true",
+                        help="also time our engine with one random stream per prompt (rl sampling_seeds: prompt)")
     parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> list[str]:
+    args = arguments(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer = load(args.model, device, args.random_init)
     eos = tokenizer.eos_token_id
     model.generation_config.eos_token_id = None  # every row decodes NEW_TOKENS steps on both sides
     tokenizer.eos_token_id = None
-    lines = header(args, device)
     try:
-        for rows in rows_per_step(args.rows):
-            prompts = make_prompts(tokenizer, rows // GROUP, PROMPT_TOKENS)
-            mine = median_call(ours(model, tokenizer, prompts, GROUP)) / NEW_TOKENS
-            theirs = median_call(peer(model, tokenizer, prompts, GROUP)) / NEW_TOKENS
-            line = (f"| {rows} | {mine * 1e3:.2f} | {theirs * 1e3:.2f} | {theirs / mine:.2f}x | "
-                    f"{rows / mine:.0f} | {rows / theirs:.0f} |")
-            if args.compiled_peer:
-                line += f" {median_call(compiled_peer(model, tokenizer, prompts, GROUP)) / NEW_TOKENS * 1e3:.2f} |"
-            lines.append(line)
-            print(lines[-1], flush=True)
+        lines = header(args, device) + decode_rows(args, model, tokenizer)
     finally:
         tokenizer.eos_token_id = eos
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
-        command = " ".join(["python bench/decode_speed.py"] + sys.argv[1:])
+        command = " ".join(["python bench/decode_speed.py"] + (argv if argv is not None else sys.argv[1:]))
         args.out.write_text(f"Command: {command}\n\n{text}")
+    return lines
 
 
 if __name__ == "__main__":

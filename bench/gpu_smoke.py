@@ -4,6 +4,8 @@
    trainers keep float32 weights under bf16 autocast, inference runs in bf16.
 2. One RL step (DAPO loss, no KL) of a SmolLM2-135M-shaped model, random init from its
    config (nothing to download), against TRL's GRPOTrainer on the benchmark's two shapes.
+3. Decoding (``bench/decode_speed.py``) of the same model at 16 / 64 / 256 rows: our eager
+   loop, our static cache with the captured step, ``model.generate`` plain and compiled.
 
     python bench/gpu_smoke.py --pack .gpu_smoke      # here: copy what the GPU machine cannot fetch
     python bench/gpu_smoke.py --assets .gpu_smoke    # there: run everything, print the tables
@@ -137,6 +139,16 @@ RL_HEADER = ("| shape | reasonrl s/step | TRL s/step | reasonrl samples/s | TRL 
              "|---|---|---|---|---|---|---|---|---|")
 
 
+# ---------------------------------------------------------------- part 3: decoding
+def decode_table(model: str, reduced: bool) -> list[str]:
+    """Our eager and captured decode against generate, plain and compiled (reduced: 4 rows, no
+    compilation, which on CPU costs a minute per shape and shows nothing)."""
+    import decode_speed
+
+    options = ["--rows", "4", "--static"] if reduced else ["--rows", "16,64,256", "--captured", "--compiled-peer"]
+    return decode_speed.main(["--model", model, "--random-init", *options])[2:]
+
+
 def machine_line(device: str) -> str:
     import torch
     import transformers
@@ -157,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pack", type=Path, help="copy the assets the GPU machine cannot fetch into this folder")
     parser.add_argument("--assets", type=Path, help="a folder made by --pack (sets REASONRL_CACHE)")
     parser.add_argument("--reduced", action="store_true", help="tiny shapes; the default on a machine without CUDA")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: pipelines, rl")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: pipelines, rl, decode")
     parser.add_argument("--out", type=Path, help="also write the tables to this markdown file")
     args = parser.parse_args(argv)
     if args.pack:
@@ -174,12 +186,14 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="reasonrl-gpu-smoke-") as tmp:
         if "pipelines" not in skip:
             lines += ["", "Tiny pipelines (`bench/smoke_pipelines.py`):", "", PIPELINE_HEADER, *pipeline_rows(Path(tmp))]
+        config_dir = (args.assets / "smollm2-config") if args.assets else smollm2_config_here()
+        model = random_smollm2(config_dir, Path(tmp) / "smollm2-random", reduced)
+        what = "2-layer SmolLM2-shaped" if reduced else "SmolLM2-135M-shaped (random init)"
         if "rl" not in skip:
-            config_dir = (args.assets / "smollm2-config") if args.assets else smollm2_config_here()
-            model = random_smollm2(config_dir, Path(tmp) / "smollm2-random", reduced)
-            what = "2-layer SmolLM2-shaped" if reduced else "SmolLM2-135M-shaped (random init)"
             lines += ["", f"One RL step, {what} model, DAPO loss, no KL, no gradient checkpointing:", "", RL_HEADER,
                       *rl_step_rows(model, device, reduced)]
+        if "decode" not in skip:
+            lines += ["", f"Decoding, {what} model (`bench/decode_speed.py`):", "", *decode_table(model, reduced)]
     table = "\n".join(lines)
     print("\n" + table)
     if args.out:

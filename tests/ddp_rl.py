@@ -11,7 +11,7 @@ stage = {"stage": "rl", "id": "rl", "model": {"source": "tiny", "tiny": {"hidden
          "dataset": {"name": "sort_digits", "params": {"train_size": 200}}, "rewards": ["sort_accuracy"],
          "optimizer": {"name": "dapo", "params": {"dynamic_sampling": False}},
          "rollout": {"name": "hf", "params": {"max_new_tokens": 5, "prompt_batch_size": 4}},
-         "sampling_seeds": "prompt", "steps": 3, "prompts_per_step": 4, "group_size": 4, "micro_batch_prompts": 1,
+         "steps": 3, "prompts_per_step": 4, "group_size": 4, "micro_batch_prompts": 1,
          "lr": 1e-2, "progress": False, **extra}
 config = resolve_config({"run_name": tag, "output_dir": out_dir, "trackers": [], "stages": [stage]})
 run_pipeline(config, echo=lambda m: None)

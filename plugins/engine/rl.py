@@ -65,9 +65,10 @@ class RLParams(TrainingParams):
         "after the optimizer's advantages, divide each stratify_by class's by their own spread over the batch, so "
         "every class pulls with the same strength (per-class advantage normalisation; group-wise std scaling alone "
         "lets the class whose groups disagree more dominate)"))
-    sampling_seeds: Literal["batch", "prompt"] = Field("batch", description=(
-        "batch: one random stream per rollout batch (fastest); prompt: one per prompt, so results do not "
-        "depend on batching or on the number of processes"))
+    sampling_seeds: Literal["batch", "prompt"] = Field("prompt", description=(
+        "prompt: one random stream per prompt, so results do not depend on batching or on the number of "
+        "processes; batch: one per rollout batch (what runs before 2026-12-02 used; bench/decode_speed.py "
+        "--prompt-streams measures the difference)"))
 
 
 class ValueHead(torch.nn.Module):

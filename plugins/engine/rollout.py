@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import copy
 import inspect
-from typing import Sequence
+import weakref
+from typing import Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,10 @@ class SamplingParams(Params):
     stop_strings: list[str] = Field(default_factory=list)
     """generation stops after any of these strings"""
     prompt_batch_size: int = Field(8, gt=0, description="prompts prefilled together")
+    compile: Literal["auto", "off", "static", "graph"] = Field("auto", description=(
+        "off: decode on a growing KV cache, finished rows leave the batch; static: a preallocated KV cache with "
+        "fixed shapes per bucket (the same tokens and log-probs); graph: static plus a decode step compiled with "
+        "torch.compile(mode='reduce-overhead'), captured as a CUDA graph on GPUs; auto: graph on CUDA, off elsewhere"))
 
 
 MIN_SHARED_PREFIX = 16  # prompts sharing fewer leading tokens are run whole
@@ -189,6 +194,7 @@ class HFRolloutEngine:
 
     def __init__(self, params: SamplingParams) -> None:
         self.params = params
+        self._decoders = weakref.WeakKeyDictionary()  # model -> StaticDecoder (its captured steps)
 
     @property
     def temperature(self) -> float:
@@ -225,48 +231,54 @@ class HFRolloutEngine:
         """Decode one chunk of prompts. A row that has finished leaves the batch (its KV cache
         rows are dropped), so the long answers of a few samples do not make every row pay; until
         one finishes, a step does no more work than decoding without retirement."""
-        params = self.params
-        pad_id, eos_ids = _pad_id(tokenizer), stop_token_ids(model, tokenizer)
+        pad_id = _pad_id(tokenizer)
         logits, cache, attention, _ = prefill(model, prompts, pad_id, group_size)
-        rows, device = logits.shape[0], logits.device
-        eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
-        live, live_rows = torch.arange(rows, device=device), list(range(rows))  # the rows still decoding
+        if self._mode(model) != "off":
+            return self._generate_static(model, tokenizer, logits, cache, attention, generator, group_size, rules)
+        state = _DecodeState(self, model, tokenizer, logits.shape[0], generator, group_size, rules)
         position = attention.sum(dim=1)
-        tokens, masks, logps = [], [], []
-        texts = [""] * rows
-        for _ in range(params.max_new_tokens):
-            live_rules = None if rules is None else [rules[row] for row in live_rows]
-            scaled = logits.float() / params.temperature
-            running = torch.zeros(len(live_rows), dtype=torch.bool, device=device)  # no finished rows in the batch
-            allowed = constrain(scaled.clone(), live_rules, running) if rules is not None else scaled
-            token = self._draw(allowed, generator, group_size, live, rows)
-            for rule, chosen in zip(live_rules or (), token.tolist()):
-                rule.advance(chosen)
-            # the log-prob of the distribution the token was drawn from: under a constraint,
-            # renormalised over the allowed tokens (the trainer scores the same, see replay_allowed)
-            logp = allowed.log_softmax(dim=-1).gather(1, token[:, None]).squeeze(1)
-            tokens.append(_to_all_rows(token, live, rows, pad_id))
-            masks.append(_to_all_rows(torch.ones_like(token), live, rows, 0))
-            logps.append(_to_all_rows(logp, live, rows, 0.0))
-            done = torch.isin(token, eos)
-            if params.stop_strings:
-                done |= self._hit_stop(tokenizer, texts, token, live_rows)
-            finished = int(done.sum())  # one host synchronisation per decoded token, as before
-            if finished == len(live_rows):
-                live_rows = []
+        for _ in range(self.params.max_new_tokens):
+            token, done = state.choose(logits)
+            if state.finished_all(done):
                 break
-            if finished:
+            if state.ended:
                 keep = torch.nonzero(~done).flatten()
                 cache.batch_select_indices(keep)
-                live, attention, position, token = live[keep], attention[keep], position[keep], token[keep]
-                live_rows = [live_rows[i] for i in keep.tolist()]
+                attention, position, token = attention[keep], position[keep], token[keep]
+                state.retire(keep)
             attention = F.pad(attention, (0, 1), value=1)
             out, cache = forward_with_cache(model, cache, input_ids=token[:, None], attention_mask=attention,
                                             position_ids=position[:, None])
             logits, position = out.logits[:, -1], position + 1
-        truncated = torch.zeros(rows, dtype=torch.bool, device=device)
-        truncated[live_rows] = True
-        return torch.stack(tokens, 1), torch.stack(masks, 1), torch.stack(logps, 1), truncated
+        return state.result()
+
+    def _generate_static(self, model, tokenizer, logits, cache, attention, generator, group_size, rules):
+        """The same decode on a static KV cache: rows stay in the batch, finished rows' tokens are dropped."""
+        from reasonrl.plugins.engine.static_decode import StaticDecoder
+
+        mode = self._mode(model)
+        decoder = self._decoders.get(model)
+        if decoder is None or decoder.compiled != (mode == "graph"):
+            decoder = self._decoders[model] = StaticDecoder(model, compiled=mode == "graph")
+        run = decoder.start(cache, attention, self.params.max_new_tokens)
+        del cache  # its states now live in the static cache
+        state = _DecodeState(self, model, tokenizer, logits.shape[0], generator, group_size, rules)
+        feed = torch.full((logits.shape[0],), _pad_id(tokenizer), dtype=torch.long, device=logits.device)
+        for _ in range(self.params.max_new_tokens):
+            token, done = state.choose(logits[state.live])
+            if state.finished_all(done):
+                break
+            feed.index_copy_(0, state.live, token)
+            if state.ended:
+                state.retire(torch.nonzero(~done).flatten())
+            logits = run.next_logits(feed)
+        return state.result()
+
+    def _mode(self, model) -> str:
+        mode = self.params.compile
+        if mode == "auto":
+            return "graph" if model_device(model).type == "cuda" else "off"
+        return mode
 
     def _draw(self, logits, generator, group_size, live, rows) -> torch.Tensor:
         """The next token of each live row. Noise is drawn for every row of the chunk, finished or
@@ -291,6 +303,61 @@ class HFRolloutEngine:
             if stop in text:
                 text = text[: text.index(stop) + len(stop)]
         return text
+
+
+class _DecodeState:
+    """What one chunk's decode has chosen so far, row by row, and which rows are still running
+    (``live``: their indices among the chunk's rows)."""
+
+    def __init__(self, engine: HFRolloutEngine, model, tokenizer, rows: int, generator, group_size: int, rules):
+        self.engine, self.tokenizer, self.rows = engine, tokenizer, rows
+        self.generator, self.group_size, self.rules = generator, group_size, rules
+        self.pad_id = _pad_id(tokenizer)
+        self.device = model_device(model)
+        self.eos = torch.tensor(stop_token_ids(model, tokenizer), dtype=torch.long, device=self.device)
+        self.live, self.live_rows = torch.arange(rows, device=self.device), list(range(rows))
+        self.tokens, self.masks, self.logps = [], [], []
+        self.texts = [""] * rows
+
+    def choose(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The live rows' next tokens from their ``logits``, recorded; and which of them ended."""
+        params = self.engine.params
+        live_rules = None if self.rules is None else [self.rules[row] for row in self.live_rows]
+        scaled = logits.float() / params.temperature
+        running = torch.zeros(len(self.live_rows), dtype=torch.bool, device=self.device)
+        allowed = constrain(scaled.clone(), live_rules, running) if self.rules is not None else scaled
+        token = self.engine._draw(allowed, self.generator, self.group_size, self.live, self.rows)
+        for rule, chosen in zip(live_rules or (), token.tolist()):
+            rule.advance(chosen)
+        # the log-prob of the distribution the token was drawn from: under a constraint,
+        # renormalised over the allowed tokens (the trainer scores the same, see replay_allowed)
+        logp = allowed.log_softmax(dim=-1).gather(1, token[:, None]).squeeze(1)
+        self.tokens.append(_to_all_rows(token, self.live, self.rows, self.pad_id))
+        self.masks.append(_to_all_rows(torch.ones_like(token), self.live, self.rows, 0))
+        self.logps.append(_to_all_rows(logp, self.live, self.rows, 0.0))
+        done = torch.isin(token, self.eos)
+        if params.stop_strings:
+            done |= self.engine._hit_stop(self.tokenizer, self.texts, token, self.live_rows)
+        return token, done
+
+    def finished_all(self, done: torch.Tensor) -> bool:
+        """Whether every live row has ended (one host synchronisation per decoded token); ``ended``
+        says how many did at this token."""
+        self.ended = int(done.sum())
+        if self.ended == len(self.live_rows):
+            self.live_rows = []
+            return True
+        return False
+
+    def retire(self, keep: torch.Tensor) -> None:
+        """Keep only the live rows at positions ``keep``."""
+        self.live = self.live[keep]
+        self.live_rows = [self.live_rows[i] for i in keep.tolist()]
+
+    def result(self):
+        truncated = torch.zeros(self.rows, dtype=torch.bool, device=self.device)
+        truncated[self.live_rows] = True
+        return torch.stack(self.tokens, 1), torch.stack(self.masks, 1), torch.stack(self.logps, 1), truncated
 
 
 def stop_token_ids(model, tokenizer) -> list[int]:
