@@ -134,7 +134,8 @@ def test_rerank_answers_index_lists_exactly_as_the_evaluation_did(tmp_path):
     data = {"name": "jsonl", "params": {"files": {"train": "traces/sft.jsonl"}}}
     stages = [
         {"stage": "gr2_prepare", "id": "prepare", "history_items": 3, "answer_format": "index",
-         "prompt_evidence": True, "max_users": {"train": 40, "validation": 4, "test": 6}, "progress": False},
+         "prompt_evidence": True, "evidence_hint": True, "max_users": {"train": 40, "validation": 4, "test": 6},
+         "progress": False},
         {"stage": "teacher_traces", "id": "traces", "dataset": {"name": "jsonl", "params": {
             "files": {"train": "prepare/train.jsonl"}}}, "teacher": "feature_ranker",
          "filters": ["valid_format"], "max_rounds": 1, "samples_per_round": 1, "progress": False},
@@ -170,6 +171,25 @@ def test_an_answer_key_outside_any_object_gets_a_proper_answer_in_evaluation_onl
     for token in tok(written, add_special_tokens=False)["input_ids"]:
         rollout.advance(token)
     assert rollout.in_answer and rollout.allowed() is None  # no repair: the rollout is judged as written
+
+
+def test_the_hint_ends_the_prompt_with_three_numbers_and_the_teacher_answers_with_them():
+    from reasonrl.gr2_plugins.prompts import index_student_prompt
+
+    prompt = index_student_prompt(HISTORY, CANDIDATES, EVIDENCE, summary=True, evidence_lines=False, hint=True)
+    # counts 0, 4, 0, 12, 1 right after: [4], [2], [5]; the line is last, so the numbers end the prompt
+    assert prompt.splitlines()[-1] == "Most watched right after your last film (12, 4, 1 viewers): 4, 2, 5"
+    nothing = [{**e, "after_last": 0} for e in EVIDENCE]
+    assert index_student_prompt(HISTORY, CANDIDATES, nothing, hint=True).endswith(
+        "(0, 0, 0 viewers): 1, 2, 3")  # always three numbers (ties in input order): one shape
+    teacher_prompt = index_teacher_prompt(HISTORY, CANDIDATES, EVIDENCE, SCORES, hint=True)
+    trace = FeatureRankerTeacher(FeatureTeacherParams(order_by="co_watching")).sample(teacher_prompt)
+    assert trace == answer([4, 2, 5], "Most watched right after your last film: 4, 2, 5")  # only the answer
+    example = {"answer_format": "index", "candidates": [c["sid"] for c in CANDIDATES], "target_index": 1}
+    assert parse_answer(trace, example).order == [3, 1, 4, 0, 2]
+    without = FeatureRankerTeacher(FeatureTeacherParams(order_by="co_watching")).sample(
+        index_teacher_prompt(HISTORY, CANDIDATES, EVIDENCE, SCORES, summary=True))
+    assert without.startswith("Most watched right after your last film: [4] 12")  # no hint: the summary copy
 
 
 def test_evidence_ranks_are_written_on_each_line_and_the_teacher_still_reads_them():
