@@ -19,7 +19,7 @@ import copy
 import os
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 from pydantic import Field
@@ -38,6 +38,7 @@ class VLLMParams(SamplingParams):
     """vLLM's weight and activation dtype"""
     sleep: bool = True
     """release vLLM's weights and KV cache between rollouts, so the update has the memory"""
+    compile: Literal["auto"] = Field("auto", description="not used: vLLM captures its own CUDA graphs")
     importance_sampling_cap: float = Field(2.0, ge=1.0)
     """truncation C of the per-token weight min(pi_trainer / pi_vllm, C) that corrects for the
     engines' numerical differences"""
