@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+from bench_output import save_table  # noqa: E402
 from rl_step_vs_trl import make_prompts  # noqa: E402
 
 GROUP = 4  # samples per prompt; rows per step = prompts x GROUP
@@ -181,9 +182,7 @@ def main(argv=None) -> list[str]:
         tokenizer.eos_token_id = eos
     text = "\n".join(lines) + "\n"
     print(text)
-    if args.out:
-        command = " ".join(["python bench/decode_speed.py"] + (argv if argv is not None else sys.argv[1:]))
-        args.out.write_text(f"Command: {command}\n\n{text}")
+    save_table(args.out, "decode_speed.py", argv, text)
     return lines
 
 

@@ -25,6 +25,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_output import save_table  # noqa: E402
+
 VOCAB, DIGITS, FILLER = 512, range(10, 20), range(30, 512)
 MARKER, CUE = 5, [6, 7, 8, 9]
 PROMPT_TOKENS = 300  # about the ML-1M hint prompts' length
@@ -104,9 +107,7 @@ def main(argv: list[str] | None = None) -> str:
             f"prompts with all three numbers right (chance 1/720); {time.time() - start:.0f} s, "
             f"torch {torch.__version__}, {torch.get_num_threads()} threads\n\n" + "\n".join(lines) + "\n")
     print("\n" + text)
-    if args.out:
-        command = " ".join(["python bench/gr2_copy_probe.py"] + (argv if argv is not None else sys.argv[1:]))
-        args.out.write_text(f"Command: {command}\n\n{text}")
+    save_table(args.out, "gr2_copy_probe.py", argv, text)
     return text
 
 
