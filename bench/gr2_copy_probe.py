@@ -86,7 +86,7 @@ def train(layout: str, steps: int, every: int, seed: int) -> list[tuple[int, flo
         optimizer.step()
         optimizer.zero_grad()
         if step % every == 0:
-            points.append((step, float(loss), copy_rate(model, layout, probe)))
+            points.append((step, loss.item(), copy_rate(model, layout, probe)))
             print(f"{layout:8s} step {step:5d}  loss {points[-1][1]:.3f}  copies {points[-1][2]:.2f}", flush=True)
     return points
 
