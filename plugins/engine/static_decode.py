@@ -10,9 +10,12 @@ and they stop advancing their constraints, exactly as the eager loop's retired r
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
+
+from reasonrl.core.errors import ReasonRLError
 
 LENGTH_BUCKET = 256
 
@@ -110,8 +113,6 @@ def _explained(step):
         except Exception as exc:  # inductor/dynamo raise many types; the message is what helps
             if "torch._dynamo" not in type(exc).__module__ and "torch._inductor" not in type(exc).__module__:
                 raise
-            from reasonrl.core.errors import ReasonRLError
-
             raise ReasonRLError(f"compiling the decode step failed ({type(exc).__name__}: {str(exc)[:300]}); set "
                                 f"rollout.params.compile: static (the same decode, not compiled) or off") from exc
     return run
@@ -119,7 +120,5 @@ def _explained(step):
 
 def _takes_cache_position(model) -> bool:
     """transformers releases before 5.2x address a static cache by ``cache_position``."""
-    import inspect
-
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return "cache_position" in inspect.signature(base.forward).parameters
