@@ -116,12 +116,14 @@ def aggregate_samples(samples: Sequence[str], labels: Sequence[str], cut: Sequen
 
 
 def classify_examples(model, tokenizer, examples: list[dict], sampling, samples: int = 1, seed: int = 0,
-                      chat_template: bool = True, desc: str = "classify", progress: bool = True) -> list[dict]:
-    """Each example's verdict (:func:`aggregate_samples`) and its ``samples`` traces."""
+                      chat_template: bool = True, desc: str = "classify", progress: bool = True,
+                      constraints=None) -> tuple[list[dict], Any]:
+    """Each example's verdict (:func:`aggregate_samples`) and its ``samples`` traces, and the
+    generations they come from."""
 
     generated = generate_samples(model, tokenizer, [e["prompt"] for e in examples], sampling, samples, seed=seed,
-                                 chat_template=chat_template, desc=desc, progress=progress)
-    return verdicts_from(generated, examples, samples)
+                                 chat_template=chat_template, desc=desc, progress=progress, constraints=constraints)
+    return verdicts_from(generated, examples, samples), generated
 
 
 def verdicts_from(generated, examples: list[dict], samples: int) -> list[dict]:
@@ -174,6 +176,19 @@ def answer_counts(rows: dict[str, dict[str, Any]]) -> str:
         "none" if p is None else p for p in row["predictions"]).items()))
         for name, row in rows.items() if row.get("predictions")]
     return ("\n\nAnswers per label:\n" + "\n".join(lines)) if lines else ""
+
+
+def model_label_probabilities(model, tokenizer, examples: list[dict], generated,
+                              chat_template: bool) -> list[list[float]] | None:
+    """The model's label probabilities at the verdict of each example's first trace (binary tasks;
+    None otherwise)."""
+    from reasonrl.plugins.engine.models import chat_prompt
+
+    if len(examples[0]["labels"]) != 2:
+        return None
+    prompts = [chat_prompt(tokenizer, e["prompt"], chat_template) for e in examples]
+    return label_probabilities(model, tokenizer, prompts, [texts[0] for texts in generated.texts],
+                               examples[0]["labels"])
 
 
 def model_score_metrics(examples: list[dict], verdicts: list[dict], probabilities) -> dict[str, Any]:
@@ -317,10 +332,6 @@ class ModerationEvaluate(VariantEvaluation):
         return {**row, **model_score_metrics(examples, verdicts, self.model_scores.get(key))}
 
     def score_with_model(self, model, tokenizer, variant, examples, generated) -> list[list[float]] | None:
-        from reasonrl.plugins.engine.models import chat_prompt
-
-        if not self.params.model_scores or len(examples[0]["labels"]) != 2:
+        if not self.params.model_scores:
             return None
-        prompts = [chat_prompt(tokenizer, e["prompt"], variant.chat_template) for e in examples]
-        return label_probabilities(model, tokenizer, prompts, [texts[0] for texts in generated.texts],
-                                   examples[0]["labels"])
+        return model_label_probabilities(model, tokenizer, examples, generated, variant.chat_template)

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from reasonrl.core.config import DatasetRef
+from reasonrl.core.config import ConstraintRef, DatasetRef
 from reasonrl.core.contracts import StageContext
 from reasonrl.core.io import atomic_write_json, atomic_write_text, read_json
 from reasonrl.core.pipeline import MARKER, run_stage
@@ -64,6 +64,11 @@ class StudyParams(Params):
     """decoding settings of the evaluations"""
     chat_template: bool = True
     """wrap prompts in the tokenizer's chat template"""
+    constraint: ConstraintRef | None = Field(None, description=(
+        "a decoding constraint of the evaluations, e.g. verdict_close: every answer ends with a verdict"))
+    model_scores: bool = Field(False, description=(
+        "also report roc_auc_model, pr_auc_model and ece_model, from the model's label probabilities at the "
+        "verdict (one more forward pass per example; binary tasks)"))
     match_tolerance: float = Field(0.01, ge=0, description="RL 'matches' SFT's best within this margin")
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description=(
         "training seeds per rung (added to the run's seed); the report gives the mean and a 95% t-interval"))
@@ -236,6 +241,11 @@ class ModerationStudy(StudyLedger, StudyReport):
         p = self.params
         scoring = {"dataset": p.dataset.model_dump(mode="json"), "split": p.eval_split, "examples": p.eval_examples,
                    "sampling": p.sampling.model_dump(mode="json"), "chat_template": p.chat_template}
+        # set only when used, so ladders scored before these options existed keep their fingerprints
+        if p.constraint is not None:
+            scoring["constraint"] = p.constraint.model_dump(mode="json")
+        if p.model_scores:
+            scoring["model_scores"] = True
         payload: dict[str, Any] = {"scoring": scoring, "model": p.model.model_dump(mode="json"), "model_output": start}
         if job is not None:
             recipe, value, seed = job
@@ -274,16 +284,23 @@ class ModerationStudy(StudyLedger, StudyReport):
         shutil.rmtree(folder / CHECKPOINT_DIR, ignore_errors=True)  # a finished child never resumes
 
     def score_model(self, context: StageContext, child: str | None) -> tuple[float, dict[str, Any]]:
-        from reasonrl.moderation_plugins.evaluate import classify_examples, score_verdicts
+        from reasonrl.moderation_plugins.evaluate import (classify_examples, model_label_probabilities,
+                                                          model_score_metrics, score_verdicts)
 
         p = self.params
         examples = context.build(p.dataset).splits()[p.eval_split][: p.eval_examples]
         source = f"{context.stage_id}/{child}" if child else p.model
         model, tokenizer = load_model(source, context.run_dir)
-        verdicts = classify_examples(model, tokenizer, examples, p.sampling, seed=context.seed,
-                                     chat_template=p.chat_template, desc=f"score {child or 'base'}", progress=p.progress)
+        rule = context.build(p.constraint) if p.constraint is not None else None
+        verdicts, generated = classify_examples(
+            model, tokenizer, examples, p.sampling, seed=context.seed, chat_template=p.chat_template,
+            desc=f"score {child or 'base'}", progress=p.progress,
+            constraints=None if rule is None else [rule.for_example(tokenizer, e) for e in examples])
         metrics = score_verdicts(examples, verdicts)
         metrics.pop("reliability", None)
+        if p.model_scores:
+            probabilities = model_label_probabilities(model, tokenizer, examples, generated, p.chat_template)
+            metrics.update(model_score_metrics(examples, verdicts, probabilities))
         return float(metrics[p.metric]), metrics
 
     # ------------------------------------------------------------------ report

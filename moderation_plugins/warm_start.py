@@ -68,8 +68,8 @@ class ModerationWarmStart(SFTStage):
 
         p = self.params
         model = self.accelerator.unwrap_model(self.model)
-        verdicts = classify_examples(model, self.tokenizer, self.scoring, p.sampling, seed=self.seed,
-                                     chat_template=p.chat_template, desc="score warm start", progress=False)
+        verdicts, _ = classify_examples(model, self.tokenizer, self.scoring, p.sampling, seed=self.seed,
+                                        chat_template=p.chat_template, desc="score warm start", progress=False)
         model.train()
         metrics = score_verdicts(self.scoring, verdicts)
         if p.metric not in metrics:

@@ -494,3 +494,27 @@ def test_ledger_shares_a_point_between_ladders_when_it_is_the_same_run(tmp_path,
     point = json.loads((resolved.run_dir / "steps" / "rl_steps1" / "point.json").read_text())
     assert point["ledger"] and point["metrics"] == json.loads(
         (resolved.run_dir / "rollouts" / "rl_rollouts2" / "point.json").read_text())["metrics"]
+
+
+def test_study_scores_with_a_verdict_constraint_and_the_models_label_probabilities(tmp_path):
+    """A tiny untrained student rarely writes a verdict in 64 tokens; scored under verdict_close
+    every answer parses and none is cut, and model_scores adds the label-probability columns.
+    Both options enter the points' fingerprints, so a ladder never mixes the two scorings."""
+    corpus = tmp_path / "corpus.txt"  # a BPE vocabulary in which " benign" and " malicious" start apart
+    corpus.write_text("".join(f"text {i}\nLabel: {label}\nProbability: 0.{i}\n"
+                              for i in range(10) for label in ("benign", "malicious")) * 20)
+    model = {"source": "tiny", "tiny": {"max_positions": 2048, "tokenizer_corpus": [str(corpus)], "vocab_size": 300}}
+    points = {}
+    for name, scoring in {"plain": {}, "closed": {"constraint": "verdict_close", "model_scores": True}}.items():
+        (tmp_path / name).mkdir()
+        config = ladder_config(tmp_path / name, [2], recipes=["sft"], sampling={"top_k": 1, "max_new_tokens": 64},
+                               **scoring)
+        config["stages"][0]["model"] = model
+        resolved = resolve_config(config)
+        run_pipeline(resolved, echo=lambda *_: None)
+        points[name] = json.loads((resolved.run_dir / "ladder" / "sft_examples2" / "point.json").read_text())
+    plain, closed = points["plain"]["metrics"], points["closed"]["metrics"]
+    assert plain["parse_failure_rate"] > 0 and "roc_auc_model" not in plain
+    assert closed["parse_failure_rate"] == 0.0 and closed["cut_rate"] == 0.0
+    assert 0.0 <= closed["roc_auc_model"] <= 1.0 and 0.0 <= closed["ece_model"] <= 1.0
+    assert points["plain"]["fingerprint"] != points["closed"]["fingerprint"]
