@@ -23,7 +23,10 @@ class ConditionalRankParams(Params):
 
 
 class RankGainParams(Params):
-    k: int = Field(10, gt=0, description="NDCG cut-off; 10 (the whole default list) rewards every move of the target")
+    k: int = Field(10, gt=0, description=(
+        "NDCG cut-off; 10 (the whole default list) rewards every move of the target. With partial answers "
+        "(index_list max_items), k = max_items pays only hits: a larger k also pays a miss for listing the "
+        "input's top candidates, which keeps the target where it was, and so pulls the policy to the input order"))
 
 
 class TopKParams(Params):

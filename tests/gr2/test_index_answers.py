@@ -64,6 +64,19 @@ def test_rank_gain_is_the_ndcg_improvement_over_the_input_order():
     assert RankGainReward(RankGainParams(k=5))(None, [answer([1, 2, 3, 4, 5, 8])], [far])[0]["rank_gain"] == 0.0
 
 
+def test_rank_gain_past_the_answer_pays_a_miss_for_listing_the_input_top():
+    """Three-item answers that all miss the target: at k = 10 the one listing the input's top three
+    keeps the target where it was, the one listing later candidates pushes it down, so a group's
+    advantages pull the policy towards the input order whenever it is unsure. At k = 3 (the
+    answer's length) every miss earns the same and only a hit is paid."""
+    example = {"answer_format": "index", "candidates": list("abcdefghij"), "target_index": 5}
+    misses = [answer([1, 2, 3]), answer([8, 9, 10])]
+    at_10 = [r["rank_gain"] for r in RankGainReward(RankGainParams(k=10))(None, misses, [example] * 2)]
+    assert at_10[0] == 0.0 and at_10[1] == pytest.approx(1 / math.log2(10) - 1 / math.log2(7))  # 6th -> 9th
+    at_3 = [r["rank_gain"] for r in RankGainReward(RankGainParams(k=3))(None, misses + [answer([6])], [example] * 3)]
+    assert at_3 == [0.0, 0.0, 1.0]
+
+
 def test_improves_input_keeps_traces_that_move_the_target_up_or_keep_it_first():
     check = ImprovesInput().check
     example = {"answer_format": "index", "candidates": list("abcde"), "target_index": 2}
