@@ -286,6 +286,7 @@ class ModerationStudy(StudyLedger, StudyReport):
     def score_model(self, context: StageContext, child: str | None) -> tuple[float, dict[str, Any]]:
         from reasonrl.moderation_plugins.evaluate import (classify_examples, model_label_probabilities,
                                                           model_score_metrics, score_verdicts)
+        from reasonrl.moderation_plugins.warm_start import label_shares
 
         p = self.params
         examples = context.build(p.dataset).splits()[p.eval_split][: p.eval_examples]
@@ -298,6 +299,7 @@ class ModerationStudy(StudyLedger, StudyReport):
             constraints=None if rule is None else [rule.for_example(tokenizer, e) for e in examples])
         metrics = score_verdicts(examples, verdicts)
         metrics.pop("reliability", None)
+        metrics["top_label_share"] = max(label_shares(verdicts).values())  # a collapsed point shows here
         if p.model_scores:
             probabilities = model_label_probabilities(model, tokenizer, examples, generated, p.chat_template)
             metrics.update(model_score_metrics(examples, verdicts, probabilities))

@@ -517,4 +517,5 @@ def test_study_scores_with_a_verdict_constraint_and_the_models_label_probabiliti
     assert plain["parse_failure_rate"] > 0 and "roc_auc_model" not in plain
     assert closed["parse_failure_rate"] == 0.0 and closed["cut_rate"] == 0.0
     assert 0.0 <= closed["roc_auc_model"] <= 1.0 and 0.0 <= closed["ece_model"] <= 1.0
+    assert 0.5 <= closed["top_label_share"] <= 1.0  # two labels, every answer has one
     assert points["plain"]["fingerprint"] != points["closed"]["fingerprint"]
