@@ -25,7 +25,8 @@ from typing import Sequence
 from pydantic import Field
 
 from reasonrl.core.registry import Params
-from reasonrl.plugins.engine.constraint_kit import KeepsRoomForAnswer, prefix_tokens, token_text, token_texts, tokens_within
+from reasonrl.plugins.engine.constraint_kit import (KeepsRoomForAnswer, prefix_tokens, token_text, token_texts,
+                                                    tokens_accepted)
 from reasonrl.plugins.engine.rollout import Excluding
 
 CODE = re.compile(r"<s_[a-z]_\d+>")
@@ -315,7 +316,7 @@ class IndexConstraint(KeepsRoomForAnswer):
             return prefix_tokens(self.tokenizer, self.literal) or None
         if self.numbers.state == "done":
             return [self.eos]
-        return [i for i, text in tokens_within(self.tokenizer, LIST_CHARS) if self.numbers.copy().feed(text)] or None
+        return tokens_accepted(self.tokenizer, LIST_CHARS, lambda text: self.numbers.copy().feed(text)) or None
 
     def advance(self, token: int) -> None:
         self.written += 1

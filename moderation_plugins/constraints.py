@@ -16,7 +16,7 @@ from typing import Sequence
 from pydantic import Field
 
 from reasonrl.core.registry import Params
-from reasonrl.plugins.engine.constraint_kit import KeepsRoomForAnswer, prefix_tokens, token_text, tokens_within
+from reasonrl.plugins.engine.constraint_kit import KeepsRoomForAnswer, prefix_tokens, token_text, tokens_accepted
 
 LABEL_KEY, PROBABILITY_KEY = "Label:", "\nProbability: "
 VERDICT_OPEN = "\n" + LABEL_KEY
@@ -100,7 +100,7 @@ class VerdictRule(KeepsRoomForAnswer):
             return prefix_tokens(self.tokenizer, self.literal) or None
         if self.verdict.full:
             return [self.eos]
-        allowed = [i for i, t in tokens_within(self.tokenizer, self.alphabet) if self.verdict.copy().feed(t)]
+        allowed = tokens_accepted(self.tokenizer, self.alphabet, lambda text: self.verdict.copy().feed(text))
         return allowed + [self.eos] if self.verdict.complete else allowed or None
 
     def advance(self, token: int) -> None:

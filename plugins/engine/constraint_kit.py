@@ -34,6 +34,24 @@ def tokens_within(tokenizer, alphabet: frozenset) -> tuple[tuple[int, str], ...]
     return tuple((i, t) for i, t in enumerate(token_texts(tokenizer)) if t and set(t) <= alphabet)
 
 
+@lru_cache(maxsize=32)
+def tokens_by_first_char(tokenizer, alphabet: frozenset) -> dict[str, tuple[tuple[int, str], ...]]:
+    """:func:`tokens_within` grouped by their first character."""
+    groups: dict[str, list[tuple[int, str]]] = {}
+    for i, text in tokens_within(tokenizer, alphabet):
+        groups.setdefault(text[0], []).append((i, text))
+    return {char: tuple(group) for char, group in groups.items()}
+
+
+def tokens_accepted(tokenizer, alphabet: frozenset, accepts) -> list[int]:
+    """Ids (ascending) of the tokens within ``alphabet`` whose text ``accepts(text)`` takes. The
+    answer readers take text character by character, so a token whose first character is refused
+    is refused whole: only the groups of accepted first characters are tried (a few hundred
+    tokens instead of every token of the alphabet, about 12,000 in SmolLM2's vocabulary)."""
+    groups = tokens_by_first_char(tokenizer, alphabet)
+    return sorted(i for char, group in groups.items() if accepts(char) for i, text in group if accepts(text))
+
+
 class KeepsRoomForAnswer:
     """Mixin for per-example decoding rules whose answer has a bounded length. Told the
     decoder's ``max_new_tokens`` (``set_budget``), the rule starts the answer itself
