@@ -24,6 +24,14 @@ from reasonrl.gr2_plugins.metrics import paired_bootstrap
 T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
+def seed_label(config: dict, fallback: str) -> str:
+    """The run's seed, with the stages' own ``seed_offset`` where one is set: runs that share their
+    early stages and vary only a later stage's seed (e.g. RL seeds from one SFT model) read "0+1"."""
+    offsets = sorted({st["seed_offset"] for st in config.get("stages", []) if st.get("seed_offset")})
+    seed = str(config.get("seed", fallback))
+    return seed + "".join(f"+{offset}" for offset in offsets)
+
+
 def load_report(run_dir: Path, stage: str) -> dict:
     path = run_dir / stage / "report.json"
     if not path.exists():
@@ -63,7 +71,7 @@ def pooled_comparisons(reports: list[dict], samples: int) -> str:
             b, v = r["rows"][baseline]["ndcg@5_per_list"], r["rows"][variant]["ndcg@5_per_list"]
             base += b
             var += v
-            strata += [r["seed"]] * len(b)
+            strata += [str(r["seed"])] * len(b)
             per_seed.append(statistics.fmean(v) - statistics.fmean(b))
         result = paired_bootstrap(base, var, samples, strata=strata)
         lo, hi = result["ci95"]
@@ -84,7 +92,7 @@ def main() -> None:
     for run in args.runs:
         report = load_report(run, args.stage)
         config = yaml.safe_load((run / "config.resolved.yaml").read_text())
-        report["seed"] = config.get("seed", run.name)
+        report["seed"] = seed_label(config, run.name)
         stage = next(st for st in config["stages"] if st.get("id") == args.stage)
         report["order"] = [v["name"] for v in stage["variants"]]  # the config's row order
         reports.append(report)
