@@ -13,6 +13,7 @@ from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.io import atomic_write_json, atomic_write_jsonl
 from reasonrl.core.registry import Params
 from reasonrl.gr2_plugins.prompts import split_trace
+from reasonrl.plugins.teachers import first_accepted
 
 
 class TeacherTracesParams(Params):
@@ -39,18 +40,6 @@ class TeacherTracesParams(Params):
     lambda_ranking: float = Field(1.0, gt=0, description="SFT weight of the JSON ranking tokens (lambda_o)")
     progress: bool = True
     """show progress bars"""
-
-
-def first_accepted(example: dict, samples: list[str], filters) -> tuple[int | None, list[str]]:
-    """Index of the first sample every filter accepts, and the rejection reasons met."""
-    reasons = []
-    for index, sample in enumerate(samples):
-        verdicts = [f.check(example, sample) for f in filters]
-        failed = [v.reason for v in verdicts if not v.accepted]
-        if not failed:
-            return index, reasons
-        reasons.append(failed[0])
-    return None, reasons
 
 
 def sft_record(example: dict, trace: str, lambda_reasoning: float, lambda_ranking: float) -> dict:

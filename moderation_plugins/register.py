@@ -57,8 +57,26 @@ def register_stages(register):
     register("moderation_warm_start", f"{M}.warm_start:ModerationWarmStart", params=f"{M}.warm_start:WarmStartParams",
              summary="label-only SFT on class-balanced batches; keeps the checkpoint with the best validation "
                      "macro-F1; stops if it answers one label")
+    register("moderation_traces", f"{M}.traces:ModerationTraces", params=f"{M}.traces:ModerationTracesParams",
+             summary="teacher reasoning that quotes the content and the policy clause, kept by rejection filters "
+                     "-> SFT data")
     register("moderation_study", f"{M}.study:ModerationStudy", params=f"{M}.study:StudyParams",
              summary="quality vs examples / rollouts / steps: resumable child runs, sigmoid fit, RL-vs-SFT efficiency")
+
+
+@hookimpl
+def register_teacher_generators(register):
+    register("policy_rationale", f"{M}.rationales:PolicyRationaleTeacher",
+             params=f"{M}.rationales:PolicyRationaleParams",
+             summary="rule-based CPU teacher: quotes the content's words that meet a label's definition, and the "
+                     "clause they meet")
+
+
+@hookimpl
+def register_rejection_filters(register):
+    register("label_matches", f"{M}.traces:LabelMatches", summary="moderation: the trace's verdict is the gold label")
+    register("cites_content", f"{M}.traces:CitesContent",
+             summary="moderation: the reasoning uses a word only the content has")
 
 
 @hookimpl

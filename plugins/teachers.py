@@ -15,6 +15,18 @@ from reasonrl.plugins.engine.models import ModelSpec
 from reasonrl.plugins.engine.rollout import SamplingParams
 
 
+def first_accepted(example, samples: list[str], filters) -> tuple[int | None, list[str]]:
+    """Index of the first sample every rejection filter accepts, and the rejection reasons met."""
+    reasons = []
+    for index, sample in enumerate(samples):
+        verdicts = [f.check(example, sample) for f in filters]
+        failed = [v.reason for v in verdicts if not v.accepted]
+        if not failed:
+            return index, reasons
+        reasons.append(failed[0])
+    return None, reasons
+
+
 class HFTeacherParams(Params):
     model: ModelSpec = Field(default_factory=lambda: ModelSpec(source="packaged", name="smollm2-135m-instruct"))
     """the teacher model"""
