@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any, Literal
 
 from pydantic import Field
@@ -13,7 +12,7 @@ from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.io import atomic_write_json, atomic_write_jsonl
 from reasonrl.core.registry import Params
 from reasonrl.gr2_plugins.prompts import split_trace
-from reasonrl.plugins.teachers import first_accepted
+from reasonrl.plugins.teachers import sample_until_accepted
 
 
 class TeacherTracesParams(Params):
@@ -66,28 +65,11 @@ class TeacherTraces:
         teacher = context.build(p.teacher)
         filters = [context.build(ref) for ref in p.filters]
         prompt_key = "teacher_prompt_targeted" if p.mode == "targeted" else "teacher_prompt"
-        pending = list(range(len(examples)))
-        tries = Counter()
-        accepted: dict[int, str] = {}
-        reasons: Counter = Counter()
+        prompts = [example[prompt_key] for example in examples]
         bar = tqdm(total=len(examples) * p.max_rounds, desc=f"teacher[{p.mode}]", disable=not p.progress)
-        for _ in range(p.max_rounds):
-            still = []
-            for start in range(0, len(pending), p.batch_size):
-                chunk = pending[start:start + p.batch_size]
-                outputs = teacher.generate([examples[i][prompt_key] for i in chunk], p.samples_per_round)
-                for i, samples in zip(chunk, outputs):
-                    index, why = first_accepted(examples[i], samples, filters)
-                    reasons.update(why)
-                    tries[i] += len(samples) if index is None else index + 1
-                    if index is None:
-                        still.append(i)
-                    else:
-                        accepted[i] = samples[index]
-                bar.update(len(chunk))
-            pending = still
-            if not pending:
-                break
+        sampled = sample_until_accepted(teacher, prompts, examples, filters, p.max_rounds, p.samples_per_round,
+                                        p.batch_size, bar)
+        accepted, tries, reasons = sampled.accepted, sampled.tries, sampled.reasons
         bar.close()
         if not accepted:
             raise ReasonRLError(

@@ -20,7 +20,7 @@ from reasonrl.core.registry import Params
 from reasonrl.moderation_plugins.metrics import reasoning_grounding
 from reasonrl.moderation_plugins.parsing import LABEL, parse_verdict
 from reasonrl.moderation_plugins.rationales import teacher_prompt
-from reasonrl.plugins.teachers import first_accepted
+from reasonrl.plugins.teachers import sample_until_accepted
 
 
 class ModerationTracesParams(Params):
@@ -94,14 +94,10 @@ class ModerationTraces:
         examples = context.build(p.dataset).splits()[p.split][: p.max_examples]
         teacher, filters = context.build(p.teacher), [context.build(ref) for ref in p.filters]
         prompts = [teacher_prompt(example, p.mode == "targeted") for example in examples]
-        accepted: dict[int, str] = {}
-        tries, reasons = Counter(), Counter()
-        pending = list(range(len(examples)))
         with tqdm(total=len(examples) * p.max_rounds, desc=f"teacher[{p.mode}]", disable=not p.progress) as bar:
-            for _ in range(p.max_rounds):
-                pending = self.round(pending, prompts, examples, teacher, filters, accepted, tries, reasons, bar)
-                if not pending:
-                    break
+            sampled = sample_until_accepted(teacher, prompts, examples, filters, p.max_rounds, p.samples_per_round,
+                                            p.batch_size, bar)
+        accepted, tries, reasons = sampled.accepted, sampled.tries, sampled.reasons
         if not accepted:
             raise ReasonRLError(
                 f"stage {context.stage_id!r}: no trace was kept for {len(examples)} examples (rejections: "
@@ -115,20 +111,3 @@ class ModerationTraces:
                    "labels_asked": dict(Counter(example["label"] for example in examples))}
         atomic_write_json(context.stage_dir / "summary.json", summary)
         return summary
-
-    def round(self, pending, prompts, examples, teacher, filters, accepted, tries, reasons, bar) -> list[int]:
-        """One generation round over the pending examples; returns those still without a kept trace."""
-        still = []
-        for start in range(0, len(pending), self.params.batch_size):
-            chunk = pending[start:start + self.params.batch_size]
-            outputs = teacher.generate([prompts[i] for i in chunk], self.params.samples_per_round)
-            for i, samples in zip(chunk, outputs):
-                index, why = first_accepted(examples[i], samples, filters)
-                reasons.update(why)
-                tries[i] += len(samples) if index is None else index + 1
-                if index is None:
-                    still.append(i)
-                else:
-                    accepted[i] = samples[index]
-            bar.update(len(chunk))
-        return still

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
+from dataclasses import dataclass, field
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
@@ -25,6 +27,42 @@ def first_accepted(example, samples: list[str], filters) -> tuple[int | None, li
             return index, reasons
         reasons.append(failed[0])
     return None, reasons
+
+
+@dataclass
+class RejectionSampling:
+    """What rejection sampling kept: the first accepted sample per example index, the samples
+    drawn per example, and the rejection reasons met."""
+
+    accepted: dict[int, str] = field(default_factory=dict)
+    tries: Counter = field(default_factory=Counter)
+    reasons: Counter = field(default_factory=Counter)
+
+
+def sample_until_accepted(teacher, prompts: Sequence[str], examples: Sequence, filters, rounds: int,
+                          samples_per_round: int, batch_size: int, bar) -> RejectionSampling:
+    """Ask the teacher for ``samples_per_round`` samples per pending example, in batches, for up
+    to ``rounds`` rounds; an example leaves the pending list at its first accepted sample."""
+    out = RejectionSampling()
+    pending = list(range(len(examples)))
+    for _ in range(rounds):
+        still = []
+        for start in range(0, len(pending), batch_size):
+            chunk = pending[start:start + batch_size]
+            outputs = teacher.generate([prompts[i] for i in chunk], samples_per_round)
+            for i, samples in zip(chunk, outputs):
+                index, why = first_accepted(examples[i], samples, filters)
+                out.reasons.update(why)
+                out.tries[i] += len(samples) if index is None else index + 1
+                if index is None:
+                    still.append(i)
+                else:
+                    out.accepted[i] = samples[index]
+            bar.update(len(chunk))
+        pending = still
+        if not pending:
+            break
+    return out
 
 
 class HFTeacherParams(Params):
