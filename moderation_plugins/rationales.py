@@ -129,9 +129,9 @@ class PolicyRationaleTeacher:
         best = sorted(spans, key=lambda s: -overlap(s, reference))[:3]
         quote = self.rng.choice(best).replace('"', "'")
         options = clauses(definition, self.params.clause_words) or [" ".join(definition.split()[:10])]
-        scored = sorted(options, key=lambda c: -overlap(c, stems(quote)))
-        top = [c for c in scored if overlap(c, stems(quote)) == overlap(scored[0], stems(quote))]
-        return quote, self.rng.choice(top)
+        quoted = stems(quote)
+        best_overlap = max(overlap(c, quoted) for c in options)
+        return quote, self.rng.choice([c for c in options if overlap(c, quoted) == best_overlap])
 
 
 def read_prompt(prompt: str) -> tuple[str, str, list[str], str | None]:
