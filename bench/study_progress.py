@@ -6,7 +6,9 @@ recipe and rung, the seeds done, their scores, the mean and a 95% t-interval, an
 RL - SFT difference per seed where both are done (with its mean per rung and over every pair,
 and a Wilcoxon signed-rank p), and the study's sigmoid fit to the means
 so far (with 95% parameter intervals) for each recipe with at least 4 rungs started, and
-whether that curve is sigmoid-like by the study's test.
+whether that curve is sigmoid-like by the study's test; and the floors on the same evaluation
+examples: the majority label and TF-IDF + logistic regression (on each rung's n examples and
+on the whole training split).
 
     python bench/study_progress.py runs/moderation_data_efficiency harmful_response
     python bench/study_progress.py runs/moderation_scaling steps --metric accuracy
@@ -27,9 +29,11 @@ import yaml
 
 from reasonrl.core.config import load_config
 from reasonrl.core.io import read_json
+from reasonrl.core.manager import get_registry
 from reasonrl.core.pipeline import stage_fingerprint, stage_inputs
 from reasonrl.plugins.studies.ledger import entry_path
 from reasonrl.moderation_plugins.study import ModerationStudy, StudyParams, point_name
+from reasonrl.moderation_plugins.study_floors import floor_rows, ladder_floors
 from reasonrl.plugins.studies.curves import curve_shape, fit_cells, fit_sigmoid, shape_line, t_interval
 
 
@@ -79,8 +83,9 @@ def finished(path: Path, metric: str) -> float | None:
     return float(read_json(path)["metrics"][metric]) if path.exists() else None
 
 
-def progress_table(source: Path, stage_id: str, metric: str | None = None) -> str:
-    """``source``: a run folder, or a config file whose study keeps a ledger."""
+def progress_table(source: Path, stage_id: str, metric: str | None = None, floors: bool = False) -> str:
+    """``source``: a run folder, or a config file whose study keeps a ledger; ``floors``: also the
+    majority label and TF-IDF on the same evaluation examples (builds the study's dataset)."""
     points = ledger_points if source.suffix in (".yaml", ".yml", ".json") else run_points
     params, where = points(source, stage_id)
     metric = metric or params.metric
@@ -102,6 +107,8 @@ def progress_table(source: Path, stage_id: str, metric: str | None = None) -> st
             mean = f"{statistics.fmean(done.values()):.4f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
             lines.append(f"| {recipe} | {value} | {len(done)} of {len(params.seeds)} | "
                          f"{', '.join(f'{v:.4f}' for v in done.values())} | {mean} |")
+    if floors:
+        lines += floor_table(params, metric)
     if base is not None:
         lines += fit_lines(params, scores, base)
     pairs = [(value, seed, scores[("rl", value, seed)] - scores[("sft", value, seed)])
@@ -111,6 +118,17 @@ def progress_table(source: Path, stage_id: str, metric: str | None = None) -> st
         lines += ["", "RL - SFT, same rung and seed: " + "; ".join(f"{params.axis} {v} seed {s}: {d:+.4f}"
                                                                   for v, s, d in pairs), *paired_summary(params, pairs)]
     return "\n".join(lines)
+
+
+def floor_table(params: StudyParams, metric: str) -> list[str]:
+    """The trivial rows on the study's evaluation examples, one column per rung."""
+    ref = params.dataset
+    splits = get_registry().build(ref.kind, ref.name, ref.params).splits()
+    floors = ladder_floors(splits, params.axis, params.values, params.eval_split, params.eval_examples, metric)
+    return ["", f"Floors, {metric} on the same {params.eval_split} examples:", "",
+            "| floor | " + " | ".join(f"{params.axis} {v}" for v in params.values) + " |",
+            "|---" * (len(params.values) + 1) + "|",
+            *(f"| {name} | " + " | ".join(cells) + " |" for name, cells in floor_rows(floors, params.values))]
 
 
 def paired_summary(params: StudyParams, pairs: list[tuple[int, int, float]]) -> list[str]:
@@ -156,8 +174,10 @@ def main() -> None:
     parser.add_argument("source", type=Path, help="a run folder, or a config file whose study keeps a ledger")
     parser.add_argument("stage", help="the study's stage id")
     parser.add_argument("--metric", default=None, help="a metric the points stored (default: the study's)")
+    parser.add_argument("--no-floors", action="store_true",
+                        help="leave out the majority-label and TF-IDF rows (they build the study's dataset)")
     args = parser.parse_args()
-    print(progress_table(args.source, args.stage, args.metric))
+    print(progress_table(args.source, args.stage, args.metric, floors=not args.no_floors))
 
 
 if __name__ == "__main__":

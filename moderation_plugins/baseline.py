@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import Field
 
@@ -44,31 +44,44 @@ class TfidfBaseline:
         self.params = params
 
     def run(self, context: StageContext) -> dict[str, Any]:
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
-
         p = self.params
         splits = context.build(p.dataset).splits()
         train = splits["train"][: p.max_train]
-        labels = train[0]["labels"]
-        vectorizer = TfidfVectorizer(max_features=p.max_features, ngram_range=(1, p.ngram_max), sublinear_tf=True)
-        features = vectorizer.fit_transform([e["content"] for e in train])
-        model = LogisticRegression(C=p.c, max_iter=2000).fit(features, [e["label"] for e in train])
         summary: dict[str, Any] = {"train_examples": len(train)}
         predictions: dict[str, list[str]] = {}
+        classify = fit_tfidf(train, p.max_features, p.ngram_max, p.c)
         for split in ("validation", "test"):
             rows = splits.get(split) or []
             if not rows:
                 continue
-            probs = model.predict_proba(vectorizer.transform([e["content"] for e in rows]))
-            classes = list(model.classes_)
-            predicted = [classes[i] for i in probs.argmax(1)]
-            positive = [float(row[classes.index(labels[-1])]) for row in probs] if labels[-1] in classes else None
-            report = classification_report([e["label"] for e in rows], predicted, positive, labels,
-                                           [float(row.max()) for row in probs])
+            predicted, report = classify(rows)
             summary.update({f"{split}/{k}": v for k, v in report.items()})
             predictions[split] = predicted
         atomic_write_json(context.stage_dir / "metrics.json", summary)
         # per-example labels: evaluation stages compare other classifiers with this one on the same examples
         atomic_write_json(context.stage_dir / "predictions.json", predictions)
         return summary
+
+
+def fit_tfidf(train: list[dict], max_features: int = 50_000, ngram_max: int = 2, c: float = 4.0,
+              ) -> Callable[[list[dict]], tuple[list[str], dict[str, float]]]:
+    """TF-IDF + logistic regression fit on ``train`` (defaults: the ``tfidf_baseline`` stage's);
+    returns a function giving the labels it predicts for other examples and their classification report."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    labels = train[0]["labels"]
+    vectorizer = TfidfVectorizer(max_features=max_features, ngram_range=(1, ngram_max), sublinear_tf=True)
+    features = vectorizer.fit_transform([e["content"] for e in train])
+    model = LogisticRegression(C=c, max_iter=2000).fit(features, [e["label"] for e in train])
+    classes = list(model.classes_)
+
+    def classify(rows: list[dict]) -> tuple[list[str], dict[str, float]]:
+        probs = model.predict_proba(vectorizer.transform([e["content"] for e in rows]))
+        predicted = [classes[i] for i in probs.argmax(1)]
+        positive = [float(row[classes.index(labels[-1])]) for row in probs] if labels[-1] in classes else None
+        report = classification_report([e["label"] for e in rows], predicted, positive, labels,
+                                       [float(row.max()) for row in probs])
+        return predicted, report
+
+    return classify

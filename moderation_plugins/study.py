@@ -38,6 +38,7 @@ from reasonrl.plugins.engine.models import MODEL_DIR, ModelSpec
 from reasonrl.plugins.engine.rollout import SamplingParams
 from reasonrl.plugins.engine.saving import CHECKPOINT_DIR
 from reasonrl.plugins.evaluation import load_model
+from reasonrl.moderation_plugins.study_floors import ladder_floors
 from reasonrl.plugins.studies.claims import CLAIM, WORKER_POLL_SECONDS, claim_point
 
 
@@ -149,6 +150,8 @@ class ModerationStudy(StudyLedger, StudyReport):
         points = {recipe: [(value, [scores[recipe, value, seed] for seed in p.seeds]) for value in p.values]
                   for recipe in p.recipes}
         report = self.report(base, points, warm_start_pool(context, p.dataset))
+        report["floors"] = ladder_floors(context.build(p.dataset).splits(), p.axis, p.values, p.eval_split,
+                                         p.eval_examples, p.metric)
         report["from_ledger"] = sum("ledger" in read_json(context.stage_dir / self.name(job) / "point.json")
                                     for job in scores)
         atomic_write_json(context.stage_dir / "report.json", report)

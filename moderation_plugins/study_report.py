@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from reasonrl.moderation_plugins.study_floors import floor_rows
 from reasonrl.plugins.studies.curves import (
     curve_shape,
     fit_cells,
@@ -67,6 +68,8 @@ class StudyReport:
         for recipe, pts in report["points"].items():
             lines.append(f"| {recipe} | " + " | ".join(score_cell(pt) for pt in pts) + " | " +
                          " | ".join(fit_cells(report["fits"].get(recipe))) + " |")
+        for name, cells in floor_rows(report.get("floors") or {}, p.values):
+            lines.append(f"| {name} | " + " | ".join(cells) + " | - | - | - | - |")
         lines += ["", "Budget per rung: " + "; ".join(
             f"{recipe} " + ", ".join(f"{pt['value']}: {budget_text(pt['budget'])}" for pt in pts)
             for recipe, pts in report["points"].items()) + "."]
@@ -109,6 +112,7 @@ class StudyReport:
                 ax.plot(grid, sigmoid_curve(grid, fit["R0"], fit["A"], fit["B"], fit["C_mid"]), "-",
                         color=line.get_color(), label=f"{recipe} fit (R^2 {fit['R2']:.2f})")
         ax.axhline(report["untrained"], color="grey", linestyle=":", label="starting model (R0)")
+        plot_floors(ax, report.get("floors") or {})
         ax.set_xscale("log")
         ax.set_xlabel(self.params.axis)
         ax.set_ylabel(self.params.metric)
@@ -117,3 +121,17 @@ class StudyReport:
         fig.tight_layout()
         fig.savefig(path, dpi=120)
         plt.close(fig)
+
+
+def plot_floors(ax, floors: dict[str, Any]) -> None:
+    """The majority label as a dashed line, TF-IDF per rung as crosses (on all training examples: dash-dot)."""
+    majority = floors.get("majority")
+    if majority and majority.get("score") is not None:
+        ax.axhline(majority["score"], color="black", linestyle="--", linewidth=0.8,
+                   label=f"majority label ({majority['label']})")
+    per_rung = {int(v): s for v, s in (floors.get("tfidf_per_rung") or {}).items() if s is not None}
+    if per_rung:
+        ax.plot(list(per_rung), list(per_rung.values()), "x", color="black", label="TF-IDF on the same n")
+    if floors.get("tfidf_all") is not None:
+        ax.axhline(floors["tfidf_all"], color="black", linestyle="-.", linewidth=0.8,
+                   label=f"TF-IDF on all {floors['train_examples']} training examples")

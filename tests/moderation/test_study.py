@@ -170,6 +170,10 @@ def test_study_runs_children_resumes_and_reports(tmp_path):
         verdict = {True: "yes", False: "no", None: "undecided"}[shape["sigmoid_like"]]
         assert f"{recipe} sigmoid-like? {verdict}: {shape['why']}." in (folder / "report.md").read_text()
     assert set(report["shapes"]) == {"rl", "sft"}
+    # the trivial rows beside the curves: the majority label and TF-IDF on each rung's n examples
+    assert set(report["floors"]["tfidf_per_rung"]) == {"2", "4", "8"}
+    assert report["floors"]["majority"]["share"] in (0.25, 0.5, 0.75, 1.0)  # of the 4 evaluated examples
+    assert "| majority label (always " in (folder / "report.md").read_text()
     assert (folder / "sft_examples4" / "model" / "config.json").exists()
     # resuming: a finished point is read back, not retrained
     point = folder / "rl_examples8" / "point.json"
