@@ -13,6 +13,7 @@ from pydantic import Field
 
 from reasonrl.core.registry import Params
 from reasonrl.gr2_plugins.parsing import parse_answer
+from reasonrl.gr2_plugins.prompts import hint_leaders
 
 
 class ConditionalRankParams(Params):
@@ -76,10 +77,20 @@ def input_order_behaviour(order: Sequence[int]) -> dict[str, float]:
             "input_tau": float(kendalltau(range(n), order).statistic) if n > 1 else 1.0}
 
 
+def co_watching_behaviour(order: Sequence[int], evidence: Sequence[Mapping]) -> dict[str, float]:
+    """Whether a valid answer follows the co-watching rule: its first candidate is the one most
+    watched right after the last film (co_watching_first), and its first three are that rule's top
+    three in order (co_watching_top3): what a student reading the evidence hint copies."""
+    leaders = [n - 1 for n in hint_leaders(evidence)]
+    return {"co_watching_first": float(order[0] == leaders[0]),
+            "co_watching_top3": float(list(order[:len(leaders)]) == leaders)}
+
+
 class RankingBehaviour:
-    """Not a reward: per valid answer, :func:`input_order_behaviour` and whether a target that
-    was first stays first (kept_first, None when it was not first). Log it with the rl stage's
-    ``metrics`` to watch the copying the conditional reward targets."""
+    """Not a reward: per valid answer, :func:`input_order_behaviour`, whether a target that was
+    first stays first (kept_first, None when it was not first) and, for examples with evidence,
+    :func:`co_watching_behaviour`. Log it with the rl stage's ``metrics`` to watch the copying the
+    conditional reward targets and how closely the policy follows the evidence."""
 
     def __init__(self, params=None) -> None:
         self.params = params
@@ -88,12 +99,15 @@ class RankingBehaviour:
         out = []
         for completion, example in zip(completions, examples):
             parsed = parse_answer(completion, example)
+            evidence = example.get("evidence")
             if not parsed.valid:
-                out.append({"identity_copy": None, "first_kept": None, "input_tau": None, "kept_first": None})
+                out.append({"identity_copy": None, "first_kept": None, "input_tau": None, "kept_first": None,
+                            **({"co_watching_first": None, "co_watching_top3": None} if evidence else {})})
                 continue
             first = example["target_index"] == 0
             out.append({**input_order_behaviour(parsed.order),
-                        "kept_first": float(parsed.order[0] == 0) if first else None})
+                        "kept_first": float(parsed.order[0] == 0) if first else None,
+                        **(co_watching_behaviour(parsed.order, evidence) if evidence else {})})
         return out
 
 

@@ -236,3 +236,19 @@ def test_the_evidence_summary_names_each_kind_of_evidence_leaders_and_the_teache
         index_teacher_prompt(HISTORY, CANDIDATES, nothing, SCORES, summary=True))
     assert quiet.startswith("Most watched right after your last film: none\n")
     assert parse_answer(quiet, example).order == [0, 1, 2, 3, 4]  # nothing stands out: the input order stays
+
+
+def test_ranking_behaviour_says_whether_an_answer_follows_the_co_watching_rule():
+    from reasonrl.gr2_plugins.rewards import RankingBehaviour
+
+    # after_last counts 0, 4, 0, 12, 1 -> the rule's top three are candidates 4, 2, 5
+    example = {"answer_format": "index", "candidates": list("abcde"), "target_index": 1, "evidence": EVIDENCE}
+    rule, first_only, other, broken = RankingBehaviour()(
+        None, [answer([4, 2, 5]), answer([4, 5]), answer([2, 4, 5]), "oops"], [example] * 4)
+    assert (rule["co_watching_first"], rule["co_watching_top3"]) == (1.0, 1.0)
+    assert (first_only["co_watching_first"], first_only["co_watching_top3"]) == (1.0, 0.0)
+    assert (other["co_watching_first"], other["co_watching_top3"]) == (0.0, 0.0)
+    assert broken["co_watching_first"] is None and broken["co_watching_top3"] is None
+    # without evidence the keys are absent, not zero
+    plain = {key: value for key, value in example.items() if key != "evidence"}
+    assert "co_watching_first" not in RankingBehaviour()(None, [answer([4, 2, 5])], [plain])[0]
