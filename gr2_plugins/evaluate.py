@@ -22,6 +22,7 @@ from reasonrl.gr2_plugins.metrics import (
     ranking_metrics,
 )
 from reasonrl.gr2_plugins.parsing import parse_answer
+from reasonrl.gr2_plugins.rewards import co_watching_behaviour
 from reasonrl.plugins.engine.manifest import DecodeSettings
 from reasonrl.plugins.engine.generation import generate_texts
 from reasonrl.plugins.engine.rollout import SamplingParams
@@ -98,7 +99,33 @@ def score_variant(examples: list[dict], outputs: list[str] | None, samples: int)
     metrics["parse_failures"] = dict(failures)
     if outputs is not None:
         metrics["constraint_opened_rate"] = sum(map(constraint_opened, outputs)) / max(len(examples), 1)
+    if all(e.get("evidence") for e in examples):
+        metrics.update(co_watching_rates(examples, rankings))
     return metrics
+
+
+def co_watching_rates(examples: list[dict], rankings: list[list | None]) -> dict[str, float]:
+    """Shares of all lists whose ranking starts with the co-watching rule's first candidate, and
+    with its top three in order (a failed parse follows nothing)."""
+    first = top3 = 0
+    for example, ranking in zip(examples, rankings):
+        if ranking is None:
+            continue
+        order = [example["candidate_ids"].index(item) for item in ranking]
+        behaviour = co_watching_behaviour(order, example["evidence"])
+        first += behaviour["co_watching_first"]
+        top3 += behaviour["co_watching_top3"]
+    return {"co_watching_first_rate": first / len(examples), "co_watching_top3_rate": top3 / len(examples)}
+
+
+def co_watching_line(rows: dict[str, dict[str, Any]]) -> str:
+    """One line: per row, how often its answer follows the co-watching rule (first / top three)."""
+    shares = [f"{name} {m['co_watching_first_rate']:.2f} / {m['co_watching_top3_rate']:.2f}"
+              for name, m in rows.items() if "co_watching_first_rate" in m]
+    if not shares:
+        return ""
+    return ("\n\nFollows the co-watching rule (the candidate most watched right after the last film first / "
+            "the rule's top three in order), share of lists: " + "; ".join(shares) + ".")
 
 
 def markdown_table(title: str, rows: dict[str, dict[str, Any]], n: int) -> str:
@@ -187,7 +214,8 @@ class GR2Evaluate(VariantEvaluation):
         traces = {stage: read_json(context.stage_output(stage) / "summary.json") for stage in p.trace_stages}
         comparisons, paired = comparison_lines(rows, p.comparisons, p.bootstrap_samples)
         table = (markdown_table(p.title, rows, len(examples)) + "\n" + chance_row(len(examples[0]["candidates"]))
-                 + verdict_lines(rows, examples, p.bootstrap_samples) + paired + trace_lines(traces))
+                 + verdict_lines(rows, examples, p.bootstrap_samples) + co_watching_line(rows) + paired
+                 + trace_lines(traces))
         return {"title": p.title, "lists": len(examples), "rows": rows, "comparisons": comparisons,
                 "traces": traces}, table
 

@@ -170,6 +170,20 @@ def test_rerank_answers_index_lists_exactly_as_the_evaluation_did(tmp_path):
         result = reranker.rerank(example["history"], example["candidate_ids"], until=example["until"])
         assert result.text == row["output"]
         assert result.error is None and sorted(result.ranking) == sorted(example["candidate_ids"])
+    # the report's co-watching shares, recounted from the answers' numbers and the hint's
+    from reasonrl.gr2_plugins.prompts import hint_leaders
+
+    rows = json.loads((run / "evaluate" / "report.json").read_text())["rows"]
+    leaders = [hint_leaders(example["evidence"]) for example in tests]
+    answers = [parse_answer(row["output"], example) for row, example in zip(evaluated, tests)]
+    answers = [[i + 1 for i in a.order] if a.valid else [None] for a in answers]  # numbers, a partial list filled
+    assert rows["SFT"]["co_watching_first_rate"] == pytest.approx(
+        sum(a[0] == lead[0] for a, lead in zip(answers, leaders)) / len(tests))
+    assert rows["SFT"]["co_watching_top3_rate"] == pytest.approx(
+        sum(a[:3] == lead for a, lead in zip(answers, leaders)) / len(tests))
+    assert rows["pre-ranker"]["co_watching_first_rate"] == pytest.approx(
+        sum(lead[0] == 1 for lead in leaders) / len(tests))
+    assert "Follows the co-watching rule" in (run / "evaluate" / "report.md").read_text()
 
 
 def test_an_answer_key_outside_any_object_gets_a_proper_answer_in_evaluation_only():
