@@ -99,7 +99,7 @@ def main() -> None:
     lists = reports[0]["lists"]
     text = (f"NDCG@5 per training seed ({lists} test lists each):\n\n{variant_table(reports)}\n\n"
             f"Parse failure rate per training seed:\n\n{variant_table(reports, 'parse_failure_rate', 2)}\n\n"
-            f"Share of answers whose JSON object `sid_trie` opened (the model never opened one: the token "
+            f"Share of answers whose JSON object the decoding constraint opened (the model never opened one: the token "
             f"budget ran low, or it wrote the key outside an object):\n\n{variant_table(reports, 'constraint_opened_rate', 2)}\n\n"
             f"Paired differences in NDCG@5, pooled over {len(reports)} seeds x {lists} lists (bootstrap within "
             f"seeds):\n\n{pooled_comparisons(reports, args.samples)}\n")

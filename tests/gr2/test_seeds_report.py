@@ -30,7 +30,7 @@ def test_seeds_report_pools_paired_differences_within_seeds(tmp_path):
     assert "| SFT | 0.2500 | 0.2500 | 0.2500 [0.250, 0.250] |" in out
     rl_row = next(line for line in out.splitlines() if line.startswith("| RL | 0.7500 | 0.2500 |"))
     assert "0.5000 [" in rl_row  # the mean over seeds with a t interval over 2 seeds
-    budget = out.split("whose JSON object `sid_trie` opened")[1].split("Paired differences")[0]
+    budget = out.split("whose JSON object the decoding constraint opened")[1].split("Paired differences")[0]
     assert "| RL | 0.10 | 0.20 | 0.1500 [" in budget and "| SFT |" not in budget
 
 
