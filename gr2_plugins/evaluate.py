@@ -78,17 +78,17 @@ COLUMNS = ["recall@1", "recall@3", "recall@5", "ndcg@3", "ndcg@5", "ndcg@10"]
 
 def score_variant(examples: list[dict], outputs: list[str] | None, samples: int) -> dict[str, Any]:
     """Metrics of one variant; ``outputs`` None means the input (pre-ranker) order."""
-    rankings, failures = [], Counter()
+    orders, failures = [], Counter()  # positions in the input order per list; None: the answer failed to parse
     for i, example in enumerate(examples):
         if outputs is None:
-            rankings.append(example["candidate_ids"])
+            orders.append(list(range(len(example["candidate_ids"]))))
             continue
         parsed = parse_answer(outputs[i], example)
-        if parsed.valid:
-            rankings.append([example["candidate_ids"][j] for j in parsed.order])
-        else:
-            rankings.append(None)
+        orders.append(parsed.order if parsed.valid else None)
+        if not parsed.valid:
             failures[parsed.error] += 1
+    rankings = [None if order is None else [e["candidate_ids"][j] for j in order]
+                for e, order in zip(examples, orders)]
     targets = [e["target"] for e in examples]
     metrics = ranking_metrics(rankings, targets)
     ndcg5 = [ndcg_at(rank_of(r, t) if r is not None else None, 5) for r, t in zip(rankings, targets)]
@@ -100,22 +100,16 @@ def score_variant(examples: list[dict], outputs: list[str] | None, samples: int)
     if outputs is not None:
         metrics["constraint_opened_rate"] = sum(map(constraint_opened, outputs)) / max(len(examples), 1)
     if all(e.get("evidence") for e in examples):
-        metrics.update(co_watching_rates(examples, rankings))
+        metrics.update(co_watching_rates(examples, orders))
     return metrics
 
 
-def co_watching_rates(examples: list[dict], rankings: list[list | None]) -> dict[str, float]:
+def co_watching_rates(examples: list[dict], orders: list[list[int] | None]) -> dict[str, float]:
     """Shares of all lists whose ranking starts with the co-watching rule's first candidate, and
     with its top three in order (a failed parse follows nothing)."""
-    first = top3 = 0
-    for example, ranking in zip(examples, rankings):
-        if ranking is None:
-            continue
-        order = [example["candidate_ids"].index(item) for item in ranking]
-        behaviour = co_watching_behaviour(order, example["evidence"])
-        first += behaviour["co_watching_first"]
-        top3 += behaviour["co_watching_top3"]
-    return {"co_watching_first_rate": first / len(examples), "co_watching_top3_rate": top3 / len(examples)}
+    followed = [co_watching_behaviour(order, e["evidence"]) for e, order in zip(examples, orders) if order is not None]
+    return {f"{key}_rate": sum(b[key] for b in followed) / len(examples)
+            for key in ("co_watching_first", "co_watching_top3")}
 
 
 def co_watching_line(rows: dict[str, dict[str, Any]]) -> str:

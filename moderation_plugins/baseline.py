@@ -63,10 +63,10 @@ class TfidfBaseline:
         return summary
 
 
-def fit_tfidf(train: list[dict], max_features: int = 50_000, ngram_max: int = 2, c: float = 4.0,
+def fit_tfidf(train: list[dict], max_features: int, ngram_max: int, c: float,
               ) -> Callable[[list[dict]], tuple[list[str], dict[str, float]]]:
-    """TF-IDF + logistic regression fit on ``train`` (defaults: the ``tfidf_baseline`` stage's);
-    returns a function giving the labels it predicts for other examples and their classification report."""
+    """TF-IDF + logistic regression fit on ``train``; returns a function giving the labels it
+    predicts for other examples and their classification report."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from reasonrl.moderation_plugins.baseline import classification_report, fit_tfidf
+from reasonrl.moderation_plugins.baseline import BaselineParams, classification_report, fit_tfidf
 
 
 def majority_floor(train: list[dict], evaluated: list[dict], metric: str) -> dict[str, Any] | None:
@@ -25,7 +25,8 @@ def tfidf_floor(train: list[dict], evaluated: list[dict], metric: str) -> float 
     """TF-IDF + logistic regression fit on ``train`` (the tfidf_baseline stage's defaults)."""
     if len({e["label"] for e in train}) < 2:
         return None  # one label only: logistic regression has nothing to separate
-    _, report = fit_tfidf(train)(evaluated)
+    defaults = {name: BaselineParams.model_fields[name].default for name in ("max_features", "ngram_max", "c")}
+    _, report = fit_tfidf(train, **defaults)(evaluated)
     return report.get(metric)
 
 
