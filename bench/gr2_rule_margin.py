@@ -1,0 +1,144 @@
+"""What RL can gain over a GR2 student that half-copies the co-watching hint, and how close it is.
+
+Two tables for a finished ``examples/gr2_ml1m_hint.yaml`` run:
+
+1. **The reward's landscape**: NDCG@3 and NDCG@5 of simple answers built from the prompt's hint
+   (the rule's first number, first two, all three, and the student's usual error of putting the
+   input's first candidate second), on the training lists RL draws from and on the test lists.
+   It shows how much ``rank_gain`` pays for finishing the copy against the near misses.
+2. **The student's copy margin**: each trained stage read teacher-forced on the teacher's own
+   answer for the first ``--lists`` test lists: the mean probability of the right number at each
+   slot after a right prefix, and the share of lists where it is the most likely next token.
+
+    python bench/gr2_rule_margin.py runs/gr2_ml1m_hint --stages sft rl_gain --out bench/results/gr2_rule_margin.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_output import save_table  # noqa: E402
+
+from reasonrl.gr2_plugins.feature_teacher import FeatureRankerTeacher  # noqa: E402
+from reasonrl.gr2_plugins.metrics import ndcg_at  # noqa: E402
+from reasonrl.gr2_plugins.prompts import hint_leaders, hint_numbers  # noqa: E402
+
+# answers by the hint's leaders h (1-based candidate numbers); the rest keep the input order
+POLICIES: dict[str, Callable[[list[int]], list[int]]] = {
+    "input order": lambda h: [],
+    "rule's first": lambda h: h[:1],
+    "rule's first two": lambda h: h[:2],
+    "rule's top three (the teacher)": lambda h: h[:3],
+    "rule's first, input's first, rule's second": lambda h: [h[0], 1, h[1]],
+    "input's first, then the rule's first two": lambda h: [1, h[0], h[1]],
+}
+SLOTS = ["explanation 2nd", "explanation 3rd", "answer 1st", "answer 2nd", "answer 3rd"]
+
+
+def full_order(top: Sequence[int], size: int) -> list[int]:
+    """``top`` without repeats, then the other candidates in input order (as ``index`` answers read)."""
+    head = list(dict.fromkeys(n for n in top if 1 <= n <= size))
+    return head + [n for n in range(1, size + 1) if n not in head]
+
+
+def policy_scores(rows: Sequence[dict], k: int) -> dict[str, float]:
+    """Mean NDCG@k of each policy's answer over ``rows`` (one relevant candidate per list)."""
+    out = {}
+    for name, policy in POLICIES.items():
+        total = 0.0
+        for row in rows:
+            order = full_order(policy(hint_leaders(row["evidence"])), len(row["candidate_ids"]))
+            total += ndcg_at(order.index(row["target_index"] + 1) + 1, k)
+        out[name] = total / max(len(rows), 1)
+    return out
+
+
+def number_tokens(tokenizer, completion: str) -> list[int]:
+    """Token positions (within the completion) of the six numbers the teacher's answer writes:
+    three in the explanation, three in the list."""
+    offsets = tokenizer(completion, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    starts = [m.start() for m in re.finditer(r"\d+", completion)]
+    return [next(i for i, (a, b) in enumerate(offsets) if a <= s < b) for s in starts]
+
+
+def copy_margin(model, tokenizer, rows: Sequence[dict]) -> dict[str, tuple[float, float]]:
+    """Per slot of :data:`SLOTS`: (mean probability of the right token, share where it is the argmax)."""
+    probs: dict[str, list[float]] = {s: [] for s in SLOTS}
+    tops: dict[str, list[float]] = {s: [] for s in SLOTS}
+    for row in rows:
+        completion = FeatureRankerTeacher.copy_hint(hint_numbers(hint_leaders(row["evidence"])))
+        prompt_ids = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
+        sep = tokenizer("\n", add_special_tokens=False)["input_ids"]  # the SFT segments' separator
+        answer_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([prompt_ids + sep + answer_ids])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0]
+        base = len(prompt_ids) + len(sep)
+        for slot, at in zip(SLOTS, number_tokens(tokenizer, completion)[1:]):
+            step = logits[base + at - 1]
+            token = answer_ids[at]
+            probs[slot].append(step.softmax(-1)[token].item())
+            tops[slot].append(float(step.argmax().item() == token))
+    return {s: (sum(probs[s]) / len(probs[s]), sum(tops[s]) / len(tops[s])) for s in SLOTS}
+
+
+def read_rows(path: Path, limit: int | None = None) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if limit is not None and len(rows) >= limit:
+                break
+            rows.append(json.loads(line))
+    return rows
+
+
+def landscape_table(run: Path) -> str:
+    splits = {name: read_rows(run / "prepare" / f"{name}.jsonl") for name in ("train", "test")}
+    scores = {(name, k): policy_scores(rows, k) for name, rows in splits.items() for k in (3, 5)}
+    lines = [f"| answer | train NDCG@3 ({len(splits['train'])} lists) | train NDCG@5 | "
+             f"test NDCG@3 ({len(splits['test'])} lists) | test NDCG@5 |", "|---|---|---|---|---|"]
+    for name in POLICIES:
+        cells = [f"{scores[(s, k)][name]:.4f}" for s in ("train", "test") for k in (3, 5)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def margin_table(run: Path, stages: Sequence[str], lists: int) -> str:
+    from reasonrl.plugins.engine.models import load_trained
+
+    rows = read_rows(run / "prepare" / "test.jsonl", lists)
+    lines = ["| stage | " + " | ".join(SLOTS) + " |", "|---|" + "---|" * len(SLOTS)]
+    for stage in stages:
+        model, tokenizer = load_trained(run, stage, device="cpu", dtype="float32")
+        margin = copy_margin(model, tokenizer, rows)
+        lines.append(f"| {stage} | " + " | ".join(f"{p:.2f} / {top:.2f}" for p, top in margin.values()) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run", type=Path, help="a finished gr2_ml1m_hint-style run folder")
+    parser.add_argument("--stages", nargs="*", default=["sft"], help="trained stages to read (none: the landscape only)")
+    parser.add_argument("--lists", type=int, default=300, help="test lists for the copy margin")
+    parser.add_argument("--out", type=Path, help="also write the tables here")
+    args = parser.parse_args(argv)
+    text = ("NDCG of answers built from the co-watching hint (the rest of each list keeps the input order):\n\n"
+            + landscape_table(args.run) + "\n")
+    if args.stages:
+        text += (f"\nCopy margin, teacher-forced on the teacher's answer, first {args.lists} test lists "
+                 "(mean probability of the right number / share where it is the most likely token):\n\n"
+                 + margin_table(args.run, args.stages, args.lists) + "\n")
+    print(text)
+    save_table(args.out, "gr2_rule_margin.py", argv, text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+import importlib
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return importlib.import_module("gr2_rule_margin")
+
+
+def test_answers_keep_the_input_order_after_their_head(bench):
+    assert bench.full_order([3, 3, 11, 1], 4) == [3, 1, 2, 4]  # repeats and out-of-range numbers dropped
+    assert bench.full_order([], 3) == [1, 2, 3]
+
+
+def test_policy_scores_by_hand(bench):
+    # after_last counts 0, 5, 9, 1 -> the hint's leaders are candidates 3, 2, 4; the target is candidate 2
+    row = {"evidence": [{"after_last": c} for c in (0, 5, 9, 1)], "candidate_ids": list("abcd"), "target_index": 1}
+    scores = bench.policy_scores([row], k=3)
+    second, third = 1 / math.log2(3), 0.5
+    assert scores["input order"] == pytest.approx(second)                       # [1, 2, 3, 4]
+    assert scores["rule's first"] == pytest.approx(third)                       # [3, 1, 2, 4]
+    assert scores["rule's first two"] == pytest.approx(second)                  # [3, 2, 1, 4]
+    assert scores["rule's top three (the teacher)"] == pytest.approx(second)    # [3, 2, 4, 1]
+    assert scores["rule's first, input's first, rule's second"] == pytest.approx(third)  # [3, 1, 2, 4]
+    assert scores["input's first, then the rule's first two"] == pytest.approx(third)    # [1, 3, 2, 4]
+    assert bench.policy_scores([row], k=1)["rule's top three (the teacher)"] == 0.0
+
+
+def test_number_tokens_point_at_the_six_numbers(bench):
+    from reasonrl.gr2_plugins.feature_teacher import FeatureRankerTeacher
+    from reasonrl.plugins.engine.models import bpe_tokenizer
+
+    completion = FeatureRankerTeacher.copy_hint("4, 10, 3")
+    tokenizer = bpe_tokenizer([completion, "numbers 1, 2, 3, 10"] * 4, vocab_size=300)
+    ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    cited = [tokenizer.decode([ids[i]]).strip(" [") for i in bench.number_tokens(tokenizer, completion)]
+    assert cited == ["4", "10", "3", "4", "10", "3"]  # three in the explanation, three in the list
