@@ -38,7 +38,7 @@ RECIPES = {
 }
 
 
-def rl_stage(index: int, recipe: dict, data: dict) -> dict:
+def rl_stage(index: int, recipe: dict, data: dict, steps: int, lr: float) -> dict:
     reward = recipe.get("weights", "label_accuracy")
     return {"stage": "rl", "id": f"rl{index}", "model": {"source": "stage", "stage": "sft"}, "dataset": data,
             "optimizer": {"name": "dapo", "params": {"beta": recipe.get("beta", 0.0)}},
@@ -48,16 +48,16 @@ def rl_stage(index: int, recipe: dict, data: dict) -> dict:
             "balance_advantages": recipe.get("balance_advantages", False),
             "metrics": recipe.get("metrics", ["verdict_labels"]),
             "rollout": {"name": "hf", "params": {"max_new_tokens": 80, "temperature": 1.0}},
-            "steps": 12, "prompts_per_step": 8, "group_size": 8, "lr": 1e-3, "progress": False}
+            "steps": steps, "prompts_per_step": 8, "group_size": 8, "lr": lr, "progress": False}
 
 
-def run_seed(folder: Path, seed: int) -> dict:
+def run_seed(folder: Path, seed: int, steps: int, lr: float) -> dict:
     balanced, data = write_keyword_task(folder, "balanced", 2), write_keyword_task(folder, "skewed", 3)
     tiny = {"source": "tiny", "tiny": {"alphabet": ALPHABET, "hidden_size": 64, "num_layers": 2, "num_heads": 4,
                                        "intermediate_size": 128, "max_positions": 1024}}
     stages = [{"stage": "sft", "id": "sft", "model": tiny, "dataset": balanced, "batch_size": 16, "epochs": 4,
                "lr": 3e-3, "progress": False}]
-    stages += [rl_stage(i, recipe, data) for i, recipe in enumerate(RECIPES.values())]
+    stages += [rl_stage(i, recipe, data, steps, lr) for i, recipe in enumerate(RECIPES.values())]
     stages.append({"stage": "moderation_evaluate", "id": "evaluate", "dataset": data, "progress": False,
                    "sampling": {"top_k": 1, "max_new_tokens": 80, "prompt_batch_size": 40},
                    "constraint": "verdict_close", "bootstrap_samples": 100,
@@ -75,8 +75,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default="runs/moderation_recipe_ablation")
+    parser.add_argument("--steps", type=int, default=20, help="RL steps of every recipe (the pack learning test's)")
+    parser.add_argument("--lr", type=float, default=3e-4, help="RL learning rate of every recipe (the test's)")
     args = parser.parse_args(argv)
-    results = {seed: run_seed(Path(args.out), seed) for seed in args.seeds}
+    results = {seed: run_seed(Path(args.out), seed, args.steps, args.lr) for seed in args.seeds}
     names = ["SFT start", *RECIPES]
     print("| recipe | macro-F1 per seed | mean | top label share (mean) | stopped by the guard |")
     print("|---|---|---|---|---|")

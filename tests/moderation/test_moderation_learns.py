@@ -28,7 +28,7 @@ def test_sft_then_rl_classifies_the_keyword_policy_without_collapsing(tmp_path):
          "prompt_draws": "stratified", "constraint": "verdict_close",
          "metrics": [{"name": "verdict_labels", "params": {"max_label_share": 0.8, "collapse_steps": 3}}],
          "rollout": {"name": "hf", "params": {"max_new_tokens": 80, "temperature": 1.0}},
-         "steps": 12, "prompts_per_step": 8, "group_size": 8, "lr": 1e-3, "progress": False},
+         "steps": 20, "prompts_per_step": 8, "group_size": 8, "lr": 3e-4, "progress": False},
         {"stage": "moderation_evaluate", "id": "evaluate", "dataset": data, "progress": False,
          "sampling": {"top_k": 1, "max_new_tokens": 80, "prompt_batch_size": 40}, "constraint": "verdict_close",
          "bootstrap_samples": 100,
@@ -44,5 +44,5 @@ def test_sft_then_rl_classifies_the_keyword_policy_without_collapsing(tmp_path):
     majority_f1 = 0.4  # always 'allowed' on a 2:1 split: F1 0.8 and 0, averaged
     assert rows_["RL"]["parse_failure_rate"] == 0.0
     assert rows_["RL"]["macro_f1"] > majority_f1 + 0.35
-    assert rows_["RL"]["macro_f1"] > rows_["SFT"]["macro_f1"] + 0.2  # RL does the lifting (0.29 -> 0.89 when made)
+    assert rows_["RL"]["macro_f1"] > rows_["SFT"]["macro_f1"] + 0.2  # RL does the lifting (0.37 -> 0.96 at seed 0, 2 threads)
     assert max(shares.values()) / len(predictions) <= 0.8
