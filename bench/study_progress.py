@@ -31,7 +31,7 @@ from reasonrl.core.config import load_config
 from reasonrl.core.io import read_json
 from reasonrl.core.manager import get_registry
 from reasonrl.core.pipeline import stage_fingerprint, stage_inputs
-from reasonrl.plugins.studies.ledger import entry_path
+from reasonrl.plugins.studies.ledger import earlier_start_fingerprint, entry_path
 from reasonrl.moderation_plugins.study import ModerationStudy, StudyParams, point_name
 from reasonrl.moderation_plugins.study_floors import floor_rows, ladder_floors
 from reasonrl.plugins.studies.curves import curve_shape, fit_cells, fit_sigmoid, shape_line, t_interval
@@ -67,16 +67,18 @@ def ledger_points(config_path: Path, stage_id: str):
     params = stages[stage_id].params
     if params.ledger is None:
         raise SystemExit(f"stage {stage_id!r} of {config_path} has no ledger: give its run folder instead")
-    start = None
+    start = earlier = None
     if params.model.source == "stage":
         inputs = stage_inputs(config)[params.model.stage]
         if inputs:
             raise SystemExit(f"the study's model comes from stage {params.model.stage!r}, which reads {inputs}: "
                              f"its fingerprint holds their output ids, so only its run folder can say")
         start = stage_fingerprint(config, stages[params.model.stage], [])
+        earlier = earlier_start_fingerprint(config, params.model.stage)
     study = ModerationStudy(params)
-    return params, lambda name, job: entry_path(params.ledger, config.run.run_name, stage_id, name,
-                                                study.fingerprint(job, start, config.run.seed))
+    return params, lambda name, job: entry_path(
+        params.ledger, config.run.run_name, stage_id, name, study.fingerprint(job, start, config.run.seed),
+        [study.fingerprint(job, earlier, config.run.seed, earlier=True)])
 
 
 def finished(path: Path, metric: str) -> float | None:

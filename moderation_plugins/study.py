@@ -40,6 +40,7 @@ from reasonrl.plugins.engine.saving import CHECKPOINT_DIR
 from reasonrl.plugins.evaluation import load_model
 from reasonrl.moderation_plugins.study_floors import ladder_floors
 from reasonrl.plugins.studies.claims import CLAIM, WORKER_POLL_SECONDS, claim_point
+from reasonrl.plugins.studies.ledger import without_added_defaults
 
 
 class StudyParams(Params):
@@ -240,7 +241,9 @@ class ModerationStudy(StudyLedger, StudyReport):
         the same on any machine, as the ledger needs."""
         return self.fingerprint(job, starting_output_id(context, self.params.model, start_key), context.seed)
 
-    def fingerprint(self, job: tuple[str, int, int] | None, start: str | None, run_seed: int) -> str:
+    def fingerprint(self, job: tuple[str, int, int] | None, start: str | None, run_seed: int,
+                    earlier: bool = False) -> str:
+        """``earlier=True``: as code before the settings of ADDED_NEUTRAL_DEFAULTS computed it."""
         p = self.params
         scoring = {"dataset": p.dataset.model_dump(mode="json"), "split": p.eval_split, "examples": p.eval_examples,
                    "sampling": p.sampling.model_dump(mode="json"), "chat_template": p.chat_template}
@@ -254,6 +257,8 @@ class ModerationStudy(StudyLedger, StudyReport):
             recipe, value, seed = job
             child = {k: v for k, v in self.child_params(recipe, value).items() if k not in RESULT_NEUTRAL}
             payload.update(recipe=recipe, child=child, seed=run_seed + seed)
+        if earlier:
+            payload = without_added_defaults(payload)
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
     def child_params(self, recipe: str, value: int) -> dict[str, Any]:

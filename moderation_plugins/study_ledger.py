@@ -6,7 +6,9 @@ from pathlib import Path
 from reasonrl.core.contracts import StageContext
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.io import atomic_write_json, read_json
-from reasonrl.plugins.studies.ledger import check_start, entry_path, read_entry, write_entry
+from reasonrl.core.config import load_config
+from reasonrl.plugins.studies.ledger import (check_start, earlier_start_fingerprint, entry_path, read_entry,
+                                             write_entry)
 
 
 WAIT = object()  # a point that needs another worker's point first
@@ -27,7 +29,16 @@ class StudyLedger:
     def ledger_entry(self, context: StageContext, name: str, job: tuple[str, int, int] | None) -> tuple[Path, str]:
         """Where the ledger keeps this point, and its portable fingerprint."""
         portable = self.point_fingerprint(context, job, start_key="fingerprint")
-        return entry_path(self.params.ledger, context.run_dir.name, context.stage_id, name, portable), portable
+        earlier = self.fingerprint(job, self.earlier_start(context), context.seed, earlier=True)
+        return entry_path(self.params.ledger, context.run_dir.name, context.stage_id, name, portable,
+                          [earlier]), portable
+
+    def earlier_start(self, context: StageContext) -> str | None:
+        """The starting stage's fingerprint as ledgers written by older code hold it."""
+        model = self.params.model
+        if model.source != "stage" or not model.stage:
+            return None
+        return earlier_start_fingerprint(load_config(context.run_dir / "config.resolved.yaml"), model.stage)
 
     def record_in_ledger(self, context: StageContext, name: str, job: tuple[str, int, int] | None) -> None:
         """Write a finished point to the ledger; for the starting model, first check that it scores as

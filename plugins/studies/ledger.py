@@ -17,10 +17,35 @@ import datetime
 import importlib.metadata
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.io import atomic_write_json, read_json
+
+# Result-neutral settings added after ledgers were first written (``compile``: how decoding runs,
+# exact against the eager loop). A point recorded before one existed is also looked up without it,
+# so a new option at its default does not orphan every ledger written before it.
+ADDED_NEUTRAL_DEFAULTS: dict[str, Any] = {"compile": "auto"}
+
+
+def without_added_defaults(value: Any) -> Any:
+    """A params dump without the keys of ADDED_NEUTRAL_DEFAULTS where they hold that default."""
+    if isinstance(value, dict):
+        return {k: without_added_defaults(v) for k, v in value.items()
+                if not (k in ADDED_NEUTRAL_DEFAULTS and v == ADDED_NEUTRAL_DEFAULTS[k])}
+    if isinstance(value, list):
+        return [without_added_defaults(v) for v in value]
+    return value
+
+
+def earlier_start_fingerprint(config, stage_id: str) -> str:
+    """The starting stage's portable fingerprint as a ledger written before the settings of
+    ADDED_NEUTRAL_DEFAULTS existed holds it."""
+    from reasonrl.core.pipeline import stage_fingerprint, stage_inputs
+
+    stage = next(s for s in config.stages if s.id == stage_id)
+    params = without_added_defaults(stage.params.model_dump(mode="json"))
+    return stage_fingerprint(config, stage, stage_inputs(config)[stage_id], params=params)
 
 
 class LedgerMismatchError(ReasonRLError):
@@ -34,13 +59,18 @@ class LedgerMismatchError(ReasonRLError):
             f"computed so far are kept in the run folder.")
 
 
-def entry_path(ledger: str | Path, run_name: str, stage_id: str, point: str, fingerprint: str) -> Path:
-    """The entry of this point: found by its fingerprint anywhere in the ledger, else its place under
-    ``<run_name>/<stage_id>/``. The fingerprint decides the point, so a renamed run or study finds
-    it, and so does another ladder's rung that is the same run (G = 4 rollouts for 16 steps is the
-    16-step rung of a steps ladder with G = 4)."""
-    found = sorted(Path(ledger).glob(f"**/*-{fingerprint[:16]}.json"))
-    return found[0] if found else Path(ledger) / run_name / stage_id / f"{point}-{fingerprint[:16]}.json"
+def entry_path(ledger: str | Path, run_name: str, stage_id: str, point: str, fingerprint: str,
+               earlier: Sequence[str] = ()) -> Path:
+    """The entry of this point: found by its fingerprint (or one of the ``earlier`` ones it had under
+    older code) anywhere in the ledger, else its place under ``<run_name>/<stage_id>/``. The
+    fingerprint decides the point, so a renamed run or study finds it, and so does another ladder's
+    rung that is the same run (G = 4 rollouts for 16 steps is the 16-step rung of a steps ladder
+    with G = 4)."""
+    for key in (fingerprint, *earlier):
+        found = sorted(Path(ledger).glob(f"**/*-{key[:16]}.json"))
+        if found:
+            return found[0]
+    return Path(ledger) / run_name / stage_id / f"{point}-{fingerprint[:16]}.json"
 
 
 def read_entry(path: Path) -> dict[str, Any] | None:
