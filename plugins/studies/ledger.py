@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.io import atomic_write_json, read_json
+from reasonrl.core.pipeline import stage_fingerprint, stage_inputs
 
 # Result-neutral settings added after ledgers were first written (``compile``: how decoding runs,
 # exact against the eager loop). A point recorded before one existed is also looked up without it,
@@ -41,8 +42,6 @@ def without_added_defaults(value: Any) -> Any:
 def earlier_start_fingerprint(config, stage_id: str) -> str:
     """The starting stage's portable fingerprint as a ledger written before the settings of
     ADDED_NEUTRAL_DEFAULTS existed holds it."""
-    from reasonrl.core.pipeline import stage_fingerprint, stage_inputs
-
     stage = next(s for s in config.stages if s.id == stage_id)
     params = without_added_defaults(stage.params.model_dump(mode="json"))
     return stage_fingerprint(config, stage, stage_inputs(config)[stage_id], params=params)
