@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_output import save_table  # noqa: E402
 
 from reasonrl.gr2_plugins.feature_teacher import FeatureRankerTeacher  # noqa: E402
-from reasonrl.gr2_plugins.metrics import ndcg_at  # noqa: E402
+from reasonrl.gr2_plugins.metrics import chance_metrics, ndcg_at  # noqa: E402
 from reasonrl.gr2_plugins.prompts import hint_leaders, hint_numbers  # noqa: E402
 
 # answers by the hint's leaders h (1-based candidate numbers); the rest keep the input order
@@ -105,21 +105,38 @@ def landscape_table(run: Path) -> str:
     scores = {(name, k): policy_scores(rows, k) for name, rows in splits.items() for k in (3, 5)}
     lines = [f"| answer | train NDCG@3 ({len(splits['train'])} lists) | train NDCG@5 | "
              f"test NDCG@3 ({len(splits['test'])} lists) | test NDCG@5 |", "|---|---|---|---|---|"]
+    chance = [f"{chance_score(splits[s], k):.4f}" for s in ("train", "test") for k in (3, 5)]
+    lines.append("| chance (random order, exact expectation) | " + " | ".join(chance) + " |")
     for name in POLICIES:
         cells = [f"{scores[(s, k)][name]:.4f}" for s in ("train", "test") for k in (3, 5)]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def chance_score(rows: Sequence[dict], k: int) -> float:
+    return sum(chance_metrics(len(r["candidate_ids"]), (k,))[f"ndcg@{k}"] for r in rows) / max(len(rows), 1)
+
+
+def reward_spread(run: Path, stage: str) -> str:
+    """The mean over RL steps of the rollouts' reward standard deviation (the rl stage's history),
+    '-' for a stage that logged none: the noise a decision's reward difference has to beat."""
+    history = run / stage / "history.json"
+    steps = json.loads(history.read_text()) if history.exists() else []
+    spreads = [step["reward/std"] for step in steps if "reward/std" in step]
+    return f"{sum(spreads) / len(spreads):.3f}" if spreads else "-"
+
+
 def margin_table(run: Path, stages: Sequence[str], lists: int) -> str:
     from reasonrl.plugins.engine.models import load_trained
 
     rows = read_rows(run / "prepare" / "test.jsonl", lists)
-    lines = ["| stage | " + " | ".join(SLOTS) + " |", "|---|" + "---|" * len(SLOTS)]
+    lines = ["| stage | " + " | ".join(SLOTS) + " | rollout reward std (mean over RL steps) |",
+             "|---|" + "---|" * (len(SLOTS) + 1)]
     for stage in stages:
         model, tokenizer = load_trained(run, stage, device="cpu", dtype="float32")
         margin = copy_margin(model, tokenizer, rows)
-        lines.append(f"| {stage} | " + " | ".join(f"{p:.2f} / {top:.2f}" for p, top in margin.values()) + " |")
+        cells = [f"{p:.2f} / {top:.2f}" for p, top in margin.values()] + [reward_spread(run, stage)]
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -41,3 +41,13 @@ def test_number_tokens_point_at_the_six_numbers(bench):
     ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
     cited = [tokenizer.decode([ids[i]]).strip(" [") for i in bench.number_tokens(tokenizer, completion)]
     assert cited == ["4", "10", "3", "4", "10", "3"]  # three in the explanation, three in the list
+
+
+def test_chance_and_the_rollout_reward_spread(bench, tmp_path):
+    rows = [{"candidate_ids": list("abcdefghij")}, {"candidate_ids": list("abcd")}]
+    ten, four = (1 + 1 / math.log2(3) + 0.5) / 10, (1 + 1 / math.log2(3) + 0.5) / 4  # NDCG@3 of a random order
+    assert bench.chance_score(rows, 3) == pytest.approx((ten + four) / 2)
+    (tmp_path / "rl").mkdir()
+    (tmp_path / "rl" / "history.json").write_text('[{"reward/std": 0.4}, {"reward/std": 0.5}, {"loss": 1.0}]')
+    assert bench.reward_spread(tmp_path, "rl") == "0.450"
+    assert bench.reward_spread(tmp_path, "sft") == "-"  # no RL history
