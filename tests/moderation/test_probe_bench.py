@@ -47,3 +47,12 @@ def test_the_probe_finds_a_planted_direction_and_not_one_in_noise(bench):
         probe = bench.fit_probe(features[:160], names[:160])
         scores = probe.predict_proba(features[160:])[:, list(probe.classes_).index("malicious")]
         assert low < roc_auc(scores.tolist(), [n == "malicious" for n in names[160:]]) < high
+
+
+def test_few_examples_of_a_label_shrink_the_folds(bench):
+    features = np.random.default_rng(1).normal(size=(10, 4))
+    names = ["malicious"] * 3 + ["benign"] * 7  # 5-fold CV would leave a fold without a malicious example
+    probe = bench.fit_probe(features, names)
+    assert probe[-1].n_features_in_ == 4 and set(probe.classes_) == set(LABELS)
+    with pytest.raises(ValueError):
+        bench.fit_probe(features[:4], ["malicious"] + ["benign"] * 3)  # one example of a label: no CV possible
