@@ -14,22 +14,13 @@ from __future__ import annotations
 import argparse
 import random
 
-import torch
+from moderation_probe import decision_features, decision_inputs  # bench/ is on sys.path when run as a script
 from sklearn.metrics import roc_auc_score
 
 from reasonrl.core.manager import get_registry
-from reasonrl.plugins.engine.models import ModelSpec, chat_prompt, load_policy
+from reasonrl.plugins.engine.models import ModelSpec, load_policy
 
 TASKS = ("prompt_injection", "spam_email", "harmful_response", "risk_area")
-
-
-def label_margin(model, tokenizer, prompt: str, labels: list[str]) -> tuple[float, int]:
-    """(log-prob margin of the positive label's first token, prompt tokens)."""
-    ids = tokenizer(chat_prompt(tokenizer, prompt, True) + "Label: ", add_special_tokens=False)["input_ids"]
-    with torch.no_grad():
-        logprobs = model(torch.tensor([ids])).logits[0, -1].log_softmax(-1)
-    first = [tokenizer(label, add_special_tokens=False)["input_ids"][0] for label in labels]
-    return float(logprobs[first[-1]] - logprobs[first[0]]), len(ids)
 
 
 def task_row(model, tokenizer, task: str, examples: int, max_chars: int) -> str:
@@ -38,9 +29,11 @@ def task_row(model, tokenizer, task: str, examples: int, max_chars: int) -> str:
     labels = rows[0]["labels"]
     if len(labels) != 2:
         return f"| {task} | {len(rows)} | - | a {len(labels)}-label task: no binary margin | - |"
-    margins, lengths = zip(*(label_margin(model, tokenizer, r["prompt"], labels) for r in rows))
+    prompts = [r["prompt"] for r in rows]
+    _, margins = decision_features(model, tokenizer, prompts, labels)
+    lengths = [len(ids) for ids in decision_inputs(tokenizer, prompts)]
     gold = [r["label"] == labels[-1] for r in rows]
-    auc = roc_auc_score(gold, margins) if 0 < sum(gold) < len(gold) else float("nan")
+    auc = roc_auc_score(gold, margins.tolist()) if 0 < sum(gold) < len(gold) else float("nan")
     return f"| {task} | {len(rows)} | {sum(gold)} | {auc:.3f} | {sum(lengths) / len(lengths):.0f} |"
 
 
