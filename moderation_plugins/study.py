@@ -294,7 +294,7 @@ class ModerationStudy(StudyLedger, StudyReport):
     def score_model(self, context: StageContext, child: str | None) -> tuple[float, dict[str, Any]]:
         from reasonrl.moderation_plugins.evaluate import (classify_examples, model_label_probabilities,
                                                           model_score_metrics, score_verdicts)
-        from reasonrl.moderation_plugins.warm_start import label_shares
+        from reasonrl.moderation_plugins.selection import label_shares
 
         p = self.params
         examples = context.build(p.dataset).splits()[p.eval_split][: p.eval_examples]

@@ -98,15 +98,7 @@ class RLStage(RolloutCollector, PolicyUpdater, Trainer):
         self.context = context
         if params.deepspeed is not None:
             raise ReasonRLError(DEEPSPEED_IN_RL.format(stage=context.stage_id))
-        self.optimizer_algo = context.build(params.optimizer)
-        self.engine = context.build(params.rollout)
-        self.constraint = context.build(self.params.constraint) if self.params.constraint else None
-        self.reward_fns = [(ref.name, context.build(ref)) for ref in params.rewards]
-        self.metric_fns = [(ref.name, context.build(ref)) for ref in params.metrics]
-        self.combiner = context.build(params.combiner)
-        self.train = self.examples(params.split, (params.prompt_field,))
-        self.strata = strata_of(self.train, params.stratify_by, context.stage_id) \
-            if params.prompt_draws == "stratified" else None
+        self._build_components(context)
         make_extra = (lambda model: {"value_head": ValueHead(model.config.hidden_size)}) \
             if self.optimizer_algo.needs_values else None
         self.setup(context, params.steps, make_extra)
@@ -120,11 +112,15 @@ class RLStage(RolloutCollector, PolicyUpdater, Trainer):
             raise ReasonRLError(f"stage {context.stage_id!r}: prompts_per_step={params.prompts_per_step} does not split "
                                 f"over {self.world} processes; use a multiple of {self.world}")
         self.reference = self._reference_model() if self.optimizer_algo.needs_reference else None
-        history = self._history()
+        # what the next checkpoint stores besides the step (a subclass adds its own entries)
+        self.state = {k: v for k, v in getattr(self, "resumed_state", {}).items() if k not in ("step", "fingerprint")}
+        history = self.state.setdefault("history", [])
         bar = self.progress(f"rl[{params.optimizer.name}]")
         window = max((getattr(fn, "guard_window", 0) for _, fn in self.metric_fns), default=0)
         policies: deque = deque(maxlen=window + 1)  # start-of-step policies a guard may fall back on
         stopped: dict[str, Any] = {}
+        if self.start_step == 0:
+            self.before_steps()
         for step in range(self.start_step, params.steps):
             if window:
                 policies.append((step, self._trainable_state()))
@@ -139,10 +135,35 @@ class RLStage(RolloutCollector, PolicyUpdater, Trainer):
             bar.update(1)
             if step + 1 in params.snapshots:
                 self.save_snapshot(step + 1)
-            self.maybe_checkpoint(step + 1, {"history": history})
+            self.after_step(step + 1)
+            self.maybe_checkpoint(step + 1, self.state)
         bar.close()
-        self.save_model({"history": history, **stopped})
-        return {**self._summary(history), **stopped}
+        self.stopped_early = bool(stopped)
+        selected = self.before_save()
+        self.save_model({**self.state, **stopped})
+        return {**self._summary(history), **stopped, **selected}
+
+    def _build_components(self, context: StageContext) -> None:
+        params = self.params
+        self.optimizer_algo = context.build(params.optimizer)
+        self.engine = context.build(params.rollout)
+        self.constraint = context.build(params.constraint) if params.constraint else None
+        self.reward_fns = [(ref.name, context.build(ref)) for ref in params.rewards]
+        self.metric_fns = [(ref.name, context.build(ref)) for ref in params.metrics]
+        self.combiner = context.build(params.combiner)
+        self.train = self.examples(params.split, (params.prompt_field,))
+        self.strata = strata_of(self.train, params.stratify_by, context.stage_id) \
+            if params.prompt_draws == "stratified" else None
+
+    def before_steps(self) -> None:
+        """Called once before the first step of a fresh (not resumed) stage; a subclass may score the start."""
+
+    def after_step(self, step: int) -> None:
+        """Called after each completed step (a subclass may evaluate; ``self.state`` is checkpointed)."""
+
+    def before_save(self) -> dict[str, Any]:
+        """Called once training ends or stops, before the model is saved; returns extra summary fields."""
+        return {}
 
     def _trainable_state(self) -> dict[str, torch.Tensor]:
         model = self.accelerator.unwrap_model(self.model)
@@ -168,9 +189,6 @@ class RLStage(RolloutCollector, PolicyUpdater, Trainer):
         settings = super().decode_settings()
         answer = getattr(getattr(self.engine, "params", None), "max_new_tokens", settings.max_new_tokens)
         return settings.model_copy(update={"constraint": self.params.constraint, "max_new_tokens": answer})
-
-    def _history(self) -> list[dict[str, float]]:
-        return list(getattr(self, "resumed_state", {}).get("history", []))
 
     def _reference_model(self):
         from reasonrl.plugins.engine.models import load_policy

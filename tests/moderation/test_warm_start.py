@@ -6,7 +6,8 @@ from safetensors.torch import load_file
 from reasonrl.core.config import resolve_config
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.core.pipeline import run_pipeline
-from reasonrl.moderation_plugins.warm_start import BEST_WEIGHTS, ModerationWarmStart
+from reasonrl.moderation_plugins.selection import BEST_WEIGHTS
+from reasonrl.moderation_plugins.warm_start import ModerationWarmStart
 
 TINY_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,:;'<>\n-_()?!/*#"
 TINY = {"source": "tiny", "tiny": {"max_positions": 2048, "alphabet": TINY_ALPHABET}}
