@@ -20,8 +20,8 @@ from pathlib import Path
 import yaml
 
 from reasonrl.gr2_plugins.metrics import paired_bootstrap
+from reasonrl.plugins.studies.curves import t_interval
 
-T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
 def seed_label(config: dict, fallback: str) -> str:
@@ -43,11 +43,8 @@ def load_report(run_dir: Path, stage: str) -> dict:
 
 
 def mean_interval(values: list[float]) -> str:
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return f"{mean:.4f}"
-    half = T_975.get(len(values) - 1, 1.96) * statistics.stdev(values) / len(values) ** 0.5
-    return f"{mean:.4f} [{mean - half:.3f}, {mean + half:.3f}]"
+    mean, interval = statistics.fmean(values), t_interval(values)
+    return f"{mean:.4f}" if interval is None else f"{mean:.4f} [{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
 def variant_table(reports: list[dict], metric: str = "ndcg@5", digits: int = 4) -> str:
