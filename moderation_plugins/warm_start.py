@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from reasonrl.core.config import ConstraintRef
 from reasonrl.core.errors import ReasonRLError
 from reasonrl.moderation_plugins.selection import SelectionParams, ValidationSelection
 from reasonrl.plugins.engine.supervised import SFTParams, SFTStage
@@ -18,6 +19,11 @@ from reasonrl.plugins.engine.supervised import SFTParams, SFTStage
 class WarmStartParams(SFTParams, SelectionParams):
     balance_field: str | None = "label"
     """class-balanced batches by default: a majority-label policy gives RL no reward variance"""
+    constraint: ConstraintRef | None = None
+    """a decoding constraint for the scoring (e.g. verdict_close, as moderation_rl scores under its own)"""
+    score_start: bool = False
+    """also score the starting model (step 0) and keep it if no step beats it (for a start that already
+    classifies, e.g. more SFT from an SFT stage as a control beside moderation_rl)"""
 
 
 class ModerationWarmStart(ValidationSelection, SFTStage):
@@ -25,9 +31,14 @@ class ModerationWarmStart(ValidationSelection, SFTStage):
 
     def run(self, context):
         self.context = context
+        self.constraint = context.build(self.params.constraint) if self.params.constraint else None
         self.prepare_selection()
         self.pass_steps = max(1, round(len(self.examples(self.params.split)) / self.params.batch_size))
         return super().run(context)
+
+    def before_steps(self) -> None:
+        if self.params.score_start:
+            self.select_at(0)
 
     def after_step(self, step: int) -> None:
         every = self.params.select_every or self.pass_steps

@@ -85,6 +85,8 @@ class SFTStage(Trainer):
         self.state = {k: v for k, v in getattr(self, "resumed_state", {}).items() if k not in ("step", "fingerprint")}
         losses = self.state.setdefault("losses", [])
         bar = self.progress("sft")
+        if self.start_step == 0:
+            self.before_steps()
         for step in range(self.start_step, steps):
             rng = random.Random(step_seed(self.seed, step))
             loss = self.train_on([encoded[draw(rng)] for _ in range(params.batch_size)])
@@ -99,6 +101,9 @@ class SFTStage(Trainer):
         self.save_model(self.state)
         return {"steps": steps, "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
                 "model_dir": str(context.stage_dir / "model"), **summary}
+
+    def before_steps(self) -> None:
+        """Called once before the first step of a fresh (not resumed) stage; a subclass may score the start."""
 
     def after_step(self, step: int) -> None:
         """Called after each optimiser step (a subclass may evaluate; ``self.state`` is checkpointed)."""
