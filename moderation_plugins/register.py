@@ -57,6 +57,9 @@ def register_stages(register):
     register("moderation_warm_start", f"{M}.warm_start:ModerationWarmStart", params=f"{M}.warm_start:WarmStartParams",
              summary="label-only SFT on class-balanced batches; keeps the checkpoint with the best validation "
                      "macro-F1; stops if it answers one label")
+    register("moderation_more_sft", f"{M}.warm_start:ModerationMoreSFT", params=f"{M}.warm_start:MoreSFTParams",
+             summary="label-only SFT from a model that already classifies, scored at its start too: a control "
+                     "beside moderation_rl")
     register("moderation_rl", f"{M}.rl_stage:ModerationRL", params=f"{M}.rl_stage:ModerationRLParams",
              summary="the rl stage, scored on validation at its start and every select_every steps; saves the "
                      "best-scoring policy (the start if no step beat it)")

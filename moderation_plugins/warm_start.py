@@ -19,11 +19,6 @@ from reasonrl.plugins.engine.supervised import SFTParams, SFTStage
 class WarmStartParams(SFTParams, SelectionParams):
     balance_field: str | None = "label"
     """class-balanced batches by default: a majority-label policy gives RL no reward variance"""
-    constraint: ConstraintRef | None = None
-    """a decoding constraint for the scoring (e.g. verdict_close, as moderation_rl scores under its own)"""
-    score_start: bool = False
-    """also score the starting model (step 0) and keep it if no step beats it (for a start that already
-    classifies, e.g. more SFT from an SFT stage as a control beside moderation_rl)"""
 
 
 class ModerationWarmStart(ValidationSelection, SFTStage):
@@ -31,14 +26,9 @@ class ModerationWarmStart(ValidationSelection, SFTStage):
 
     def run(self, context):
         self.context = context
-        self.constraint = context.build(self.params.constraint) if self.params.constraint else None
         self.prepare_selection()
         self.pass_steps = max(1, round(len(self.examples(self.params.split)) / self.params.batch_size))
         return super().run(context)
-
-    def before_steps(self) -> None:
-        if self.params.score_start:
-            self.select_at(0)
 
     def after_step(self, step: int) -> None:
         every = self.params.select_every or self.pass_steps
@@ -57,3 +47,23 @@ class ModerationWarmStart(ValidationSelection, SFTStage):
                 f"different lr, or balance_field: label if it was turned off. The scores of every checkpoint "
                 f"are in {self.context.stage_dir / 'selection.json'}.")
         return self.selection_summary(best)
+
+
+class MoreSFTParams(WarmStartParams):
+    select_constraint: ConstraintRef | None = None
+    """a decoding constraint for the scoring (e.g. verdict_close, as moderation_rl scores under its own)"""
+
+
+class ModerationMoreSFT(ModerationWarmStart):
+    """``moderation_more_sft``: label-only SFT from a model that already classifies, scored at its
+    start too and kept there when no step beats it: more SFT on the footing of ``moderation_rl``, as
+    a control beside it. (A stage of its own, so the warm start's params, and with them the study
+    ledgers' fingerprints, stay as they were.)"""
+
+    def run(self, context):
+        p = self.params
+        self.constraint = context.build(p.select_constraint) if p.select_constraint else None
+        return super().run(context)
+
+    def before_steps(self) -> None:
+        self.select_at(0)

@@ -123,6 +123,19 @@ def test_committed_ledgers_recorded_before_compile_existed_are_still_read(monkey
     assert "| sft | 512 | 3 of 3 |" in progress_table(Path("examples/moderation_data_efficiency.yaml"), "harmful_response")
 
 
+def test_committed_recipe_ledgers_are_still_read(monkeypatch):
+    """The recipe ladders' points are found by the fingerprints their stages give today: a new option
+    with a default in a stage they start from (e.g. the warm start) would orphan all of them."""
+    from study_progress import progress_table
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    data = progress_table(Path("examples/moderation_data_efficiency_recipe.yaml"), "harmful_response", floors=False)
+    assert "| sft | 16 | 3 of 3 | 0.5466, 0.4631, 0.5093 |" in data
+    assert "| rl | 64 | 3 of 3 | 0.5431, 0.4671, 0.5750 |" in data
+    assert "| rl | 16 | 3 of 3 |" in progress_table(Path("examples/moderation_scaling_recipe.yaml"), "rollouts",
+                                                     floors=False)
+
+
 def test_a_run_adopts_points_the_ledger_holds_under_their_earlier_fingerprints(tmp_path):
     """Entries written by code before ADDED_NEUTRAL_DEFAULTS' settings existed (renamed here to the
     fingerprints that code gave them) are adopted by a fresh run instead of trained again."""

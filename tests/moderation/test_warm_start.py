@@ -49,9 +49,9 @@ def test_warm_start_keeps_the_checkpoint_with_the_best_validation_score(tmp_path
     assert shared and all((best[name] == saved[name]).all() for name in shared)
 
 
-def test_warm_start_with_score_start_keeps_its_start_when_no_step_beats_it(tmp_path, monkeypatch):
+def test_more_sft_keeps_its_start_when_no_step_beats_it(tmp_path, monkeypatch):
     scripted(monkeypatch, [0.70, 0.30, 0.70, 0.60], {"benign": 0.5, "malicious": 0.5})
-    resolved = warm_start_config(tmp_path, score_start=True)
+    resolved = warm_start_config(tmp_path, stage="moderation_more_sft")
     summary = run_pipeline(resolved, echo=lambda *_: None)["warm"]
     selection = json.loads((resolved.run_dir / "warm" / "selection.json").read_text())
     assert [r["step"] for r in selection["history"]] == [0, 2, 4, 6]
@@ -88,9 +88,9 @@ def test_rl_from_a_policy_that_answers_one_thing_stops_at_its_first_step(tmp_pat
         run_pipeline(resolve_config(config), echo=lambda *_: None)
 
 
-def test_warm_start_scores_under_its_constraint(tmp_path):
+def test_more_sft_scores_under_its_constraint(tmp_path):
     # the untrained tiny model writes no verdict by itself (the test above); verdict_close writes one every time
-    resolved = warm_start_config(tmp_path, epochs=1, constraint="verdict_close",
+    resolved = warm_start_config(tmp_path, stage="moderation_more_sft", epochs=1, select_constraint="verdict_close",
                                  sampling={"top_k": 1, "max_new_tokens": 64})
     try:
         run_pipeline(resolved, echo=lambda *_: None)
