@@ -23,7 +23,6 @@ from reasonrl.gr2_plugins.metrics import paired_bootstrap
 from reasonrl.plugins.studies.curves import t_interval
 
 
-
 def seed_label(config: dict, fallback: str) -> str:
     """The run's seed, with the stages' own ``seed_offset`` where one is set: runs that share their
     early stages and vary only a later stage's seed (e.g. RL seeds from one SFT model) read "0+1"."""

@@ -92,13 +92,13 @@ class ValidationSelection:
         os.replace(staging, path)
 
     def finish_selection(self) -> dict[str, Any]:
-        """Write selection.json, put the best checkpoint back; returns its record."""
+        """Write selection.json, put the best checkpoint back (also when it is the last scored: a stage
+        stopped by a guard holds another policy by then); returns its record."""
         history = self.state["selection"]
         best = next(r for r in history if r["step"] == self.state["best_step"])
         atomic_write_json(self.context.stage_dir / "selection.json", {"metric": self.params.metric, "best": best,
                                                                       "history": history})
-        if self.state["best_step"] != history[-1]["step"] or getattr(self, "stopped_early", False):
-            self.restore_best()
+        self.restore_best()
         return best
 
     def selection_summary(self, best: dict[str, Any]) -> dict[str, Any]:

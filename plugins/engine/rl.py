@@ -112,8 +112,7 @@ class RLStage(RolloutCollector, PolicyUpdater, Trainer):
             raise ReasonRLError(f"stage {context.stage_id!r}: prompts_per_step={params.prompts_per_step} does not split "
                                 f"over {self.world} processes; use a multiple of {self.world}")
         self.reference = self._reference_model() if self.optimizer_algo.needs_reference else None
-        # what the next checkpoint stores besides the step (a subclass adds its own entries)
-        self.state = {k: v for k, v in getattr(self, "resumed_state", {}).items() if k not in ("step", "fingerprint")}
+        self.state = self.resumed_extras()  # a subclass adds its own entries
         history = self.state.setdefault("history", [])
         bar = self.progress(f"rl[{params.optimizer.name}]")
         window = max((getattr(fn, "guard_window", 0) for _, fn in self.metric_fns), default=0)
@@ -138,7 +137,6 @@ class RLStage(RolloutCollector, PolicyUpdater, Trainer):
             self.after_step(step + 1)
             self.maybe_checkpoint(step + 1, self.state)
         bar.close()
-        self.stopped_early = bool(stopped)
         selected = self.before_save()
         self.save_model({**self.state, **stopped})
         return {**self._summary(history), **stopped, **selected}
@@ -154,16 +152,6 @@ class RLStage(RolloutCollector, PolicyUpdater, Trainer):
         self.train = self.examples(params.split, (params.prompt_field,))
         self.strata = strata_of(self.train, params.stratify_by, context.stage_id) \
             if params.prompt_draws == "stratified" else None
-
-    def before_steps(self) -> None:
-        """Called once before the first step of a fresh (not resumed) stage; a subclass may score the start."""
-
-    def after_step(self, step: int) -> None:
-        """Called after each completed step (a subclass may evaluate; ``self.state`` is checkpointed)."""
-
-    def before_save(self) -> dict[str, Any]:
-        """Called once training ends or stops, before the model is saved; returns extra summary fields."""
-        return {}
 
     def _trainable_state(self) -> dict[str, torch.Tensor]:
         model = self.accelerator.unwrap_model(self.model)

@@ -81,8 +81,7 @@ class SFTStage(Trainer):
         encoded = [self.encode(e) for e in examples]
         self._check_lengths(encoded)
         draw = row_sampler(examples, params.balance_field, context.stage_id)
-        # what the next checkpoint stores besides the step (a subclass adds its own entries)
-        self.state = {k: v for k, v in getattr(self, "resumed_state", {}).items() if k not in ("step", "fingerprint")}
+        self.state = self.resumed_extras()  # a subclass adds its own entries
         losses = self.state.setdefault("losses", [])
         bar = self.progress("sft")
         if self.start_step == 0:
@@ -101,16 +100,6 @@ class SFTStage(Trainer):
         self.save_model(self.state)
         return {"steps": steps, "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
                 "model_dir": str(context.stage_dir / "model"), **summary}
-
-    def before_steps(self) -> None:
-        """Called once before the first step of a fresh (not resumed) stage; a subclass may score the start."""
-
-    def after_step(self, step: int) -> None:
-        """Called after each optimiser step (a subclass may evaluate; ``self.state`` is checkpointed)."""
-
-    def before_save(self) -> dict[str, Any]:
-        """Called once training ends, before the model is saved; returns extra summary fields."""
-        return {}
 
     def _check_targets(self, examples: list[dict[str, Any]]) -> None:
         p = self.params
@@ -269,7 +258,7 @@ class LMStage(SFTStage):
         blocks = pack_sequences(tokens, params.seq_len, self.tokenizer.eos_token_id)
         if not blocks:
             raise ReasonRLError(f"lm stage {context.stage_id!r}: corpus shorter than one block of {params.seq_len} tokens")
-        losses = list(getattr(self, "resumed_state", {}).get("losses", []))
+        losses = list(self.resumed_extras().get("losses", []))
         bar = self.progress("lm")
         for step in range(self.start_step, params.steps):
             rng = random.Random(step_seed(self.seed, step))

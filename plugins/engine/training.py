@@ -156,6 +156,21 @@ class Trainer(Sharding, CheckpointsAndSaves):
     def __init__(self, params: TrainingParams) -> None:
         self.params = params
 
+    def resumed_extras(self) -> dict[str, Any]:
+        """What the resumed checkpoint stored besides the step (empty on a fresh start): a stage keeps
+        its running state (``self.state``) there, and checkpoints it again as it goes."""
+        return {k: v for k, v in getattr(self, "resumed_state", {}).items() if k not in ("step", "fingerprint")}
+
+    def before_steps(self) -> None:
+        """Called once before the first step of a fresh (not resumed) stage; a subclass may score the start."""
+
+    def after_step(self, step: int) -> None:
+        """Called after each completed step (a subclass may evaluate; ``self.state`` is checkpointed)."""
+
+    def before_save(self) -> dict[str, Any]:
+        """Called once training ends or stops, before the model is saved; returns extra summary fields."""
+        return {}
+
     def setup(self, context: StageContext, total_steps: int, make_extra=None):
         """Load the policy (and ``make_extra(model)`` modules such as a value head), the
         optimiser and schedule, then resume from the stage's checkpoint if there is one."""
