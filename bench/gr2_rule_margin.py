@@ -9,6 +9,10 @@ Two tables for a finished ``examples/gr2_ml1m_hint.yaml`` run:
 2. **The student's copy margin**: each trained stage read teacher-forced on the teacher's own
    answer for the first ``--lists`` test lists: the mean probability of the right number at each
    slot after a right prefix, and the share of lists where it is the most likely next token.
+3. **A lower-noise reward?** Per training list, what finishing the copy earns over a near miss,
+   under ``rank_gain`` (the one held-out target) and under its expectation over the prepare stage's
+   evidence model (the target integrated over that model's softmax across the candidates): the
+   mean, the spread over lists, and the lists a two-sigma decision needs.
 
     python bench/gr2_rule_margin.py runs/gr2_ml1m_hint --stages sft rl_gain --out bench/results/gr2_rule_margin.md
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from pathlib import Path
@@ -29,6 +34,7 @@ from bench_output import save_table  # noqa: E402
 
 from reasonrl.gr2_plugins.feature_teacher import FeatureRankerTeacher  # noqa: E402
 from reasonrl.gr2_plugins.metrics import chance_metrics, ndcg_at  # noqa: E402
+from reasonrl.gr2_plugins.prepare import EvidenceModel  # noqa: E402
 from reasonrl.gr2_plugins.prompts import hint_leaders, hint_numbers  # noqa: E402
 
 # answers by the hint's leaders h (1-based candidate numbers); the rest keep the input order
@@ -40,6 +46,9 @@ POLICIES: dict[str, Callable[[list[int]], list[int]]] = {
     "rule's first, input's first, rule's second": lambda h: [h[0], 1, h[1]],
     "input's first, then the rule's first two": lambda h: [1, h[0], h[1]],
 }
+# (better answer, worse answer) pairs whose reward margin the third table measures
+MARGINS = [("rule's top three (the teacher)", "rule's first"),
+           ("rule's top three (the teacher)", "rule's first, input's first, rule's second")]
 SLOTS = ["explanation 2nd", "explanation 3rd", "answer 1st", "answer 2nd", "answer 3rd"]
 
 
@@ -59,6 +68,50 @@ def policy_scores(rows: Sequence[dict], k: int) -> dict[str, float]:
             total += ndcg_at(order.index(row["target_index"] + 1) + 1, k)
         out[name] = total / max(len(rows), 1)
     return out
+
+
+def answer_gains(row: dict, posterior: Sequence[float], k: int) -> dict[str, tuple[float, float]]:
+    """Per policy: (NDCG@k gain over the input order for the list's target, the same gain's
+    expectation when the target is drawn from ``posterior`` over the candidates)."""
+    size = len(row["candidate_ids"])
+    out = {}
+    for name, policy in POLICIES.items():
+        order = full_order(policy(hint_leaders(row["evidence"])), size)
+        gains = [ndcg_at(order.index(i + 1) + 1, k) - ndcg_at(i + 1, k) for i in range(size)]
+        out[name] = (gains[row["target_index"]], sum(p * g for p, g in zip(posterior, gains)))
+    return out
+
+
+def softmax(scores: Sequence[float]) -> list[float]:
+    top = max(scores)
+    weights = [math.exp(s - top) for s in scores]
+    return [w / sum(weights) for w in weights]
+
+
+def margin_stats(diffs: Sequence[float]) -> str:
+    """mean, spread and the lists a two-sigma decision needs, (2 sd / mean)^2."""
+    mean = sum(diffs) / len(diffs)
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / len(diffs))
+    lists = f"{(2 * sd / mean) ** 2:,.0f}" if mean > 0 else "never"
+    return f"{mean:+.4f} | {sd:.4f} | {lists}"
+
+
+def load_evidence_model(run: Path) -> EvidenceModel:
+    saved = json.loads((run / "prepare" / "evidence_model.json").read_text())
+    return EvidenceModel(saved["mean"], saved["scale"], saved["weights"], saved["bias"])
+
+
+def reward_noise_table(run: Path, k: int = 3) -> str:
+    rows = read_rows(run / "prepare" / "train.jsonl")
+    model = load_evidence_model(run)
+    gains = [answer_gains(row, softmax(model.scores(row["features"])), k) for row in rows]
+    lines = [f"| margin (train lists, NDCG@{k}) | reward | mean | spread over lists | lists for 2 sigma |",
+             "|---|---|---|---|---|"]
+    for better, worse in MARGINS:
+        for column, label in ((0, "rank_gain (the target)"), (1, "expected over the evidence model")):
+            stats = margin_stats([g[better][column] - g[worse][column] for g in gains])
+            lines.append(f"| {better} - {worse} | {label} | {stats} |")
+    return "\n".join(lines)
 
 
 def number_tokens(tokenizer, completion: str) -> list[int]:
@@ -149,6 +202,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     text = ("NDCG of answers built from the co-watching hint (the rest of each list keeps the input order):\n\n"
             + landscape_table(args.run) + "\n")
+    text += ("\nWhat finishing the copy earns per training list, under the target and under its expectation "
+             "over the evidence model:\n\n" + reward_noise_table(args.run) + "\n")
     if args.stages:
         text += (f"\nCopy margin, teacher-forced on the teacher's answer, first {args.lists} test lists "
                  "(mean probability of the right number / share where it is the most likely token):\n\n"

@@ -32,6 +32,24 @@ def test_policy_scores_by_hand(bench):
     assert bench.policy_scores([row], k=1)["rule's top three (the teacher)"] == 0.0
 
 
+def test_answer_gains_under_the_target_and_a_posterior_by_hand(bench):
+    # the row above: leaders 3, 2, 4; the target is candidate 2; the posterior splits between 2 and 3
+    row = {"evidence": [{"after_last": c} for c in (0, 5, 9, 1)], "candidate_ids": list("abcd"), "target_index": 1}
+    gains = bench.answer_gains(row, [0.0, 0.5, 0.5, 0.0], k=3)
+    second = 1 / math.log2(3)
+    # rule's first = [3, 1, 2, 4]: candidate 2 falls from 2nd to 3rd, candidate 3 rises from 3rd to 1st
+    assert gains["rule's first"] == pytest.approx((0.5 - second, 0.5 * (0.5 - second) + 0.5 * 0.5))
+    # top three = [3, 2, 4, 1]: candidate 2 stays 2nd, candidate 3 rises to 1st
+    assert gains["rule's top three (the teacher)"] == pytest.approx((0.0, 0.25))
+    assert gains["input order"] == (0.0, 0.0)
+
+
+def test_margin_stats_and_softmax(bench):
+    assert bench.margin_stats([0.1, 0.3]) == "+0.2000 | 0.1000 | 1"   # (2 x 0.1 / 0.2)^2
+    assert bench.margin_stats([-0.1, 0.1]).endswith("| never")
+    assert bench.softmax([0.0, math.log(3.0)]) == pytest.approx([0.25, 0.75])
+
+
 def test_number_tokens_point_at_the_six_numbers(bench):
     from reasonrl.gr2_plugins.feature_teacher import FeatureRankerTeacher
     from reasonrl.plugins.engine.models import bpe_tokenizer
