@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+from scipy.special import softmax
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_output import save_table  # noqa: E402
@@ -82,12 +83,6 @@ def answer_gains(row: dict, posterior: Sequence[float], k: int) -> dict[str, tup
     return out
 
 
-def softmax(scores: Sequence[float]) -> list[float]:
-    top = max(scores)
-    weights = [math.exp(s - top) for s in scores]
-    return [w / sum(weights) for w in weights]
-
-
 def margin_stats(diffs: Sequence[float]) -> str:
     """mean, spread and the lists a two-sigma decision needs, (2 sd / mean)^2."""
     mean = sum(diffs) / len(diffs)
@@ -96,14 +91,9 @@ def margin_stats(diffs: Sequence[float]) -> str:
     return f"{mean:+.4f} | {sd:.4f} | {lists}"
 
 
-def load_evidence_model(run: Path) -> EvidenceModel:
-    saved = json.loads((run / "prepare" / "evidence_model.json").read_text())
-    return EvidenceModel(saved["mean"], saved["scale"], saved["weights"], saved["bias"])
-
-
 def reward_noise_table(run: Path, k: int = 3) -> str:
     rows = read_rows(run / "prepare" / "train.jsonl")
-    model = load_evidence_model(run)
+    model = EvidenceModel.from_description(json.loads((run / "prepare" / "evidence_model.json").read_text()))
     gains = [answer_gains(row, softmax(model.scores(row["features"])), k) for row in rows]
     lines = [f"| margin (train lists, NDCG@{k}) | reward | mean | spread over lists | lists for 2 sigma |",
              "|---|---|---|---|---|"]

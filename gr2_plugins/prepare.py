@@ -123,6 +123,11 @@ class EvidenceModel:
         return {"features": list(FEATURES), "mean": self.mean.tolist(), "scale": self.scale.tolist(),
                 "weights": self.weights.tolist(), "bias": self.bias}
 
+    @classmethod
+    def from_description(cls, saved: dict[str, Any]) -> "EvidenceModel":
+        """The model :meth:`describe` wrote (``prepare/evidence_model.json``)."""
+        return cls(saved["mean"], saved["scale"], saved["weights"], saved["bias"])
+
 
 def fit_evidence_model(built: dict) -> EvidenceModel:
     from sklearn.linear_model import LogisticRegression

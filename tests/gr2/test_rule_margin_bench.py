@@ -50,6 +50,17 @@ def test_margin_stats_and_softmax(bench):
     assert bench.softmax([0.0, math.log(3.0)]) == pytest.approx([0.25, 0.75])
 
 
+def test_evidence_model_round_trips_through_its_description():
+    import json
+
+    from reasonrl.gr2_plugins.prepare import EvidenceModel
+
+    model = EvidenceModel([1.0, 2.0], [2.0, 0.5], [0.3, -1.2], 0.25)
+    restored = EvidenceModel.from_description(json.loads(json.dumps(model.describe())))
+    # (x - mean) / scale . weights + bias, by hand for x = (3, 1): (1, -2) . (0.3, -1.2) + 0.25 = 2.95
+    assert restored.scores([[3.0, 1.0]]) == pytest.approx([2.95])
+
+
 def test_number_tokens_point_at_the_six_numbers(bench):
     from reasonrl.gr2_plugins.feature_teacher import FeatureRankerTeacher
     from reasonrl.plugins.engine.models import bpe_tokenizer
