@@ -25,6 +25,8 @@ def register_reward_functions(register):
     register("rank_ndcg", f"{G}.rewards:NDCGReward", summary="1 / log2(1 + output position) of the held-out item")
     register("rank_gain", f"{G}.rewards:RankGainReward", params=f"{G}.rewards:RankGainParams",
              summary="NDCG@k of the answer minus NDCG@k of the input order: zero for a copy")
+    register("co_watching_copy", f"{G}.rewards:CoWatchingCopyReward",
+             summary="1 if the answer starts with the co-watching rule's top three (reads no target; a probe)")
     register("rank_topk", f"{G}.rewards:TopKReward", params=f"{G}.rewards:TopKParams",
              summary="1 if the held-out item is in the output's top k (OneRec-Think-style)")
 

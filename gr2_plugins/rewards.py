@@ -111,6 +111,28 @@ class RankingBehaviour:
         return out
 
 
+class CoWatchingCopyReward:
+    """``co_watching_copy``: 1 if a valid answer's first candidates are the co-watching rule's top
+    three in order (what the ``co_watching`` teacher answers), else 0; None when invalid. It does not
+    read the target, so it is not a ranking reward: it is a noiseless signal for asking whether RL can
+    move a student towards an answer at all (``bench/gr2_rl_probe.py``), or for distilling the teacher
+    on the student's own samples. Needs examples with ``evidence`` (``gr2_prepare`` prompt_evidence)."""
+
+    def __init__(self, params=None) -> None:
+        self.params = params
+
+    def __call__(self, prompts, completions, examples):
+        out = []
+        for completion, example in zip(completions, examples):
+            if not example.get("evidence"):
+                raise ValueError(f"co_watching_copy: example of user {example.get('user')!r} has no 'evidence'; "
+                                 "prepare the data with gr2_prepare prompt_evidence: true")
+            parsed = parse_answer(completion, example)
+            out.append({"co_watching_copy": co_watching_behaviour(parsed.order, example["evidence"])["co_watching_top3"]
+                        if parsed.valid else None})
+        return out
+
+
 class FormatReward:
     """1 if the answer parses and is a permutation of the candidates, else 0."""
 

@@ -266,3 +266,18 @@ def test_ranking_behaviour_says_whether_an_answer_follows_the_co_watching_rule()
     # without evidence the keys are absent, not zero
     plain = {key: value for key, value in example.items() if key != "evidence"}
     assert "co_watching_first" not in RankingBehaviour()(None, [answer([4, 2, 5])], [plain])[0]
+
+
+def test_co_watching_copy_pays_only_the_rules_top_three_and_ignores_the_target():
+    from reasonrl.gr2_plugins.rewards import CoWatchingCopyReward
+
+    # the rule's top three are candidates 4, 2, 5 (after_last 12, 4, 1); the target (2) plays no part
+    example = {"answer_format": "index", "candidates": list("abcde"), "target_index": 1, "evidence": EVIDENCE}
+    elsewhere = {**example, "target_index": 4}
+    texts = [answer([4, 2, 5]), answer([4, 5, 2]), answer([2]), "oops"]
+    scores = [row["co_watching_copy"] for row in CoWatchingCopyReward()(None, texts, [example] * 4)]
+    assert scores == [1.0, 0.0, 0.0, None]
+    assert CoWatchingCopyReward()(None, texts[:1], [elsewhere])[0]["co_watching_copy"] == 1.0
+    plain = {key: value for key, value in example.items() if key != "evidence"}
+    with pytest.raises(ValueError, match="prompt_evidence"):
+        CoWatchingCopyReward()(None, texts[:1], [plain])
