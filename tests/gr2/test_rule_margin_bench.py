@@ -80,3 +80,26 @@ def test_chance_and_the_rollout_reward_spread(bench, tmp_path):
     (tmp_path / "rl" / "history.json").write_text('[{"reward/std": 0.4}, {"reward/std": 0.5}, {"loss": 1.0}]')
     assert bench.reward_spread(tmp_path, "rl") == "0.450"
     assert bench.reward_spread(tmp_path, "sft") == "-"  # no RL history
+
+
+def test_teacher_gap_scores_each_evaluated_model_against_the_rule_by_hand(bench, tmp_path):
+    import json
+
+    # after_last 0, 5, 9, 1 -> the rule's top three are candidates 3, 2, 4 (then 1)
+    evidence = [{"after_last": c} for c in (0, 5, 9, 1)]
+    base = {"evidence": evidence, "candidate_ids": list("abcd"), "candidates": list("abcd"), "answer_format": "index"}
+    rows = [{**base, "user": "u1", "target_index": 1}, {**base, "user": "u2", "target_index": 0}]
+    (tmp_path / "prepare").mkdir()
+    (tmp_path / "evaluate").mkdir()
+    (tmp_path / "prepare" / "test.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "evaluate" / "report.json").write_text(json.dumps({"rows": {"pre-ranker": {}, "SFT (hint)": {}}}))
+    outputs = [{"user": "u1", "output": '{"explanation": "x", "recommendations": [2]}'},  # target first: 1.0
+               {"user": "u2", "output": "oops"}]                                         # does not parse: 0.0
+    (tmp_path / "evaluate" / "outputs_SFT__hint_.jsonl").write_text("\n".join(json.dumps(o) for o in outputs))
+    table = bench.teacher_gap_table(tmp_path).splitlines()
+    assert len(table) == 3  # the pre-ranker has no outputs and no row
+    rule_u1, rule_u2 = 1 / math.log2(3), 1 / math.log2(5)  # the target 2nd, then 4th in [3, 2, 4, 1]
+    cells = [c.strip() for c in table[2].split("|")[1:-1]]
+    assert cells[:4] == ["SFT (hint)", "2", "0.5000", f"{(rule_u1 + rule_u2) / 2:.4f}"]
+    assert cells[4].startswith(f"{((rule_u1 - 1) + rule_u2) / 2:+.4f} [")
+    assert cells[5] == "1.00"
