@@ -69,10 +69,10 @@ def overrides(config: dict, rl_id: str, setting: Setting, steps: int) -> list[st
     weight 0) and an evaluation of SFT against RL only."""
     rl, ev = stage_index(config, "rl", rl_id), stage_index(config, "gr2_evaluate")
     sft = config["stages"][rl]["model"]["stage"]
-    rewards = [f"{{name: {setting.reward}}}"]
+    rewards, weights = [f"{{name: {setting.reward}}}"], {setting.reward: 1.0}
     if setting.reward != "rank_gain":
         rewards.append("{name: rank_gain, params: {k: 3}}")
-    weights = {setting.reward: 1.0, **({"rank_gain": 0.0} if setting.reward != "rank_gain" else {})}
+        weights["rank_gain"] = 0.0
     out = [f"stages[{rl}].rewards=[{', '.join(rewards)}]",
            f"stages[{rl}].combiner={{name: weighted_sum, params: {{weights: {json.dumps(weights)}, "
            f"required: [{setting.reward}]}}}}",
@@ -84,11 +84,15 @@ def overrides(config: dict, rl_id: str, setting: Setting, steps: int) -> list[st
     return out
 
 
+def evaluation_id(config: dict) -> str:
+    return config["stages"][stage_index(config, "gr2_evaluate")].get("id", "evaluate")
+
+
 def scratch_copy(run: Path, config: dict, rl_id: str, parent: Path) -> Path:
     """The run's folder without the probed RL stage and the evaluation (real copies: the pipeline
     only reads the skipped stages, but a copy keeps even a mistake away from the run)."""
     target = parent / config["run_name"]
-    skip = {rl_id, config["stages"][stage_index(config, "gr2_evaluate")].get("id", "evaluate")}
+    skip = {rl_id, evaluation_id(config)}
     target.mkdir(parents=True)
     for item in run.resolve().iterdir():
         if item.is_dir() and item.name not in skip and not item.name.startswith("."):
@@ -129,10 +133,10 @@ def probe(run: Path, config: dict, rl_id: str, setting: Setting, steps: int) -> 
         for value in overrides(config, rl_id, setting, steps):
             command += ["--set", value]
         started = time.monotonic()
-        subprocess.run(command, check=True, env=os.environ.copy())
+        subprocess.run(command, check=True)
         minutes = (time.monotonic() - started) / 60
         shares = windows(scratch / "metrics.jsonl", rl_id)
-        report = json.loads((scratch / "evaluate" / "report.json").read_text())
+        report = json.loads((scratch / evaluation_id(config) / "report.json").read_text())
     top3, first = shares["co_watching_top3"], shares["co_watching_first"]
     default_prompts = config["stages"][stage_index(config, "rl", rl_id)].get("prompts_per_step", 8)
     return (f"{setting.label(default_prompts, steps)} {top3[0]:.3f} -> {top3[1]:.3f} | "

@@ -13,9 +13,9 @@ Two tables for a finished ``examples/gr2_ml1m_hint.yaml`` run:
    under ``rank_gain`` (the one held-out target) and under its expectation over the prepare stage's
    evidence model (the target integrated over that model's softmax across the candidates): the
    mean, the spread over lists, and the lists a two-sigma decision needs.
-4. **How far each evaluated model is from the teacher**: the greedy answers the run's evaluation
-   wrote (``evaluate/outputs_*.jsonl``) against the rule's top three on the same test lists, NDCG@5
-   with a paired bootstrap interval: the whole gap RL could close, not one error's.
+4. **How far each evaluated row is from the teacher**: the per-list NDCG@5 the run's evaluation
+   reported (``evaluate/report.json``, the pre-ranker included) against the rule's top three on the
+   same test lists, with a paired bootstrap interval: the whole gap RL could close, not one error's.
 
     python bench/gr2_rule_margin.py runs/gr2_ml1m_hint --stages sft rl_gain --out bench/results/gr2_rule_margin.md
 """
@@ -38,10 +38,8 @@ from bench_output import save_table  # noqa: E402
 
 from reasonrl.gr2_plugins.feature_teacher import FeatureRankerTeacher  # noqa: E402
 from reasonrl.gr2_plugins.metrics import chance_metrics, ndcg_at, paired_bootstrap  # noqa: E402
-from reasonrl.gr2_plugins.parsing import parse_answer  # noqa: E402
 from reasonrl.gr2_plugins.prepare import EvidenceModel  # noqa: E402
 from reasonrl.gr2_plugins.prompts import hint_leaders, hint_numbers  # noqa: E402
-from reasonrl.plugins.evaluation import outputs_path  # noqa: E402
 
 # answers by the hint's leaders h (1-based candidate numbers); the rest keep the input order
 POLICIES: dict[str, Callable[[list[int]], list[int]]] = {
@@ -188,36 +186,28 @@ def margin_table(run: Path, stages: Sequence[str], lists: int) -> str:
     return "\n".join(lines)
 
 
-def answer_ndcg(text: str, row: dict, k: int = 5) -> float:
-    """NDCG@k of a model's answer for ``row`` as evaluation scores it; 0 for an answer that does not parse."""
-    parsed = parse_answer(text, row)
-    return ndcg_at(parsed.order.index(row["target_index"]) + 1, k) if parsed.valid else 0.0
-
-
 def rule_ndcg(row: dict, k: int = 5) -> float:
     order = full_order(POLICIES["rule's top three (the teacher)"](hint_leaders(row["evidence"])), len(row["candidate_ids"]))
     return ndcg_at(order.index(row["target_index"] + 1) + 1, k)
 
 
 def teacher_gap_table(run: Path) -> str:
-    """Per evaluated variant: its NDCG@5, the rule's on the same lists, rule - variant [paired 95%
-    CI], and the share of lists where the two score differently."""
-    rows = {row["user"]: row for row in read_rows(run / "prepare" / "test.jsonl")}
-    variants = json.loads((run / "evaluate" / "report.json").read_text())["rows"]
-    lines = ["| variant | lists | its NDCG@5 | the rule's top three | rule - variant [95% CI] | lists scored differently |",
+    """Per row of the run's evaluation: its NDCG@5, the rule's on the same lists (the evaluation
+    scores the first lists of ``prepare/test.jsonl``, in order), rule - row [paired 95% CI], and
+    the share of lists where the two score differently."""
+    report = json.loads((run / "evaluate" / "report.json").read_text())
+    lines = ["| row | lists | its NDCG@5 | the rule's top three | rule - row [95% CI] | lists scored differently |",
              "|---|---|---|---|---|---|"]
-    for name in variants:
-        path = outputs_path(run / "evaluate", name)
-        if not path.exists():  # rows without a model (the pre-ranker, chance)
+    for name, metrics in report["rows"].items():
+        mine = metrics.get("ndcg@5_per_list")
+        if mine is None:  # the chance row has no lists
             continue
-        outputs = read_rows(path)
-        mine = [answer_ndcg(o["output"], rows[o["user"]]) for o in outputs]
-        rule = [rule_ndcg(rows[o["user"]]) for o in outputs]
+        rule = [rule_ndcg(row) for row in read_rows(run / "prepare" / "test.jsonl", len(mine))]
         gap = paired_bootstrap(mine, rule, samples=2000)
         low, high = gap["ci95"]
         differ = sum(a != b for a, b in zip(mine, rule)) / len(mine)
-        lines.append(f"| {name} | {len(mine)} | {sum(mine) / len(mine):.4f} | "
-                     f"{sum(rule) / len(rule):.4f} | {gap['difference']:+.4f} [{low:+.4f}, {high:+.4f}] | {differ:.2f} |")
+        lines.append(f"| {name} | {len(mine)} | {sum(mine) / len(mine):.4f} | {sum(rule) / len(rule):.4f} | "
+                     f"{gap['difference']:+.4f} [{low:+.4f}, {high:+.4f}] | {differ:.2f} |")
     return "\n".join(lines)
 
 
@@ -232,7 +222,8 @@ def main(argv: list[str] | None = None) -> None:
             + landscape_table(args.run) + "\n")
     text += ("\nWhat finishing the copy earns per training list, under the target and under its expectation "
              "over the evidence model:\n\n" + reward_noise_table(args.run) + "\n")
-    text += ("\nEach evaluated model's greedy answers against the rule's top three on the same test lists:\n\n"
+    text += ("\nEach evaluated row (greedy answers, the pre-ranker's order) against the rule's top three on the "
+             "same test lists:\n\n"
              + teacher_gap_table(args.run) + "\n")
     if args.stages:
         text += (f"\nCopy margin, teacher-forced on the teacher's answer, first {args.lists} test lists "

@@ -11,14 +11,10 @@ from reasonrl.core.io import atomic_write_json, atomic_write_jsonl, atomic_write
 from reasonrl.plugins.engine.manifest import write_evaluation_manifest
 
 
-def outputs_path(folder: Path, variant: str) -> Path:
-    """Where a variant's answers are kept: ``outputs_<variant>.jsonl``, non-alphanumerics as ``_``."""
-    return Path(folder) / f"outputs_{''.join(c if c.isalnum() else '_' for c in variant)}.jsonl"
-
-
 def write_outputs(folder: Path, variant: str, rows: Sequence[dict]) -> Path:
-    """Every generated answer of one variant (written atomically)."""
-    return atomic_write_jsonl(outputs_path(folder, variant), rows)
+    """Every generated answer of one variant, as ``outputs_<variant>.jsonl`` (written atomically)."""
+    name = "".join(c if c.isalnum() else "_" for c in variant)
+    return atomic_write_jsonl(Path(folder) / f"outputs_{name}.jsonl", rows)
 
 
 def evaluation_examples(context, dataset_ref, split: str, limit: int | None = None) -> list[dict]:

@@ -82,24 +82,29 @@ def test_chance_and_the_rollout_reward_spread(bench, tmp_path):
     assert bench.reward_spread(tmp_path, "sft") == "-"  # no RL history
 
 
-def test_teacher_gap_scores_each_evaluated_model_against_the_rule_by_hand(bench, tmp_path):
+def test_teacher_gap_scores_each_evaluated_row_against_the_rule_by_hand(bench, tmp_path):
     import json
 
     # after_last 0, 5, 9, 1 -> the rule's top three are candidates 3, 2, 4 (then 1)
     evidence = [{"after_last": c} for c in (0, 5, 9, 1)]
     base = {"evidence": evidence, "candidate_ids": list("abcd"), "candidates": list("abcd"), "answer_format": "index"}
-    rows = [{**base, "user": "u1", "target_index": 1}, {**base, "user": "u2", "target_index": 0}]
+    rows = [{**base, "user": "u1", "target_index": 1}, {**base, "user": "u2", "target_index": 0},
+            {**base, "user": "u3", "target_index": 2}]  # a third test list the evaluation did not score
     (tmp_path / "prepare").mkdir()
     (tmp_path / "evaluate").mkdir()
     (tmp_path / "prepare" / "test.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    (tmp_path / "evaluate" / "report.json").write_text(json.dumps({"rows": {"pre-ranker": {}, "SFT (hint)": {}}}))
-    outputs = [{"user": "u1", "output": '{"explanation": "x", "recommendations": [2]}'},  # target first: 1.0
-               {"user": "u2", "output": "oops"}]                                         # does not parse: 0.0
-    (tmp_path / "evaluate" / "outputs_SFT__hint_.jsonl").write_text("\n".join(json.dumps(o) for o in outputs))
+    second, fourth = 1 / math.log2(3), 1 / math.log2(5)
+    report = {"rows": {"pre-ranker": {"ndcg@5_per_list": [second, 1.0]},  # input order: target 2nd, then 1st
+                       "SFT (hint)": {"ndcg@5_per_list": [1.0, 0.0]},    # target first; an answer that failed
+                       "chance (exact expectation)": {"ndcg@5": 0.3}}}
+    (tmp_path / "evaluate" / "report.json").write_text(json.dumps(report))
     table = bench.teacher_gap_table(tmp_path).splitlines()
-    assert len(table) == 3  # the pre-ranker has no outputs and no row
-    rule_u1, rule_u2 = 1 / math.log2(3), 1 / math.log2(5)  # the target 2nd, then 4th in [3, 2, 4, 1]
-    cells = [c.strip() for c in table[2].split("|")[1:-1]]
+    assert len(table) == 4  # the chance row has no lists and no row
+    rule_u1, rule_u2 = second, fourth  # the target 2nd, then 4th in [3, 2, 4, 1]
+    pre = [c.strip() for c in table[2].split("|")[1:-1]]
+    assert pre[:4] == ["pre-ranker", "2", f"{(second + 1) / 2:.4f}", f"{(rule_u1 + rule_u2) / 2:.4f}"]
+    assert pre[4].startswith(f"{(rule_u2 - 1) / 2:+.4f} [") and pre[5] == "0.50"
+    cells = [c.strip() for c in table[3].split("|")[1:-1]]
     assert cells[:4] == ["SFT (hint)", "2", "0.5000", f"{(rule_u1 + rule_u2) / 2:.4f}"]
     assert cells[4].startswith(f"{((rule_u1 - 1) + rule_u2) / 2:+.4f} [")
     assert cells[5] == "1.00"
